@@ -1,0 +1,76 @@
+# sdenv: a pinned, verifiable, reversible local Stable Diffusion WebUI environment.
+# `make help` lists the targets and variables. Every target sets up its own controller
+# environment (.venv, from requirements.txt) on first use.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV      := .venv
+INVENTORY ?= inventory/localhost.yml
+LIMIT     ?=
+CHECK     ?=
+ARGS      ?=
+CONFIRM   ?=
+FORCE     ?=
+
+# A macOS controller crashes forked Python workers without this (ansible-core's documented setting).
+export OBJC_DISABLE_INITIALIZE_FORK_SAFETY := YES
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+
+yes_words := 1 yes true
+is_yes     = $(filter $(yes_words),$(1))
+
+PLAYBOOK = $(VENV)/bin/ansible-playbook -i $(INVENTORY) \
+	$(if $(LIMIT),--limit '$(LIMIT)') \
+	$(if $(call is_yes,$(CHECK)),--check --diff) \
+	-e sdenv_confirm=$(if $(call is_yes,$(CONFIRM)),yes,no) \
+	-e sdenv_force=$(if $(call is_yes,$(FORCE)),yes,no) \
+	$(ARGS)
+
+.PHONY: help controller provision reset-dummy test unit integration lint bench
+
+help: ## List the targets and the variables they read
+	@echo "Usage: make TARGET [VARIABLE=value ...]"
+	@echo
+	@echo "Targets:"
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sort -u | awk -F ':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+	@echo
+	@echo "Variables:"
+	@echo "  INVENTORY=path   hosts to act on (default inventory/localhost.yml)"
+	@echo "  LIMIT=pattern    only these hosts of the inventory"
+	@echo "  CHECK=1          dry run with diff: report what would change, change nothing"
+	@echo "  ARGS='...'       extra ansible-playbook arguments (e.g. ARGS='-e sdenv_user_name=sd')"
+	@echo "  CONFIRM=yes      no prompt before destructive targets (reset-dummy, rollback, pin-models)"
+	@echo "  FORCE=yes        reset-dummy: act on a user the provision record does not name;"
+	@echo "                   provision: reset a WebUI tree that has local changes"
+	@grep -hE '^# var: ' $(MAKEFILE_LIST) | sed 's/^# var: /  /'
+
+controller: ## Set up .venv from requirements.txt (every target does this first)
+	@bash scripts/controller-venv.sh
+
+provision: controller ## Bring every inventory host to the pinned state
+	$(PLAYBOOK) playbooks/provision.yml
+
+reset-dummy: controller ## Delete the dummy user and what provision made for it; recreate it clean
+	$(PLAYBOOK) playbooks/reset-dummy.yml
+
+test: lint unit integration ## The project's test suite (lint, unit, integration); CI runs exactly this
+
+unit: controller ## Unit tests only (no root needed)
+	$(VENV)/bin/python -m pytest tests/unit
+
+integration: controller ## Integration tests (root: real users, packages, git, HTTP on this machine)
+	$(VENV)/bin/python -m pytest tests/integration
+
+lint: controller ## ansible-lint (production profile), yamllint, ruff
+	$(VENV)/bin/yamllint --strict .
+	$(VENV)/bin/ansible-lint --profile production
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+# var: BENCH=name     make bench: only this benchmark (e.g. BENCH=models)
+bench: controller ## Benchmarks, with ratios against peers measured in the same run
+	$(VENV)/bin/python -m tests.bench $(BENCH)
+
+# Each capability adds its own targets in mk/<capability>.mk.
+include $(sort $(wildcard mk/*.mk))

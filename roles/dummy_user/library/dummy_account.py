@@ -1,0 +1,191 @@
+#!/usr/bin/python
+"""Ansible module: the dummy admin account on macOS or Linux."""
+
+DOCUMENTATION = r"""
+module: dummy_account
+short_description: Create, check for reset, or delete the dummy admin account (macOS and Linux)
+description:
+  - C(present) creates the account with a home and admin rights (macOS sysadminctl + createhomedir and the
+    admin group; Linux useradd with the sudo/wheel group) and sets its password on creation only; an existing
+    account gets its shell, full name and admin membership corrected.
+  - C(check_reset) runs the reset safety checks and fails with one sentence when reset is refused; it never
+    changes anything.
+  - C(absent) runs the same checks, stops the user's processes, deletes the account and its home, and
+    removes the paths the provision record lists for it outside the home.
+  - The password is never put on a command line; when none is given, one is generated once and kept in
+    I(password_file) (root-only, 0600).
+options:
+  name: {description: Account name., type: str, required: true}
+  fullname: {description: Full name., type: str, default: Dummy}
+  shell: {description: Login shell., type: path, default: /bin/zsh}
+  admin: {description: Member of the admin group (macOS) or sudo/wheel (Linux)., type: bool, default: true}
+  password: {description: Password; empty means use or create I(password_file)., type: str, default: ''}
+  password_file: {description: Where a generated password is kept on the host., type: path}
+  state: {description: What to do., type: str, choices: [present, check_reset, absent], default: present}
+  record_path: {description: The provision record (for check_reset and absent)., type: path}
+  invoking_users: {description: Users running this command; never reset., type: list, elements: str, default: []}
+  force: {description: Reset an account the provision record does not name., type: bool, default: false}
+  console_probe_file:
+    description: Test seam, Linux only. A utmp file for C(who) to read instead of the system's.
+    type: path
+"""
+
+EXAMPLES = r"""
+- name: The dummy admin account exists
+  dummy_account:
+    name: dummy
+    fullname: Dummy
+    shell: /bin/zsh
+    password_file: /var/lib/sdenv/dummy.password
+"""
+
+RETURN = r"""
+account: {description: The account after the call (name, uid, home, shell, admin)., type: dict, returned: success}
+created: {description: The account was created by this call., type: bool, returned: state=present}
+password_generated: {description: A new password was generated and stored in password_file., type: bool,
+  returned: state=present}
+removed_paths: {description: Paths removed for the account outside its home., type: list, returned: state=absent}
+"""
+
+import os
+import platform
+import shutil
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.dummy_accounts import AccountError, backend_for, check_password, generate_password
+from ansible.module_utils.provision_record import RecordError, check_removable, load
+from ansible.module_utils.reset_guard import reset_refusal
+
+
+def read_or_make_password(path, check_mode):
+    """The stored password, or a new one written root-only (0600 file in a 0700 directory)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read().strip(), False
+    except FileNotFoundError:
+        pass
+    password = generate_password()
+    if not check_mode:
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(password + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(path + ".tmp", path)
+    return password, True
+
+
+def ensure_present(module, accounts):
+    p = module.params
+    account = accounts.get(p["name"])
+    result = {"created": False, "password_generated": False}
+    if account is None:
+        password, generated = p["password"], False
+        if not password:
+            if not p["password_file"]:
+                raise AccountError("No password given and no password_file to keep a generated one in.")
+            password, generated = read_or_make_password(p["password_file"], module.check_mode)
+        check_password(password)
+        result.update(created=True, password_generated=generated)
+        if module.check_mode:
+            return dict(result, changed=True, account={"name": p["name"]})
+        accounts.create(p["name"], p["fullname"], p["shell"], p["admin"])
+        argv, data = accounts.password_command(p["name"], password)
+        accounts.must(argv, data=data, what=f"Setting the password of {p['name']}")
+        return dict(result, changed=True, account=accounts.get(p["name"]))
+    commands = accounts.modify_commands(account, p["fullname"], p["shell"], p["admin"])
+    if commands and not module.check_mode:
+        for argv in commands:
+            accounts.must(argv, what=f"Updating the account {p['name']}")
+        account = accounts.get(p["name"])
+    return dict(result, changed=bool(commands), account=account)
+
+
+def guard(module, accounts):
+    """Run the reset checks; fail the module with the refusal sentence, else return the facts."""
+    p = module.params
+    account = accounts.get(p["name"])
+    record = load(p["record_path"]) if p["record_path"] else {"users": {}}
+    recorded = record["users"].get(p["name"])
+    refusal = reset_refusal(
+        p["name"],
+        account,
+        accounts.first_regular_uid,
+        p["invoking_users"],
+        accounts.console_users(p["console_probe_file"]),
+        recorded,
+        p["force"],
+    )
+    if refusal:
+        module.fail_json(msg=refusal, refused=True)
+    return account, recorded
+
+
+def remove_path(path):
+    normal = check_removable(path)
+    if os.path.islink(normal) or os.path.isfile(normal):
+        os.unlink(normal)
+    elif os.path.isdir(normal):
+        shutil.rmtree(normal)
+    else:
+        return False
+    return True
+
+
+def ensure_absent(module, accounts):
+    account, recorded = guard(module, accounts)
+    leftovers = list((recorded or {}).get("created_paths", []))
+    for path in leftovers:
+        check_removable(path)  # refuse a bad record before deleting anything
+    if module.check_mode:
+        return {"changed": account is not None or bool(leftovers), "removed_paths": leftovers}
+    removed = []
+    if account is not None:
+        accounts.stop_processes(account)
+        accounts.delete(account)
+        if os.path.isdir(account["home"]) and accounts.home_is_removable(account):
+            shutil.rmtree(account["home"])
+    for path in leftovers:
+        if remove_path(path):
+            removed.append(path)
+    return {"changed": account is not None or bool(removed), "removed_paths": removed, "account": account}
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec={
+            "name": {"type": "str", "required": True},
+            "fullname": {"type": "str", "default": "Dummy"},
+            "shell": {"type": "path", "default": "/bin/zsh"},
+            "admin": {"type": "bool", "default": True},
+            "password": {"type": "str", "default": "", "no_log": True},
+            "password_file": {"type": "path", "no_log": False},
+            "state": {"type": "str", "choices": ["present", "check_reset", "absent"], "default": "present"},
+            "record_path": {"type": "path"},
+            "invoking_users": {"type": "list", "elements": "str", "default": []},
+            "force": {"type": "bool", "default": False},
+            "console_probe_file": {"type": "path"},
+        },
+        supports_check_mode=True,
+    )
+
+    def run(argv, data=None):
+        return module.run_command(argv, data=data, binary_data=True)
+
+    try:
+        accounts = backend_for(platform.system(), run)
+        if module.params["state"] == "present":
+            result = ensure_present(module, accounts)
+        elif module.params["state"] == "check_reset":
+            account, _ = guard(module, accounts)
+            result = {"changed": False, "account": account}
+        else:
+            result = ensure_absent(module, accounts)
+    except (AccountError, RecordError, OSError) as exc:
+        module.fail_json(msg=str(exc))
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""Helpers shared by the integration tests: run make targets, manage throwaway accounts."""
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class TestInventory:
+    """An inventory file written for one test: use it wherever a path is expected."""
+
+    def __init__(self, path, user, state_dir, variables):
+        self.path, self.user, self.state_dir, self.variables = path, user, state_dir, variables
+
+    def __fspath__(self):
+        return str(self.path)
+
+    def __str__(self):
+        return str(self.path)
+
+
+class MakeResult:
+    def __init__(self, completed):
+        self.returncode = completed.returncode
+        self.output = completed.stdout
+
+    @property
+    def recap(self):
+        """{'ok': n, 'changed': n, 'failed': n, ...} summed over the PLAY RECAP lines."""
+        totals = {}
+        for line in self.output.splitlines():
+            if re.search(r"\bok=\d+\s+changed=\d+", line):
+                for key, value in re.findall(r"(\w+)=(\d+)", line):
+                    totals[key] = totals.get(key, 0) + int(value)
+        return totals
+
+    def __repr__(self):
+        return f"<make exit {self.returncode}>\n{self.output[-6000:]}"
+
+
+def run_make(target, inventory=None, timeout=1800, stdin=subprocess.DEVNULL, env=None, **variables):
+    """Run `make TARGET VAR=value...` in the repository; returns MakeResult (never raises on failure)."""
+    argv = ["make", "--no-print-directory", "-C", str(ROOT), target]
+    if inventory:
+        argv.append(f"INVENTORY={inventory}")
+    argv += [f"{key}={value}" for key, value in variables.items()]
+    completed = subprocess.run(
+        argv,
+        stdin=stdin,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_NOCOLOR": "1", **(env or {})},
+        check=False,
+    )
+    return MakeResult(completed)
+
+
+def user_exists(name):
+    return subprocess.run(["getent", "passwd", name], capture_output=True, check=False).returncode == 0
+
+
+def remove_user(name):
+    """Remove a test account and its home; only ever called with names this suite generated."""
+    assert name.startswith("sdt"), name
+    if user_exists(name):
+        subprocess.run(["pkill", "-KILL", "-u", name], check=False)
+        subprocess.run(["userdel", "--remove", name], capture_output=True, check=False)
+    shutil.rmtree(f"/home/{name}", ignore_errors=True)

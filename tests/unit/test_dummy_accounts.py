@@ -1,0 +1,199 @@
+"""Account command lines and output parsing. The macOS outputs below are recorded from the documented
+behaviour of dscl/dseditgroup/stat (fakes: no Mac runs these tests); Linux ones are real formats."""
+
+import pytest
+from dummy_accounts import (
+    AccountError,
+    DarwinAccounts,
+    LinuxAccounts,
+    check_password,
+    generate_password,
+    parse_checkmember,
+    parse_console_owner,
+    parse_dscl_read,
+    parse_getent_passwd,
+    parse_login_defs_uid_min,
+    parse_who_console,
+)
+
+# Recorded macOS outputs (labelled fakes: shapes as dscl and dseditgroup print them).
+DSCL_READ_DUMMY = """NFSHomeDirectory: /Users/dummy
+PrimaryGroupID: 20
+RealName:
+ Dummy User
+UniqueID: 502
+UserShell: /bin/zsh
+"""
+DSCL_NOT_FOUND_STDERR = "<dscl_cmd> DS Error: -14136 (eDSRecordNotFound)\n"
+CHECKMEMBER_YES = "yes dummy is a member of admin\n"
+CHECKMEMBER_NO = "no dummy is NOT a member of admin\n"
+
+
+class Recorder:
+    """Stands in for run_command: answers from a table keyed by argv prefix, records every call."""
+
+    def __init__(self, answers):
+        self.answers = answers
+        self.calls = []
+
+    def __call__(self, argv, data=None):
+        self.calls.append((list(argv), data))
+        for prefix, answer in self.answers:
+            if list(argv[: len(prefix)]) == prefix:
+                return answer
+        return (0, "", "")
+
+
+def test_parse_dscl_read_joins_continuation_lines():
+    values = parse_dscl_read(DSCL_READ_DUMMY)
+    assert values == {
+        "NFSHomeDirectory": "/Users/dummy",
+        "PrimaryGroupID": "20",
+        "RealName": "Dummy User",
+        "UniqueID": "502",
+        "UserShell": "/bin/zsh",
+    }
+
+
+def test_parse_checkmember():
+    assert parse_checkmember(CHECKMEMBER_YES) is True
+    assert parse_checkmember(CHECKMEMBER_NO) is False
+
+
+def test_darwin_get_reads_dscl_and_admin_membership():
+    run = Recorder([(["dscl"], (0, DSCL_READ_DUMMY, "")), (["dseditgroup"], (0, CHECKMEMBER_YES, ""))])
+    account = DarwinAccounts(run).get("dummy")
+    assert account == {
+        "name": "dummy",
+        "uid": 502,
+        "gid": 20,
+        "fullname": "Dummy User",
+        "home": "/Users/dummy",
+        "shell": "/bin/zsh",
+        "admin": True,
+        "groups": ["admin"],
+    }
+    assert run.calls[0][0][:4] == ["dscl", ".", "-read", "/Users/dummy"]
+    assert run.calls[1][0] == ["dseditgroup", "-o", "checkmember", "-m", "dummy", "admin"]
+
+
+def test_darwin_get_missing_account():
+    run = Recorder([(["dscl"], (56, "", DSCL_NOT_FOUND_STDERR))])
+    assert DarwinAccounts(run).get("nobody-here") is None
+
+
+def test_darwin_create_never_puts_the_password_on_a_command_line():
+    accounts = DarwinAccounts(Recorder([]))
+    commands = accounts.create_commands("dummy", "Dummy", "/bin/zsh", admin=True)
+    assert commands == [
+        ["sysadminctl", "-addUser", "dummy", "-fullName", "Dummy", "-shell", "/bin/zsh", "-admin"],
+        ["createhomedir", "-c", "-u", "dummy"],
+    ]
+    argv, data = accounts.password_command("dummy", "s3cret-Pw")
+    assert argv == ["dscl", "."] and "s3cret-Pw" not in " ".join(argv)
+    assert data == 'passwd /Users/dummy "s3cret-Pw"\n'
+
+
+def test_darwin_create_fails_loudly_when_sysadminctl_silently_failed():
+    # sysadminctl exits 0 on failure; the account must be re-read to know.
+    run = Recorder([(["dscl"], (56, "", DSCL_NOT_FOUND_STDERR))])
+    with pytest.raises(AccountError, match="does not exist after creating it"):
+        DarwinAccounts(run).create("dummy", "Dummy", "/bin/zsh", admin=True)
+
+
+def test_darwin_modify_commands():
+    account = {"name": "dummy", "shell": "/bin/bash", "fullname": "Old", "admin": False}
+    assert DarwinAccounts(Recorder([])).modify_commands(account, "Dummy", "/bin/zsh", admin=True) == [
+        ["dscl", ".", "-create", "/Users/dummy", "UserShell", "/bin/zsh"],
+        ["dscl", ".", "-create", "/Users/dummy", "RealName", "Dummy"],
+        ["dseditgroup", "-o", "edit", "-a", "dummy", "-t", "user", "admin"],
+    ]
+
+
+def test_darwin_delete_and_stop():
+    accounts = DarwinAccounts(Recorder([]))
+    assert accounts.delete_commands("dummy") == [["sysadminctl", "-deleteUser", "dummy"]]
+    assert accounts.stop_commands({"uid": 502}) == [
+        ["launchctl", "bootout", "user/502"],
+        ["pkill", "-KILL", "-U", "502"],
+    ]
+
+
+def test_darwin_console_owner():
+    assert parse_console_owner("dummy\n") == {"dummy"}
+    assert parse_console_owner("root\n") == set()  # the login window
+    run = Recorder([(["stat"], (0, "alice\n", ""))])
+    assert DarwinAccounts(run).console_users() == {"alice"}
+    assert run.calls[0][0] == ["stat", "-f", "%Su", "/dev/console"]
+
+
+def test_home_is_removable_only_where_homes_live():
+    darwin = DarwinAccounts(Recorder([]))
+    assert darwin.home_is_removable({"name": "dummy", "home": "/Users/dummy"})
+    assert not darwin.home_is_removable({"name": "dummy", "home": "/Users"})
+    assert not darwin.home_is_removable({"name": "dummy", "home": "/var/root"})
+    assert not darwin.home_is_removable({"name": "dummy", "home": "/Users/other"})
+
+
+def test_parse_getent_passwd():
+    entry = parse_getent_passwd("dummy:x:1001:1001:Dummy,,,:/home/dummy:/bin/zsh\n")
+    assert entry == {
+        "name": "dummy",
+        "uid": 1001,
+        "gid": 1001,
+        "fullname": "Dummy",
+        "home": "/home/dummy",
+        "shell": "/bin/zsh",
+    }
+    assert parse_getent_passwd("") is None
+    with pytest.raises(AccountError):
+        parse_getent_passwd("garbage")
+
+
+def test_linux_commands(tmp_path):
+    login_defs = tmp_path / "login.defs"
+    login_defs.write_text("# comment\nUID_MIN\t\t\t 2000\nUID_MAX 60000\n")
+    run = Recorder(
+        [(["getent", "group", "sudo"], (2, "", "")), (["getent", "group", "wheel"], (0, "wheel:x:10:", ""))]
+    )
+    accounts = LinuxAccounts(run, login_defs=str(login_defs))
+    assert accounts.first_regular_uid == 2000
+    assert accounts.create_commands("dummy", "Dummy", "/bin/zsh", admin=True) == [
+        [
+            "useradd",
+            "--create-home",
+            "--shell",
+            "/bin/zsh",
+            "--comment",
+            "Dummy",
+            "--groups",
+            "wheel",
+            "dummy",
+        ]
+    ]
+    assert accounts.password_command("dummy", "pw") == (["chpasswd"], "dummy:pw\n")
+
+
+def test_parse_login_defs_default():
+    assert parse_login_defs_uid_min("nothing here") == 1000
+
+
+def test_parse_who_console_ignores_remote_sessions():
+    who = (
+        "alice    tty1         2026-11-24 09:00\n"
+        "bob      pts/0        2026-11-24 09:10 (10.0.0.5)\n"
+        "carol    :0           2026-11-24 09:20 (:0)\n"
+    )
+    assert parse_who_console(who) == {"alice", "carol"}
+
+
+@pytest.mark.parametrize("bad", ["", "has space", 'quo"te', "back\\slash", "co:lon", "tab\there"])
+def test_check_password_refuses_what_cannot_be_passed_safely(bad):
+    with pytest.raises(AccountError):
+        check_password(bad)
+
+
+def test_generated_passwords_pass_the_check_and_differ():
+    first, second = generate_password(), generate_password()
+    check_password(first)
+    assert first != second and len(first) >= 20
