@@ -1,0 +1,995 @@
+# Install one model file pinned by SHA256: accept it when present and unchanged, else download, verify and
+# rename it into place. The logic of the model_file module; stdlib only (runs on the target host, Python >= 3.9).
+#
+# Invariants:
+# - Nothing unverified ever sits at `dest`: bytes go to `<dest>.part` (O_NOFOLLOW, owned by the caller until
+#   verified), are fsynced, checked (size, SHA256, safetensors structure or pickle scan), given their owner
+#   and mode, then renamed over `dest`, and the directory is fsynced.
+# - A present file is accepted without reading it when its size/mtime/inode match the stat-cache entry
+#   recorded for the pinned SHA256; otherwise it is hashed.
+# - `<dest>.part` survives an interruption (kill -9, cut connection) and is resumed with Range next time;
+#   its SHA256 state is rebuilt by reading the part once, because hashlib state cannot be saved.
+# - A file whose SHA256 is wrong is kept at `<dest>.rejected` for inspection and never installed.
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import http.client
+import json
+import os
+import re
+import socket
+import ssl
+import stat
+import struct
+import time
+from urllib.parse import unquote, urljoin, urlsplit
+
+try:
+    from ansible.module_utils.pickle_scan import PickleScanError, check_checkpoint
+    from ansible.module_utils.safetensors_check import SafetensorsError, check_file, describe_non_model
+    from ansible.module_utils.stat_cache import StatCache, fsync_dir, write_json_atomic
+except ImportError:  # unit tests import the module_utils directories directly
+    from pickle_scan import PickleScanError, check_checkpoint
+    from safetensors_check import SafetensorsError, check_file, describe_non_model
+    from stat_cache import StatCache, fsync_dir, write_json_atomic
+
+CHUNK = 1 << 20
+SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+REDIRECTS = {301, 302, 303, 307, 308}
+MAX_REDIRECTS = 10
+# A cut connection or an expired presigned URL is retried (resuming, from the original URL) this often.
+RETRIES_PER_SOURCE = 3
+PROGRESS_INTERVAL = 0.5
+USER_AGENT = "sdenv-model-file/1"
+MB = 1_000_000
+
+
+class ModelFileError(Exception):
+    """One sentence for the user: what happened to which file, and what to do."""
+
+
+class SourceError(Exception):
+    """One source failed; the next one may work. `fatal` stops trying further sources (e.g. a full disk)."""
+
+    def __init__(self, message, fatal=False):
+        super().__init__(message)
+        self.fatal = fatal
+
+
+class _Retry(Exception):
+    """A transient failure inside one source: ask the original URL again, resuming."""
+
+
+class Spec:
+    """What to install. Plain attributes so the module and the tests build it the same way."""
+
+    def __init__(
+        self,
+        dest,
+        urls,
+        sha256=None,
+        size=None,
+        token=None,
+        token_env=None,
+        uid=-1,
+        gid=-1,
+        mode=0o644,
+        stat_cache=None,
+        progress_file=None,
+        allow_ckpt=False,
+        addnet_hash=False,
+        deep=False,
+        allow_unpinned=False,
+        timeout=60.0,
+        name=None,
+    ):
+        self.dest = os.path.abspath(dest)
+        self.urls = list(urls or [])
+        self.sha256 = (sha256 or "").strip().lower() or None
+        self.size = size
+        self.token = token
+        self.token_env = token_env
+        self.uid = uid
+        self.gid = gid
+        self.mode = mode
+        self.stat_cache = stat_cache or os.path.join(os.path.dirname(self.dest), ".sdenv-stat-cache.json")
+        self.progress_file = progress_file
+        self.allow_ckpt = allow_ckpt
+        self.addnet_hash = addnet_hash
+        self.deep = deep
+        self.allow_unpinned = allow_unpinned
+        self.timeout = timeout
+        self.name = name or os.path.basename(self.dest)
+
+    @property
+    def part(self):
+        return self.dest + ".part"
+
+    @property
+    def rejected(self):
+        return self.dest + ".rejected"
+
+    @property
+    def is_safetensors(self):
+        return self.dest.lower().endswith(".safetensors")
+
+
+# --- hashing --------------------------------------------------------------------------------------------
+
+
+class StreamHash:
+    """SHA256 of everything fed, plus optionally the kohya "addnet" hash (SHA256 of the bytes after the
+    safetensors header) that the WebUI shows and caches for LoRAs."""
+
+    def __init__(self, addnet=False):
+        self.sha = hashlib.sha256()
+        self.addnet = hashlib.sha256() if addnet else None
+        self.length = 0
+        self._head = b""
+        self._data_start = None
+
+    def update(self, data):
+        if self.addnet is not None:
+            self._feed_addnet(data)
+        self.sha.update(data)
+        self.length += len(data)
+
+    def _feed_addnet(self, data):
+        start = self.length
+        if self._data_start is None:
+            self._head += bytes(data[: max(0, 8 - start)])
+            if len(self._head) >= 8:
+                self._data_start = 8 + struct.unpack("<Q", self._head[:8])[0]
+        if self._data_start is not None:
+            skip = self._data_start - start
+            if skip < len(data):
+                self.addnet.update(data[max(0, skip) :])
+
+    def hexdigest(self):
+        return self.sha.hexdigest()
+
+    def addnet_hexdigest(self):
+        return self.addnet.hexdigest() if self.addnet is not None else None
+
+
+def hash_file(path, addnet=False, limit=None, progress=None):
+    """StreamHash of the file at `path` (its first `limit` bytes when given), read in 1 MiB chunks."""
+    hasher = StreamHash(addnet=addnet)
+    buf = bytearray(CHUNK)
+    view = memoryview(buf)
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        remaining = limit
+        while remaining is None or remaining > 0:
+            want = CHUNK if remaining is None else min(CHUNK, remaining)
+            n = os.readv(fd, [view[:want]])
+            if n == 0:
+                break
+            hasher.update(view[:n])
+            if remaining is not None:
+                remaining -= n
+            if progress:
+                progress.advance(n)
+    finally:
+        os.close(fd)
+    return hasher
+
+
+# --- progress -------------------------------------------------------------------------------------------
+
+
+class Progress:
+    """Writes {phase, received, total, rate, eta} to a JSON file at most every PROGRESS_INTERVAL seconds, for
+    the controller-side action plugin to show (percent, MB/s, ETA)."""
+
+    def __init__(self, path, name, clock=time.monotonic):
+        self.path = path
+        self.name = name
+        self.clock = clock
+        self.phase = "starting"
+        self.source = None
+        self.total = None
+        self.received = 0
+        self.offset = 0
+        self.started = clock()
+        self._last = 0.0
+
+    def begin(self, phase, source=None, total=None, offset=0):
+        self.phase = phase
+        self.source = source
+        self.total = total
+        self.received = offset
+        self.offset = offset
+        self.started = self.clock()
+        self.write(force=True)
+
+    def advance(self, n):
+        self.received += n
+        self.write()
+
+    def rate(self):
+        elapsed = self.clock() - self.started
+        moved = self.received - self.offset
+        return moved / elapsed if elapsed > 0 else 0.0
+
+    def snapshot(self):
+        rate = self.rate()
+        eta = None
+        if self.total and rate > 0:
+            eta = max(0.0, (self.total - self.received) / rate)
+        return {
+            "name": self.name,
+            "phase": self.phase,
+            "source": _redact(self.source) if self.source else None,
+            "received": self.received,
+            "total": self.total,
+            "rate": rate,
+            "eta": eta,
+            "pid": os.getpid(),
+        }
+
+    def write(self, force=False):
+        if not self.path:
+            return
+        now = self.clock()
+        if not force and now - self._last < PROGRESS_INTERVAL:
+            return
+        self._last = now
+        # Progress is a courtesy: never fail a download over it.
+        with contextlib.suppress(OSError):
+            write_json_atomic(self.path, self.snapshot(), mode=0o600)
+
+    def remove(self):
+        if self.path:
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)
+
+
+def format_progress(doc):
+    """One line for the controller: name, percent, MB, MB/s, ETA."""
+    received = doc.get("received") or 0
+    total = doc.get("total")
+    rate = doc.get("rate") or 0.0
+    parts = [doc.get("name") or "model", doc.get("phase") or ""]
+    if total:
+        parts.append("%5.1f%% %d/%d MB" % (100.0 * received / total, received // MB, total // MB))
+    else:
+        parts.append("%d MB" % (received // MB))
+    parts.append("%.1f MB/s" % (rate / MB))
+    eta = doc.get("eta")
+    if eta is not None:
+        parts.append("ETA %d:%02d" % (int(eta) // 60, int(eta) % 60))
+    return "  ".join(p for p in parts if p)
+
+
+def _redact(url):
+    """A URL without its query (presigned signatures, ?token=) and without user:password."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable URL>"
+    if parts.scheme in ("http", "https"):
+        host = parts.hostname or ""
+        if parts.port:
+            host = "%s:%d" % (host, parts.port)
+        return f"{parts.scheme}://{host}{parts.path}"
+    return url
+
+
+# --- HTTP -----------------------------------------------------------------------------------------------
+
+
+def _origin(url):
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return (parts.scheme, (parts.hostname or "").lower(), port)
+
+
+def _connect(url, timeout):
+    parts = urlsplit(url)
+    if parts.scheme == "https":
+        return http.client.HTTPSConnection(
+            parts.hostname, parts.port, timeout=timeout, context=ssl.create_default_context()
+        )
+    if parts.scheme == "http":
+        return http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+    raise SourceError(f"{_redact(url)} is not an http(s) URL")
+
+
+def open_http(url, headers, token, timeout):
+    """GET `url` following redirects; Authorization goes only to the original origin (scheme, host, port),
+    and never again once a redirect has left it. Returns (connection, response, final_url)."""
+    origin = _origin(url)
+    trusted = True
+    current = url
+    for _hop in range(MAX_REDIRECTS + 1):
+        parts = urlsplit(current)
+        trusted = trusted and _origin(current) == origin
+        request_headers = dict(headers)
+        if token and trusted:
+            request_headers["Authorization"] = "Bearer " + token
+        target = parts.path or "/"
+        if parts.query:
+            target += "?" + parts.query
+        conn = _connect(current, timeout)
+        try:
+            conn.request("GET", target, headers=request_headers)
+            resp = conn.getresponse()
+        except BaseException:
+            conn.close()
+            raise
+        if resp.status in REDIRECTS:
+            location = resp.getheader("Location")
+            resp.read(65536)
+            conn.close()
+            if not location:
+                raise SourceError(
+                    "%s redirected (HTTP %d) without a Location" % (_redact(current), resp.status)
+                )
+            current = urljoin(current, location)
+            continue
+        return conn, resp, current
+    raise SourceError("%s redirected more than %d times" % (_redact(url), MAX_REDIRECTS))
+
+
+_CONTENT_RANGE = re.compile(r"^\s*bytes\s+(?:(\d+)-(\d+)|\*)/(\d+|\*)\s*$", re.I)
+
+
+def parse_content_range(value):
+    """(start, end, total) from a Content-Range header; members are None where the header has '*'."""
+    m = _CONTENT_RANGE.match(value or "")
+    if not m:
+        return None
+    start, end, total = m.groups()
+    return (
+        int(start) if start is not None else None,
+        int(end) if end is not None else None,
+        int(total) if total != "*" else None,
+    )
+
+
+# --- the installer --------------------------------------------------------------------------------------
+
+
+class Installer:
+    def __init__(self, spec, check_mode=False, log=None):
+        self.spec = spec
+        self.check_mode = check_mode
+        self.log = log or (lambda msg: None)
+        self.cache = StatCache(spec.stat_cache)
+        self.progress = Progress(spec.progress_file, spec.name)
+        self.result = {
+            "changed": False,
+            "dest": spec.dest,
+            "name": spec.name,
+            "sha256": spec.sha256,
+            "verified_by": None,
+            "source": None,
+            "bytes_downloaded": 0,
+            "resumed_from": 0,
+            "attempts": [],
+            "warnings": [],
+        }
+        self._hasher = None
+        if self.cache.problem:
+            self.result["warnings"].append(self.cache.problem)
+
+    # -- public --
+
+    def run(self, download=True):
+        """Bring `dest` to the pinned file. download=False: only say whether a download is needed."""
+        spec = self.spec
+        self._validate()
+        before = self._describe(self._lstat(spec.dest))
+        present = self._accept_present()
+        if present is not None:
+            self._finish_present(present, before)
+            return self.result
+        self.result["changed"] = True
+        self.result["needs_download"] = True
+        self.result["diff"] = {"before": before, "after": self._describe_wanted()}
+        if self.check_mode or not download:
+            self.result["msg"] = f"{spec.name} would be downloaded"
+            return self.result
+        self._download_any()
+        self.result["needs_download"] = False
+        self.result["diff"]["after"] = self._describe(self._lstat(spec.dest))
+        return self.result
+
+    # -- checks before anything moves --
+
+    def _validate(self):
+        spec = self.spec
+        if spec.sha256 is None:
+            if not spec.allow_unpinned:
+                raise ModelFileError(
+                    f"{spec.name} has no pinned SHA256: run `make pin-models` to download it, review its name, size, SHA256 "
+                    "and source, and record them in lock.yml with CONFIRM=yes"
+                )
+        elif not SHA256_RE.match(spec.sha256):
+            raise ModelFileError(f"the SHA256 pinned for {spec.name} is not 64 hex digits: {spec.sha256!r}")
+        if spec.size is not None and (not isinstance(spec.size, int) or spec.size < 0):
+            raise ModelFileError(f"the size pinned for {spec.name} is not a byte count: {spec.size!r}")
+        if not spec.is_safetensors and not spec.allow_ckpt:
+            raise ModelFileError(
+                f"refusing {spec.name}: only .safetensors files are installed by default, because .ckpt/.pt files are "
+                "pickles that can run code when loaded; use a .safetensors version or set allow_ckpt "
+                "(its imports are then scanned)"
+            )
+        if not spec.urls:
+            raise ModelFileError(f"{spec.name} has no URL or bundle directory to get it from")
+        directory = os.path.dirname(spec.dest)
+        if not os.path.isdir(directory) and not self.check_mode:
+            raise ModelFileError(f"the directory {directory} for {spec.name} does not exist")
+
+    @staticmethod
+    def _lstat(path):
+        try:
+            return os.lstat(path)
+        except FileNotFoundError:
+            return None
+
+    def _describe(self, st):
+        if st is None:
+            return {"state": "absent"}
+        if not stat.S_ISREG(st.st_mode):
+            return {"state": "not a regular file"}
+        return {
+            "state": "file",
+            "size": st.st_size,
+            "uid": st.st_uid,
+            "gid": st.st_gid,
+            "mode": f"{stat.S_IMODE(st.st_mode):04o}",
+        }
+
+    def _describe_wanted(self):
+        spec = self.spec
+        return {
+            "state": "file",
+            "sha256": spec.sha256,
+            "size": spec.size,
+            "uid": spec.uid,
+            "gid": spec.gid,
+            "mode": f"{spec.mode:04o}",
+        }
+
+    # -- the file already there --
+
+    def _accept_present(self):
+        """The stat of `dest` when it holds the pinned file (fast path or hash), else None."""
+        spec = self.spec
+        st = self._lstat(spec.dest)
+        if st is None:
+            return None
+        if not stat.S_ISREG(st.st_mode):
+            self.result["warnings"].append(f"{spec.dest} is not a regular file; it will be replaced")
+            return None
+        if spec.size is not None and st.st_size != spec.size:
+            self.log("size %d differs from the pinned %d" % (st.st_size, spec.size))
+            return None
+        if not spec.deep:
+            entry = (
+                self.cache.lookup(spec.dest, st, spec.sha256) if spec.sha256 else self._lookup_unpinned(st)
+            )
+            if entry is not None and (not spec.addnet_hash or entry.get("addnet_sha256")):
+                self.result.update(verified_by="stat-cache", sha256=entry["sha256"])
+                if entry.get("addnet_sha256"):
+                    self.result["addnet_sha256"] = entry["addnet_sha256"]
+                return st
+        self.progress.begin("verifying", source=spec.dest, total=st.st_size)
+        hasher = hash_file(spec.dest, addnet=spec.addnet_hash and spec.is_safetensors, progress=self.progress)
+        actual = hasher.hexdigest()
+        if spec.sha256 and actual != spec.sha256:
+            self.result["replaced_sha256"] = actual
+            self.cache.forget(spec.dest)
+            return None
+        try:
+            self._check_structure(spec.dest)
+        except SourceError as exc:
+            self.result["warnings"].append(
+                f"the present {spec.name} is not usable ({exc}); it will be replaced"
+            )
+            return None
+        self.result.update(verified_by="hash", sha256=actual)
+        if hasher.addnet_hexdigest():
+            self.result["addnet_sha256"] = hasher.addnet_hexdigest()
+        return st
+
+    def _lookup_unpinned(self, st):
+        entry = self.cache.entries.get(self.spec.dest)
+        if entry and entry.get("sha256") and self.cache.lookup(self.spec.dest, st, entry["sha256"]):
+            return entry
+        return None
+
+    def _finish_present(self, st, before):
+        spec = self.spec
+        changed = self._fix_owner_mode_path(spec.dest, st)
+        st = os.lstat(spec.dest) if changed and not self.check_mode else st
+        if not self.check_mode:
+            self.cache.record(
+                spec.dest, st, self.result["sha256"], addnet_sha256=self.result.get("addnet_sha256")
+            )
+            self.cache.save()
+        self.progress.remove()
+        self.result["changed"] = changed
+        self.result["needs_download"] = False
+        self.result["size"] = st.st_size
+        self.result["mtime"] = st.st_mtime
+        if changed:
+            self.result["diff"] = {"before": before, "after": self._describe_wanted()}
+        self.result["msg"] = "{} is present and verified ({})".format(spec.name, self.result["verified_by"])
+
+    def _fix_owner_mode_path(self, path, st):
+        spec = self.spec
+        want_uid = st.st_uid if spec.uid == -1 else spec.uid
+        want_gid = st.st_gid if spec.gid == -1 else spec.gid
+        changed = (st.st_uid, st.st_gid) != (want_uid, want_gid) or stat.S_IMODE(st.st_mode) != spec.mode
+        if changed and not self.check_mode:
+            # Through an O_NOFOLLOW descriptor: a symlink planted at `path` is never followed.
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+            try:
+                os.fchown(fd, want_uid, want_gid)
+                os.fchmod(fd, spec.mode)
+            finally:
+                os.close(fd)
+        return changed
+
+    # -- downloading --
+
+    def _download_any(self):
+        spec = self.spec
+        errors = []
+        for source in spec.urls:
+            try:
+                self._from_source(source)
+            except SourceError as exc:
+                errors.append(str(exc))
+                self.result["attempts"].append({"source": _redact(source), "error": str(exc)})
+                if exc.fatal:
+                    break
+                continue
+            self.result["attempts"].append({"source": _redact(source), "error": None})
+            self.result["source"] = _redact(source)
+            self.progress.remove()
+            return
+        self.progress.remove()
+        if len(errors) == 1:
+            raise ModelFileError(errors[0])
+        raise ModelFileError(
+            "no source gave a verified %s (%d tried): %s" % (spec.name, len(errors), "; ".join(errors))
+        )
+
+    def _from_source(self, source):
+        local = _local_path(source, os.path.basename(self.spec.dest))
+        if local is not None:
+            self._copy_local(source, local)
+        else:
+            self._fetch_http(source)
+        self._verify_and_install(source)
+
+    def _copy_local(self, source, path):
+        spec = self.spec
+        if not os.path.isfile(path):
+            raise SourceError(f"{spec.name} is not in {_redact(source)}")
+        total = os.path.getsize(path)
+        self._check_space(total)
+        self._discard_part()
+        self.progress.begin("copying", source=path, total=total)
+        hasher = StreamHash(addnet=spec.addnet_hash and spec.is_safetensors)
+        fd = self._open_part(append=False)
+        try:
+            with open(path, "rb") as src:
+                buf = bytearray(CHUNK)
+                view = memoryview(buf)
+                while True:
+                    n = src.readinto(buf)
+                    if not n:
+                        break
+                    hasher.update(view[:n])
+                    self._write_all(fd, view[:n])
+                    self.progress.advance(n)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        self._hasher = hasher
+
+    def _fetch_http(self, url):
+        spec = self.spec
+        if urlsplit(url).scheme not in ("http", "https"):
+            raise SourceError(f"{_redact(url)} is neither an http(s) URL, a file:// URL nor an absolute path")
+        retries = 0
+        while True:
+            try:
+                self._hasher = self._fetch_once(url)
+                return
+            except _Retry as exc:
+                retries += 1
+                if retries > RETRIES_PER_SOURCE:
+                    keep = (
+                        " (the partial file is kept: run again to resume)"
+                        if os.path.exists(spec.part)
+                        else ""
+                    )
+                    raise SourceError(str(exc) + keep) from None
+                self.log(f"retrying {_redact(url)}: {exc}")
+                time.sleep(min(0.25 * 2**retries, 4.0))
+
+    def _fetch_once(self, url):
+        spec = self.spec
+        offset = self._part_size()
+        # The hash state of the bytes already in the part, kept across retries in this run.
+        hasher = self._hasher if self._hasher is not None and self._hasher.length == offset else None
+        headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
+        if offset:
+            headers["Range"] = "bytes=%d-" % offset
+        try:
+            conn, resp, final_url = open_http(url, headers, spec.token, spec.timeout)
+        except SourceError:
+            raise
+        except ssl.SSLCertVerificationError as exc:
+            raise SourceError(
+                f"the TLS certificate of {urlsplit(url).hostname} could not be verified ({exc.verify_message})"
+            ) from None
+        except (
+            socket.gaierror,
+            ConnectionRefusedError,
+            socket.timeout,
+            OSError,
+            http.client.HTTPException,
+        ) as exc:
+            raise SourceError(
+                f"could not reach {urlsplit(url).hostname or url} ({_reason(exc)}): add a reachable mirror URL or a local bundle directory holding {spec.name} "
+                "to this model's sources"
+            ) from None
+        try:
+            redirected = _origin(final_url) != _origin(url)
+            status = resp.status
+            if status == 416:
+                return self._on_416(resp, offset, hasher)
+            if status in (401, 403) and redirected:
+                # A presigned storage URL that has expired (e.g. while resuming): the original URL hands out
+                # a fresh one.
+                resp.read(65536)
+                raise _Retry(
+                    "the redirect target refused access (HTTP %d), asking the original URL again" % status
+                )
+            if status not in (200, 206):
+                raise SourceError(self._http_refusal(url, resp))
+            ctype = (resp.getheader("Content-Type") or "").lower()
+            if "text/html" in ctype:
+                raise SourceError(self._web_page_sentence(url))
+            if status == 206:
+                start, _end, total = parse_content_range(resp.getheader("Content-Range")) or (
+                    None,
+                    None,
+                    None,
+                )
+                if start != offset:
+                    # The server resumed somewhere else: throw the part away and ask for all of it.
+                    resp.close()
+                    self._discard_part()
+                    raise _Retry("the server answered a resume at byte %d from byte %s" % (offset, start))
+                self.result["resumed_from"] = offset
+            else:
+                if offset:
+                    self.log(f"server ignored Range; restarting {spec.name} from byte 0")
+                offset = 0
+                total = None
+                self._discard_part()
+                hasher = self._hasher = None
+            length = resp.getheader("Content-Length")
+            length = int(length) if length and length.isdigit() else None
+            if total is None and length is not None:
+                total = offset + length
+            if total is None and spec.size is not None:
+                total = spec.size
+            if spec.size is not None and total is not None and total != spec.size:
+                raise SourceError(
+                    "%s announces %d bytes for %s but the lock pins %d bytes"
+                    % (_redact(url), total, spec.name, spec.size)
+                )
+            self._check_space((total - offset) if total is not None else 0)
+            if hasher is None or hasher.length != offset:
+                hasher = self._hash_part(offset)
+            self._hasher = hasher
+            self.progress.begin("downloading", source=url, total=total, offset=offset)
+            self._stream(resp, hasher, offset, total, url)
+            return hasher
+        finally:
+            conn.close()
+
+    def _stream(self, resp, hasher, offset, total, url):
+        spec = self.spec
+        fd = self._open_part(append=True)
+        received = offset
+        first = offset == 0
+        buf = bytearray(CHUNK)
+        view = memoryview(buf)
+        try:
+            while True:
+                try:
+                    n = resp.readinto(buf)
+                except (http.client.IncompleteRead, ConnectionError, socket.timeout, OSError) as exc:
+                    os.fsync(fd)
+                    raise _Retry(
+                        "the download of %s from %s stopped at %d of %s bytes (%s)"
+                        % (
+                            spec.name,
+                            _redact(url),
+                            received,
+                            total if total is not None else "?",
+                            _reason(exc),
+                        )
+                    ) from None
+                if not n:
+                    break
+                chunk = view[:n]
+                if first:
+                    first = False
+                    what = describe_non_model(bytes(chunk[:512])) if spec.is_safetensors else None
+                    if what and _is_clearly_not_model(chunk):
+                        self._discard_part()
+                        raise SourceError(self._not_a_model_sentence(url, what))
+                self._write_all(fd, chunk)
+                hasher.update(chunk)
+                received += n
+                self.progress.advance(n)
+                self.result["bytes_downloaded"] += n
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if total is not None and received < total:
+            raise _Retry(
+                "the download of %s from %s stopped at %d of %d bytes (connection closed)"
+                % (spec.name, _redact(url), received, total)
+            )
+
+    def _on_416(self, resp, offset, hasher):
+        """Range not satisfiable: the part is complete (verify it) or longer than the file (start over)."""
+        spec = self.spec
+        resp.read(65536)
+        rng = parse_content_range(resp.getheader("Content-Range"))
+        total = rng[2] if rng else None
+        if offset and (total is None or total == offset) and (spec.size is None or spec.size == offset):
+            self.result["resumed_from"] = offset
+            return hasher if hasher is not None and hasher.length == offset else self._hash_part(offset)
+        self._discard_part()
+        raise _Retry(
+            "the server could not resume %s at byte %d (HTTP 416); starting over" % (spec.name, offset)
+        )
+
+    def _http_refusal(self, url, resp):
+        body = resp.read(65536)
+        status = resp.status
+        ctype = (resp.getheader("Content-Type") or "").lower()
+        if status in (401, 403):
+            if "html" in ctype or (describe_non_model(body) or "").startswith("a web page"):
+                return self._web_page_sentence(url)
+            what = describe_non_model(body) or "a refusal"
+            return "%s refused %s with HTTP %d (%s): %s" % (
+                _redact(url),
+                self.spec.name,
+                status,
+                what,
+                self._token_advice(),
+            )
+        if status in (404, 410):
+            return "%s has no %s (HTTP %d)" % (_redact(url), self.spec.name, status)
+        return "%s answered HTTP %d %s for %s" % (_redact(url), status, resp.reason, self.spec.name)
+
+    def _token_advice(self):
+        spec = self.spec
+        if spec.token:
+            return "the token in %s was refused; check it on civitai.com (Account settings, API keys)" % (
+                spec.token_env or "the token"
+            )
+        if spec.token_env:
+            return (
+                f"Civitai needs a token in the variable named by token_env ({spec.token_env}), which is empty"
+            )
+        return "Civitai needs a token: set token_env for this model and export the token in that variable"
+
+    def _web_page_sentence(self, url):
+        return f"the server sent a web page, not a model, for {self.spec.name} from {_redact(url)}: {self._token_advice()}"
+
+    def _not_a_model_sentence(self, url, what):
+        if what.startswith("a web page"):
+            return self._web_page_sentence(url)
+        if what.startswith("a Git LFS pointer"):
+            return f"{_redact(url)} sent {what} instead of {self.spec.name}: use the repository's resolve/ (LFS) URL"
+        return f"{_redact(url)} sent {what} instead of {self.spec.name}: {self._token_advice()}"
+
+    # -- the .part file --
+
+    def _part_size(self):
+        st = self._lstat(self.spec.part)
+        if st is None:
+            return 0
+        if not stat.S_ISREG(st.st_mode):
+            raise SourceError(f"{self.spec.part} is not a regular file; remove it and run again", fatal=True)
+        return st.st_size
+
+    def _open_part(self, append):
+        flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | (os.O_APPEND if append else os.O_TRUNC)
+        try:
+            fd = os.open(self.spec.part, flags, 0o600)
+        except OSError as exc:
+            raise SourceError(f"cannot write {self.spec.part} ({exc.strerror or exc})", fatal=True) from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise SourceError(f"{self.spec.part} is not a regular file; remove it and run again", fatal=True)
+        return fd
+
+    def _discard_part(self):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.spec.part)
+
+    def _hash_part(self, offset):
+        """Rebuild the hash state of an interrupted download by reading its part once."""
+        if offset == 0:
+            return StreamHash(addnet=self.spec.addnet_hash and self.spec.is_safetensors)
+        self.progress.begin("re-reading partial download", source=self.spec.part, total=offset)
+        return hash_file(
+            self.spec.part,
+            addnet=self.spec.addnet_hash and self.spec.is_safetensors,
+            limit=offset,
+            progress=self.progress,
+        )
+
+    def _write_all(self, fd, view):
+        while view:
+            try:
+                written = os.write(fd, view)
+            except OSError as exc:
+                if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                    os.close(os.dup(fd))
+                    self._discard_part()
+                    raise SourceError(
+                        f"the disk holding {os.path.dirname(self.spec.dest)} filled up while writing {self.spec.name}; the partial download was removed: "
+                        "free some space and run again",
+                        fatal=True,
+                    ) from None
+                raise
+            view = view[written:]
+
+    def _check_space(self, needed):
+        spec = self.spec
+        directory = os.path.dirname(spec.dest)
+        try:
+            vfs = os.statvfs(directory)
+        except OSError:
+            return
+        free = vfs.f_bavail * vfs.f_frsize
+        if needed > free:
+            raise SourceError(
+                "not enough free space in %s for %s: it needs %d MB more and %d MB are free; free some space "
+                "and run again" % (directory, spec.name, -(-needed // MB), free // MB),
+                fatal=True,
+            )
+
+    # -- verification and the rename --
+
+    def _verify_and_install(self, source):
+        spec = self.spec
+        hasher = self._hasher
+        fd = os.open(spec.part, os.O_RDONLY | os.O_NOFOLLOW)
+        try:
+            size = os.fstat(fd).st_size
+        finally:
+            os.close(fd)
+        if hasher.length != size:
+            # The part changed under us (another writer?): never trust a hash of other bytes.
+            hasher = hash_file(spec.part, addnet=spec.addnet_hash and spec.is_safetensors)
+        if spec.size is not None and size < spec.size:
+            raise SourceError(
+                "%s from %s is %d bytes, shorter than the pinned %d bytes; the partial file is kept to resume"
+                % (spec.name, _redact(source), size, spec.size)
+            )
+        actual = hasher.hexdigest()
+        if spec.size is not None and size != spec.size:
+            self._reject()
+            raise SourceError(
+                "%s from %s is %d bytes, not the pinned %d bytes; it was kept at %s for inspection"
+                % (spec.name, _redact(source), size, spec.size, spec.rejected)
+            )
+        if spec.sha256 is not None and actual != spec.sha256:
+            self._reject()
+            raise SourceError(
+                f"{spec.name} from {_redact(source)} has SHA256 {actual} but the lock pins {spec.sha256}; it was kept at {spec.rejected} for inspection and nothing "
+                "was installed"
+            )
+        try:
+            self._check_structure(spec.part)
+        except SourceError as exc:
+            self._reject()
+            raise SourceError(
+                f"{spec.name} from {_redact(source)} {exc}; it was kept at {spec.rejected} for inspection"
+            ) from None
+        self._install(actual, hasher.addnet_hexdigest(), size)
+
+    def _check_structure(self, path):
+        spec = self.spec
+        if spec.is_safetensors:
+            try:
+                check_file(path)
+            except SafetensorsError as exc:
+                raise SourceError(f"is not a valid safetensors file: {exc}") from None
+            except OSError as exc:
+                raise SourceError(f"could not be read ({exc})") from None
+        else:
+            try:
+                check_checkpoint(path)
+            except PickleScanError as exc:
+                raise SourceError(f"was refused: {exc}") from None
+
+    def _reject(self):
+        os.replace(self.spec.part, self.spec.rejected)
+        fsync_dir(os.path.dirname(self.spec.dest))
+
+    def _install(self, sha256, addnet, size):
+        spec = self.spec
+        fd = os.open(spec.part, os.O_RDONLY | os.O_NOFOLLOW)
+        try:
+            if spec.uid != -1 or spec.gid != -1:
+                os.fchown(fd, spec.uid, spec.gid)
+            os.fchmod(fd, spec.mode)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(spec.part, spec.dest)
+        fsync_dir(os.path.dirname(spec.dest))
+        st = os.lstat(spec.dest)
+        self.cache.record(spec.dest, st, sha256, addnet_sha256=addnet)
+        self.cache.save()
+        self.result.update(
+            verified_by="download",
+            sha256=sha256,
+            size=size,
+            mtime=st.st_mtime,
+            msg="%s installed (%d bytes, SHA256 verified)" % (spec.name, size),
+        )
+        if addnet:
+            self.result["addnet_sha256"] = addnet
+
+
+def _is_clearly_not_model(chunk):
+    """True when the first bytes cannot start a safetensors file (their header length is absurd)."""
+    if len(chunk) < 8:
+        return True
+    return struct.unpack("<Q", bytes(chunk[:8]))[0] > 100_000_000
+
+
+def _local_path(source, filename):
+    """The local file a source names (file:// URL, absolute file path, or a bundle directory), else None."""
+    if source.startswith("file://"):
+        return unquote(urlsplit(source).path)
+    if source.startswith("/"):
+        if os.path.isdir(source):
+            return os.path.join(source, filename)
+        return source
+    return None
+
+
+def _reason(exc):
+    if isinstance(exc, socket.gaierror):
+        return exc.strerror or "name not known"
+    if isinstance(exc, socket.timeout):
+        return "timed out"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return exc.__class__.__name__ + (f": {exc}" if str(exc) else "")
+
+
+def install(spec, check_mode=False, download=True, log=None):
+    """Convenience entry point: returns the result dict, raises ModelFileError with one sentence."""
+    return Installer(spec, check_mode=check_mode, log=log).run(download=download)
+
+
+def read_progress(path):
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except (OSError, ValueError):
+        return None

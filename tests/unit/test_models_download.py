@@ -1,0 +1,312 @@
+"""model_download without a network: validation, fast path, hashing, local sources, rejections, progress.
+
+The HTTP behaviour (Range, 416, redirects, tokens, cut connections, kill -9) is in
+tests/integration/test_models_download.py, against a local server.
+"""
+
+import hashlib
+import json
+import os
+import pickle
+
+import model_download as md
+import pytest
+from model_fixtures import random_safetensors, safetensors_bytes, sha256_hex
+
+
+@pytest.fixture
+def bundle(tmp_path):
+    """A bundle directory holding a valid model, and an empty destination directory."""
+    src = tmp_path / "bundle"
+    src.mkdir()
+    blob = random_safetensors(4096, seed=1)
+    (src / "model.safetensors").write_bytes(blob)
+    dest_dir = tmp_path / "models"
+    dest_dir.mkdir()
+    return src, dest_dir, blob
+
+
+def _spec(dest_dir, sources, sha, tmp_path, **kw):
+    return md.Spec(
+        dest=str(dest_dir / kw.pop("filename", "model.safetensors")),
+        urls=[str(s) for s in sources],
+        sha256=sha,
+        stat_cache=str(tmp_path / "state" / "cache.json"),
+        **kw,
+    )
+
+
+def test_bundle_directory_install_then_fast_path(tmp_path, bundle, monkeypatch):
+    src, dest_dir, blob = bundle
+    spec = _spec(dest_dir, [src], sha256_hex(blob), tmp_path, mode=0o640, size=len(blob))
+    first = md.install(spec)
+    dest = dest_dir / "model.safetensors"
+    assert first["changed"] and first["verified_by"] == "download"
+    assert dest.read_bytes() == blob
+    assert oct(os.stat(dest).st_mode & 0o777) == "0o640"
+    assert not (dest_dir / "model.safetensors.part").exists()
+
+    # Second run: the stat cache stands in for reading; any read of the model would fail the test.
+    def no_reading(*args, **kwargs):
+        raise AssertionError("the model file was read on the fast path")
+
+    monkeypatch.setattr(md, "hash_file", no_reading)
+    monkeypatch.setattr(md, "check_file", no_reading)
+    second = md.install(_spec(dest_dir, [src], sha256_hex(blob), tmp_path, mode=0o640, size=len(blob)))
+    assert second["changed"] is False and second["verified_by"] == "stat-cache"
+    assert second["sha256"] == sha256_hex(blob)
+
+
+def test_fast_path_fixes_mode_without_reading(tmp_path, bundle, monkeypatch):
+    src, dest_dir, blob = bundle
+    md.install(_spec(dest_dir, [src], sha256_hex(blob), tmp_path))
+    monkeypatch.setattr(md, "hash_file", lambda *a, **k: pytest.fail("read on the fast path"))
+    result = md.install(_spec(dest_dir, [src], sha256_hex(blob), tmp_path, mode=0o600))
+    assert result["changed"] and result["verified_by"] == "stat-cache"
+    assert oct(os.stat(dest_dir / "model.safetensors").st_mode & 0o777) == "0o600"
+    assert md.install(_spec(dest_dir, [src], sha256_hex(blob), tmp_path, mode=0o600))["changed"] is False
+
+
+def _corrupt_in_place(dest, mtime_ns):
+    data = bytearray(dest.read_bytes())
+    data[-1] ^= 0xFF
+    with open(dest, "r+b") as fh:  # same inode, same size
+        fh.write(bytes(data))
+    st = os.stat(dest)
+    os.utime(dest, ns=(st.st_atime_ns, mtime_ns))
+    return bytes(data)
+
+
+def test_changed_file_is_hashed_and_replaced(tmp_path, bundle):
+    src, dest_dir, blob = bundle
+    sha = sha256_hex(blob)
+    md.install(_spec(dest_dir, [src], sha, tmp_path))
+    dest = dest_dir / "model.safetensors"
+    data = _corrupt_in_place(dest, os.stat(dest).st_mtime_ns + 1_000_000_000)
+    result = md.install(_spec(dest_dir, [src], sha, tmp_path))
+    assert result["changed"] and result["verified_by"] == "download"
+    assert result["replaced_sha256"] == sha256_hex(data)
+    assert dest.read_bytes() == blob
+
+
+def test_in_place_rewrite_with_mtime_set_back_needs_deep(tmp_path, bundle):
+    # The documented limit of a size/mtime/inode cache: DEEP (deep=True) is what catches this.
+    src, dest_dir, blob = bundle
+    sha = sha256_hex(blob)
+    md.install(_spec(dest_dir, [src], sha, tmp_path))
+    dest = dest_dir / "model.safetensors"
+    _corrupt_in_place(dest, os.stat(dest).st_mtime_ns)
+    assert md.install(_spec(dest_dir, [src], sha, tmp_path))["verified_by"] == "stat-cache"
+    deep = md.install(_spec(dest_dir, [src], sha, tmp_path, deep=True))
+    assert deep["changed"] and deep["verified_by"] == "download"
+    assert dest.read_bytes() == blob
+
+
+def test_present_file_without_cache_entry_is_hashed_once(tmp_path, bundle):
+    _src, dest_dir, blob = bundle
+    (dest_dir / "model.safetensors").write_bytes(blob)
+    spec = _spec(dest_dir, ["/nonexistent-bundle"], sha256_hex(blob), tmp_path)
+    assert md.install(spec)["verified_by"] == "hash"
+    assert md.install(spec)["verified_by"] == "stat-cache"
+    spec.deep = True
+    assert md.install(spec)["verified_by"] == "hash"
+
+
+def test_check_mode_changes_nothing(tmp_path, bundle):
+    src, dest_dir, blob = bundle
+    result = md.install(_spec(dest_dir, [src], sha256_hex(blob), tmp_path), check_mode=True)
+    assert result["changed"] and result["needs_download"]
+    assert result["diff"]["before"] == {"state": "absent"}
+    assert list(dest_dir.iterdir()) == []
+    assert not (tmp_path / "state").exists()
+
+
+def test_download_false_only_reports(tmp_path, bundle):
+    src, dest_dir, blob = bundle
+    result = md.install(_spec(dest_dir, [src], sha256_hex(blob), tmp_path), download=False)
+    assert result["needs_download"] is True
+    assert list(dest_dir.iterdir()) == []
+
+
+def test_wrong_hash_is_kept_aside_and_named(tmp_path, bundle):
+    src, dest_dir, blob = bundle
+    expected = "0" * 64
+    with pytest.raises(md.ModelFileError) as exc:
+        md.install(_spec(dest_dir, [src], expected, tmp_path))
+    message = str(exc.value)
+    assert expected in message and sha256_hex(blob) in message
+    assert "model.safetensors.rejected" in message
+    assert not (dest_dir / "model.safetensors").exists()
+    assert (dest_dir / "model.safetensors.rejected").read_bytes() == blob
+
+
+def test_next_source_after_a_failure(tmp_path, bundle):
+    src, dest_dir, blob = bundle
+    empty = tmp_path / "empty-bundle"
+    empty.mkdir()
+    result = md.install(
+        _spec(dest_dir, [empty, f"file://{src}/model.safetensors"], sha256_hex(blob), tmp_path)
+    )
+    assert [a["error"] is None for a in result["attempts"]] == [False, True]
+    assert "is not in" in result["attempts"][0]["error"]
+
+
+def test_all_sources_failing_lists_each(tmp_path, bundle):
+    _src, dest_dir, blob = bundle
+    with pytest.raises(md.ModelFileError, match=r"no source gave a verified model.safetensors \(2 tried\)"):
+        md.install(_spec(dest_dir, ["/nope-a", "/nope-b"], sha256_hex(blob), tmp_path))
+
+
+def test_bad_structure_with_matching_hash_is_refused(tmp_path):
+    # A pinned hash that matches a file that is not a valid safetensors (bad offsets): still refused.
+    src = tmp_path / "b"
+    src.mkdir()
+    header = json.dumps({"w": {"dtype": "U8", "shape": [4], "data_offsets": [2, 6]}}).encode()
+    blob = len(header).to_bytes(8, "little") + header + b"\0" * 6
+    (src / "bad.safetensors").write_bytes(blob)
+    dest_dir = tmp_path / "d"
+    dest_dir.mkdir()
+    with pytest.raises(md.ModelFileError, match="is not a valid safetensors file: there is a hole"):
+        md.install(_spec(dest_dir, [src], sha256_hex(blob), tmp_path, filename="bad.safetensors"))
+    assert not (dest_dir / "bad.safetensors").exists()
+    assert (dest_dir / "bad.safetensors.rejected").exists()
+
+
+def test_size_mismatch(tmp_path, bundle):
+    src, dest_dir, blob = bundle
+    with pytest.raises(md.ModelFileError, match="not the pinned 10 bytes"):
+        md.install(_spec(dest_dir, [src], sha256_hex(blob), tmp_path, size=10))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"sha256": None}, "has no pinned SHA256: run `make pin-models`"),
+        ({"sha256": "abc"}, "is not 64 hex digits"),
+        ({"sha256": "a" * 64, "filename": "m.ckpt"}, "only .safetensors files are installed by default"),
+        ({"sha256": "a" * 64, "size": -1}, "is not a byte count"),
+    ],
+)
+def test_validation_sentences(tmp_path, bundle, kwargs, message):
+    src, dest_dir, _blob = bundle
+    sha = kwargs.pop("sha256")
+    with pytest.raises(md.ModelFileError, match=message):
+        md.install(_spec(dest_dir, [src], sha, tmp_path, **kwargs))
+
+
+def test_missing_destination_directory(tmp_path, bundle):
+    src, _dest_dir, blob = bundle
+    with pytest.raises(md.ModelFileError, match="does not exist"):
+        md.install(_spec(tmp_path / "absent", [src], sha256_hex(blob), tmp_path))
+
+
+def test_allowed_ckpt_is_scanned(tmp_path):
+    src = tmp_path / "b"
+    src.mkdir()
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("true",))
+
+    bad = pickle.dumps(Evil(), protocol=2)
+    (src / "m.ckpt").write_bytes(bad)
+    dest_dir = tmp_path / "d"
+    dest_dir.mkdir()
+    with pytest.raises(
+        md.ModelFileError, match=r"was refused: its pickle imports .*system, which can run code"
+    ):
+        md.install(_spec(dest_dir, [src], sha256_hex(bad), tmp_path, filename="m.ckpt", allow_ckpt=True))
+    assert not (dest_dir / "m.ckpt").exists()
+
+    good = pickle.dumps({"state_dict": {}}, protocol=2)
+    (src / "m.ckpt").write_bytes(good)
+    result = md.install(
+        _spec(dest_dir, [src], sha256_hex(good), tmp_path, filename="m.ckpt", allow_ckpt=True)
+    )
+    assert result["verified_by"] == "download"
+
+
+def test_unpinned_reports_what_it_saw(tmp_path, bundle):
+    src, dest_dir, blob = bundle
+    spec = _spec(dest_dir, [src], None, tmp_path, allow_unpinned=True)
+    result = md.install(spec)
+    assert result["sha256"] == sha256_hex(blob) and result["size"] == len(blob)
+    assert md.install(spec)["verified_by"] == "stat-cache"
+
+
+def test_addnet_hash_matches_the_webui_definition(tmp_path):
+    blob = safetensors_bytes({"lora_up": ("F16", (8, 4), os.urandom(64))}, metadata={"ss_x": "1"})
+    n = int.from_bytes(blob[:8], "little")
+    expected = hashlib.sha256(blob[8 + n :]).hexdigest()
+    # Fed in awkward pieces (1, 3, 7 ... bytes) so the header boundary falls inside a piece.
+    hasher = md.StreamHash(addnet=True)
+    pos, step = 0, 1
+    while pos < len(blob):
+        hasher.update(memoryview(blob)[pos : pos + step])
+        pos += step
+        step = step * 2 + 1
+    assert hasher.addnet_hexdigest() == expected
+    assert hasher.hexdigest() == sha256_hex(blob)
+    path = tmp_path / "x.safetensors"
+    path.write_bytes(blob)
+    assert md.hash_file(str(path), addnet=True).addnet_hexdigest() == expected
+
+
+def test_lora_install_reports_addnet_hash_and_caches_it(tmp_path, bundle):
+    src, dest_dir, blob = bundle
+    spec = _spec(dest_dir, [src], sha256_hex(blob), tmp_path, addnet_hash=True)
+    first = md.install(spec)
+    n = int.from_bytes(blob[:8], "little")
+    assert first["addnet_sha256"] == hashlib.sha256(blob[8 + n :]).hexdigest()
+    second = md.install(spec)
+    assert second["verified_by"] == "stat-cache" and second["addnet_sha256"] == first["addnet_sha256"]
+
+
+def test_symlink_part_is_never_followed(tmp_path, bundle):
+    _src, dest_dir, blob = bundle
+    victim = tmp_path / "victim"
+    victim.write_text("keep me")
+    os.symlink(victim, dest_dir / "model.safetensors.part")
+    with pytest.raises(md.ModelFileError, match="part is not a regular file"):
+        md.install(_spec(dest_dir, ["http://127.0.0.1:9/x"], sha256_hex(blob), tmp_path))
+    assert victim.read_text() == "keep me"
+
+
+def test_symlink_at_dest_is_replaced_not_followed(tmp_path, bundle):
+    src, dest_dir, blob = bundle
+    victim = tmp_path / "victim"
+    victim.write_text("keep me")
+    os.symlink(victim, dest_dir / "model.safetensors")
+    result = md.install(_spec(dest_dir, [src], sha256_hex(blob), tmp_path))
+    assert result["verified_by"] == "download"
+    assert not os.path.islink(dest_dir / "model.safetensors")
+    assert victim.read_text() == "keep me"
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("bytes 100-199/200", (100, 199, 200)),
+        ("bytes */200", (None, None, 200)),
+        ("bytes 0-9/*", (0, 9, None)),
+        ("garbage", None),
+        (None, None),
+    ],
+)
+def test_parse_content_range(header, expected):
+    assert md.parse_content_range(header) == expected
+
+
+def test_progress_file_and_line(tmp_path):
+    clock = iter([0.0, 0.0, 1.0, 1.0, 2.0, 2.0, 2.0]).__next__
+    path = tmp_path / "p.json"
+    progress = md.Progress(str(path), "m.safetensors", clock=clock)
+    progress.begin("downloading", source="https://h.example/x?sig=SECRET", total=100 * md.MB)
+    progress.advance(25 * md.MB)
+    doc = json.loads(path.read_text())
+    assert doc["received"] == 25 * md.MB and doc["total"] == 100 * md.MB
+    assert "SECRET" not in path.read_text()
+    line = md.format_progress({**doc, "rate": 25 * md.MB, "eta": 3.0})
+    assert line == "m.safetensors  downloading   25.0% 25/100 MB  25.0 MB/s  ETA 0:03"
+    progress.remove()
+    assert not path.exists()
