@@ -11,6 +11,7 @@ Also a small command line for the benchmark and for debugging on a host:
 
 from __future__ import annotations
 
+import calendar
 import concurrent.futures
 import contextlib
 import errno
@@ -41,7 +42,7 @@ PACK_MAGIC = b"SDENVPK1"
 RACY_NS = 2 * 10**9
 TMP_PREFIX = ".sdenv-rb."
 LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-SNAPID_RE = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{6}$")
+SNAPID_RE = re.compile(r"^\d{8}T\d{6}\.\d{6}Z-[0-9a-f]{4}$")
 HEX64_RE = re.compile(r"^[0-9a-f]{64}$")
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 _HAS_XATTR = hasattr(os, "listxattr")
@@ -212,6 +213,11 @@ def parse_line(line: str) -> tuple:
 def _key_of(line: str) -> str:
     j = line.rfind("\t", 0, line.rfind("\t"))
     return line[:j]
+
+
+def _id_time_ns(snapid: str) -> int:
+    secs = time.strptime(snapid[:15], "%Y%m%dT%H%M%S")
+    return calendar.timegm(secs) * 10**9 + int(snapid[16:22]) * 1000
 
 
 def validate_label(label: str) -> str:
@@ -506,7 +512,7 @@ class Store:
             )
         if ref in (None, "", "latest"):
             return ids[-1]
-        if not re.match(r"^[0-9A-Za-z-]{1,40}$", str(ref)):
+        if not re.match(r"^[0-9A-Za-z.-]{1,40}$", str(ref)) or ".." in str(ref):
             raise SnapshotError(f"{ref!r} is not a snapshot id: use an id from make snapshots, or latest.")
         hits = [i for i in ids if i.startswith(ref)]
         if len(hits) == 1:
@@ -608,7 +614,14 @@ class Store:
             snap.abort()
             raise
         now_ns = time.time_ns()
-        snapid = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now_ns / 1e9)) + "-" + secrets.token_hex(3)
+        # Ids sort by time (to the microsecond) so "latest" and the listing order need no manifest reads;
+        # a clock that went backwards still yields an id after the newest one.
+        ids = self.snapshot_ids()
+        now_ns = max(now_ns, _id_time_ns(ids[-1]) + 1000) if ids else now_ns
+        secs, frac = divmod(now_ns, 10**9)
+        snapid = (
+            f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime(secs))}.{frac // 1000:06d}Z-{secrets.token_hex(2)}"
+        )
         facts = dict(facts or {})
         facts.setdefault("models", result.pop("models"))
         manifest = {

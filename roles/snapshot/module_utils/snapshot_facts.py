@@ -1,0 +1,219 @@
+"""The facts a snapshot manifest records, their diff, and whether the WebUI is running from a tree.
+
+Facts are gathered as the user who owns the environment (git refuses a root caller on another user's
+repository, brew refuses root): the role runs `env_snapshot state=facts` with become_user and hands the
+result to the snapshot. A fact that cannot be gathered is null, with the reason under "absent".
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+LAUNCHERS = ("launch.py", "webui.sh", "webui.py")
+
+
+def _run(argv: list[str], cwd: str | None = None, timeout: int = 120) -> tuple[int, str, str]:
+    try:
+        p = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False)
+    except FileNotFoundError:
+        return 127, "", f"{argv[0]} not found"
+    except subprocess.TimeoutExpired:
+        return 124, "", f"{' '.join(argv)} timed out after {timeout} s"
+    return p.returncode, p.stdout, p.stderr.strip()
+
+
+def git_state(path: str) -> tuple[dict | None, str | None]:
+    """({"commit", "dirty", "changes"} or None, reason when absent)."""
+    if not os.path.isdir(os.path.join(path, ".git")) and not os.path.isfile(os.path.join(path, ".git")):
+        return None, f"{path} is not a git checkout"
+    rc, out, err = _run(["git", "-C", path, "rev-parse", "HEAD"])
+    if rc != 0:
+        return None, f"git rev-parse failed in {path}: {err}"
+    commit = out.strip()
+    rc, out, err = _run(["git", "-C", path, "status", "--porcelain", "--untracked-files=no"])
+    if rc != 0:
+        return None, f"git status failed in {path}: {err}"
+    changes = [ln for ln in out.splitlines() if ln.strip()]
+    return {"commit": commit, "dirty": bool(changes), "changes": len(changes)}, None
+
+
+def parse_pip_freeze(text: str) -> dict:
+    """'name==version' lines (and 'name @ url') -> {normalized name: version or url}."""
+    out = {}
+    for ln in text.splitlines():
+        ln = ln.strip()
+        if not ln or ln.startswith("#"):
+            continue
+        if "==" in ln:
+            name, _, ver = ln.partition("==")
+        elif " @ " in ln:
+            name, _, ver = ln.partition(" @ ")
+        else:
+            name, ver = ln, ""
+        out[re.sub(r"[-_.]+", "-", name.strip()).lower()] = ver.strip()
+    return out
+
+
+def parse_brew_versions(text: str) -> dict:
+    """`brew list --versions` ('name v1 v2') -> {name: 'v1 v2'}."""
+    out = {}
+    for ln in text.splitlines():
+        parts = ln.split()
+        if parts:
+            out[parts[0]] = " ".join(parts[1:])
+    return out
+
+
+def gather(webui_dir: str, venv_dir: str | None = None, brew: str | None = None) -> dict:
+    """Everything the manifest records that can be found on this host; null + reason for the rest."""
+    facts: dict = {"absent": {}}
+    absent = facts["absent"]
+    facts["webui"], why = git_state(webui_dir)
+    if why:
+        absent["webui"] = why
+    repos = {}
+    rdir = os.path.join(webui_dir, "repositories")
+    for name in sorted(os.listdir(rdir)) if os.path.isdir(rdir) else []:
+        state, why = git_state(os.path.join(rdir, name))
+        repos[name] = state
+        if why:
+            absent[f"repositories/{name}"] = why
+    facts["repositories"] = repos
+    venv = venv_dir or os.path.join(webui_dir, "venv")
+    py = os.path.join(venv, "bin", "python")
+    if os.path.exists(py):
+        rc, out, err = _run([py, "-VV"])
+        facts["python"] = out.strip() if rc == 0 else None
+        if rc != 0:
+            absent["python"] = f"{py} -VV failed: {err}"
+        rc, out, err = _run([py, "-m", "pip", "freeze", "--all"], timeout=300)
+        facts["pip_freeze"] = parse_pip_freeze(out) if rc == 0 else None
+        if rc != 0:
+            absent["pip_freeze"] = f"pip freeze failed: {err[:200]}"
+    else:
+        facts["python"] = facts["pip_freeze"] = None
+        absent["python"] = absent["pip_freeze"] = f"no venv at {venv}"
+    if brew and os.path.exists(brew):
+        rc, out, err = _run([brew, "list", "--versions"])
+        facts["brew"] = parse_brew_versions(out) if rc == 0 else None
+        if rc != 0:
+            absent["brew"] = f"brew list failed: {err[:200]}"
+    else:
+        facts["brew"] = None
+        absent["brew"] = "Homebrew is not installed by the toolkit on this host"
+    return facts
+
+
+def _changes(a: dict | None, b: dict | None, what: str) -> list[str]:
+    a, b = a or {}, b or {}
+    out = []
+    for k in sorted(set(a) | set(b)):
+        if k not in a:
+            out.append(f"{what}: + {k} {b[k]}".rstrip())
+        elif k not in b:
+            out.append(f"{what}: - {k} {a[k]}".rstrip())
+        elif a[k] != b[k]:
+            out.append(f"{what}: {k} {a[k]} -> {b[k]}")
+    return out
+
+
+def _git_line(v) -> str:
+    if not v:
+        return "absent"
+    return v["commit"][:12] + (" (dirty)" if v.get("dirty") else "")
+
+
+def diff_facts(old: dict, new: dict) -> list[str]:
+    """Human lines for what differs between two manifests' facts, from old to new."""
+    old, new = old or {}, new or {}
+    out = []
+    if _git_line(old.get("webui")) != _git_line(new.get("webui")):
+        out.append(f"webui: {_git_line(old.get('webui'))} -> {_git_line(new.get('webui'))}")
+    ra, rb = old.get("repositories") or {}, new.get("repositories") or {}
+    for name in sorted(set(ra) | set(rb)):
+        if _git_line(ra.get(name)) != _git_line(rb.get(name)):
+            out.append(f"repositories/{name}: {_git_line(ra.get(name))} -> {_git_line(rb.get(name))}")
+    for key in ("python", "lock_digest"):
+        if old.get(key) != new.get(key):
+            out.append(f"{key}: {old.get(key)} -> {new.get(key)}")
+    out += _changes(old.get("pip_freeze"), new.get("pip_freeze"), "pip")
+    out += _changes(old.get("brew"), new.get("brew"), "brew")
+    ma = {k: v[:12] for k, v in (old.get("models") or {}).items()}
+    mb = {k: v[:12] for k, v in (new.get("models") or {}).items()}
+    out += _changes(ma, mb, "model")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Is the WebUI running from this tree?
+
+
+def _launcher_hits(argv: list[str], cwd: str, webui_dir: str) -> bool:
+    root = os.path.normpath(webui_dir)
+    for arg in argv:
+        if os.path.basename(arg) in LAUNCHERS:
+            path = os.path.normpath(os.path.join(cwd or "/", arg))
+            if path.startswith(root + "/"):
+                return True
+    return False
+
+
+def running_webui_linux(webui_dir: str, proc: str = "/proc") -> list[dict]:
+    found = []
+    for pid in os.listdir(proc):
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            with open(os.path.join(proc, pid, "cmdline"), "rb") as f:
+                argv = [os.fsdecode(a) for a in f.read().split(b"\0") if a]
+            if not any(os.path.basename(a) in LAUNCHERS for a in argv):
+                continue
+            cwd = os.readlink(os.path.join(proc, pid, "cwd"))
+        except OSError:
+            continue
+        if _launcher_hits(argv, cwd, webui_dir):
+            found.append({"pid": int(pid), "command": " ".join(argv)[:200]})
+    return found
+
+
+def parse_ps(text: str) -> list[tuple[int, str]]:
+    """`ps -axww -o pid=,command=` -> [(pid, command)]."""
+    out = []
+    for ln in text.splitlines():
+        m = re.match(r"\s*(\d+)\s+(.*)$", ln)
+        if m:
+            out.append((int(m.group(1)), m.group(2)))
+    return out
+
+
+def parse_lsof_cwd(text: str) -> str:
+    """`lsof -a -p PID -d cwd -Fn` -> the cwd path ('' when absent)."""
+    for ln in text.splitlines():
+        if ln.startswith("n"):
+            return ln[1:]
+    return ""
+
+
+def running_webui_darwin(webui_dir: str) -> list[dict]:
+    # macOS has no /proc: ps gives the command lines (split on spaces, as ps prints them), lsof the cwd.
+    rc, out, _ = _run(["ps", "-axww", "-o", "pid=,command="])
+    found = []
+    for pid, command in parse_ps(out) if rc == 0 else []:
+        argv = command.split()
+        if pid == os.getpid() or not any(os.path.basename(a) in LAUNCHERS for a in argv):
+            continue
+        _, lout, _ = _run(["lsof", "-a", "-p", str(pid), "-d", "cwd", "-Fn"])
+        if _launcher_hits(argv, parse_lsof_cwd(lout), webui_dir):
+            found.append({"pid": pid, "command": command[:200]})
+    return found
+
+
+def running_webui(webui_dir: str) -> list[dict]:
+    if not webui_dir:
+        return []
+    if sys.platform == "darwin":
+        return running_webui_darwin(webui_dir)
+    return running_webui_linux(webui_dir)

@@ -1,0 +1,106 @@
+"""Manifest facts: parsing, the facts diff, and WebUI process detection from recorded outputs."""
+
+import os
+import subprocess
+import sys
+
+import snapshot_facts as sf
+
+
+def test_pip_freeze_and_brew_parsing():
+    pip = "Torch==2.1.2\nopen_clip_torch @ https://x/y.zip\n# comment\nsetuptools==69.5.1\n"
+    assert sf.parse_pip_freeze(pip) == {
+        "torch": "2.1.2",
+        "open-clip-torch": "https://x/y.zip",
+        "setuptools": "69.5.1",
+    }
+    assert sf.parse_brew_versions("cmake 3.31.1\npython@3.10 3.10.16 3.10.15\n") == {
+        "cmake": "3.31.1",
+        "python@3.10": "3.10.16 3.10.15",
+    }
+
+
+def test_diff_facts_names_each_change():
+    old = {
+        "webui": {"commit": "a" * 40, "dirty": False},
+        "repositories": {"k-diffusion": {"commit": "b" * 40, "dirty": False}},
+        "pip_freeze": {"torch": "2.1.2", "gone": "1"},
+        "models": {"/w/models/m.safetensors": "1" * 64},
+        "python": "Python 3.10.16",
+    }
+    new = {
+        "webui": {"commit": "a" * 40, "dirty": True},
+        "repositories": {},
+        "pip_freeze": {"torch": "2.3.1", "new": "2"},
+        "models": {"/w/models/m.safetensors": "2" * 64},
+        "python": "Python 3.10.16",
+    }
+    lines = sf.diff_facts(old, new)
+    assert lines == [
+        "webui: aaaaaaaaaaaa -> aaaaaaaaaaaa (dirty)",
+        "repositories/k-diffusion: bbbbbbbbbbbb -> absent",
+        "pip: - gone 1",
+        "pip: + new 2",
+        "pip: torch 2.1.2 -> 2.3.1",
+        "model: /w/models/m.safetensors 111111111111 -> 222222222222",
+    ]
+    assert sf.diff_facts(old, old) == []
+
+
+def test_gather_records_absent_facts_with_a_reason(tmp_path):
+    facts = sf.gather(str(tmp_path), brew=None)
+    assert facts["webui"] is None and "not a git checkout" in facts["absent"]["webui"]
+    assert facts["pip_freeze"] is None and "no venv" in facts["absent"]["pip_freeze"]
+    assert facts["brew"] is None
+
+
+def test_gather_reads_git_state(tmp_path):
+    env = dict(
+        os.environ,
+        GIT_AUTHOR_NAME="t",
+        GIT_AUTHOR_EMAIL="t@e",
+        GIT_COMMITTER_NAME="t",
+        GIT_COMMITTER_EMAIL="t@e",
+    )
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    (tmp_path / "f").write_text("1")
+    subprocess.run(["git", "-C", str(tmp_path), "add", "f"], check=True)
+    subprocess.run(["git", "-C", str(tmp_path), "commit", "-qm", "c"], check=True, env=env)
+    assert sf.gather(str(tmp_path))["webui"]["dirty"] is False
+    (tmp_path / "f").write_text("2")
+    w = sf.gather(str(tmp_path))["webui"]
+    assert w["dirty"] is True and len(w["commit"]) == 40
+
+
+def test_running_webui_detected_from_this_tree_only(tmp_path):
+    tree = tmp_path / "webui"
+    tree.mkdir()
+    (tree / "launch.py").write_text("import time\ntime.sleep(60)\n")
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "launch.py").write_text("import time\ntime.sleep(60)\n")
+    p = subprocess.Popen([sys.executable, "launch.py"], cwd=tree)
+    q = subprocess.Popen([sys.executable, str(other / "launch.py")])
+    try:
+        found = sf.running_webui(str(tree))
+        assert [f["pid"] for f in found] == [p.pid]
+    finally:
+        p.kill()
+        q.kill()
+        p.wait()
+        q.wait()
+    assert sf.running_webui(str(tree)) == []
+
+
+def test_darwin_ps_and_lsof_parsing():
+    ps = "  101 /bin/zsh -l\n 4242 python3 launch.py --skip-torch-cuda-test\n"
+    assert sf.parse_ps(ps) == [(101, "/bin/zsh -l"), (4242, "python3 launch.py --skip-torch-cuda-test")]
+    assert sf.parse_lsof_cwd("p4242\nfcwd\nn/Users/dummy/stable-diffusion-webui\n") == (
+        "/Users/dummy/stable-diffusion-webui"
+    )
+    assert sf._launcher_hits(
+        ["python3", "launch.py"], "/Users/dummy/stable-diffusion-webui", "/Users/dummy/stable-diffusion-webui"
+    )
+    assert not sf._launcher_hits(
+        ["python3", "launch.py"], "/Users/dummy/other", "/Users/dummy/stable-diffusion-webui"
+    )

@@ -1,0 +1,335 @@
+"""The snapshot store: round trip, stat cache, packing, crash order, check, prune, locking, bad input."""
+
+import hashlib
+import os
+import threading
+from pathlib import Path
+
+import pytest
+import snapshot_store as ss
+
+
+@pytest.fixture(autouse=True)
+def no_racy_window(monkeypatch):
+    # Files made by a test are seconds old at most; with the racy window at 0 the stat cache is exercised.
+    monkeypatch.setattr(ss, "RACY_NS", 0)
+
+
+def state(root):
+    """Everything rollback must reproduce, per path: type, mode, owner, size, mtime, content or target."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for n in [*dirnames, *filenames, "."] if dirpath == root else [*dirnames, *filenames]:
+            p = os.path.normpath(os.path.join(dirpath, n))
+            st = os.lstat(p)
+            if os.path.islink(p):
+                what = "l:" + os.readlink(p)
+            elif os.path.isdir(p):
+                what = "d"
+            else:
+                with open(p, "rb") as f:
+                    what = "f:" + hashlib.sha256(f.read()).hexdigest()
+            mtime = 0 if what == "d" and p == root else st.st_mtime_ns
+            out[os.path.relpath(p, root)] = (what, st.st_mode, st.st_uid, st.st_gid, mtime)
+    return out
+
+
+@pytest.fixture
+def env(tmp_path):
+    live = tmp_path / "live"
+    (live / "venv" / "lib").mkdir(parents=True)
+    (live / "models" / "Lora").mkdir(parents=True)
+    (live / "empty").mkdir()
+    for i in range(300):
+        (live / "venv" / "lib" / f"m{i}.py").write_text(f"print({i})\n" * (i % 7 + 1))
+    (live / "models" / "big.safetensors").write_bytes(os.urandom(ss.LARGE + 12345))
+    (live / "models" / "Lora" / "small.safetensors").write_bytes(b"lora" * 10)
+    (live / "zero").write_bytes(b"")
+    os.symlink("../zero", live / "venv" / "link")
+    os.symlink("/etc", live / "outside")
+    (live / "odd\tname\nwith\\").write_text("odd")
+    (live / os.fsdecode(b"bytes-\xff")).write_text("not utf-8")
+    os.chmod(live / "venv" / "lib" / "m1.py", 0o4755)  # noqa: S103 - setuid must survive the round trip
+    return ss.Store(str(tmp_path / "store")), str(live)
+
+
+def test_round_trip_restores_type_mode_content_mtime_symlinks_empty_dirs(env):
+    store, live = env
+    before = state(live)
+    snap = store.snapshot([live], label="base")
+    assert snap["manifest"]["roots"][0]["files"] == 305
+    # churn: add, remove, modify, replace a model, turn a dir into a symlink that escapes
+    Path(live, "venv", "lib", "m5.py").write_text("changed")
+    os.unlink(os.path.join(live, "venv", "lib", "m6.py"))
+    Path(os.path.join(live, "venv", "new.py")).write_text("new")
+    with open(os.path.join(live, "models", "big.safetensors"), "wb") as f:
+        f.write(os.urandom(ss.LARGE * 2))
+    os.rmdir(os.path.join(live, "empty"))
+    os.symlink("/tmp", os.path.join(live, "empty"))
+    os.chmod(os.path.join(live, "venv", "lib", "m7.py"), 0o600)
+    res = store.rollback(snap["id"])
+    assert res["before"] and res["stats"]["written"] == 3
+    assert state(live) == before
+    # undo the rollback: the churned state comes back
+    store.rollback(res["before"])
+    assert Path(os.path.join(live, "venv", "new.py")).read_text() == "new"
+    assert os.path.islink(os.path.join(live, "empty"))
+    assert store.check(deep=True)["ok"]
+
+
+def test_no_change_snapshot_reads_nothing_and_writes_only_its_manifest(env):
+    store, live = env
+    first = store.snapshot([live])
+    second = store.snapshot([live])
+    s = second["manifest"]["stats"]
+    assert (s["read_files"], s["new_bytes"], s["new_blobs"]) == (0, 0, 0)
+    assert second["manifest"]["roots"][0]["tree"] == first["manifest"]["roots"][0]["tree"]
+    assert second["manifest"]["parent"] == first["id"]
+
+
+def test_same_size_same_mtime_edit_is_caught_by_ctime(env):
+    store, live = env
+    p = os.path.join(live, "venv", "lib", "m10.py")
+    st = os.stat(p)
+    snap = store.snapshot([live])
+    with open(p, "r+") as f:
+        f.write("X")  # same size
+    os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
+    second = store.snapshot([live])
+    assert second["manifest"]["stats"]["read_files"] == 1
+    store.rollback(snap["id"])
+    assert Path(p).read_text().startswith("p")
+
+
+def test_small_files_are_packed_large_files_are_objects(env):
+    store, live = env
+    store.snapshot([live])
+    packs = [n for _, n in ss._walk_store_files(store, "packs")]
+    objects = [n for n, _ in ss._walk_store_files(store, "objects")]
+    assert len(packs) == 1, "300 small files must share one pack, not one file each"
+    with open(os.path.join(live, "models", "big.safetensors"), "rb") as f:
+        assert objects == [hashlib.sha256(f.read()).hexdigest()]
+
+
+def test_model_sha256s_come_from_the_tree(env):
+    store, live = env
+    m = store.snapshot([live])["manifest"]
+    big = os.path.join(live, "models", "big.safetensors")
+    with open(big, "rb") as f:
+        assert m["facts"]["models"][big] == hashlib.sha256(f.read()).hexdigest()
+    assert os.path.join(live, "models", "Lora", "small.safetensors") in m["facts"]["models"]
+
+
+def test_symlink_pointing_outside_is_recorded_not_followed(env):
+    store, live = env
+    m = store.snapshot([live])["manifest"]
+    listing = store.read_tree_map(m["roots"][0]["tree"])
+    assert listing["outside"][1] == "l" and listing["outside"][9] == "/etc"
+    assert not any(p.startswith("outside/") for p in listing)
+
+
+def test_rollback_paths_limits_the_restore_and_refuses_paths_outside(env):
+    store, live = env
+    snap = store.snapshot([live])
+    a, b = os.path.join(live, "venv", "lib", "m1.py"), os.path.join(live, "zero")
+    Path(a).write_text("A")
+    Path(b).write_text("B")
+    store.rollback(snap["id"], [os.path.join(live, "venv")])
+    assert Path(a).read_text() != "A" and Path(b).read_text() == "B"
+    with pytest.raises(ss.SnapshotError, match="outside the snapshot's roots"):
+        store.rollback(snap["id"], ["/etc"])
+    with pytest.raises(ss.SnapshotError, match="beyond the symlink"):
+        store.rollback(snap["id"], [os.path.join(live, "outside", "passwd")])
+
+
+def test_rollback_never_writes_through_a_symlink_that_replaced_a_directory(env, tmp_path):
+    store, live = env
+    snap = store.snapshot([live])
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    lib = os.path.join(live, "venv", "lib")
+    os.rename(lib, str(elsewhere / "lib"))
+    os.symlink(str(elsewhere / "lib"), lib)
+    os.unlink(str(elsewhere / "lib" / "m3.py"))
+    store.rollback(snap["id"])
+    assert not os.path.islink(lib) and os.path.isfile(os.path.join(lib, "m3.py"))
+    assert not (elsewhere / "lib" / "m3.py").exists()
+
+
+def test_crash_before_manifest_leaves_garbage_only(env, monkeypatch):
+    store, live = env
+    real = store._atomic_write
+
+    def fail_on_manifest(final, data, mode=0o444):
+        if os.sep + "snapshots" + os.sep in final:
+            raise OSError(5, "simulated crash")
+        return real(final, data, mode)
+
+    monkeypatch.setattr(store, "_atomic_write", fail_on_manifest)
+    with pytest.raises(ss.SnapshotError):
+        store.snapshot([live])
+    monkeypatch.undo()
+    assert store.list() == []
+    c = store.check()
+    assert c["ok"] and c["garbage"]["unused_blobs"] > 0
+    p = store.prune()
+    assert p["changed"] and store.check()["garbage"]["bytes"] == 0
+
+
+def test_check_finds_missing_pack_and_deep_finds_damaged_object(env):
+    store, live = env
+    store.snapshot([live])
+    ((_, path),) = list(ss._walk_store_files(store, "objects"))
+    os.chmod(path, 0o644)
+    with open(path, "r+b") as f:
+        f.write(b"\0")
+    assert store.check()["ok"], "a same-size change is only visible to DEEP"
+    deep = store.check(deep=True)
+    assert not deep["ok"] and any("damaged" in e for e in deep["errors"])
+    ((_, pack),) = list(ss._walk_store_files(store, "packs"))
+    os.unlink(pack)
+    assert any("is missing" in e for e in store.check()["errors"])
+
+
+def test_prune_forgets_by_policy_keeps_pinned_and_sweeps(env):
+    store, live = env
+    first = store.snapshot([live], pinned=True)
+    big = os.path.join(live, "models", "big.safetensors")
+    for _ in range(3):
+        with open(big, "wb") as f:
+            f.write(os.urandom(ss.LARGE + 1))
+        store.snapshot([live])
+    res = store.prune({"keep_last": 1, "keep_hourly_hours": 0, "keep_daily_days": 0, "keep_weekly_weeks": 1})
+    assert len(res["forget"]) == 2 and res["objects_deleted"] == 2
+    assert next(s["id"] for s in store.list()) == first["id"]
+    assert store.check(deep=True)["ok"]
+    assert store.prune({"keep_last": 1})["changed"] is False
+
+
+def test_prune_repacks_packs_that_are_mostly_garbage(env):
+    store, live = env
+    store.snapshot([live])
+    lib = os.path.join(live, "venv", "lib")
+    for i in range(250):
+        os.unlink(os.path.join(lib, f"m{i}.py"))
+    store.snapshot([live])
+    res = store.prune({"keep_last": 1, "keep_hourly_hours": 0, "keep_daily_days": 0, "keep_weekly_weeks": 1})
+    assert res["packs_repacked"] == 1
+    assert store.check(deep=True)["ok"]
+    store.rollback("latest")  # content still readable after the repack
+
+
+def test_exclusive_lock_blocks_a_second_writer_with_a_clear_message(env):
+    store, _ = env
+    store.init()
+    held, release = threading.Event(), threading.Event()
+
+    def holder():
+        with store.locked(True):
+            held.set()
+            release.wait(10)
+
+    t = threading.Thread(target=holder)
+    t.start()
+    held.wait(5)
+    try:
+        with pytest.raises(ss.SnapshotError, match="is busy"), ss.Store(store.path).locked(True, timeout=0.2):
+            pass
+    finally:
+        release.set()
+        t.join()
+
+
+def test_interrupted_rollback_journal_is_recovered(env):
+    store, live = env
+    snap = store.snapshot([live])
+    stray = os.path.join(live, "venv", ss.TMP_PREFIX + "abc.1.tmp")
+    Path(stray).write_text("half")
+    store._atomic_write(
+        os.path.join(store.path, "journal", "abc.json"),
+        b'{"token": "abc", "target": "T", "before": "B", "roots": ["%s"]}' % live.encode(),
+    )
+    assert store.check()["interrupted_rollbacks"] == 1
+    res = store.snapshot([live])
+    assert not os.path.exists(stray)
+    assert any("interrupted" in w for w in res["warnings"])
+    listing = store.read_tree_map(res["manifest"]["roots"][0]["tree"])
+    assert not any(ss.TMP_PREFIX in p for p in listing)
+    assert set(listing) == set(store.read_tree_map(snap["manifest"]["roots"][0]["tree"]))
+
+
+@pytest.mark.parametrize("label", ["../x", "a/b", "..", "x" * 65, "-lead", "sp ace"])
+def test_bad_labels_are_refused(env, label):
+    store, live = env
+    with pytest.raises(ss.SnapshotError, match="label"):
+        store.snapshot([live], label=label)
+    assert not os.path.exists(store.path), "a refused snapshot creates nothing"
+
+
+def test_unknown_and_ambiguous_ids(env):
+    store, live = env
+    with pytest.raises(ss.SnapshotError, match="no snapshot store"):
+        ss.Store(store.path + "-none").rollback("latest")
+    store.snapshot([live])
+    store.snapshot([live])
+    with pytest.raises(ss.SnapshotError, match="no snapshot 'nope'"):
+        store.rollback("nope")
+    with pytest.raises(ss.SnapshotError, match="ambiguous"):
+        store.resolve("2")
+    with pytest.raises(ss.SnapshotError, match="not a snapshot id"):
+        store.resolve("../etc")
+
+
+def test_restore_into_new_directory(env, tmp_path):
+    store, live = env
+    snap = store.snapshot([live])
+    dest = str(tmp_path / "restored")
+    store.restore(snap["id"], dest)
+    assert state(dest + live) == state(live)
+    with pytest.raises(ss.SnapshotError, match="exists"):
+        store.restore(snap["id"], dest)
+
+
+def test_absent_root_is_recorded_and_rollback_removes_it(env, tmp_path):
+    store, live = env
+    zprofile = str(tmp_path / "zprofile")
+    snap = store.snapshot([live, zprofile])
+    assert snap["manifest"]["roots"][1]["present"] is False
+    Path(zprofile).write_text("eval")
+    store.rollback(snap["id"])
+    assert not os.path.exists(zprofile)
+
+
+def test_dry_run_rollback_changes_nothing(env):
+    store, live = env
+    snap = store.snapshot([live])
+    p = os.path.join(live, "zero")
+    Path(p).write_text("now")
+    res = store.rollback(snap["id"], dry_run=True)
+    assert res["changed"] and res["plan"][live]["write"] == 1
+    assert Path(p).read_text() == "now"
+    assert len(store.list()) == 1
+
+
+def test_overlapping_or_relative_roots_are_refused(env):
+    store, live = env
+    with pytest.raises(ss.SnapshotError, match="overlap"):
+        store.snapshot([live, os.path.join(live, "venv")])
+    with pytest.raises(ss.SnapshotError, match="not absolute"):
+        store.snapshot(["relative/path"])
+
+
+def test_diff_listings():
+    def e(path, typ="f", mode=0o644, size=1, mtime=1, ref="a"):
+        return (path, typ, mode, 0, 0, size, mtime, 9, 9, ref, "")
+
+    old = {"a": e("a"), "b": e("b"), "c": e("c"), "d": e("d", "d", ref="")}
+    new = {"a": e("a", ref="z"), "b": e("b", mode=0o600), "d": e("d", "d", mtime=5, ref=""), "n": e("n")}
+    d = ss.diff_listings(old, new)
+    assert d == {"added": ["n"], "removed": ["c"], "content": ["a"], "metadata": ["b"]}
+
+
+def test_tree_line_escaping_round_trips():
+    name = "we\tird\nna\\me"
+    assert ss._unesc(ss._esc(name)) == name
+    assert "\t" not in ss._esc(name) and "\n" not in ss._esc(name)
