@@ -647,7 +647,7 @@ class Installer:
             redirected = _origin(final_url) != _origin(url)
             status = resp.status
             if status == 416:
-                return self._on_416(resp, offset, hasher)
+                return self._on_416(resp, url, offset, hasher)
             if status in (401, 403) and redirected:
                 # A presigned storage URL that has expired (e.g. while resuming): the original URL hands out
                 # a fresh one.
@@ -746,12 +746,18 @@ class Installer:
                 % (spec.name, _redact(url), received, total)
             )
 
-    def _on_416(self, resp, offset, hasher):
+    def _on_416(self, resp, resp_url, offset, hasher):
         """Range not satisfiable: the part is complete (verify it) or longer than the file (start over)."""
         spec = self.spec
         resp.read(65536)
         rng = parse_content_range(resp.getheader("Content-Range"))
         total = rng[2] if rng else None
+        if total is not None and spec.size is not None and total != spec.size:
+            self._discard_part()
+            raise SourceError(
+                f"{_redact(resp_url)} has {total} bytes of {spec.name} but the lock pins {spec.size} bytes"
+                " (a truncated or different file)"
+            )
         if offset and (total is None or total == offset) and (spec.size is None or spec.size == offset):
             self.result["resumed_from"] = offset
             return hasher if hasher is not None and hasher.length == offset else self._hash_part(offset)
