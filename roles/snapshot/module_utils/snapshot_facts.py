@@ -7,6 +7,7 @@ result to the snapshot. A fact that cannot be gathered is null, with the reason 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -217,3 +218,24 @@ def running_webui(webui_dir: str) -> list[dict]:
     if sys.platform == "darwin":
         return running_webui_darwin(webui_dir)
     return running_webui_linux(webui_dir)
+
+
+def homebrew_roots(record_path: str | None, user: str | None) -> list[str]:
+    """The Homebrew prefix, when the provision record says the toolkit created it (else nothing).
+
+    Homebrew cannot install old versions, so a prefix the toolkit installed is captured at file level; a
+    Homebrew the user had before is theirs and is left out.
+    """
+    if not record_path or not user or not os.path.exists(record_path):
+        return []
+    try:
+        with open(record_path, encoding="utf-8") as f:
+            entry = json.load(f).get("users", {}).get(user) or {}
+    except (OSError, ValueError):
+        return []
+    created = [p for p in entry.get("created_paths", []) if isinstance(p, str)]
+    prefix = ((entry.get("components") or {}).get("homebrew") or {}).get("prefix")
+    if prefix in created:
+        return [prefix]
+    # Intel Macs: the toolkit creates Homebrew's own directories under /usr/local, not the prefix itself.
+    return [p for p in created if prefix and p.startswith(prefix.rstrip("/") + "/")]

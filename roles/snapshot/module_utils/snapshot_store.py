@@ -589,6 +589,7 @@ class Store:
         pinned: bool = False,
         facts: dict | None = None,
         dry_run: bool = False,
+        only_if_changed: bool = False,
         _locked: bool = False,
     ) -> dict:
         label = validate_label(label)
@@ -602,7 +603,7 @@ class Store:
             self.init()
             with self.locked(True):
                 self.warnings += self.recover()
-                return self.snapshot(roots, label, kind, pinned, facts, False, _locked=True)
+                return self.snapshot(roots, label, kind, pinned, facts, False, only_if_changed, _locked=True)
         t0 = time.monotonic()
         snap = _Snapshotter(self, roots)
         try:
@@ -613,6 +614,15 @@ class Store:
         except BaseException:
             snap.abort()
             raise
+        if only_if_changed:
+            same = self._same_as_latest(kind, result["roots"])
+            if same:
+                return {
+                    "changed": False,
+                    "id": same,
+                    "manifest": self.load_manifest(same),
+                    "warnings": snap.warnings,
+                }
         now_ns = time.time_ns()
         # Ids sort by time (to the microsecond) so "latest" and the listing order need no manifest reads;
         # a clock that went backwards still yields an id after the newest one.
@@ -648,6 +658,27 @@ class Store:
             "manifest": manifest,
             "warnings": self.warnings + snap.warnings,
         }
+
+    def _same_as_latest(self, kind: str, roots: list) -> str | None:
+        """Id of the newest snapshot of this kind when it holds exactly these contents (ctime/inode aside)."""
+        for snapid in reversed(self.snapshot_ids()):
+            m = self.load_manifest(snapid)
+            if m.get("kind") != kind:
+                continue
+            old = {r["path"]: r.get("tree") for r in m["roots"]}
+            if set(old) != {r["path"] for r in roots}:
+                return None
+            for r in roots:
+                a, b = old[r["path"]], r.get("tree")
+                if a == b:
+                    continue
+                if not a or not b:
+                    return None
+                ma, mb = self.read_tree_map(a), self.read_tree_map(b)
+                if ma.keys() != mb.keys() or any(_comparable(ma[k]) != _comparable(mb[k]) for k in ma):
+                    return None
+            return snapid
+        return None
 
     # ======================================================================================================
     # Listing, check, prune

@@ -1,0 +1,174 @@
+#!/usr/bin/python
+"""Ansible module: Time Machine-style snapshots of the working environment (logic in snapshot_store)."""
+
+DOCUMENTATION = r"""
+module: env_snapshot
+short_description: Snapshot, list, check, prune and roll back the working environment
+description:
+  - Content-addressed store (format in roles/snapshot/README.md); every operation takes the store's flock.
+  - C(state=facts) gathers the manifest facts and must run as the environment's owner (become_user).
+options:
+  state:
+    description: What to do.
+    type: str
+    choices: [snapshot, list, check, prune, rollback, facts, pin, unpin]
+    default: snapshot
+  store: {description: The store directory on the host., type: path}
+  paths: {description: Absolute paths to capture (absent ones are recorded as absent)., type: list, elements: path, default: []}
+  record_path: {description: The provision record; the Homebrew prefix it lists as toolkit-made is captured too., type: path}
+  user: {description: The dummy user whose record entry names the Homebrew prefix., type: str}
+  label: {description: Snapshot label (1-64 of letters, digits, '.', '_', '-')., type: str, default: ""}
+  kind: {description: Why the snapshot was taken., type: str, choices: [manual, known-good, before-rollback], default: manual}
+  pinned: {description: Keep this snapshot whatever the retention policy says., type: bool, default: false}
+  only_if_changed:
+    description: Take no new snapshot (changed=false) when the newest of the same kind holds the same contents.
+    type: bool
+    default: false
+  to: {description: Snapshot id, unique id prefix or latest (rollback, pin, unpin)., type: str, default: latest}
+  only_paths: {description: Roll back only these absolute paths (inside the snapshot's roots)., type: list, elements: path, default: []}
+  deep: {description: check re-hashes every pack, object and tree., type: bool, default: false}
+  retention: {description: keep_last, keep_hourly_hours, keep_daily_days, keep_weekly_weeks., type: dict, default: {}}
+  facts: {description: Facts gathered by state=facts, recorded in the manifest., type: dict, default: {}}
+  webui_dir: {description: The WebUI tree (facts; rollback refuses while it runs)., type: path}
+  brew: {description: The brew executable for facts (only when the toolkit installed Homebrew)., type: path}
+  lock_digest: {description: SHA-256 of the lock the host was provisioned from., type: str}
+"""
+
+EXAMPLES = r"""
+- name: Snapshot the environment
+  env_snapshot:
+    store: /var/lib/sdenv/snapshots
+    paths: [/home/dummy/stable-diffusion-webui, /home/dummy/.zprofile]
+    label: before-upgrade
+"""
+
+RETURN = r"""
+id: {description: The snapshot taken, or the before-rollback snapshot., type: str, returned: snapshot, rollback}
+manifest: {description: The manifest written (facts omitted)., type: dict, returned: snapshot}
+snapshots: {description: id, time, label, kind, files, logical_bytes, new_bytes, pinned of each snapshot., type: list, returned: list}
+check: {description: ok, errors, garbage counts., type: dict, returned: check}
+plan: {description: Per root, what a rollback removes, writes, links, creates and fixes., type: dict, returned: rollback}
+facts: {description: The gathered facts., type: dict, returned: facts}
+prune: {description: Snapshots forgotten and bytes freed., type: dict, returned: prune}
+"""
+
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.snapshot_facts import diff_facts, gather, homebrew_roots, running_webui
+from ansible.module_utils.snapshot_retention import RetentionError, normalize_policy
+from ansible.module_utils.snapshot_store import SnapshotError, Store
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec={
+            "state": {
+                "type": "str",
+                "default": "snapshot",
+                "choices": ["snapshot", "list", "check", "prune", "rollback", "facts", "pin", "unpin"],
+            },
+            "store": {"type": "path"},
+            "paths": {"type": "list", "elements": "path", "default": []},
+            "record_path": {"type": "path"},
+            "user": {"type": "str"},
+            "label": {"type": "str", "default": ""},
+            "kind": {
+                "type": "str",
+                "default": "manual",
+                "choices": ["manual", "known-good", "before-rollback"],
+            },
+            "pinned": {"type": "bool", "default": False},
+            "only_if_changed": {"type": "bool", "default": False},
+            "to": {"type": "str", "default": "latest"},
+            "only_paths": {"type": "list", "elements": "path", "default": []},
+            "deep": {"type": "bool", "default": False},
+            "retention": {"type": "dict", "default": {}},
+            "facts": {"type": "dict", "default": {}},
+            "webui_dir": {"type": "path"},
+            "brew": {"type": "path"},
+            "lock_digest": {"type": "str"},
+        },
+        required_if=[
+            ("state", s, ["store"])
+            for s in ("snapshot", "list", "check", "prune", "rollback", "pin", "unpin")
+        ],
+        supports_check_mode=True,
+    )
+    p = module.params
+    try:
+        if p["state"] == "facts":
+            module.exit_json(changed=False, facts=gather(p["webui_dir"] or "", brew=p["brew"]))
+        store = Store(p["store"])
+        facts = dict(p["facts"] or {})
+        if p["lock_digest"]:
+            facts["lock_digest"] = p["lock_digest"]
+        roots = list(p["paths"]) + homebrew_roots(p["record_path"], p["user"])
+        if p["state"] == "snapshot":
+            res = store.snapshot(
+                roots,
+                p["label"],
+                p["kind"],
+                p["pinned"],
+                facts=facts,
+                dry_run=module.check_mode,
+                only_if_changed=p["only_if_changed"],
+            )
+            if module.check_mode:
+                module.exit_json(**res)
+            m = dict(
+                res["manifest"], facts={k: v for k, v in res["manifest"]["facts"].items() if k == "absent"}
+            )
+            module.exit_json(changed=res["changed"], id=res["id"], manifest=m, warnings=res["warnings"][:20])
+        if p["state"] == "list":
+            module.exit_json(changed=False, snapshots=store.list())
+        if p["state"] == "check":
+            res = store.check(p["deep"])
+            if not res["ok"]:
+                module.fail_json(
+                    msg=f"The snapshot store at {store.path} has {len(res['errors'])} error(s): "
+                    f"{'; '.join(res['errors'][:5])}.",
+                    check=res,
+                )
+            module.exit_json(changed=False, check=res)
+        if p["state"] == "prune":
+            normalize_policy(p["retention"])
+            res = store.prune(p["retention"], dry_run=module.check_mode)
+            module.exit_json(changed=res["changed"], prune=res, warnings=res.pop("warnings", [])[:20])
+        if p["state"] in ("pin", "unpin"):
+            if module.check_mode:
+                m = store.load_manifest(store.resolve(p["to"]))
+                module.exit_json(changed=bool(m.get("pinned")) != (p["state"] == "pin"), id=m["id"])
+            module.exit_json(**store.set_pinned(p["to"], p["state"] == "pin"))
+        # rollback
+        running = running_webui(p["webui_dir"]) if p["webui_dir"] else []
+        if running:
+            module.fail_json(
+                msg=f"The WebUI is running from {p['webui_dir']} (pid {running[0]['pid']}): stop it, then roll "
+                "back; nothing was changed.",
+                running=running,
+            )
+        target_id = store.resolve(p["to"])
+        target = store.load_manifest(target_id)
+        res = store.rollback(target_id, p["only_paths"] or None, dry_run=module.check_mode, facts=facts)
+        before_facts = facts if module.check_mode else store.load_manifest(res["before"])["facts"]
+        lines = diff_facts(before_facts, target["facts"])
+        plan_lines = [
+            f"{root}: " + ", ".join(f"{k} {v}" for k, v in s.items() if k != "examples")
+            for root, s in res["plan"].items()
+        ]
+        res["diff"] = {
+            "before_header": "live environment",
+            "after_header": f"snapshot {target_id}",
+            "before": "",
+            "after": "\n".join(lines + plan_lines) + "\n",
+        }
+        res["warnings"] = res.get("warnings", [])[:20]
+        module.exit_json(id=res.get("before"), **res)
+    except (SnapshotError, RetentionError) as e:
+        module.fail_json(msg=str(e))
+    except OSError as e:
+        module.fail_json(msg=f"Snapshot operation failed on {e.filename or p['store']}: {e.strerror}.")
+
+
+if __name__ == "__main__":
+    main()
