@@ -1,0 +1,94 @@
+#!/usr/bin/python
+"""Ansible module: the directories of a Homebrew prefix, owned by the brew user (run as root)."""
+
+DOCUMENTATION = r"""
+module: homebrew_prefix
+short_description: Create a Homebrew prefix's directories for its owner and say which paths the toolkit created
+description:
+  - The clone-the-brew-repository route of the geerlingguy.mac collection, with root doing only this
+    part: create the prefix (C(/opt/homebrew) on Apple Silicon) or Homebrew's directories in
+    C(/usr/local) (Intel), owned by the brew user and group-writable by C(admin). brew itself then runs
+    as that user.
+  - Returns the paths C(make reset-dummy) may remove: the whole prefix on Apple Silicon; on Intel only
+    Homebrew's own entries that did not exist before (never C(/usr/local) or a directory it shares).
+options:
+  prefix: {description: The Homebrew prefix., type: path, required: true}
+  owner: {description: The brew user (the dummy)., type: str, required: true}
+  group: {description: Group of the directories., type: str, default: admin}
+"""
+
+EXAMPLES = r"""
+- name: Homebrew's prefix exists for the dummy
+  homebrew_prefix:
+    prefix: /opt/homebrew
+    owner: dummy
+"""
+
+RETURN = r"""
+created_paths: {description: Paths the toolkit is creating, for the provision record., type: list, returned: success}
+directories: {description: The directories made or corrected., type: list, returned: success}
+"""
+
+import grp
+import os
+import pwd
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.homebrew_cli import (
+    INTEL_OWN_PATHS,
+    INTEL_PREFIX,
+    created_paths_for,
+    prefix_directories,
+)
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec={
+            "prefix": {"type": "path", "required": True},
+            "owner": {"type": "str", "required": True},
+            "group": {"type": "str", "default": "admin"},
+        },
+        supports_check_mode=True,
+    )
+    p = module.params
+    prefix = p["prefix"].rstrip("/")
+    try:
+        uid = pwd.getpwnam(p["owner"]).pw_uid
+        gid = grp.getgrnam(p["group"]).gr_gid
+    except KeyError as exc:
+        module.fail_json(
+            msg=f"The user {p['owner']} or group {p['group']} does not exist ({exc}): create it first."
+        )
+    existing = set()
+    if prefix == INTEL_PREFIX:
+        existing = {
+            os.path.join(prefix, n) for n in INTEL_OWN_PATHS if os.path.lexists(os.path.join(prefix, n))
+        }
+    created = created_paths_for(prefix, existing)
+    touched = []
+    for directory in prefix_directories(prefix):
+        try:
+            info = os.stat(directory)
+        except FileNotFoundError:
+            info = None
+        if info is not None and info.st_uid == uid and info.st_gid == gid and info.st_mode & 0o775 == 0o775:
+            continue
+        touched.append(directory)
+        if module.check_mode:
+            continue
+        if info is None:
+            os.mkdir(directory, 0o775)
+        os.chown(directory, uid, gid)
+        # Group-writable for admin, as Homebrew's own installer leaves its directories.
+        os.chmod(directory, (os.stat(directory).st_mode & 0o7777) | 0o775)  # noqa: S103
+    module.exit_json(
+        changed=bool(touched),
+        created_paths=created,
+        directories=touched,
+        diff={"before": "", "after": "".join(f"{d} owned by {p['owner']}:{p['group']}\n" for d in touched)},
+    )
+
+
+if __name__ == "__main__":
+    main()
