@@ -1,0 +1,190 @@
+"""LIVE=1 / OFFLINE=1: start the WebUI as the dummy on the host, check its API, generate, stop.
+
+The work happens on the host (tests/verify/webui_client.py, copied there and run with the Python Ansible uses
+on that host), because the WebUI listens on the host's loopback only. OFFLINE=1 cuts the network of the whole
+run: on Linux it runs inside `unshare --net` (a new network namespace with only `lo`), on macOS the WebUI
+runs under `sandbox-exec` with a profile that denies all network but loopback.
+"""
+
+import base64
+import json
+import secrets
+import shlex
+from pathlib import Path
+
+import webui_client
+from verify_lib import NotProvisionedError, check, expect, quote
+
+CLIENT_SOURCE = Path(webui_client.__file__).read_text(encoding="utf-8")
+DEFAULT_IMAGE = {"width": 512, "height": 512, "steps": 20, "seed": 1234, "cfg_scale": 7}
+
+
+def models_of_kind(target, kind):
+    return [m for m in target.lock("models") if m.get("kind", "checkpoint") == kind]
+
+
+def checkpoint(target):
+    wanted = (target.vars.get("sdenv_webui_ui_defaults") or {}).get("checkpoint")
+    checkpoints = models_of_kind(target, "checkpoint")
+    if not checkpoints:
+        raise NotProvisionedError("lock.yml pins no checkpoint model")
+    return next((m for m in checkpoints if m["file"] == wanted), checkpoints[0])
+
+
+def lora(target):
+    loras = models_of_kind(target, "lora")
+    if not loras:
+        return None
+    model = loras[0]
+    triggers = model.get("triggers") or model.get("trigger_words") or ["glasses"]
+    return {
+        "name": model["file"].rsplit(".", 1)[0],
+        "trigger": triggers[0],
+        "addnet_hash": model.get("addnet_hash") or model.get("addnet_sha256"),
+    }
+
+
+def sampler_and_scheduler(target):
+    defaults = target.vars.get("sdenv_webui_ui_defaults") or {}
+    return defaults.get("sampler", "DPM++ SDE"), defaults.get("scheduler", "Karras")
+
+
+def live_items(target):
+    if not target.options.live:
+        return []
+    sampler, scheduler = sampler_and_scheduler(target)
+    prompt = target.vars.get("sdenv_verify_prompt", "1woman")
+    file = checkpoint(target)["file"]
+    names = ["server starts"]
+    if target.options.offline:
+        names.append("network cut")
+    names += [f"sd-models lists {file}", f"samplers include {sampler}", f"schedulers include {scheduler}"]
+    if lora(target):
+        names.append(f"loras include {lora(target)['name']}")
+    names += [f"txt2img {prompt}", f"sd-models hash of {file}"]
+    if lora(target):
+        names.append("txt2img with LoRA")
+    return [*names, "server stops"]
+
+
+def has_gpu(target):
+    if target.darwin:
+        return target.facts["architecture"] in ("arm64", "aarch64")  # Apple Silicon: the MPS backend
+    nvidia = target.run("nvidia-smi -L")
+    return (nvidia.rc == 0 and "GPU" in nvidia.stdout) or target.host.file("/dev/kfd").exists
+
+
+def build_spec(target, out_dir):
+    small = target.options.small or target.vars.get("sdenv_verify_small") is True
+    image = {**DEFAULT_IMAGE, **(target.vars.get("sdenv_verify_image") or {})}
+    if small:
+        image.update(target.vars.get("sdenv_verify_small_image") or {"width": 256, "height": 256, "steps": 8})
+    sampler, scheduler = sampler_and_scheduler(target)
+    model = checkpoint(target)
+    configured = [str(a) for a in target.vars.get("sdenv_webui_commandline_args") or []]
+    cpu_only = not has_gpu(target) and "--no-half" not in configured
+    spec = {
+        "user": target.user,
+        "webui_dir": target.vars["sdenv_webui_dir"],
+        "command": target.vars.get("sdenv_verify_live_command") or ["./webui.sh"],
+        "extra_args": target.vars.get("sdenv_verify_live_args") or [],
+        "cpu_only": cpu_only,
+        "path": target.vars.get("sdenv_webui_run_path"),
+        "out_dir": out_dir,
+        "checkpoint": {"file": model["file"], "sha256": model["sha256"]},
+        "lora": lora(target),
+        "sampler": sampler,
+        "scheduler": scheduler,
+        "prompt": target.vars.get("sdenv_verify_prompt", "1woman"),
+        "image": image,
+        "ready_timeout": int(target.vars.get("sdenv_verify_ready_timeout") or 900),
+        "generate_timeout": int(target.vars.get("sdenv_verify_generate_timeout") or 1800),
+        "stop_grace": 60,
+        "env": {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"} if target.options.offline else {},
+    }
+    if target.options.offline:
+        spec["offline"] = "sandbox" if target.darwin else "netns"
+        if target.vars.get("sdenv_verify_probe"):
+            spec["probe"] = list(target.vars["sdenv_verify_probe"])
+    return spec
+
+
+PUT_FILE = "import base64, sys; open(sys.argv[1], 'wb').write(base64.b64decode(sys.argv[2]))"
+
+
+def put_file(target, path, data):
+    out = target.run(quote(target.facts["python"], "-c", PUT_FILE, path, base64.b64encode(data).decode()))
+    expect(out.rc == 0, f"cannot write {path} on {target.name}: {out.stderr.strip()[-200:]}")
+
+
+def live_run(target):
+    """Run the live client once per host; every live row reads its result."""
+
+    def run():
+        work = f"/tmp/sdenv-verify-{secrets.token_hex(6)}"
+        made = target.run(quote("mkdir", "-m", "0755", work))
+        if made.rc != 0:
+            return {"error": f"cannot make {work} on the host: {made.stderr.strip()}"}
+        try:
+            spec = build_spec(target, work)
+            put_file(target, f"{work}/webui_client.py", CLIENT_SOURCE.encode())
+            put_file(target, f"{work}/spec.json", json.dumps(spec).encode())
+            command = quote(target.facts["python"], f"{work}/webui_client.py", "live", f"{work}/spec.json")
+            if spec.get("probe"):
+                outside = target.run(
+                    quote(target.facts["python"], f"{work}/webui_client.py", "probe", *spec["probe"])
+                )
+                spec["probe_outside"] = outside.stdout.strip()
+            if spec.get("offline") == "netns":
+                command = "unshare --net -- " + command
+            out = target.run(command)
+            lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
+            if out.rc != 0 or not lines:
+                return {
+                    "error": f"the live client failed (exit {out.rc}): {(out.stderr or out.stdout).strip()[-400:]}"
+                }
+            result = json.loads(lines[-1])
+            result["spec"] = spec
+            save_images(target, result)
+            return result
+        finally:
+            target.run(quote("rm", "-rf", work))
+
+    return target.cached("live", run)
+
+
+def save_images(target, result):
+    directory = target.options.run_dir / "images" / target.name
+    directory.mkdir(parents=True, exist_ok=True)
+    saved = []
+    for image in result.get("images") or []:
+        path = directory / Path(image["path"]).name
+        path.write_bytes(base64.b64decode(image["png"]))
+        saved.append(
+            {"host": target.name, "name": image["name"], "path": str(path), "prompt": image["prompt"]}
+        )
+    (directory / "webui.log.txt").write_text(result.get("log_tail") or "", encoding="utf-8")
+    result["saved_images"] = saved
+
+
+@check("LIVE {item}", items=live_items)
+def test_live(target, item, note, request):
+    result = live_run(target)
+    expect("error" not in result, result.get("error", ""))
+    if item == "server starts":
+        request.node.sdenv_images = result["saved_images"]
+    found = [c for c in result["checks"] if c["name"] == item]
+    if not found:
+        failed = [c for c in result["checks"] if not c["ok"]]
+        reason = f"{failed[0]['name']}: {failed[0]['detail']}" if failed else "the run stopped early"
+        expect(False, f"not reached ({reason})")
+    outcome = found[0]
+    if item == "network cut" and result["spec"].get("probe_outside"):
+        outcome["detail"] += f"; the same connect from the host: {result['spec']['probe_outside']}"
+        expect(
+            result["spec"]["probe_outside"] in ("connected", "refused"),
+            f"the probe address {result['spec']['probe']} is not reachable from the host either"
+            f" ({result['spec']['probe_outside']}): it proves nothing about the cut",
+        )
+    expect(outcome["ok"], outcome["detail"])
+    note(outcome["detail"] + (f" (log: {shlex.quote('webui.log.txt')})" if item == "server stops" else ""))

@@ -1,0 +1,81 @@
+"""The report of one `make verify` run: the table printed at the end and the HTML page beside the JUnit XML.
+
+A row is {"check", "host", "result", "detail"}; result is PASS, FAIL, ERROR or "NOT PROVISIONED" (the lock or
+settings define no such thing yet, so there is nothing to check: said plainly, never shown as a pass).
+"""
+
+import html
+import os
+import shutil
+
+RESULT_ORDER = {"FAIL": 0, "ERROR": 0, "NOT PROVISIONED": 1, "SKIP": 2, "PASS": 3}
+
+
+def summarize(rows):
+    counts = {}
+    for row in rows:
+        counts[row["result"]] = counts.get(row["result"], 0) + 1
+    return ", ".join(f"{counts[k]} {k.lower()}" for k in sorted(counts, key=lambda k: RESULT_ORDER.get(k, 9)))
+
+
+def table(rows, width=None):
+    """A plain-text table; long details are cut to the terminal width (the HTML page has them whole)."""
+    width = width or shutil.get_terminal_size((160, 20)).columns
+    headers = ("check", "host", "result", "detail")
+    cols = [max([len(h)] + [len(str(r[h])) for r in rows]) for h in headers[:3]]
+    lines = [f"{headers[0]:<{cols[0]}}  {headers[1]:<{cols[1]}}  {headers[2]:<{cols[2]}}  {headers[3]}"]
+    lines.append("-" * min(width, len(lines[0]) + 40))
+    room = max(width - sum(cols) - 6, 30)
+    for row in rows:
+        detail = " ".join(str(row["detail"]).split())
+        if len(detail) > room:
+            detail = detail[: room - 3] + "..."
+        lines.append(
+            f"{row['check']:<{cols[0]}}  {row['host']:<{cols[1]}}  {row['result']:<{cols[2]}}  {detail}".rstrip()
+        )
+    return "\n".join(lines)
+
+
+def html_page(rows, images, title, report_dir):
+    """A self-contained page: summary, the table, and the generated images (files beside the page)."""
+    esc = html.escape
+    body = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{esc(title)}</title>",
+        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}"
+        ".PASS{background:#e6f4e6}.FAIL,.ERROR{background:#fbe3e3}.NOT-PROVISIONED,.SKIP{background:#f4f0dc}"
+        "figure{display:inline-block;margin:1em}img{max-width:512px;border:1px solid #ccc}</style>",
+        "</head><body>",
+        f"<h1>{esc(title)}</h1>",
+        f"<p>{esc(summarize(rows))}</p>",
+        "<table><tr><th>check</th><th>host</th><th>result</th><th>detail</th></tr>",
+    ]
+    for row in rows:
+        css = row["result"].replace(" ", "-")
+        body.append(
+            f'<tr class="{esc(css)}"><td>{esc(row["check"])}</td><td>{esc(row["host"])}</td>'
+            f"<td>{esc(row['result'])}</td><td><pre>{esc(str(row['detail']))}</pre></td></tr>"
+        )
+    body.append("</table>")
+    if images:
+        body.append("<h2>Generated images</h2>")
+        for image in images:
+            src = os.path.relpath(image["path"], report_dir)
+            body.append(
+                f'<figure><img src="{esc(src)}" alt="{esc(image["name"])}">'
+                f"<figcaption>{esc(image['host'])}: {esc(image['name'])}<br><code>{esc(image['prompt'])}</code>"
+                "</figcaption></figure>"
+            )
+    body.append("</body></html>\n")
+    return "\n".join(body)
+
+
+def write_html(rows, images, title, report_dir):
+    path = os.path.join(report_dir, "index.html")
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as handle:
+        handle.write(html_page(rows, images, title, report_dir))
+    os.replace(tmp, path)
+    return path
