@@ -1,0 +1,84 @@
+#!/usr/bin/python
+"""Ansible module: a git work tree at a pinned commit (the WebUI and its sub-repositories)."""
+
+DOCUMENTATION = r"""
+module: webui_git_tree
+short_description: Hold a git work tree at a pinned commit without clobbering local changes
+description:
+  - Clones in full into a temporary sibling and renames it into place, so no half clone sits at I(dest).
+  - An existing tree at I(commit) with no local changes is left alone (no fetch); objects are fetched only when
+    I(commit) is missing. Tracked files with local changes fail the task with one sentence naming them,
+    unless I(force) resets them.
+  - Run it as the tree's owner (become_user); it never changes ownership.
+options:
+  dest: {description: The work tree., type: path, required: true}
+  repo: {description: The origin URL (set when it differs)., type: str, required: true}
+  commit: {description: The full pinned commit., type: str, required: true}
+  label: {description: What the tree is, for messages., type: str, default: tree}
+  force: {description: Reset tracked files with local changes., type: bool, default: false}
+  managed:
+    description: Tracked files the toolkit writes itself (never local changes; restored before a checkout).
+    type: list
+    elements: str
+    default: []
+"""
+
+EXAMPLES = r"""
+- name: The WebUI at its pinned commit
+  webui_git_tree:
+    dest: /home/dummy/stable-diffusion-webui
+    repo: https://github.com/AUTOMATIC1111/stable-diffusion-webui.git
+    commit: 82a973c04367123ae98bd9abdf80d9eda9b910e2
+    managed: [webui-user.sh]
+"""
+
+RETURN = r"""
+action: {description: "none, clone, set-url, checkout or reset.", type: str, returned: always}
+before: {description: HEAD before the call (null when cloned)., type: str, returned: always}
+after: {description: HEAD after the call., type: str, returned: always}
+fetched: {description: Objects were fetched from the remote., type: bool, returned: always}
+reset_files: {description: Files whose local changes were reset (force)., type: list, returned: always}
+"""
+
+import re
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.webui_git_tree import GitTreeError, ensure_tree
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec={
+            "dest": {"type": "path", "required": True},
+            "repo": {"type": "str", "required": True},
+            "commit": {"type": "str", "required": True},
+            "label": {"type": "str", "default": "tree"},
+            "force": {"type": "bool", "default": False},
+            "managed": {"type": "list", "elements": "str", "default": []},
+        },
+        supports_check_mode=True,
+    )
+    p = module.params
+    if not re.fullmatch(r"[0-9a-f]{40}", p["commit"]):
+        module.fail_json(
+            msg=f"The pinned commit {p['commit']!r} for the {p['label']} is not a full 40-hex sha: fix the lock."
+        )
+    git = module.get_bin_path("git", required=True)
+    try:
+        result = ensure_tree(p["dest"], p["repo"], p["commit"], p["label"], p["force"], p["managed"],
+                             module.check_mode, git)  # fmt: skip
+    except (GitTreeError, OSError) as exc:
+        module.fail_json(msg=str(exc))
+    module.exit_json(
+        **result,
+        diff={
+            "before": f"{result['before'] or '(absent)'}\n",
+            "after": f"{result['after']}\n",
+            "before_header": p["dest"],
+            "after_header": p["dest"],
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,175 @@
+"""A git work tree held at a pinned commit, never clobbering local changes silently.
+
+Used for the WebUI clone and each of its sub-repositories under repositories/. The rules:
+- A missing tree is cloned in full (a shallow clone cannot check out an arbitrary commit) into a temporary
+  sibling directory and renamed into place once it is checked out, so a kill leaves no half tree at the
+  final path; leftovers of a killed clone are removed on the next run.
+- An existing tree at the pinned commit with no local changes is left alone: no fetch, no write.
+- Objects are fetched only when the pinned commit is not in the tree already.
+- Tracked files with local changes stop the run with one sentence naming them, unless force resets them.
+  Files the toolkit itself writes over tracked ones (webui-user.sh) are "managed": they never count as
+  local changes and are restored before a checkout, then written again by their own task.
+"""
+
+import os
+import shutil
+import subprocess
+import tempfile
+
+CLONE_PREFIX = ".sdenv-clone-"
+
+
+class GitTreeError(Exception):
+    """A tree that cannot be brought to its pinned commit without losing something."""
+
+
+def git_env():
+    env = dict(os.environ)
+    # Never wait on a credential prompt; parse git's output in one language.
+    env.update({"GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C", "GIT_ASKPASS": "/bin/false"})
+    return env
+
+
+def run_git(args, cwd=None, git="git", check=True):
+    completed = subprocess.run(
+        [git, *args], cwd=cwd, env=git_env(), capture_output=True, text=True, check=False
+    )
+    if check and completed.returncode != 0:
+        detail = (completed.stderr or completed.stdout).strip().splitlines()
+        raise GitTreeError(
+            f"git {' '.join(args)} failed in {cwd or os.getcwd()}: {detail[-1] if detail else 'no output'}"
+        )
+    return completed
+
+
+def is_clone(dest):
+    """True when dest is the top of a git work tree (not merely inside the WebUI's own tree)."""
+    return os.path.exists(os.path.join(dest, ".git"))
+
+
+def parse_porcelain(output):
+    """Paths from `git status --porcelain=v1 -z` output (renames give the new path)."""
+    paths = []
+    fields = output.split("\0")
+    index = 0
+    while index < len(fields):
+        entry = fields[index]
+        index += 1
+        if len(entry) < 4:
+            continue
+        status, path = entry[:2], entry[3:]
+        paths.append(path)
+        if "R" in status or "C" in status:
+            index += 1  # the rename's source path follows as its own field
+    return paths
+
+
+def local_changes(dest, managed=(), git="git"):
+    """Tracked files that differ from HEAD (staged or not), minus the managed ones, sorted."""
+    output = run_git(["status", "--porcelain=v1", "-z", "--untracked-files=no"], cwd=dest, git=git).stdout
+    return sorted(p for p in parse_porcelain(output) if p not in set(managed))
+
+
+def head(dest, git="git"):
+    return run_git(["rev-parse", "HEAD"], cwd=dest, git=git).stdout.strip()
+
+
+def has_commit(dest, commit, git="git"):
+    return run_git(["cat-file", "-e", f"{commit}^{{commit}}"], cwd=dest, git=git, check=False).returncode == 0
+
+
+def remove_stale_clones(dest):
+    parent, name = os.path.split(os.path.abspath(dest))
+    removed = []
+    if os.path.isdir(parent):
+        for entry in os.listdir(parent):
+            if entry.startswith(f".{name}{CLONE_PREFIX}"):
+                shutil.rmtree(os.path.join(parent, entry), ignore_errors=True)
+                removed.append(entry)
+    return removed
+
+
+def describe(label, files):
+    shown = ", ".join(files[:10]) + (f" and {len(files) - 10} more" if len(files) > 10 else "")
+    return (
+        f"The {label} at {{dest}} has local changes to {shown}: commit or move them away, or run again "
+        "with FORCE=yes to reset them to the pinned commit."
+    )
+
+
+def clone(dest, repo, commit, git="git"):
+    parent, name = os.path.split(os.path.abspath(dest))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{name}{CLONE_PREFIX}", dir=parent)
+    try:
+        run_git(["clone", "--quiet", "--no-checkout", repo, tmp], git=git)
+        if not has_commit(tmp, commit, git=git):
+            raise GitTreeError(
+                f"The pinned commit {commit} is not in {repo}: check the lock (sdenv_lock) for this repository."
+            )
+        run_git(
+            ["-c", "advice.detachedHead=false", "checkout", "--quiet", "--detach", commit], cwd=tmp, git=git
+        )
+        if os.path.isdir(dest):
+            os.rmdir(dest)  # only ever an empty directory here
+        os.rename(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def ensure_tree(dest, repo, commit, label="tree", force=False, managed=(), check_mode=False, git="git"):
+    """Bring dest to commit. Returns a dict: changed, action, before, after, fetched, reset_files."""
+    result = {"changed": False, "action": "none", "before": None, "after": commit, "fetched": False,
+              "reset_files": [], "stale_removed": []}  # fmt: skip
+    if not check_mode:
+        result["stale_removed"] = remove_stale_clones(dest)
+    exists = os.path.isdir(dest)
+    if exists and not is_clone(dest):
+        if os.listdir(dest):
+            raise GitTreeError(
+                f"The {label} directory {dest} exists but is not a git clone: move it aside (or empty it), "
+                "then run again."
+            )
+        exists = False
+    if not exists:
+        result.update(changed=True, action="clone")
+        if not check_mode:
+            clone(dest, repo, commit, git=git)
+        return result
+
+    result["before"] = head(dest, git=git)
+    changes = local_changes(dest, managed, git=git)
+    if changes and not force:
+        raise GitTreeError(describe(label, changes).format(dest=dest))
+    url = run_git(["config", "--get", "remote.origin.url"], cwd=dest, git=git, check=False).stdout.strip()
+    if url != repo:
+        result.update(changed=True, action="set-url")
+        if not check_mode:
+            if url:
+                run_git(["remote", "set-url", "origin", repo], cwd=dest, git=git)
+            else:
+                run_git(["remote", "add", "origin", repo], cwd=dest, git=git)
+    if result["before"] == commit and not changes:
+        return result
+
+    result.update(changed=True, action="reset" if changes else "checkout", reset_files=changes)
+    if check_mode:
+        return result
+    if not has_commit(dest, commit, git=git):
+        run_git(["fetch", "--quiet", "--tags", "origin"], cwd=dest, git=git)
+        result["fetched"] = True
+        if not has_commit(dest, commit, git=git):
+            raise GitTreeError(
+                f"The pinned commit {commit} is not in {repo}: check the lock (sdenv_lock) for this repository."
+            )
+    present_managed = [m for m in managed if os.path.exists(os.path.join(dest, m))]
+    if present_managed and not force:
+        # Put the toolkit's own rewrites back so the checkout never refuses over them; they are written again.
+        run_git(["checkout", "--quiet", "HEAD", "--", *present_managed], cwd=dest, git=git, check=False)
+    checkout = ["-c", "advice.detachedHead=false", "checkout", "--quiet", "--detach"]
+    run_git([*checkout, *(["--force"] if force else []), commit], cwd=dest, git=git)
+    after = head(dest, git=git)
+    if after != commit:
+        raise GitTreeError(f"The {label} at {dest} is at {after} after checkout, not the pinned {commit}.")
+    return result
