@@ -5,13 +5,24 @@ tests/integration/test_models_download.py, against a local server.
 """
 
 import hashlib
+import importlib.util
 import json
 import os
 import pickle
+from pathlib import Path
 
 import model_download as md
 import pytest
 from model_fixtures import random_safetensors, safetensors_bytes, sha256_hex
+
+
+def _action_plugin():
+    """The controller-side action plugin, loaded from its file (it is not a module_utils)."""
+    path = Path(__file__).resolve().parents[2] / "roles" / "models" / "action_plugins" / "model_file.py"
+    spec = importlib.util.spec_from_file_location("models_action_model_file", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture
@@ -306,7 +317,8 @@ def test_progress_file_and_line(tmp_path):
     doc = json.loads(path.read_text())
     assert doc["received"] == 25 * md.MB and doc["total"] == 100 * md.MB
     assert "SECRET" not in path.read_text()
-    line = md.format_progress({**doc, "rate": 25 * md.MB, "eta": 3.0})
+    line = _action_plugin().format_progress({**doc, "rate": 25 * md.MB, "eta": 3.0})
     assert line == "m.safetensors  downloading   25.0% 25/100 MB  25.0 MB/s  ETA 0:03"
+    assert _action_plugin().format_progress({"name": "x", "received": 3 * md.MB}) == "x  3 MB  0.0 MB/s"
     progress.remove()
     assert not path.exists()

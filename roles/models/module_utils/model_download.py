@@ -182,7 +182,7 @@ def hash_file(path, addnet=False, limit=None, progress=None):
 
 class Progress:
     """Writes {phase, received, total, rate, eta} to a JSON file at most every PROGRESS_INTERVAL seconds, for
-    the controller-side action plugin to show (percent, MB/s, ETA)."""
+    the controller-side action plugin (action_plugins/model_file.py) to show as percent, MB/s and ETA."""
 
     def __init__(self, path, name, clock=time.monotonic):
         self.path = path
@@ -245,23 +245,6 @@ class Progress:
         if self.path:
             with contextlib.suppress(OSError):
                 os.unlink(self.path)
-
-
-def format_progress(doc):
-    """One line for the controller: name, percent, MB, MB/s, ETA."""
-    received = doc.get("received") or 0
-    total = doc.get("total")
-    rate = doc.get("rate") or 0.0
-    parts = [doc.get("name") or "model", doc.get("phase") or ""]
-    if total:
-        parts.append("%5.1f%% %d/%d MB" % (100.0 * received / total, received // MB, total // MB))
-    else:
-        parts.append("%d MB" % (received // MB))
-    parts.append("%.1f MB/s" % (rate / MB))
-    eta = doc.get("eta")
-    if eta is not None:
-        parts.append("ETA %d:%02d" % (int(eta) // 60, int(eta) % 60))
-    return "  ".join(p for p in parts if p)
 
 
 def _redact(url):
