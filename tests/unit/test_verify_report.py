@@ -1,0 +1,51 @@
+"""The verify report: the printed table and the HTML page."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "verify"))
+
+import verify_report
+
+ROWS = [
+    {"check": "formula cmake", "host": "studio-1", "result": "PASS", "detail": "cmake 3.30.0"},
+    {
+        "check": "model glasses-2",
+        "host": "studio-1",
+        "result": "FAIL",
+        "detail": "sha256 <abc> & wrong " * 20,
+    },
+    {"check": "pinned known-good snapshot", "host": "mba", "result": "NOT PROVISIONED", "detail": "no store"},
+]
+
+
+def test_table_has_a_row_per_check_and_cuts_long_details():
+    text = verify_report.table(ROWS, width=100)
+    lines = text.splitlines()
+    assert lines[0].split() == ["check", "host", "result", "detail"]
+    assert len(lines) == 2 + len(ROWS)
+    assert all(len(line) <= 100 for line in lines[2:])
+    assert "NOT PROVISIONED" in lines[4] and lines[3].endswith("...")
+
+
+def test_summary_counts_failures_first():
+    assert verify_report.summarize(ROWS) == "1 fail, 1 not provisioned, 1 pass"
+
+
+def test_html_escapes_and_links_images(tmp_path):
+    image = tmp_path / "images" / "mba" / "txt2img-1woman.png"
+    image.parent.mkdir(parents=True)
+    image.write_bytes(b"png")
+    page = Path(
+        verify_report.write_html(
+            ROWS,
+            [{"host": "mba", "name": "txt2img 1woman", "path": str(image), "prompt": "<lora:x:1>"}],
+            "t",
+            str(tmp_path),
+        )
+    ).read_text()
+    assert "sha256 &lt;abc&gt; &amp; wrong" in page
+    assert '<img src="images/mba/txt2img-1woman.png"' in page
+    assert "&lt;lora:x:1&gt;" in page
+    assert page.count("<tr class=") == len(ROWS)
+    assert '<tr class="NOT-PROVISIONED">' in page
