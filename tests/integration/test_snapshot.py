@@ -1,7 +1,6 @@
 """Snapshots for real, as root: churn + rollback + undo, kill -9 during snapshot and rollback, bad inputs,
 and the make targets end to end against a throwaway user's WebUI-shaped tree."""
 
-import hashlib
 import os
 import random
 import shutil
@@ -15,29 +14,12 @@ from pathlib import Path
 import pytest
 import snapshot_store as ss
 from sdenv_testlib import ROOT
+from snapshot_fixtures import tree_state
 
 STORE_PY = ROOT / "roles" / "snapshot" / "module_utils" / "snapshot_store.py"
 
 
-def state(root):
-    """Per path: type, content or link target, mode, uid, gid, mtime (what rollback must reproduce)."""
-    out = {}
-    root = str(root)
-    for dirpath, dirnames, filenames in os.walk(root):
-        names = [*dirnames, *filenames] + (["."] if dirpath == root else [])
-        for n in names:
-            p = os.path.normpath(os.path.join(dirpath, n))
-            st = os.lstat(p)
-            if os.path.islink(p):
-                what = "l:" + os.readlink(p)
-            elif os.path.isdir(p):
-                what = "d"
-            else:
-                with open(p, "rb") as f:
-                    what = "f:" + hashlib.sha256(f.read()).hexdigest()
-            mtime = None if p == root else st.st_mtime_ns
-            out[os.path.relpath(p, root)] = (what, st.st_mode, st.st_uid, st.st_gid, mtime)
-    return out
+state = tree_state
 
 
 def build_tree(root: Path, n_files: int, model_bytes: int, rng: random.Random) -> list:

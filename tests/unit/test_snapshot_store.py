@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import snapshot_store as ss
+from snapshot_fixtures import tree_state
 
 
 @pytest.fixture(autouse=True)
@@ -15,23 +16,7 @@ def no_racy_window(monkeypatch):
     monkeypatch.setattr(ss, "RACY_NS", 0)
 
 
-def state(root):
-    """Everything rollback must reproduce, per path: type, mode, owner, size, mtime, content or target."""
-    out = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for n in [*dirnames, *filenames, "."] if dirpath == root else [*dirnames, *filenames]:
-            p = os.path.normpath(os.path.join(dirpath, n))
-            st = os.lstat(p)
-            if os.path.islink(p):
-                what = "l:" + os.readlink(p)
-            elif os.path.isdir(p):
-                what = "d"
-            else:
-                with open(p, "rb") as f:
-                    what = "f:" + hashlib.sha256(f.read()).hexdigest()
-            mtime = 0 if what == "d" and p == root else st.st_mtime_ns
-            out[os.path.relpath(p, root)] = (what, st.st_mode, st.st_uid, st.st_gid, mtime)
-    return out
+state = tree_state
 
 
 @pytest.fixture
