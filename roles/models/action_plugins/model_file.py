@@ -115,13 +115,17 @@ class ActionModule(ActionBase):
         for key in ("ansible_job_id", "results_file", "started", "finished", "stdout", "stdout_lines"):
             status.pop(key, None)
         if status.get("failed") and "attempts" not in status and "sha256" not in status:
-            # The module died without a result (killed, out of memory): say what that means.
-            status["msg"] = (
-                f"the download of {name} ended without a result (the module process was killed or crashed); "
-                f"its partial file is kept: run again to resume"
-            )
-            status.pop("data", None)
-        elif status.get("finished") is False:
+            # The module died without a result (killed, out of memory): async_wrapper reports its own
+            # traceback; replace the whole result with what that means for the user.
+            return {
+                "failed": True,
+                "changed": False,
+                "msg": (
+                    f"the download of {name} ended without a result (the module process was killed or crashed); "
+                    f"its partial file is kept: run again to resume"
+                ),
+            }
+        if status.get("finished") is False:
             raise AnsibleError(f"the download job for {name} did not finish")
         return status
 

@@ -1,0 +1,319 @@
+"""Role models through ansible-playbook: the real module, action plugin, tasks and make pin-models.
+
+A throwaway user owns a WebUI-shaped directory; a local server (127.0.0.1, port 0) stands in for Civitai
+(token, presigned redirect to another host) and Hugging Face. Asserts: files in place with owner and mode,
+controller progress lines, the token never printed nor sent across hosts, a second run that changes
+nothing, reads no model and makes no request (stat cache), cache.json pre-seeded, kill -9 of the module
+mid-download then a resume that fetches only the remainder, one sentence for an unpinned entry and for no
+network, and make pin-models showing then (CONFIRM=yes) recording a pin.
+"""
+
+import json
+import os
+import pwd
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from model_fixtures import ModelServer, random_safetensors, sha256_hex
+from sdenv_testlib import ROOT
+
+TOKEN = "tok-" + os.urandom(6).hex()
+
+
+@pytest.fixture
+def server():
+    with ModelServer() as srv:
+        yield srv
+
+
+@pytest.fixture
+def webui(throwaway_user):
+    subprocess.run(["useradd", "--create-home", "--shell", "/bin/sh", throwaway_user], check=True)
+    home = Path(pwd.getpwnam(throwaway_user).pw_dir)
+    webui_dir = home / "stable-diffusion-webui"
+    webui_dir.mkdir()
+    os.chown(webui_dir, pwd.getpwnam(throwaway_user).pw_uid, pwd.getpwnam(throwaway_user).pw_gid)
+    return webui_dir
+
+
+@pytest.fixture
+def models(server):
+    ckpt = random_safetensors(6_000_000, seed=11)
+    lora = random_safetensors(200_000, seed=12, metadata={"ss_network_dim": "8"})
+    server.add_storage("/bucket/ckpt", data=ckpt)
+    return {
+        "ckpt": ckpt,
+        "lora": lora,
+        "lock": [
+            {
+                "name": "testckpt",
+                "kind": "checkpoint",
+                "file": "testckpt.safetensors",
+                "urls": [server.add("/api/download/models/1", token=TOKEN, presign="/bucket/ckpt")],
+                "sha256": sha256_hex(ckpt),
+                "size": len(ckpt),
+                "source": "https://civitai.example/models/1",
+                "trigger_words": [],
+                "token_env": "SDT_MODELS_TOKEN",
+            },
+            {
+                "name": "testlora",
+                "kind": "lora",
+                "file": "testlora.safetensors",
+                "urls": [server.add("/lora", data=lora)],
+                "sha256": sha256_hex(lora),
+                "size": None,
+                "source": "https://hf.example/lora",
+                "trigger_words": ["glasses"],
+                "token_env": None,
+            },
+        ],
+    }
+
+
+def run_role(inventory, tmp_path, env=None, check=False, timeout=600):
+    playbook = tmp_path / "models-only.yml"
+    playbook.write_text(
+        yaml.safe_dump(
+            [
+                {
+                    "name": "Role models only",
+                    "hosts": "all",
+                    "become": True,
+                    "roles": ["models"],
+                    "post_tasks": [
+                        {
+                            "name": "Report how each model was accepted",
+                            "ansible.builtin.debug": {
+                                "msg": "VERIFIED={{ sdenv_models_installed.results | map(attribute='verified_by') | join(',') }}"
+                            },
+                        }
+                    ],
+                }
+            ]
+        )
+    )
+    argv = [str(ROOT / ".venv" / "bin" / "ansible-playbook"), "-i", str(inventory), str(playbook)]
+    if check:
+        argv += ["--check", "--diff"]
+    return subprocess.run(
+        argv,
+        cwd=ROOT,
+        env={
+            **os.environ,
+            "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
+            "ANSIBLE_NOCOLOR": "1",
+            **(env or {}),
+        },
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def recap(output):
+    line = next(line for line in output.splitlines() if "ok=" in line and "changed=" in line)
+    return {k: int(v) for k, v in (item.split("=") for item in line.split(":", 1)[1].split())}
+
+
+def host_vars(webui, models, tmp_path, **extra):
+    return {
+        "sdenv_webui_dir": str(webui),
+        "sdenv_lock": {"models": models["lock"]},
+        "sdenv_models_enabled": [m["name"] for m in models["lock"]],
+        "sdenv_models_bundle_dirs": [str(tmp_path / "bundle")],
+        "sdenv_user_python_interpreter": "/usr/bin/python3",
+        **extra,
+    }
+
+
+def test_install_progress_rerun_and_cache(test_inventory, webui, models, server, tmp_path):
+    server.routes["__storage__/bucket/ckpt"].rate = 800_000  # long enough for a progress line
+    inventory = test_inventory(**host_vars(webui, models, tmp_path))
+    env = {"SDT_MODELS_TOKEN": TOKEN}
+
+    first = run_role(inventory, tmp_path, env=env)
+    assert first.returncode == 0, first.stdout[-4000:]
+    assert "VERIFIED=download,download" in first.stdout
+    assert "testckpt  downloading" in first.stdout and "MB/s" in first.stdout and "ETA" in first.stdout
+    assert TOKEN not in first.stdout
+    api = server.requests_to("/api/download/models/1")
+    storage = server.requests_to("/bucket/ckpt")
+    assert api and all(r["authorization"] == f"Bearer {TOKEN}" for r in api)
+    assert storage and all(r["authorization"] is None and r["host"].startswith("localhost:") for r in storage)
+
+    user = pwd.getpwnam(inventory.user)
+    ckpt = webui / "models" / "Stable-diffusion" / "testckpt.safetensors"
+    lora = webui / "models" / "Lora" / "testlora.safetensors"
+    assert ckpt.read_bytes() == models["ckpt"] and lora.read_bytes() == models["lora"]
+    for path in (ckpt, lora, ckpt.parent, lora.parent):
+        st = path.stat()
+        assert (st.st_uid, st.st_gid) == (user.pw_uid, user.pw_gid), path
+    assert oct(ckpt.stat().st_mode & 0o777) == "0o644"
+    assert not list(ckpt.parent.glob("*.part")) and not list(ckpt.parent.glob("*.rejected"))
+
+    cache = json.loads((webui / "cache.json").read_text())
+    assert cache["hashes"]["checkpoint/testckpt.safetensors"]["sha256"] == sha256_hex(models["ckpt"])
+    assert cache["hashes"]["checkpoint/testckpt.safetensors"]["mtime"] >= ckpt.stat().st_mtime
+    n = int.from_bytes(models["lora"][:8], "little")
+    assert cache["hashes-addnet"]["lora/testlora"]["sha256"] == sha256_hex(models["lora"][8 + n :])
+    assert (webui / "cache.json").stat().st_uid == user.pw_uid
+
+    state = inventory.state_dir / "models"
+    assert oct(state.stat().st_mode & 0o777) == "0o700"
+    assert oct((state / "stat-cache.json").stat().st_mode & 0o777) == "0o600"
+
+    requests_before = len(server.requests)
+    atimes = {p: p.stat().st_atime_ns for p in (ckpt, lora)}
+    second = run_role(inventory, tmp_path, env=env)
+    assert second.returncode == 0, second.stdout[-4000:]
+    assert recap(second.stdout)["changed"] == 0
+    assert "VERIFIED=stat-cache,stat-cache" in second.stdout  # neither model was read
+    assert len(server.requests) == requests_before  # and nothing was asked of the network
+    assert "downloading" not in second.stdout
+    # Belt and braces where the filesystem keeps atime (strictatime/relatime after 24 h do not show a read).
+    assert all(p.stat().st_atime_ns == atimes[p] or p.stat().st_atime_ns >= atimes[p] for p in atimes)
+
+    check = run_role(inventory, tmp_path, env=env, check=True)
+    assert check.returncode == 0 and recap(check.stdout)["changed"] == 0, check.stdout[-3000:]
+
+    # A cache.json the WebUI has taken over (its cache/ exists) is left alone.
+    (webui / "cache").mkdir()
+    ckpt.unlink()
+    third = run_role(inventory, tmp_path, env=env)
+    assert third.returncode == 0 and "VERIFIED=download,stat-cache" in third.stdout
+    assert json.loads((webui / "cache.json").read_text()) == cache
+
+
+def test_kill_9_of_the_module_then_resume(test_inventory, webui, models, server, tmp_path):
+    models["lock"] = models["lock"][:1]
+    server.routes["__storage__/bucket/ckpt"].rate = 500_000
+    inventory = test_inventory(**host_vars(webui, models, tmp_path))
+    env = {"SDT_MODELS_TOKEN": TOKEN}
+    progress = inventory.state_dir / "models" / ".testckpt.safetensors.progress.json"
+    part = webui / "models" / "Stable-diffusion" / "testckpt.safetensors.part"
+    first = subprocess.Popen(
+        [
+            str(ROOT / ".venv" / "bin" / "ansible-playbook"),
+            "-i",
+            str(inventory),
+            str(_playbook(tmp_path)),
+        ],
+        cwd=ROOT,
+        env={**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1", **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        pid = None
+        while pid is None or not part.exists() or part.stat().st_size < 1_000_000:
+            assert first.poll() is None, first.stdout.read()[-3000:]
+            assert time.monotonic() < deadline, "the download did not start"
+            time.sleep(0.1)
+            try:
+                doc = json.loads(progress.read_text())
+                pid = doc["pid"] if doc.get("phase") == "downloading" else None
+            except (OSError, ValueError, KeyError):
+                pid = None
+        os.kill(pid, signal.SIGKILL)  # the module process itself, mid-body
+        output, _ = first.communicate(timeout=120)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert first.returncode != 0
+    assert "ended without a result" in output and "run again to resume" in output, output[-3000:]
+    assert "Traceback" not in output, output[-4000:]
+    assert not (webui / "models" / "Stable-diffusion" / "testckpt.safetensors").exists()
+    kept = part.stat().st_size
+    assert 0 < kept < len(models["ckpt"])
+
+    server.routes["__storage__/bucket/ckpt"].rate = None
+    second = run_role(inventory, tmp_path, env=env)
+    assert second.returncode == 0, second.stdout[-3000:]
+    resume = server.requests_to("/bucket/ckpt")[-1]
+    assert resume["range"] == f"bytes={kept}-"
+    assert resume["sent"] == len(models["ckpt"]) - kept
+    assert (webui / "models" / "Stable-diffusion" / "testckpt.safetensors").read_bytes() == models["ckpt"]
+
+
+def _playbook(tmp_path):
+    playbook = tmp_path / "plain.yml"
+    playbook.write_text(
+        yaml.safe_dump([{"name": "Role models", "hosts": "all", "become": True, "roles": ["models"]}])
+    )
+    return playbook
+
+
+def test_unpinned_entry_is_one_sentence_before_any_download(test_inventory, webui, models, server, tmp_path):
+    models["lock"][1]["sha256"] = None
+    inventory = test_inventory(**host_vars(webui, models, tmp_path))
+    result = run_role(inventory, tmp_path)
+    assert result.returncode != 0
+    assert "testlora has no pinned SHA256 in lock.yml: run `make pin-models`" in result.stdout
+    assert "Traceback" not in result.stdout
+    assert server.requests == []  # refused before anything was fetched
+
+
+def test_no_network_is_one_sentence_naming_the_alternatives(test_inventory, webui, models, tmp_path):
+    for entry in models["lock"]:
+        entry["urls"] = ["http://127.0.0.1:9/unreachable"]
+    inventory = test_inventory(**host_vars(webui, models, tmp_path))
+    result = run_role(inventory, tmp_path)
+    assert result.returncode != 0
+    assert (
+        "could not reach 127.0.0.1 (Connection refused): add a reachable mirror URL or a local bundle"
+        in result.stdout
+    )
+    assert "Traceback" not in result.stdout
+    assert not list((webui / "models" / "Stable-diffusion").iterdir())
+
+
+def test_bundle_directory_serves_an_offline_machine(test_inventory, webui, models, tmp_path):
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "testckpt.safetensors").write_bytes(models["ckpt"])
+    (bundle / "testlora.safetensors").write_bytes(models["lora"])
+    for entry in models["lock"]:
+        entry["urls"] = ["http://127.0.0.1:9/unreachable"]
+    inventory = test_inventory(**host_vars(webui, models, tmp_path))
+    result = run_role(inventory, tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert (webui / "models" / "Lora" / "testlora.safetensors").read_bytes() == models["lora"]
+
+
+def test_make_pin_models_shows_then_records(test_inventory, make_target, models, server, tmp_path):
+    lora = models["lora"]
+    lock_text = (
+        "---\nsdenv_lock:\n  # --- Models (role models) ---\n  models:\n"
+        "    - name: testlora\n      kind: lora\n      file: testlora.safetensors\n"
+        f"      urls:\n        - {server.url('/lora')}\n"
+        "      sha256: null  # none published\n      size: null\n"
+        "      source: https://hf.example/lora\n      token_env: null\n"
+    )
+    lock_file = tmp_path / "lock.yml"
+    lock_file.write_text(lock_text)
+    inventory = test_inventory(
+        sdenv_lock=yaml.safe_load(lock_text)["sdenv_lock"],
+        sdenv_models_bundle_dirs=[str(tmp_path / "bundle")],
+        sdenv_models_lock_file=str(lock_file),
+    )
+    shown = make_target("pin-models", inventory=inventory)
+    assert shown.returncode == 0, shown.output[-5000:]
+    assert f"testlora: testlora.safetensors, {len(lora)} bytes, SHA256 {sha256_hex(lora)}" in shown.output
+    assert "source https://hf.example/lora" in shown.output
+    assert "Not written" in shown.output and lock_file.read_text() == lock_text
+
+    recorded = make_target("pin-models", inventory=inventory, CONFIRM="yes")
+    assert recorded.returncode == 0, recorded
+    entry = yaml.safe_load(lock_file.read_text())["sdenv_lock"]["models"][0]
+    assert entry["sha256"] == sha256_hex(lora) and entry["size"] == len(lora)
+    assert "# pinned by make pin-models" in lock_file.read_text()
+    assert len(server.requests_to("/lora")) == 1  # the second run hashed nothing and fetched nothing
