@@ -13,7 +13,8 @@ options:
   hf_home: {description: HF_HOME of the WebUI user., type: path, required: true}
   revision: {description: The hub revision the snapshot is filed under., type: str, required: true}
   sha256: {description: "File name -> pinned sha256, for every file of the snapshot.", type: dict, required: true}
-  shipped: {description: "File name -> content, for the files that are fixed data.", type: dict, default: {}}
+  shipped_b64: {description: "File name -> base64 of the content, for the files that are fixed data.", type: dict,
+    default: {}}
   archive: {description: "The pinned CLIP archive {url, file, sha256}.", type: dict, required: true}
   wheelhouse: {description: A local directory holding the archive (no network)., type: path, default: ""}
   cache_dir: {description: Where a downloaded archive is kept., type: path, required: true}
@@ -35,6 +36,7 @@ written: {description: Paths written by this call., type: list, returned: always
 snapshot: {description: The snapshot directory., type: str, returned: always}
 """
 
+import base64
 import os
 
 from ansible.module_utils.basic import AnsibleModule
@@ -68,7 +70,7 @@ def main():
             "hf_home": {"type": "path", "required": True},
             "revision": {"type": "str", "required": True},
             "sha256": {"type": "dict", "required": True},
-            "shipped": {"type": "dict", "default": {}},
+            "shipped_b64": {"type": "dict", "default": {}},
             "archive": {"type": "dict", "required": True},
             "wheelhouse": {"type": "path", "default": ""},
             "cache_dir": {"type": "path", "required": True},
@@ -84,7 +86,7 @@ def main():
     try:
         archive, _, _ = locate_archive(p["archive"], p["wheelhouse"], p["cache_dir"])
         files = derived_files(archive)
-        files.update({name: text.encode("utf-8") for name, text in p["shipped"].items()})
+        files.update({name: base64.b64decode(text) for name, text in p["shipped_b64"].items()})
         check_hashes(files, p["sha256"])
         written = []
         for path, data in planned_files(p["hf_home"], p["revision"], files).items():

@@ -52,7 +52,7 @@ def main():
         current = load_json_object(p["path"])
         merged, changed_keys = merge(current, p["values"])
         if changed_keys and not module.check_mode:
-            write_atomic(p["path"], dumps(merged), int(p["mode"], 8))
+            write_atomic(p["path"], dumps(merged).encode("utf-8"), int(p["mode"], 8))
     except (ConfigMergeError, OSError) as exc:
         module.fail_json(msg=str(exc))
     module.exit_json(
