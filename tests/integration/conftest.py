@@ -57,6 +57,8 @@ def test_inventory(tmp_path, throwaway_user):
             "ansible_python_interpreter": "{{ ansible_playbook_python }}",
             "sdenv_user_name": throwaway_user,
             "sdenv_state_dir": str(state_dir),
+            # Snapshots (the known-good one at the end of provision) stay in the test's directory too.
+            "sdenv_snapshot_store": str(tmp_path / "snapshots"),
             **host_vars,
         }
         path = directory / "hosts.yml"
