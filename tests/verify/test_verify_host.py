@@ -10,17 +10,8 @@ import shlex
 
 from verify_lib import NotProvisionedError, check, expect, quote
 
-# The CLIP tokenizer cache the WebUI needs offline (shared/UPSTREAM.md, "CLIP tokenizer files"): the hub
-# revision and each file's sha256, used when the lock does not pin them itself.
+# Where huggingface_hub keeps openai/clip-vit-large-patch14 under HF_HOME (the lock pins revision and files).
 CLIP_REPO_DIR = "hub/models--openai--clip-vit-large-patch14"
-CLIP_REVISION = "32bd64288804d66eefd0ccbe215aa642df71cc41"
-CLIP_FILES = {
-    "vocab.json": "3f0c4f7d2086b61b38487075278ea9ed04edb53a03cbb045b86c27190fa8fb69",
-    "merges.txt": "9fd691f7c8039210e0fced15865466c65820d09b63988b0174bfe25de299051a",
-    "tokenizer_config.json": "deef455e52fa5e8151e339add0582e4235f066009601360999d3a9cda83b1129",
-    "special_tokens_map.json": "f8c0d6c39aee3f8431078ef6646567b0aba7f2246e9c54b8b99d55c22b707cbf",
-    "config.json": "8a09b467700c58138c29d53c605b34ebc69beaadd13274a8a2af8ad2c2f4032a",
-}
 # Files the toolkit writes over tracked files of the WebUI clone: not local changes (role webui's rule).
 WEBUI_MANAGED_FILES = {"webui-user.sh"}
 
@@ -319,7 +310,13 @@ def model_path(target, model):
     return f"{kind_dirs[model.get('kind', 'checkpoint')]}/{model['file']}"
 
 
-@check("model {item}", items=lambda t: t.lock("models"))
+def enabled_models(target):
+    models = target.lock("models")
+    enabled = target.vars.get("sdenv_models_enabled")
+    return [m for m in models if enabled is None or m["name"] in enabled]
+
+
+@check("model {item}", items=enabled_models)
 def test_model(target, item, note):
     path = model_path(target, item)
     sha256 = (item.get("sha256") or "").lower()
@@ -383,11 +380,8 @@ def test_venv_torch(target, item, note):
 
 
 def clip_pins(target):
-    lock = target.vars.get("sdenv_lock") or {}
-    pinned = lock.get("clip_tokenizer") or (lock.get("webui_venv") or {}).get("clip_tokenizer") or {}
-    revision = pinned.get("revision") or CLIP_REVISION
-    files = pinned.get("files") or CLIP_FILES
-    return revision, {k: (v.get("sha256") if isinstance(v, dict) else v) for k, v in files.items()}
+    pinned = target.lock("clip_tokenizer")
+    return pinned["revision"], dict(pinned["sha256"])
 
 
 @check("Hugging Face CLIP tokenizer cache")

@@ -20,7 +20,12 @@ DEFAULT_IMAGE = {"width": 512, "height": 512, "steps": 20, "seed": 1234, "cfg_sc
 
 
 def models_of_kind(target, kind):
-    return [m for m in target.lock("models") if m.get("kind", "checkpoint") == kind]
+    enabled = target.vars.get("sdenv_models_enabled")
+    return [
+        m
+        for m in target.lock("models")
+        if m.get("kind", "checkpoint") == kind and (enabled is None or m["name"] in enabled)
+    ]
 
 
 def checkpoint(target):
@@ -136,6 +141,8 @@ def live_run(target):
                 )
                 spec["probe_outside"] = outside.stdout.strip()
             if spec.get("offline") == "netns":
+                spec["host_netns"] = target.run("readlink /proc/self/ns/net").stdout.strip()
+                put_file(target, f"{work}/spec.json", json.dumps(spec).encode())
                 command = "unshare --net -- " + command
             out = target.run(command)
             lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
