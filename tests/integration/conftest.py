@@ -63,6 +63,8 @@ def test_inventory(tmp_path, throwaway_user):
         }
         path = directory / "hosts.yml"
         path.write_text(yaml.safe_dump({"all": {"hosts": {"localhost": variables}}}, sort_keys=False))
-        return TestInventory(path, variables["sdenv_user_name"], Path(variables["sdenv_state_dir"]), variables)
+        return TestInventory(
+            path, variables["sdenv_user_name"], Path(variables["sdenv_state_dir"]), variables
+        )
 
     return write
