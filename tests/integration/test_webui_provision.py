@@ -5,6 +5,7 @@ import json
 import os
 import pwd
 import signal
+import socket
 import subprocess
 import time
 import urllib.request
@@ -40,8 +41,6 @@ def real_lock():
 
 
 def free_port():
-    import socket
-
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -110,9 +109,8 @@ def test_provision_pins_the_webui_and_is_idempotent(test_inventory, make_target,
     assert "export HF_HUB_OFFLINE=1" in script and "export TRANSFORMERS_OFFLINE=1" in script
 
     config = json.loads((webui / "config.json").read_text())
-    assert (
-        config["sd_model_checkpoint"] == "beautifulRealistic_v7.safetensors" or config["sd_model_checkpoint"]
-    )
+    checkpoints = [m["file"] for m in lock.get("models", []) if m.get("kind") == "checkpoint"]
+    assert config["sd_model_checkpoint"] == [*checkpoints, "beautifulRealistic_v7.safetensors"][0]
     assert config["auto_launch_browser"] == "Disable"
     ui = json.loads((webui / "ui-config.json").read_text())
     assert ui["customscript/sampler.py/txt2img/Sampling method/value"] == "DPM++ SDE"
@@ -167,6 +165,9 @@ def test_provision_pins_the_webui_and_is_idempotent(test_inventory, make_target,
 def test_user_settings_survive_and_local_changes_are_refused(test_inventory, make_target, upstream):
     fixture, server = upstream
     inventory = webui_inventory(test_inventory, fixture, server, sdenv_webui_venv_bootstrap=False)
+    dry = make_target("provision", inventory, ARGS=TAGS, CHECK=1)
+    assert dry.returncode == 0, dry
+    assert server.requests == [], "a dry run before the first provision talked to the upstream"
     assert make_target("provision", inventory, ARGS=TAGS).returncode == 0
     webui = Path(pwd.getpwnam(inventory.user).pw_dir) / "stable-diffusion-webui"
 
