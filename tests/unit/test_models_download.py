@@ -1,7 +1,7 @@
 """model_download without a network: validation, fast path, hashing, local sources, rejections, progress.
 
 The HTTP behaviour (Range, 416, redirects, tokens, cut connections, kill -9) is in
-tests/integration/test_models_download.py, against a local server.
+tests/integration/test_models_http.py, against a local server.
 """
 
 import hashlib
@@ -322,3 +322,33 @@ def test_progress_file_and_line(tmp_path):
     assert _action_plugin().format_progress({"name": "x", "received": 3 * md.MB}) == "x  3 MB  0.0 MB/s"
     progress.remove()
     assert not path.exists()
+
+
+def test_settled_result_is_the_module_fast_path(tmp_path, bundle, monkeypatch):
+    import model_fastpath
+
+    src, dest_dir, blob = bundle
+    spec = _spec(dest_dir, [src], sha256_hex(blob), tmp_path, mode=0o644)
+    md.install(spec)
+    dest = str(dest_dir / "model.safetensors")
+    monkeypatch.setattr(md, "hash_file", lambda *a, **k: pytest.fail("read on the fast path"))
+    settled = model_fastpath.settled_result(
+        dest, sha256_hex(blob).upper() + " ", stat_cache=spec.stat_cache, mode=0o644, size=len(blob)
+    )
+    assert settled["verified_by"] == "stat-cache" and settled["changed"] is False
+    assert settled["sha256"] == sha256_hex(blob) and settled["size"] == len(blob)
+    # Same keys as the full installer reports for the same case.
+    full = md.install(_spec(dest_dir, [src], sha256_hex(blob), tmp_path, mode=0o644))
+    assert set(settled) - {"warnings"} <= set(full) and full["verified_by"] == "stat-cache"
+    # Anything left to do (mode, size, another pin, no cache entry) goes to the full installer.
+    assert (
+        model_fastpath.settled_result(dest, sha256_hex(blob), stat_cache=spec.stat_cache, mode=0o600) is None
+    )
+    assert model_fastpath.settled_result(dest, sha256_hex(blob), stat_cache=spec.stat_cache, size=1) is None
+    assert model_fastpath.settled_result(dest, "0" * 64, stat_cache=spec.stat_cache) is None
+    assert (
+        model_fastpath.settled_result(dest, sha256_hex(blob), stat_cache=str(tmp_path / "none.json")) is None
+    )
+    assert (
+        model_fastpath.settled_result(dest, sha256_hex(blob), stat_cache=spec.stat_cache, addnet=True) is None
+    )

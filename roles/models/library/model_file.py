@@ -152,7 +152,7 @@ import os
 import pwd
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.model_download import Installer, ModelFileError, Spec
+from ansible.module_utils.model_fastpath import settled_result
 
 
 def _ids(module):
@@ -209,6 +209,26 @@ def main():
     )
     p = module.params
     uid, gid, warnings = _ids(module)
+    mode = _mode(module)
+    if not p["deep"] and p["sha256"]:
+        # The re-run fast path: nothing to read, nothing to load (see module_utils/model_fastpath.py).
+        settled = settled_result(
+            p["dest"],
+            p["sha256"],
+            name=p["name"],
+            size=p["size"],
+            stat_cache=p["stat_cache"],
+            addnet=p["addnet_hash"] and p["dest"].lower().endswith(".safetensors"),
+            uid=uid,
+            gid=gid,
+            mode=mode,
+        )
+        if settled is not None:
+            for warning in warnings + settled.pop("warnings"):
+                module.warn(warning)
+            module.exit_json(**settled)
+    from ansible.module_utils.model_download import Installer, ModelFileError, Spec
+
     token = p["token"] or (os.environ.get(p["token_env"]) if p["token_env"] else None)
     spec = Spec(
         dest=p["dest"],
@@ -219,7 +239,7 @@ def main():
         token_env=p["token_env"],
         uid=uid,
         gid=gid,
-        mode=_mode(module),
+        mode=mode,
         stat_cache=p["stat_cache"],
         progress_file=p["progress_file"],
         allow_ckpt=p["allow_ckpt"],
