@@ -11,6 +11,10 @@ import pytest
 from sdenv_testlib import remove_user, user_exists
 
 
+# The account's lifecycle on its own: the later roles (packages, WebUI, models) have their own tests.
+ONLY_THE_ACCOUNT = "--tags dummy_user"
+
+
 def account(name):
     entry = pwd.getpwnam(name)
     groups = subprocess.run(["id", "-Gn", name], capture_output=True, text=True, check=True).stdout.split()
@@ -26,7 +30,7 @@ def record(inventory):
 def provisioned(test_inventory, make_target):
     """A dummy account made by `make provision`, with a marker file in its home."""
     inventory = test_inventory()
-    result = make_target("provision", inventory)
+    result = make_target("provision", inventory, ARGS=ONLY_THE_ACCOUNT)
     assert result.returncode == 0, result
     marker = os.path.join(account(inventory.user)["home"], "old-home-marker")
     with open(marker, "w", encoding="utf-8") as handle:
@@ -49,12 +53,12 @@ def test_provision_creates_an_admin_account_and_is_idempotent(provisioned, make_
     shadow = subprocess.run(["getent", "shadow", inventory.user], capture_output=True, text=True).stdout
     assert shadow.split(":")[1].startswith("$"), "the generated password was not set"
 
-    again = make_target("provision", inventory)
+    again = make_target("provision", inventory, ARGS=ONLY_THE_ACCOUNT)
     assert again.returncode == 0, again
     assert again.recap["changed"] == 0, again
     assert password_file.read_text() not in again.output
 
-    dry = make_target("provision", inventory, CHECK=1)
+    dry = make_target("provision", inventory, CHECK=1, ARGS=ONLY_THE_ACCOUNT)
     assert dry.returncode == 0 and dry.recap["changed"] == 0, dry
 
 
@@ -71,7 +75,7 @@ def test_reset_dummy_recreates_a_clean_account(provisioned, make_target):
     after = record(inventory)["users"][inventory.user]
     assert after["created_by_toolkit"] is True and after["created_at"] != before["created_at"]
 
-    again = make_target("provision", inventory)
+    again = make_target("provision", inventory, ARGS=ONLY_THE_ACCOUNT)
     assert again.returncode == 0 and again.recap["changed"] == 0, again
 
 
@@ -157,7 +161,7 @@ def test_reset_refuses_an_account_the_toolkit_did_not_create_unless_forced(test_
     try:
         marker = os.path.join(account(inventory.user)["home"], "handmade")
         open(marker, "w").close()
-        adopted = make_target("provision", inventory)
+        adopted = make_target("provision", inventory, ARGS=ONLY_THE_ACCOUNT)
         assert adopted.returncode == 0, adopted
         assert record(inventory)["users"][inventory.user]["created_by_toolkit"] is False
 
