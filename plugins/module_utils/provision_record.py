@@ -23,8 +23,12 @@ leaves the file byte-identical and reports no change.
 import copy
 import json
 import os
-import tempfile
 import time
+
+try:
+    from ansible.module_utils.sdenv_atomic import write_bytes_atomic
+except ImportError:  # unit tests import module_utils directly
+    from sdenv_atomic import write_bytes_atomic
 
 FORMAT = 1
 
@@ -77,26 +81,9 @@ def dumps(record):
 
 
 def save(path, record, mode=0o644):
-    """Write atomically: temp file in the same directory, fsync, rename, fsync the directory."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, mode=0o755, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".state.", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(dumps(record))
-            handle.flush()
-            os.fchmod(handle.fileno(), mode)
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    """Write the record atomically (see sdenv_atomic), creating its directory when needed."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), mode=0o755, exist_ok=True)
+    write_bytes_atomic(path, dumps(record).encode("utf-8"), mode=mode)
 
 
 def now_utc():

@@ -36,28 +36,10 @@ left_to_user:
 
 import os
 import pwd
-import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.login_profile_block import ProfileError, render
-
-
-def write_atomically(path, text, stat_from):
-    directory = os.path.dirname(path)
-    fd, tmp = tempfile.mkstemp(prefix=".sdenv.", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        if stat_from is not None:
-            os.chmod(tmp, stat_from.st_mode & 0o7777)
-            os.chown(tmp, stat_from.st_uid, stat_from.st_gid)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+from ansible.module_utils.sdenv_atomic import write_bytes_atomic
 
 
 def main():
@@ -88,7 +70,14 @@ def main():
     changed = after != before
     if changed and not module.check_mode:
         try:
-            write_atomically(path, after, existing)
+            # An existing profile keeps its mode and owner; a new one gets them just below.
+            write_bytes_atomic(
+                path,
+                after.encode("utf-8"),
+                mode=(existing.st_mode & 0o7777) if existing else 0o600,
+                uid=existing.st_uid if existing else -1,
+                gid=existing.st_gid if existing else -1,
+            )
         except OSError as exc:
             module.fail_json(
                 msg=f"Cannot write {path} ({exc}): check that its directory exists and is writable."

@@ -9,13 +9,18 @@
 # Stdlib only: this runs on the target host.
 from __future__ import annotations
 
-import contextlib
-import errno
 import fcntl
 import json
 import os
 import stat
-import tempfile
+
+try:
+    from ansible.module_utils.sdenv_atomic import fsync_dir, write_bytes_atomic
+except ImportError:  # unit tests import module_utils directly
+    from sdenv_atomic import fsync_dir, write_bytes_atomic
+
+# fsync_dir and write_bytes_atomic are re-exported: the models modules import them from here.
+__all__ = ["FORMAT", "StatCache", "fsync_dir", "identity", "write_bytes_atomic", "write_json_atomic"]
 
 FORMAT = 1
 
@@ -105,42 +110,3 @@ def write_json_atomic(path, doc, mode=0o644, uid=-1, gid=-1):
     """Write JSON to `path` atomically: temp file in the same directory, fsync, rename, fsync directory."""
     data = (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode("utf-8")
     write_bytes_atomic(path, data, mode=mode, uid=uid, gid=gid)
-
-
-def write_bytes_atomic(path, data, mode=0o644, uid=-1, gid=-1):
-    directory = os.path.dirname(os.path.abspath(path)) or "."
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
-    try:
-        os.fchmod(fd, mode)
-        if uid != -1 or gid != -1:
-            os.fchown(fd, uid, gid)
-        view = memoryview(data)
-        while view:
-            written = os.write(fd, view)
-            view = view[written:]
-        os.fsync(fd)
-        os.close(fd)
-        fd = -1
-        os.rename(tmp, path)
-        fsync_dir(directory)
-    except BaseException:
-        if fd != -1:
-            os.close(fd)
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-def fsync_dir(directory):
-    try:
-        dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return
-    try:
-        os.fsync(dfd)
-    except OSError as exc:
-        # Some filesystems refuse fsync on a directory; the rename is still atomic there.
-        if exc.errno not in (errno.EINVAL, errno.EBADF, errno.ENOTSUP):
-            raise
-    finally:
-        os.close(dfd)

@@ -2,7 +2,11 @@
 
 import hashlib
 import os
-import tempfile
+
+try:
+    from ansible.module_utils.sdenv_atomic import write_bytes_atomic
+except ImportError:  # unit tests import module_utils directly
+    from sdenv_atomic import write_bytes_atomic
 
 
 def sha256_file(path):
@@ -14,23 +18,6 @@ def sha256_file(path):
 
 
 def write_atomic(path, data, mode=0o644):
-    """Temp file in the same directory, fsync, rename, fsync the directory: never a half file at path."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fchmod(handle.fileno(), mode)
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    """Atomic replace of path with data (bytes), making its directory: the toolkit's shared write."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    write_bytes_atomic(path, data, mode=mode)
