@@ -10,7 +10,6 @@ import time
 import pytest
 from sdenv_testlib import remove_user, user_exists
 
-
 # The account's lifecycle on its own: the later roles (packages, WebUI, models) have their own tests.
 ONLY_THE_ACCOUNT = "--tags dummy_user"
 
