@@ -43,7 +43,7 @@ help: ## List the targets and the variables they read
 	@echo "  CONFIRM=yes      no prompt before destructive targets (reset-dummy, rollback, pin-models)"
 	@echo "  FORCE=yes        reset-dummy: act on a user the provision record does not name;"
 	@echo "                   provision: reset a WebUI tree that has local changes"
-	@grep -hE '^# var: ' $(MAKEFILE_LIST) | sed 's/^# var: /  /'
+	@grep -hE '^# var: ' $(MAKEFILE_LIST) | sed 's/^# var: //' | awk -F '  +' '{printf "  %-16s %s\n", $$1, $$2}'
 
 controller: ## Set up .venv from requirements.txt (every target does this first)
 	@bash scripts/controller-venv.sh

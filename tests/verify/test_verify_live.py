@@ -16,6 +16,8 @@ import webui_client
 from verify_lib import NotProvisionedError, check, expect, quote
 
 CLIENT_SOURCE = Path(webui_client.__file__).read_text(encoding="utf-8")
+# The guide's image when settings.yml does not say (a copy of its sdenv_verify_image, for inventories
+# that do not read the repository's group_vars).
 DEFAULT_IMAGE = {"width": 512, "height": 512, "steps": 20, "seed": 1234, "cfg_scale": 7}
 
 
