@@ -5,6 +5,7 @@ broken at a time must fail verify naming that thing."""
 
 import json
 import os
+import pwd
 import re
 import secrets
 import shutil
@@ -222,3 +223,49 @@ def test_verify_passes_then_names_each_broken_thing(fixture_host, make_target, p
     time.sleep(0.01)
     code, rows, result, _ = verify(make_target, inventory)
     assert code == 0 and not failing(rows), (failing(rows), result)
+
+
+def test_lifecycle_provision_snapshot_rollback_reset(fixture_host, make_target):
+    """The whole sequence on one fixture host: provision, provision again (changed=0), verify, snapshot,
+    pip-like churn, verify names what broke, rollback, verify passes, reset-dummy back to zero."""
+    inventory, _upstream, _root = fixture_host
+    first = make_target("provision", inventory)
+    assert first.returncode == 0, first.output[-3000:]
+    again = make_target("provision", inventory)
+    assert again.returncode == 0 and again.recap["changed"] == 0, again.output[-3000:]
+    code, rows, result, _ = verify(make_target, inventory)
+    assert code == 0 and not failing(rows), (failing(rows), result)
+
+    taken = make_target("snapshot", inventory, LABEL="before-churn")
+    assert taken.returncode == 0, taken.output[-3000:]
+
+    home = Path(f"/home/{inventory.user}")
+    webui = home / "stable-diffusion-webui"
+    ckpt = webui / "models" / "Stable-diffusion" / "sdtckpt.safetensors"
+    ui_config = webui / "ui-config.json"
+    stray = webui / "venv" / "sdt-added-by-pip.py"
+    original_ckpt, original_ui = ckpt.read_bytes(), ui_config.read_bytes()
+    # Churn as the dummy would make it: a file added, a model rewritten, a setting changed.
+    as_user(inventory.user, "sh", "-c", f"echo 'import os' > {stray}")
+    as_user(inventory.user, "sh", "-c", f"printf 'X' | dd of={ckpt} bs=1 seek=100 conv=notrunc status=none")
+    doc = json.loads(original_ui)
+    doc["customscript/sampler.py/txt2img/Sampling method/value"] = "Euler a"
+    as_user(inventory.user, "sh", "-c", f"cat > {ui_config} <<'EOF'\n{json.dumps(doc)}\nEOF")
+    code, rows, result, _ = verify(make_target, inventory)
+    key = "ui-config.json customscript/sampler.py/txt2img/Sampling method/value"
+    assert code != 0 and set(failing(rows)) == {key, "model sdtckpt"}, failing(rows)
+
+    rolled = make_target("rollback", inventory, TO="latest", CONFIRM="yes")
+    assert rolled.returncode == 0, rolled.output[-3000:]
+    assert not stray.exists()
+    assert ckpt.read_bytes() == original_ckpt and ui_config.read_bytes() == original_ui
+    assert ckpt.stat().st_uid == pwd.getpwnam(inventory.user).pw_uid
+    code, rows, result, _ = verify(make_target, inventory)
+    assert code == 0 and not failing(rows), (failing(rows), result)
+
+    reset = make_target("reset-dummy", inventory, CONFIRM="yes")
+    assert reset.returncode == 0, reset.output[-3000:]
+    assert not webui.exists(), "the WebUI tree survived reset-dummy"
+    record = json.loads((inventory.state_dir / "state.json").read_text())
+    entry = record["users"][inventory.user]
+    assert entry["created_by_toolkit"] is True and "webui" not in entry["components"], entry
