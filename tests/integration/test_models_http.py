@@ -20,6 +20,7 @@ from model_fixtures import ModelServer, random_safetensors, sha256_hex
 
 ROOT = Path(__file__).resolve().parents[2]
 MODULE_UTILS = ROOT / "roles" / "models" / "module_utils"
+SHARED_MODULE_UTILS = ROOT / "plugins" / "module_utils"  # sdenv_atomic, shared by every role
 
 
 @pytest.fixture
@@ -324,7 +325,7 @@ def test_disk_filling_up_mid_download(server, model, small_disk, tmp_path):
 CHILD = textwrap.dedent(
     """
     import sys
-    sys.path.insert(0, {utils!r})
+    sys.path[:0] = [{utils!r}, {shared!r}]
     import model_download as md
     md.install(md.Spec(dest={dest!r}, urls=[{url!r}], sha256={sha!r}, stat_cache={cache!r},
                        progress_file={progress!r}))
@@ -340,6 +341,7 @@ def test_kill_9_mid_download_then_resume_sends_only_the_remainder(server, dest_d
     part = dest_dir / "m.safetensors.part"
     code = CHILD.format(
         utils=str(MODULE_UTILS),
+        shared=str(SHARED_MODULE_UTILS),
         dest=str(dest),
         url=url,
         sha=sha,
