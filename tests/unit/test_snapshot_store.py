@@ -318,3 +318,51 @@ def test_tree_line_escaping_round_trips():
     name = "we\tird\nna\\me"
     assert ss._unesc(ss._esc(name)) == name
     assert "\t" not in ss._esc(name) and "\n" not in ss._esc(name)
+
+
+def test_stat_cache_after_churn_matches_a_walk_without_cache(env, tmp_path):
+    # The cache lookup follows the parent listing in order and falls back to a map on the first mismatch:
+    # after adds, removals and edits spread through the tree, the listing must equal an uncached walk's.
+    store, live = env
+    store.snapshot([live])
+    lib = os.path.join(live, "venv", "lib")
+    os.unlink(os.path.join(lib, "m3.py"))
+    Path(lib, "m150.py").write_text("edited, longer than before\n")
+    Path(lib, "a-first.py").write_text("new at the front")
+    Path(lib, "m2999.py").write_text("new in the middle")
+    os.mkdir(os.path.join(live, "venv", "new-dir"))
+    Path(live, "zz-last").write_text("new at the end")
+    second = store.snapshot([live])
+    assert second["manifest"]["stats"]["read_files"] == 4
+    fresh = ss.Store(str(tmp_path / "fresh-store")).snapshot([live])
+    assert fresh["manifest"]["stats"]["read_files"] > 300
+    tree = second["manifest"]["roots"][0]["tree"]
+    assert tree == fresh["manifest"]["roots"][0]["tree"]
+
+
+@pytest.mark.parametrize("kernel_copy", [True, False])
+def test_large_copy_and_hash_in_parallel_stores_exactly_the_hashed_bytes(tmp_path, monkeypatch, kernel_copy):
+    monkeypatch.setattr(ss, "PIPE_CHUNK", 1 << 20)  # several copier/hasher hand-overs
+    if not kernel_copy:
+        monkeypatch.delattr(os, "copy_file_range", raising=False)
+    data = os.urandom(3 * (1 << 20) + 12345)
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.write_bytes(data)
+    sfd = os.open(src, os.O_RDONLY)
+    dfd = os.open(dst, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        h = hashlib.sha256()
+        ss._copy_and_hash(sfd, dfd, str(dst), h, memoryview(bytearray(1 << 16)))
+    finally:
+        os.close(sfd)
+        os.close(dfd)
+    assert dst.read_bytes() == data
+    assert h.hexdigest() == hashlib.sha256(data).hexdigest()
+
+
+def test_timegm_matches_calendar():
+    import calendar
+    import time
+
+    for t in (0, 951782400, 1709164800, 4102444799, 1795561441, -86400 * 365):
+        assert ss._timegm(time.gmtime(t)) == calendar.timegm(time.gmtime(t)) == t
