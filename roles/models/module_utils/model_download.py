@@ -42,6 +42,10 @@ MAX_REDIRECTS = 10
 RETRIES_PER_SOURCE = 3
 PROGRESS_INTERVAL = 0.5
 FLUSH_BYTES = 64 << 20
+# The download's receive buffers: 1 MiB each (measured faster than 4 MiB: they stay in the CPU caches), 16 of
+# them so the hashing thread can fall 16 MiB behind when the scheduler runs something else.
+STREAM_CHUNK = 1 << 20
+STREAM_BUFFERS = 16
 USER_AGENT = "sdenv-model-file/1"
 MB = 1_000_000
 
@@ -698,17 +702,20 @@ class Installer:
         fd = self._open_part(append=True)
         received = offset
         first = offset == 0
-        # The kernel is asked to write back as the file grows (in a second thread), so the final fsync has
-        # little left. Hashing stays inline: a second hashing thread was measured slower on 2 vCPUs, where the
-        # server, the receive and the hash already compete for the cores.
+        # Three stages overlap: this thread receives into a buffer and writes it to the part, a second
+        # thread hashes the buffers in order (hashlib, recv_into and os.write all release the GIL), and the
+        # kernel writes back to disk as the file grows, so the final fsync has little left. A buffer goes
+        # back to the receiver only once hashed, so every byte written is hashed exactly once and in order;
+        # the pipeline is drained before this returns, also on a cut, so the hash state still matches the
+        # part for a resume.
         import http.client
         import socket
 
-        flusher = _Flusher(fd)
-        buf = bytearray(CHUNK)
-        view = memoryview(buf)
+        writeback = _Writeback(fd)
+        pipe = _HashPipe(hasher)
         try:
             while True:
+                buf = pipe.take()
                 try:
                     n = resp.readinto(buf)
                 except (http.client.IncompleteRead, ConnectionError, socket.timeout, OSError) as exc:
@@ -724,7 +731,7 @@ class Installer:
                     ) from None
                 if not n:
                     break
-                chunk = view[:n]
+                chunk = memoryview(buf)[:n]
                 if first:
                     first = False
                     what = describe_non_model(bytes(chunk[:512])) if spec.is_safetensors else None
@@ -732,17 +739,20 @@ class Installer:
                         self._discard_part()
                         raise SourceError(self._not_a_model_sentence(url, what))
                 self._write_all(fd, chunk)
-                hasher.update(chunk)
+                pipe.give(buf, n)
                 received += n
-                flusher.wrote(n)
+                writeback.wrote(n)
                 self.progress.advance(n)
                 self.result["bytes_downloaded"] += n
         finally:
-            flusher.close()
             try:
-                os.fsync(fd)
+                pipe.close()
             finally:
-                os.close(fd)
+                writeback.close()
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
         if total is not None and received < total:
             raise _Retry(
                 "the download of %s from %s stopped at %d of %d bytes (connection closed)"
@@ -967,39 +977,111 @@ class Installer:
             self.result["addnet_sha256"] = addnet
 
 
-class _Flusher:
-    """Start writeback of what was written so far every FLUSH_BYTES, in a background thread, so the data
-    reaches the disk while the download goes on and the final fsync is short."""
+class _HashPipe:
+    """Hashes, in order, the buffers the receiver hands over, in a second thread when the host has a second
+    CPU (inline otherwise). A buffer handed over is not reused until it has been hashed."""
+
+    def __init__(self, hasher):
+        self.hasher = hasher
+        self.error = None
+        self.thread = None
+        if _cpus() < 2:
+            self.spare = bytearray(STREAM_CHUNK)
+            return
+        import queue
+        import threading
+
+        self.free = queue.SimpleQueue()
+        self.full = queue.SimpleQueue()
+        for _ in range(STREAM_BUFFERS):
+            self.free.put(bytearray(STREAM_CHUNK))
+        self.thread = threading.Thread(target=self._run, name="sdenv-hash", daemon=True)
+        self.thread.start()
+
+    def take(self):
+        if self.thread is None:
+            return self.spare
+        if self.error is not None:
+            raise self.error
+        return self.free.get()
+
+    def give(self, buf, n):
+        if self.thread is None:
+            self.hasher.update(memoryview(buf)[:n])
+        else:
+            self.full.put((buf, n))
+
+    def _run(self):
+        while True:
+            item = self.full.get()
+            if item is None:
+                return
+            buf, n = item
+            try:
+                if self.error is None:
+                    self.hasher.update(memoryview(buf)[:n])
+            except BaseException as exc:  # handed to the receiver, which raises it
+                self.error = exc
+            self.free.put(buf)
+
+    def close(self):
+        """Wait until every buffer handed over is hashed."""
+        if self.thread is not None:
+            self.full.put(None)
+            self.thread.join()
+            self.thread = None
+        if self.error is not None:
+            raise self.error
+
+
+def _cpus():
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # macOS has no sched_getaffinity
+        return os.cpu_count() or 1
+
+
+class _Writeback:
+    """Starts the kernel's writeback of each FLUSH_BYTES written, in a background thread, so the data
+    reaches the disk while the download goes on and the final fsync is short. On Linux the thread calls
+    posix_fadvise(DONTNEED) on the range just written, which queues its writeback and returns without
+    waiting for the disk (an fdatasync beside the writes was seen to slow them in a write-only test; in the
+    download the two were within the noise). Elsewhere (macOS) it calls fdatasync/fsync. Either way
+    durability comes from the fsync before the rename."""
 
     def __init__(self, fd):
+        import queue
         import threading
 
         self.fd = fd
         self.pending = 0
-        self.wake = threading.Event()
-        self.stop = False
-        self.thread = threading.Thread(target=self._run, name="sdenv-flush", daemon=True)
+        self.start = os.lseek(fd, 0, os.SEEK_END)
+        self.ranges = queue.SimpleQueue()
+        self.thread = threading.Thread(target=self._run, name="sdenv-writeback", daemon=True)
         self.thread.start()
 
     def wrote(self, n):
         self.pending += n
         if self.pending >= FLUSH_BYTES:
+            self.ranges.put((self.start, self.pending))
+            self.start += self.pending
             self.pending = 0
-            self.wake.set()
 
     def _run(self):
+        advise = getattr(os, "posix_fadvise", None)
         sync = getattr(os, "fdatasync", os.fsync)
         while True:
-            self.wake.wait()
-            self.wake.clear()
-            if self.stop:
+            item = self.ranges.get()
+            if item is None:
                 return
             with contextlib.suppress(OSError):
-                sync(self.fd)
+                if advise is not None:
+                    advise(self.fd, item[0], item[1], os.POSIX_FADV_DONTNEED)
+                else:
+                    sync(self.fd)
 
     def close(self):
-        self.stop = True
-        self.wake.set()
+        self.ranges.put(None)
         self.thread.join()
 
 
