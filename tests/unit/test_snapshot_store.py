@@ -167,7 +167,9 @@ def test_check_finds_missing_pack_and_deep_finds_damaged_object(env):
     ((_, path),) = list(ss._walk_store_files(store, "objects"))
     os.chmod(path, 0o644)
     with open(path, "r+b") as f:
-        f.write(b"\0")
+        first = f.read(1)
+        f.seek(0)
+        f.write(bytes([first[0] ^ 0xFF]))  # always a change (writing a fixed byte misses 1 time in 256)
     assert store.check()["ok"], "a same-size change is only visible to DEEP"
     deep = store.check(deep=True)
     assert not deep["ok"] and any("damaged" in e for e in deep["errors"])
