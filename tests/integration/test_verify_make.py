@@ -247,7 +247,8 @@ def test_lifecycle_provision_snapshot_rollback_reset(fixture_host, make_target):
     original_ckpt, original_ui = ckpt.read_bytes(), ui_config.read_bytes()
     # Churn as the dummy would make it: a file added, a model rewritten, a setting changed.
     as_user(inventory.user, "sh", "-c", f"echo 'import os' > {stray}")
-    as_user(inventory.user, "sh", "-c", f"printf 'X' | dd of={ckpt} bs=1 seek=100 conv=notrunc status=none")
+    flip = "import sys; f = open(sys.argv[1], 'r+b'); f.seek(100); b = f.read(1); f.seek(100); f.write(bytes([b[0] ^ 0xFF]))"
+    as_user(inventory.user, "python3", "-c", flip, str(ckpt))
     doc = json.loads(original_ui)
     doc["customscript/sampler.py/txt2img/Sampling method/value"] = "Euler a"
     as_user(inventory.user, "sh", "-c", f"cat > {ui_config} <<'EOF'\n{json.dumps(doc)}\nEOF")
