@@ -1,0 +1,41 @@
+"""The user-facing contract (ARCHITECTURE: targets and variables) stays whole as areas add mk/*.mk files."""
+
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+CONTRACT_TARGETS = [
+    "provision", "verify", "reset-dummy", "snapshot", "snapshots", "rollback", "snapshot-check",
+    "snapshot-prune", "run", "pin-models", "test", "lint", "bench", "help",
+]  # fmt: skip
+CONTRACT_VARIABLES = [
+    "INVENTORY=",
+    "LIMIT=",
+    "CHECK=1",
+    "ARGS=",
+    "CONFIRM=yes",
+    "FORCE=yes",
+    "LABEL=",
+    "TO=",
+    "PATHS=",
+]
+
+
+def test_make_help_lists_every_contract_target_and_variable():
+    result = subprocess.run(
+        ["make", "-s", "-C", str(ROOT), "help"], capture_output=True, text=True, check=True
+    )
+    listed = {
+        line.split()[0] for line in result.stdout.splitlines() if line.startswith("  ") and line.split()
+    }
+    missing = [t for t in CONTRACT_TARGETS if t not in listed]
+    assert not missing, f"make help does not list {missing}"
+    for variable in CONTRACT_VARIABLES:
+        assert variable in result.stdout, f"make help does not document {variable}"
+
+
+def test_readme_opens_with_the_two_commands():
+    for readme in ("README.md", "README.ja.md"):
+        opening = (ROOT / readme).read_text(encoding="utf-8").splitlines()[:12]
+        text = "\n".join(opening)
+        assert "make provision" in text and "make test" in text, readme
