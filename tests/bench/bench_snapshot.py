@@ -155,14 +155,24 @@ def main() -> int:
         timed(["borg", "init", "-e", "none", str(borg_repo)], env)
         walk = f"import os\nfor d, ds, fs in os.walk({str(live)!r}):\n    [os.lstat(os.path.join(d, n)) for n in ds + fs]"
 
+        # The peers, called the same way for the first, no-change and incremental rounds.
+        def restic_backup():
+            return timed(
+                ["restic", "-r", str(restic_repo), "backup", "-q", "--compression", "off", str(live)], env
+            )
+
+        def borg_create(archive):
+            return timed(
+                ["borg", "create", "--compression", "none", f"{borg_repo}::{archive}", str(live)], env
+            )
+
+        def rsync_link_dest(previous, dest):
+            return timed(["rsync", "-a", f"--link-dest={base / previous}", f"{live}/", str(base / dest)])
+
         # First snapshot
         res["first cp -a"] = timed(["cp", "-a", str(live), str(base / "cpa")])
-        res["first restic"] = timed(
-            ["restic", "-r", str(restic_repo), "backup", "-q", "--compression", "off", str(live)], env
-        )
-        res["first borg"] = timed(
-            ["borg", "create", "--compression", "none", f"{borg_repo}::a", str(live)], env
-        )
+        res["first restic"] = restic_backup()
+        res["first borg"] = borg_create("a")
         res["first rsync --link-dest"] = timed(["rsync", "-a", f"{live}/", str(base / "rs1")])
         res["first ours"], _ = ours(store, "snapshot", str(live))
         time.sleep(2.5)  # past the store's 2 s racy window, as any real second snapshot would be
@@ -172,15 +182,9 @@ def main() -> int:
         res["nochange ours"], out = ours(store, "snapshot", str(live))
         manifest = store / "snapshots" / (out["id"] + ".json")
         res["nochange added bytes"] = du(store) - before - manifest.stat().st_size
-        res["nochange rsync --link-dest"] = timed(
-            ["rsync", "-a", f"--link-dest={base / 'rs1'}", f"{live}/", str(base / "rs2")]
-        )
-        res["nochange restic"] = timed(
-            ["restic", "-r", str(restic_repo), "backup", "-q", "--compression", "off", str(live)], env
-        )
-        res["nochange borg"] = timed(
-            ["borg", "create", "--compression", "none", f"{borg_repo}::b", str(live)], env
-        )
+        res["nochange rsync --link-dest"] = rsync_link_dest("rs1", "rs2")
+        res["nochange restic"] = restic_backup()
+        res["nochange borg"] = borg_create("b")
         res["nochange python walk"] = timed([sys.executable, "-c", walk])
 
         # Incremental after 1% churn + one model replaced
@@ -188,15 +192,9 @@ def main() -> int:
         subprocess.run(["sync"], check=True)
         time.sleep(2.5)
         res["incr ours"], _ = ours(store, "snapshot", str(live))
-        res["incr rsync --link-dest"] = timed(
-            ["rsync", "-a", f"--link-dest={base / 'rs2'}", f"{live}/", str(base / "rs3")]
-        )
-        res["incr restic"] = timed(
-            ["restic", "-r", str(restic_repo), "backup", "-q", "--compression", "off", str(live)], env
-        )
-        res["incr borg"] = timed(
-            ["borg", "create", "--compression", "none", f"{borg_repo}::c", str(live)], env
-        )
+        res["incr rsync --link-dest"] = rsync_link_dest("rs2", "rs3")
+        res["incr restic"] = restic_backup()
+        res["incr borg"] = borg_create("c")
         for d in ("cpa", "rs1", "rs2"):
             shutil.rmtree(base / d)
 
