@@ -36,7 +36,7 @@ FIXTURES = ROOT / "tests" / "fixtures"
 SIZE = 1 << 30
 ROUNDS = 3
 DOWNLOAD_ROUNDS = 5
-TASK_ROUNDS = 10
+TASK_ROUNDS = 30
 PEERS = {"curl": "curl", "openssl": "openssl"}
 
 CLIENT = textwrap.dedent(

@@ -352,3 +352,81 @@ def test_settled_result_is_the_module_fast_path(tmp_path, bundle, monkeypatch):
     assert (
         model_fastpath.settled_result(dest, sha256_hex(blob), stat_cache=spec.stat_cache, addnet=True) is None
     )
+
+
+# --- the download pipeline (receive -> hash -> write) -------------------------------------------------------
+
+
+def _pump(pipe, data):
+    """Feed `data` through the pipeline as a receiver would: fill each buffer take() gives."""
+    pos = 0
+    while pos < len(data):
+        view = pipe.take()
+        n = min(len(view), len(data) - pos)
+        view[:n] = data[pos : pos + n]
+        pipe.give(n)
+        pos += n
+
+
+@pytest.mark.parametrize("cpus", [1, 2])
+@pytest.mark.parametrize("offset", [0, 1000, md.STREAM_CHUNK])
+def test_pipeline_writes_and_hashes_every_byte_in_order(tmp_path, monkeypatch, cpus, offset):
+    monkeypatch.setattr(md, "_cpus", lambda: cpus)
+    data = os.urandom(3 * md.STREAM_CHUNK + 12345)  # several buffers and a tail that is not whole blocks
+    part = tmp_path / "m.part"
+    part.write_bytes(data[:offset])  # a resumed download: the part already holds `offset` bytes
+    hasher = md.StreamHash()
+    hasher.update(data[:offset])
+    pipe = md._Pipeline(os.open(part, os.O_WRONLY), str(part), offset, hasher)
+    first = pipe.take()
+    # After a resume at an unaligned offset the first buffer only reaches the next 4 KiB boundary, so the
+    # rest can be written with O_DIRECT.
+    assert len(first) == (
+        md._Pipeline.ALIGN - offset % md._Pipeline.ALIGN if offset % md._Pipeline.ALIGN else md.STREAM_CHUNK
+    )
+    n = len(first)
+    first[:n] = data[offset : offset + n]
+    pipe.give(n)
+    _pump(pipe, data[offset + n :])
+    pipe.close()
+    assert part.read_bytes() == data
+    assert hasher.hexdigest() == sha256_hex(data)
+    assert hasher.length == len(data)
+
+
+def test_pipeline_falls_back_to_the_page_cache_when_o_direct_is_refused(tmp_path, monkeypatch):
+    real = md._write_all
+    direct_calls = []
+
+    def refusing(fd, view, offset=None):
+        if pipe.direct_fd is not None and fd == pipe.direct_fd:
+            direct_calls.append(offset)
+            raise OSError(22, "Invalid argument")  # EINVAL, as a filesystem without O_DIRECT answers
+        return real(fd, view, offset)
+
+    monkeypatch.setattr(md, "_write_all", refusing)
+    data = os.urandom(2 * md.STREAM_CHUNK + 77)
+    part = tmp_path / "m.part"
+    pipe = md._Pipeline(os.open(part, os.O_WRONLY | os.O_CREAT, 0o600), str(part), 0, md.StreamHash())
+    if pipe.direct_fd is None:
+        pytest.skip("this filesystem has no O_DIRECT, so there is nothing to refuse")
+    _pump(pipe, data)
+    pipe.close()
+    assert direct_calls == [0]  # refused once, then the page cache for the rest
+    assert part.read_bytes() == data
+
+
+def test_pipeline_write_error_reaches_the_receiver(tmp_path, monkeypatch):
+    def full(fd, view, offset=None):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(md, "_write_all", full)
+    monkeypatch.setattr(md, "_cpus", lambda: 2)
+    part = tmp_path / "m.part"
+    pipe = md._Pipeline(os.open(part, os.O_WRONLY | os.O_CREAT, 0o600), str(part), 0, md.StreamHash())
+    with pytest.raises(OSError) as err:
+        try:
+            _pump(pipe, os.urandom(md.STREAM_CHUNK * (md.STREAM_BUFFERS + 2)))
+        finally:
+            pipe.close()
+    assert err.value.errno == 28
