@@ -28,10 +28,12 @@ from urllib.parse import unquote, urljoin, urlsplit
 try:
     from ansible.module_utils.model_fastpath import cached_entry, default_stat_cache
     from ansible.module_utils.safetensors_check import SafetensorsError, check_file, describe_non_model
+    from ansible.module_utils.sdenv_pipeline import HashWritePipeline
     from ansible.module_utils.stat_cache import StatCache, fsync_dir, write_json_atomic
 except ImportError:  # unit tests import the module_utils directories directly
     from model_fastpath import cached_entry, default_stat_cache
     from safetensors_check import SafetensorsError, check_file, describe_non_model
+    from sdenv_pipeline import HashWritePipeline
     from stat_cache import StatCache, fsync_dir, write_json_atomic
 
 CHUNK = 1 << 20
@@ -41,10 +43,6 @@ MAX_REDIRECTS = 10
 # A cut connection or an expired presigned URL is retried (resuming, from the original URL) this often.
 RETRIES_PER_SOURCE = 3
 PROGRESS_INTERVAL = 0.5
-FLUSH_BYTES = 64 << 20
-# The download's receive buffers (measurements: _Pipeline).
-STREAM_CHUNK = 4 << 20
-STREAM_BUFFERS = 4
 USER_AGENT = "sdenv-model-file/1"
 MB = 1_000_000
 
@@ -570,21 +568,13 @@ class Installer:
         self._discard_part()
         self.progress.begin("copying", source=path, total=total)
         hasher = StreamHash(addnet=spec.addnet_hash and spec.is_safetensors)
-        fd = self._open_part(keep=False)
-        try:
-            with open(path, "rb") as src:
-                buf = bytearray(CHUNK)
-                view = memoryview(buf)
-                while True:
-                    n = src.readinto(buf)
-                    if not n:
-                        break
-                    hasher.update(view[:n])
-                    self._write_all(fd, view[:n])
-                    self.progress.advance(n)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        with open(path, "rb") as src, self._writing_part(keep=False, offset=0, hasher=hasher) as pipe:
+            while True:
+                n = src.readinto(pipe.take())
+                if not n:
+                    break
+                pipe.give(n)
+                self.progress.advance(n)
         self._hasher = hasher
 
     def _fetch_http(self, url):
@@ -700,11 +690,9 @@ class Installer:
         spec = self.spec
         received = offset
         first = offset == 0
-        # Bytes flow receive -> hash -> write through a few page-aligned buffers (see _Pipeline), so
-        # receiving, SHA-256 and the disk overlap. The pipeline is drained before this returns, also on a
-        # cut, so the hash state always matches the part for a resume.
-        pipe = _Pipeline(self._open_part(keep=True), self.spec.part, offset, hasher)
-        try:
+        # Receiving, SHA-256 and the disk overlap (sdenv_pipeline); the pipeline is drained before this
+        # returns, also on a cut, so the hash state always matches the part for a resume.
+        with self._writing_part(keep=True, offset=offset, hasher=hasher) as pipe:
             while True:
                 view = pipe.take()
                 n, ended, error = _receive(resp, view)
@@ -732,13 +720,6 @@ class Installer:
                     )
                 if ended:
                     break
-        except OSError as exc:  # a failed write, raised by take()
-            raise self._write_failed(exc) from None
-        finally:
-            try:
-                pipe.close()
-            except OSError as exc:
-                raise self._write_failed(exc) from None
         if total is not None and received < total:
             raise _Retry(
                 "the download of %s from %s stopped at %d of %d bytes (connection closed)"
@@ -844,11 +825,25 @@ class Installer:
             progress=self.progress,
         )
 
-    def _write_all(self, fd, view):
+    @contextlib.contextmanager
+    def _writing_part(self, keep, offset, hasher):
+        """A HashWritePipeline into the part (kept from `offset` on, or truncated). On the way out it is
+        drained and the part fsynced, also after a cut (the part is kept to resume); a full disk becomes
+        one sentence."""
+        fd = self._open_part(keep=keep)
         try:
-            _write_all(fd, view)
+            pipe = HashWritePipeline(fd, self.spec.part, offset, hasher)
+            try:
+                yield pipe
+            finally:
+                try:
+                    pipe.close()
+                finally:
+                    os.fsync(fd)
         except OSError as exc:
             raise self._write_failed(exc) from None
+        finally:
+            os.close(fd)
 
     def _write_failed(self, exc):
         """The exception to raise for a failed write of the part: a full disk is one sentence, and fatal."""
@@ -985,168 +980,6 @@ def _receive(resp, view):
         if time.monotonic() - started >= PROGRESS_INTERVAL:
             break
     return filled, False, None
-
-
-def _write_all(fd, view, offset=None):
-    """Write all of `view` (at `offset` when given, else at the file position)."""
-    while view:
-        written = os.write(fd, view) if offset is None else os.pwrite(fd, view, offset)
-        view = view[written:]
-        if offset is not None:
-            offset += written
-
-
-class _Pipeline:
-    """The download's buffers, hashed and written in order behind the receiver.
-
-    Three stages overlap: the caller receives into a buffer (take/give), a hashing thread feeds it to
-    hashlib, a writing thread writes it to the part; hashlib, recv_into and pwrite all release the GIL. A
-    buffer goes back to the receiver only once written, so every byte is hashed and written exactly once, in
-    order, and close() drains both stages, so after it the part holds exactly the bytes hashed.
-
-    On Linux the writes bypass the page cache (O_DIRECT): the disk takes the data as it arrives and the fsync
-    before the rename has nothing left to write. Buffered writes followed by that fsync were the slowest
-    stage here (1 GiB: buffered write + fsync 1.9 s, O_DIRECT 0.8 s, `dd` on this VM's ext4), and they
-    leave a GiB of dirty pages that slow whatever runs next. O_DIRECT needs page-aligned memory (the buffers
-    are one anonymous mmap) and file offsets and lengths in whole blocks: the first read after a resume is
-    cut short to reach a 4 KiB boundary, and a short tail or a filesystem without O_DIRECT (macOS, some
-    FUSE) is written through the page cache instead, as before; either way durability comes from that fsync.
-
-    Four 4 MiB buffers measured fastest here (1 GiB over loopback, median of 4: 4 x 4 MiB 0.74-0.76 s,
-    8 x 2 MiB 0.75, 16 x 1 MiB 0.83, 16 x 256 KiB 1.08): fewer hand-overs, while the buffers in flight
-    still fit the CPU caches. With one CPU everything runs inline in the receiver.
-    """
-
-    ALIGN = 4096
-
-    def __init__(self, fd, path, offset, hasher):
-        import mmap
-
-        self.fd = fd
-        self.offset = offset
-        self.hasher = hasher
-        self.unflushed = 0
-        self.direct_fd = None
-        direct = getattr(os, "O_DIRECT", 0)
-        if direct:
-            with contextlib.suppress(OSError):  # EINVAL: this filesystem has no O_DIRECT
-                self.direct_fd = os.open(
-                    path, os.O_WRONLY | os.O_NOFOLLOW | direct | getattr(os, "O_CLOEXEC", 0)
-                )
-        self.area = mmap.mmap(-1, STREAM_CHUNK * STREAM_BUFFERS)
-        views = [
-            memoryview(self.area)[i * STREAM_CHUNK : (i + 1) * STREAM_CHUNK] for i in range(STREAM_BUFFERS)
-        ]
-        self.error = None
-        self.threads = []
-        if _cpus() < 2:
-            self.spare = views[0]
-            return
-        import queue
-        import threading
-
-        self.free, self.to_hash, self.to_write = queue.SimpleQueue(), queue.SimpleQueue(), queue.SimpleQueue()
-        for view in views:
-            self.free.put(view)
-        self.threads = [
-            threading.Thread(target=self._hash_stage, name="sdenv-hash", daemon=True),
-            threading.Thread(target=self._write_stage, name="sdenv-write", daemon=True),
-        ]
-        for thread in self.threads:
-            thread.start()
-
-    def take(self):
-        """A buffer to receive into, cut short when needed to bring the file offset to a block boundary."""
-        if self.error is not None:
-            raise self.error
-        self.current = self.free.get() if self.threads else self.spare
-        misaligned = self.offset % self.ALIGN
-        return self.current[: self.ALIGN - misaligned] if misaligned else self.current
-
-    def give(self, n):
-        """Hand over the first n bytes of the buffer take() returned."""
-        item = (self.current, n, self.offset)
-        self.offset += n
-        if self.threads:
-            self.to_hash.put(item)
-        else:
-            self.hasher.update(self.current[:n])
-            self._write(*item)
-
-    def _hash_stage(self):
-        while True:
-            item = self.to_hash.get()
-            if item is not None and self.error is None:
-                try:
-                    self.hasher.update(item[0][: item[1]])
-                except BaseException as exc:  # handed to the receiver, which raises it
-                    self.error = exc
-            self.to_write.put(item)
-            if item is None:
-                return
-
-    def _write_stage(self):
-        while True:
-            item = self.to_write.get()
-            if item is None:
-                return
-            if self.error is None:
-                try:
-                    self._write(*item)
-                except BaseException as exc:
-                    self.error = exc
-            self.free.put(item[0])
-
-    def _write(self, view, n, offset):
-        if self.direct_fd is not None and offset % self.ALIGN == 0 and n % self.ALIGN == 0:
-            try:
-                _write_all(self.direct_fd, view[:n], offset)
-                return
-            except OSError as exc:
-                if exc.errno != errno.EINVAL:
-                    raise
-                os.close(self.direct_fd)  # refused after all: the page cache from here on
-                self.direct_fd = None
-        _write_all(self.fd, view[:n], offset)
-        # Through the page cache, start the writeback of each FLUSH_BYTES now, so the final fsync is short:
-        # posix_fadvise(DONTNEED) queues it without waiting (Linux), fdatasync elsewhere (macOS).
-        self.unflushed += n
-        if self.unflushed >= FLUSH_BYTES:
-            advise = getattr(os, "posix_fadvise", None)
-            with contextlib.suppress(OSError):
-                if advise is not None:
-                    advise(self.fd, offset + n - self.unflushed, self.unflushed, os.POSIX_FADV_DONTNEED)
-                else:
-                    getattr(os, "fdatasync", os.fsync)(self.fd)
-            self.unflushed = 0
-
-    def close(self):
-        """Drain both stages, then fsync and close the part; raises the first error a stage met."""
-        if self.fd is None:
-            return
-        try:
-            if self.threads:
-                self.to_hash.put(None)
-                for thread in self.threads:
-                    thread.join()
-                self.threads = []
-            if self.error is not None:
-                raise self.error
-            os.fsync(self.fd)
-        finally:
-            if self.direct_fd is not None:
-                os.close(self.direct_fd)
-                self.direct_fd = None
-            if self.fd is not None:
-                os.close(self.fd)
-                self.fd = None
-
-
-def _cpus():
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # macOS has no sched_getaffinity
-        return os.cpu_count() or 1
 
 
 def _is_clearly_not_model(chunk):
