@@ -2,7 +2,9 @@
 
 `make bench` (or `python -m tests.bench snapshot`). One run, every peer measured in the same run on the same
 tree; the figures printed are wall seconds and the ratios the issue sets targets for. The store runs as its
-own command line (a fresh Python process each time, as the peers are fresh processes).
+own command line (a fresh Python process each time, as the peers are fresh processes). Every step starts
+after an untimed `sync`: the peers write gigabytes into the page cache without waiting for the disk, and
+without it the next step (often ours, which fsyncs) would pay for their writeback.
 
 Environment (about the shape of a real WebUI tree with its venv): ~20k small files totalling ~400 MB in
 ~1,700 directories, ~300 symlinks, plus two 1 GiB incompressible model files.
@@ -42,7 +44,13 @@ def ensure_peers() -> None:
         )
 
 
+def settle() -> None:
+    """Write back what the previous step left dirty, untimed, so no step pays for another's writeback."""
+    subprocess.run(["sync"], check=True)
+
+
 def timed(argv: list[str], env: dict | None = None, cwd: str | None = None) -> float:
+    settle()
     t = time.monotonic()
     p = subprocess.run(argv, env=env, cwd=cwd, capture_output=True, text=True, check=False)
     dt = time.monotonic() - t
@@ -117,6 +125,7 @@ def du(path: Path) -> int:
 
 
 def ours(store: Path, *args: str) -> tuple[float, dict]:
+    settle()
     t = time.monotonic()
     p = subprocess.run(
         [sys.executable, str(STORE_PY), str(store), *args], capture_output=True, text=True, check=False
