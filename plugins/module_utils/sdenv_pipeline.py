@@ -56,10 +56,11 @@ class HashWritePipeline:
     """Buffers hashed (when a hasher is given) and written to `fd` in order, behind the caller.
 
     `fd` is the caller's, open for writing at least up to `offset` (where the first byte given goes); the
-    caller fsyncs and closes it after close(). `path` names the same file, opened once more with O_DIRECT.
+    caller fsyncs and closes it after close(). `path` names the same file, opened once more with O_DIRECT
+    (without a path, Linux reopens the fd itself through /proc).
     """
 
-    def __init__(self, fd, path, offset=0, hasher=None):
+    def __init__(self, fd, path=None, offset=0, hasher=None):
         import mmap
 
         self.fd = fd
@@ -70,10 +71,11 @@ class HashWritePipeline:
         self.direct_fd = None
         direct = getattr(os, "O_DIRECT", 0)
         if direct:
+            # /proc/self/fd/N is a link to the file itself: following it is the point there.
+            nofollow = os.O_NOFOLLOW if path is not None else 0
+            path = path if path is not None else f"/proc/self/fd/{fd}"
             with contextlib.suppress(OSError):  # EINVAL: this filesystem has no O_DIRECT
-                self.direct_fd = os.open(
-                    path, os.O_WRONLY | os.O_NOFOLLOW | direct | getattr(os, "O_CLOEXEC", 0)
-                )
+                self.direct_fd = os.open(path, os.O_WRONLY | nofollow | direct | getattr(os, "O_CLOEXEC", 0))
         area = mmap.mmap(-1, CHUNK * BUFFERS)
         views = [memoryview(area)[i * CHUNK : (i + 1) * CHUNK] for i in range(BUFFERS)]
         self.current = views[0]

@@ -2,7 +2,9 @@
 
 import hashlib
 import os
+import shutil
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,13 @@ from snapshot_fixtures import tree_state
 def no_racy_window(monkeypatch):
     # Files made by a test are seconds old at most; with the racy window at 0 the stat cache is exercised.
     monkeypatch.setattr(ss, "RACY_NS", 0)
+
+
+@pytest.fixture(autouse=True, params=["serial walk", "split walk"])
+def walk_split(request, monkeypatch):
+    # Every test runs with the walk in one process and split with a forked child (which big trees get).
+    monkeypatch.setattr(ss, "SPLIT_MIN_LINES", 10**9 if request.param == "serial walk" else 2)
+    return request.param
 
 
 state = tree_state
@@ -356,15 +365,17 @@ def test_stat_cache_after_churn_matches_a_walk_without_cache(env, tmp_path):
     assert tree == fresh["manifest"]["roots"][0]["tree"]
 
 
-def test_large_copy_and_hash_stores_exactly_the_hashed_bytes(tmp_path):
+@pytest.mark.parametrize("by_path", [True, False])
+def test_large_copy_stores_exactly_the_hashed_bytes(tmp_path, by_path):
     data = os.urandom(3 * (4 << 20) + 12345)  # several pipeline buffers and a tail of part of a block
     src, dst = tmp_path / "src", tmp_path / "dst"
     src.write_bytes(data)
     sfd = os.open(src, os.O_RDONLY)
+    os.lseek(sfd, 100, os.SEEK_SET)  # the copy starts at the file's start, wherever its position is
     dfd = os.open(dst, os.O_WRONLY | os.O_CREAT, 0o600)
     try:
         h = hashlib.sha256()
-        ss._copy_and_hash(sfd, dfd, str(dst), h)
+        ss._copy_fd(sfd, dfd, str(dst) if by_path else None, h)
     finally:
         os.close(sfd)
         os.close(dfd)
@@ -378,3 +389,97 @@ def test_timegm_matches_calendar():
 
     for t in (0, 951782400, 1709164800, 4102444799, 1795561441, -86400 * 365):
         assert ss._timegm(time.gmtime(t)) == calendar.timegm(time.gmtime(t)) == t
+
+
+def _second_half(store, snap):
+    lines = store.read_tree(snap["manifest"]["roots"][0]["tree"])
+    m = len(lines) // 2
+    return lines, m, ss._unesc(lines[m].split("\t", 1)[0]).split("/")
+
+
+def test_split_walk_child_verifies_exactly_the_second_half(env):
+    store, live = env
+    snap = store.snapshot([live])
+    lines, m, path = _second_half(store, snap)
+    parent, base = os.path.split(live)
+    pfd = os.open(parent, os.O_RDONLY)
+    try:
+
+        def verify():
+            return ss._verify_unchanged(pfd, base, path, lines, m, time.time_ns())
+
+        want = {"files": 0, "dirs": 0, "symlinks": 0, "bytes": 0}
+        for t in map(ss.parse_line, lines[m:]):
+            want[{"f": "files", "d": "dirs", "l": "symlinks"}[t[1]]] += 1
+            want["bytes"] += t[5] if t[1] == "f" else 0
+        assert verify() == want
+        first_half_file = next(t[0] for t in map(ss.parse_line, lines[1:m]) if t[1] == "f")
+        Path(live, first_half_file).write_text("edited in the first half")
+        assert verify() == want  # not the child's half
+        second_half_file = next(t[0] for t in map(ss.parse_line, lines[m:]) if t[1] == "f")
+        os.chmod(os.path.join(live, second_half_file), 0o600)
+        assert verify() is None
+    finally:
+        os.close(pfd)
+
+
+@pytest.mark.parametrize("walk_split", ["split walk"], indirect=True)
+@pytest.mark.parametrize("change", ["none", "added at the end", "removed at the split", "ancestor replaced"])
+def test_split_walk_matches_a_serial_walk(env, tmp_path, monkeypatch, change, walk_split):
+    store, live = env
+    snap = store.snapshot([live])
+    _lines, _m, path = _second_half(store, snap)
+    results = []
+    real = ss._Split.result
+
+    def spy(self):
+        results.append(real(self))
+        return results[-1]
+
+    monkeypatch.setattr(ss._Split, "result", spy)
+    if change == "added at the end":
+        Path(live, "zzz-new").write_text("new")
+    elif change == "removed at the split":
+        target = os.path.join(live, *path)
+        if os.path.isdir(target) and not os.path.islink(target):
+            shutil.rmtree(target)
+        else:
+            os.unlink(target)
+    elif change == "ancestor replaced" and len(path) > 1:
+        anc = os.path.join(live, path[0])
+        shutil.rmtree(anc)
+        Path(anc).write_text("a file where the directory was")
+    second = store.snapshot([live])
+    assert len(results) == 1
+    assert (results[0] is not None) == (change == "none")
+    fresh = ss.Store(str(tmp_path / "fresh")).snapshot([live])
+    assert second["manifest"]["roots"][0]["tree"] == fresh["manifest"]["roots"][0]["tree"]
+
+
+def test_id_time_matches_strptime():
+    import calendar
+
+    for sid in (
+        "20261125T002142.020979Z-1042",
+        "19991231T235959.999999Z-ffff",
+        "20000229T120000.000001Z-0000",
+    ):
+        want = calendar.timegm(time.strptime(sid[:15], "%Y%m%dT%H%M%S")) * 10**9 + int(sid[16:22]) * 1000
+        assert ss._id_time_ns(sid) == want
+
+
+def test_trees_written_zlib_compressed_by_earlier_versions_are_still_read(env):
+    import zlib
+
+    store, live = env
+    snap = store.snapshot([live])
+    tree = snap["manifest"]["roots"][0]["tree"]
+    path = store._p("trees", tree)
+    with open(path, "rb") as f:
+        plain = f.read()
+    assert plain.startswith(b".\t")
+    os.chmod(path, 0o644)
+    Path(path).write_bytes(zlib.compress(plain, 1))
+    assert store.read_tree(tree) == plain.decode("utf-8", "surrogateescape").splitlines(keepends=True)
+    assert store.check(deep=True)["ok"]
+    assert store.snapshot([live])["manifest"]["stats"]["read_files"] == 0  # the stat cache still works
