@@ -56,7 +56,7 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.model_lock_edit import LockEditError, pin
-from ansible.module_utils.stat_cache import write_bytes_atomic
+from ansible.module_utils.sdenv_atomic import write_bytes_atomic
 
 
 def main():

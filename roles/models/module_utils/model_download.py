@@ -28,13 +28,15 @@ from urllib.parse import unquote, urljoin, urlsplit
 try:
     from ansible.module_utils.model_fastpath import cached_entry, default_stat_cache
     from ansible.module_utils.safetensors_check import SafetensorsError, check_file, describe_non_model
+    from ansible.module_utils.sdenv_atomic import fsync_dir
     from ansible.module_utils.sdenv_pipeline import HashWritePipeline
-    from ansible.module_utils.stat_cache import StatCache, fsync_dir, write_json_atomic
+    from ansible.module_utils.stat_cache import StatCache, write_json_atomic
 except ImportError:  # unit tests import the module_utils directories directly
     from model_fastpath import cached_entry, default_stat_cache
     from safetensors_check import SafetensorsError, check_file, describe_non_model
+    from sdenv_atomic import fsync_dir
     from sdenv_pipeline import HashWritePipeline
-    from stat_cache import StatCache, fsync_dir, write_json_atomic
+    from stat_cache import StatCache, write_json_atomic
 
 CHUNK = 1 << 20
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")

@@ -14,13 +14,8 @@ import json
 import os
 import stat
 
-try:
-    from ansible.module_utils.sdenv_atomic import fsync_dir, write_bytes_atomic
-except ImportError:  # unit tests import module_utils directly
-    from sdenv_atomic import fsync_dir, write_bytes_atomic
-
-# fsync_dir and write_bytes_atomic are re-exported: the models modules import them from here.
-__all__ = ["FORMAT", "StatCache", "fsync_dir", "identity", "write_bytes_atomic", "write_json_atomic"]
+# sdenv_atomic is imported only where a cache is written: the re-run fast path (model_fastpath) only reads
+# one, and every module it loads costs the target host time on each task.
 
 FORMAT = 1
 
@@ -108,5 +103,10 @@ class StatCache:
 
 def write_json_atomic(path, doc, mode=0o644, uid=-1, gid=-1):
     """Write JSON to `path` atomically: temp file in the same directory, fsync, rename, fsync directory."""
+    try:
+        from ansible.module_utils.sdenv_atomic import write_bytes_atomic
+    except ImportError:  # unit tests import module_utils directly
+        from sdenv_atomic import write_bytes_atomic
+
     data = (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode("utf-8")
     write_bytes_atomic(path, data, mode=mode, uid=uid, gid=gid)
