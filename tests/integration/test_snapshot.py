@@ -66,7 +66,10 @@ def tree(tmp_path):
     return ss.Store(str(tmp_path / "store")), live
 
 
-def test_pip_like_churn_rollback_is_identical_and_can_be_undone(tree):
+@pytest.mark.parametrize("walk", ["serial", "split"])
+def test_pip_like_churn_rollback_is_identical_and_can_be_undone(tree, monkeypatch, walk):
+    # "split": the walk forks its read-only checker, as it does on trees of 5,000+ entries.
+    monkeypatch.setattr(ss, "SPLIT_MIN_LINES", 2 if walk == "split" else 10**9)
     store, live = tree
     rng = random.Random(1)
     files = build_tree(live, 3000, 3 << 20, rng)
