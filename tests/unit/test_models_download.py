@@ -352,3 +352,21 @@ def test_settled_result_is_the_module_fast_path(tmp_path, bundle, monkeypatch):
     assert (
         model_fastpath.settled_result(dest, sha256_hex(blob), stat_cache=spec.stat_cache, addnet=True) is None
     )
+
+
+def test_owner_group_and_mode_parsing_shared_by_both_modules():
+    import grp
+    import pwd
+
+    import model_fastpath
+
+    root = pwd.getpwuid(0)
+    assert model_fastpath.resolve_ids(None, None) == (-1, -1)
+    assert model_fastpath.resolve_ids(root.pw_name, None) == (0, root.pw_gid)
+    assert model_fastpath.resolve_ids(None, grp.getgrgid(0).gr_name) == (-1, 0)
+    with pytest.raises(KeyError):
+        model_fastpath.resolve_ids("sdenv-no-such-user-x", None)
+    assert model_fastpath.parse_mode("0644") == 0o644
+    assert model_fastpath.parse_mode(420) == 0o644
+    with pytest.raises(ValueError):
+        model_fastpath.parse_mode("rw-r--r--")

@@ -3,8 +3,9 @@
 # 1. The token: `token_env` names a variable in the environment of `make provision` (the controller). It is
 #    passed to the module as the no_log `token` argument, which travels in the module's arguments (stdin with
 #    pipelining, or a 0600 temp file), never on a command line or in `environment:` where -vvv and `ps` show it.
-# 2. Progress: the module first runs synchronously with download=false. That is the whole job when the file
-#    is present (the stat-cache fast path costs one module run, no polling). When a download is needed, the
+# 2. Progress: the small model_file_check module runs first: a present file the stat cache vouches for is
+#    then done (one small module run, no polling). Otherwise the module runs synchronously with
+#    download=false, which is the whole job when the present file hashes right. When a download is needed, the
 #    module runs again under async_wrapper with a progress file; this plugin polls that file (and the async
 #    job file) with one small raw command every few seconds and prints percent, MB/s and ETA.
 from __future__ import annotations
@@ -26,6 +27,8 @@ PRINT_SECONDS = 5.0
 # How long a download may take before the async wrapper gives up (the module's own timeouts come first).
 ASYNC_LIMIT = 6 * 3600
 MB = 1_000_000
+# What model_file_check takes of model_file's arguments.
+CHECK_ARGS = ("dest", "sha256", "size", "name", "owner", "group", "mode", "stat_cache", "addnet_hash")
 
 
 def format_progress(doc):
@@ -58,6 +61,17 @@ class ActionModule(ActionBase):
             token = os.environ.get(token_env)
             if token:
                 args["token"] = token
+        if args.get("sha256") and not args.get("deep"):
+            # The re-run fast path first, in the small model_file_check module: a present, unchanged model
+            # then costs about a no-op task (model_file's payload carries the whole download machinery).
+            quick = self._execute_module(
+                module_name="model_file_check",
+                module_args={k: args[k] for k in CHECK_ARGS if args.get(k) is not None},
+                task_vars=task_vars,
+            )
+            if quick.pop("settled", False) and not quick.get("failed"):
+                self._remove_tmp_path(self._connection._shell.tmpdir)
+                return merge_hash(result, quick)
         probe = self._execute_module(
             module_name="model_file", module_args={**args, "download": False}, task_vars=task_vars
         )

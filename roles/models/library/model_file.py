@@ -147,40 +147,30 @@ attempts:
   returned: always
 """
 
-import grp
 import os
-import pwd
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.model_fastpath import settled_result
+from ansible.module_utils.model_fastpath import parse_mode, resolve_ids, settled_result
 
 
 def _ids(module):
     """(uid, gid, warnings) for owner/group; -1 keeps the current value."""
     owner, group = module.params["owner"], module.params["group"]
-    uid = gid = -1
-    warnings = []
     try:
-        if owner:
-            entry = pwd.getpwnam(owner)
-            uid, gid = entry.pw_uid, entry.pw_gid
-        if group:
-            gid = grp.getgrnam(group).gr_gid
+        return (*resolve_ids(owner, group), [])
     except KeyError:
         if not module.check_mode:
             module.fail_json(
                 msg=f"the owner {owner!r} or group {group!r} of {module.params['dest']} does not exist"
             )
-        warnings.append(f"owner {owner!r} / group {group!r} does not exist yet (check mode)")
-    return uid, gid, warnings
+        return -1, -1, [f"owner {owner!r} / group {group!r} does not exist yet (check mode)"]
 
 
 def _mode(module):
-    mode = module.params["mode"]
     try:
-        return int(mode, 8) if isinstance(mode, str) else int(mode)
+        return parse_mode(module.params["mode"])
     except ValueError:
-        module.fail_json(msg=f"mode {mode!r} is not an octal file mode such as '0644'")
+        module.fail_json(msg=f"mode {module.params['mode']!r} is not an octal file mode such as '0644'")
 
 
 def main():

@@ -14,6 +14,25 @@ except ImportError:  # unit tests import the module_utils directories directly
     from stat_cache import StatCache
 
 
+def resolve_ids(owner, group):
+    """(uid, gid) for an owner and group name; -1 keeps the current value. Raises KeyError for an unknown one."""
+    import grp
+    import pwd
+
+    uid = gid = -1
+    if owner:
+        entry = pwd.getpwnam(owner)
+        uid, gid = entry.pw_uid, entry.pw_gid
+    if group:
+        gid = grp.getgrnam(group).gr_gid
+    return uid, gid
+
+
+def parse_mode(mode):
+    """A file mode from '0644' (octal text) or an int. Raises ValueError."""
+    return int(mode, 8) if isinstance(mode, str) else int(mode)
+
+
 def default_stat_cache(dest):
     return os.path.join(os.path.dirname(os.path.abspath(dest)), ".sdenv-stat-cache.json")
 
