@@ -71,3 +71,18 @@ def remove_user(name):
         subprocess.run(["pkill", "-KILL", "-u", name], check=False)
         subprocess.run(["userdel", "--remove", name], capture_output=True, check=False)
     shutil.rmtree(f"/home/{name}", ignore_errors=True)
+
+
+def ansiballz_payload_dirs(module):
+    """AnsiballZ's payload directories of `module` in the temp directory: it removes its own when the module
+    ends, so a test that kills a module on purpose removes the ones that appeared meanwhile."""
+    import tempfile
+
+    return set(Path(tempfile.gettempdir()).glob(f"ansible_{module}_payload_*"))
+
+
+def remove_payload_dirs_left_by_a_kill(module, before):
+    """Remove the payload directories of `module` that appeared since `before` (and only that shape)."""
+    for leftover in ansiballz_payload_dirs(module) - before:
+        if [p.name for p in leftover.iterdir()] == [f"ansible_{module}_payload.zip"]:
+            shutil.rmtree(leftover, ignore_errors=True)

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 from model_fixtures import ModelServer, random_safetensors, sha256_hex
-from sdenv_testlib import ROOT
+from sdenv_testlib import ROOT, ansiballz_payload_dirs, remove_payload_dirs_left_by_a_kill
 
 TOKEN = "tok-" + os.urandom(6).hex()
 
@@ -198,6 +198,7 @@ def test_kill_9_of_the_module_then_resume(test_inventory, webui, models, server,
     env = {"SDT_MODELS_TOKEN": TOKEN}
     progress = inventory.state_dir / "models" / ".testckpt.safetensors.progress.json"
     part = webui / "models" / "Stable-diffusion" / "testckpt.safetensors.part"
+    payloads_before = ansiballz_payload_dirs("model_file")
     first = subprocess.Popen(
         [
             str(ROOT / ".venv" / "bin" / "ansible-playbook"),
@@ -228,6 +229,7 @@ def test_kill_9_of_the_module_then_resume(test_inventory, webui, models, server,
     finally:
         if first.poll() is None:
             first.kill()
+        remove_payload_dirs_left_by_a_kill("model_file", payloads_before)  # only this test runs it meanwhile
     assert first.returncode != 0
     assert "ended without a result" in output and "run again to resume" in output, output[-3000:]
     assert "Traceback" not in output, output[-4000:]

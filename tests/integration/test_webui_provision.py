@@ -14,7 +14,7 @@ from pathlib import Path
 import clip_tokenizer_files
 import pytest
 import yaml
-from sdenv_testlib import ROOT
+from sdenv_testlib import ROOT, ansiballz_payload_dirs, remove_payload_dirs_left_by_a_kill
 from webui_fixtures import SUBREPOS, build_webui_upstream, offline, serve_http
 
 SHIPPED = ROOT / "roles" / "webui" / "files" / "clip-vit-large-patch14"
@@ -223,6 +223,7 @@ def test_a_killed_venv_bootstrap_converges_next_run(test_inventory, make_target,
         f"ARGS={TAGS}",
     ]
     env = {**os.environ, "ANSIBLE_NOCOLOR": "1"}
+    payloads_before = ansiballz_payload_dirs("webui_venv")
     with subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
                           start_new_session=True) as proc:  # fmt: skip
         try:
@@ -231,6 +232,9 @@ def test_a_killed_venv_bootstrap_converges_next_run(test_inventory, make_target,
             os.killpg(proc.pid, signal.SIGKILL)
             subprocess.run(["pkill", "-KILL", "-u", inventory.user], check=False)
             fixture.hold_clip_build.unlink()
+            remove_payload_dirs_left_by_a_kill(
+                "webui_venv", payloads_before
+            )  # only this test runs it meanwhile
     webui = Path(pwd.getpwnam(inventory.user).pw_dir) / "stable-diffusion-webui"
     assert (webui / "venv").is_dir() and not (webui / "venv/.sdenv-venv.json").exists()
 
