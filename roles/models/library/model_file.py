@@ -150,7 +150,7 @@ attempts:
 import os
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.model_fastpath import parse_mode, resolve_ids, settled_result
+from ansible.module_utils.model_fastpath import parse_mode, resolve_ids
 
 
 def _ids(module):
@@ -200,23 +200,8 @@ def main():
     p = module.params
     uid, gid, warnings = _ids(module)
     mode = _mode(module)
-    if not p["deep"] and p["sha256"]:
-        # The re-run fast path: nothing to read, nothing to load (see module_utils/model_fastpath.py).
-        settled = settled_result(
-            p["dest"],
-            p["sha256"],
-            name=p["name"],
-            size=p["size"],
-            stat_cache=p["stat_cache"],
-            addnet=p["addnet_hash"] and p["dest"].lower().endswith(".safetensors"),
-            uid=uid,
-            gid=gid,
-            mode=mode,
-        )
-        if settled is not None:
-            for warning in warnings + settled.pop("warnings"):
-                module.warn(warning)
-            module.exit_json(**settled)
+    # The re-run fast path (a present file the stat cache vouches for) is model_file_check's, which the action
+    # plugin runs first; the Installer below accepts such a file the same way when this module runs alone.
     from ansible.module_utils.model_download import Installer, ModelFileError, Spec
 
     token = p["token"] or (os.environ.get(p["token_env"]) if p["token_env"] else None)

@@ -182,21 +182,26 @@ def _clone(src_fd: int, dst_fd: int) -> bool:
 
 
 def _pipeline():
-    """sdenv_pipeline.HashWritePipeline, imported when a large file is copied."""
-    try:
-        from ansible.module_utils.sdenv_pipeline import HashWritePipeline
-    except ImportError:  # unit tests and the command line: the toolkit's module_utils beside this role's
-        sys.path.append(
-            os.path.join(os.path.dirname(os.path.abspath(__file__)), *[".."] * 3, "plugins", "module_utils")
+    """The toolkit's sdenv_pipeline module (HashWritePipeline, cpus), imported where it is used. Run as a
+    module on a host it sits beside this one in ansible.module_utils; run anywhere else (unit tests, the
+    command line) it is imported from the toolkit's plugins/module_utils, without first trying (and paying
+    ~10 ms for) an import of ansible, which a no-change snapshot must not."""
+    if __name__.startswith("ansible.module_utils."):
+        from ansible.module_utils import sdenv_pipeline
+    else:
+        toolkit = os.path.join(
+            os.path.dirname(os.path.abspath(__file__)), *[".."] * 3, "plugins", "module_utils"
         )
-        from sdenv_pipeline import HashWritePipeline
-    return HashWritePipeline
+        if toolkit not in sys.path:
+            sys.path.append(toolkit)
+        import sdenv_pipeline
+    return sdenv_pipeline
 
 
 def _copy_fd(src_fd: int, dst_fd: int, dst_path: str | None = None, h=None) -> None:
     """Copy src (from its start) into dst, feeding h with exactly the bytes written when given; dst written
     with O_DIRECT where possible, so the fsync that follows finds little to do (sdenv_pipeline)."""
-    pipe = _pipeline()(dst_fd, dst_path, 0, h)
+    pipe = _pipeline().HashWritePipeline(dst_fd, dst_path, 0, h)
     try:
         off = 0
         while n := os.preadv(src_fd, [pipe.take()], off):
@@ -924,6 +929,30 @@ def _walk_suffix(pfd: int, base: str, path: list, visit) -> None:
             os.close(fd)
 
 
+_COUNTED_AS = {"f": "files", "d": "dirs", "l": "symlinks"}
+
+
+def _stat_key(rel_e: str, st):
+    """(type, size, stat-cache key) of an entry; None for what a tree does not hold (sockets, FIFOs,
+    devices). The key is a line's first nine fields and the TAB after them, so it is a prefix of exactly the
+    lines with those fields: equal key => same content as recorded (ctime catches writes, chmod, xattrs).
+    The walk's fast path for files and symlinks (_walk_root) builds the same string inline, for speed."""
+    mode = st.st_mode
+    if stat.S_ISREG(mode):
+        t, size = "f", st.st_size
+    elif stat.S_ISDIR(mode):
+        t, size = "d", 0
+    elif stat.S_ISLNK(mode):
+        t, size = "l", 0
+    else:
+        return None
+    key = (
+        f"{rel_e}\t{t}\t{mode & 0o7777:o}\t{st.st_uid}\t{st.st_gid}\t{size}\t{st.st_mtime_ns}"
+        f"\t{st.st_ctime_ns}\t{st.st_ino}\t"
+    )
+    return t, size, key
+
+
 def _verify_unchanged(pfd: int, base: str, path: list, prev_lines: list, line: int, racy_before: int):
     """Counts of the entries at or after `path` when each one's stat-cache key is, in order, the one on
     prev_lines[line:] (the test a walk applies to reuse a parent line), and nothing else is there; else None."""
@@ -933,30 +962,16 @@ def _verify_unchanged(pfd: int, base: str, path: list, prev_lines: list, line: i
 
     def check(dfd: int, name: str, rel: str, st) -> None:
         nonlocal cursor
-        mode = st.st_mode
-        if stat.S_ISREG(mode):
-            t, size = "f", st.st_size
-        elif stat.S_ISDIR(mode):
-            t, size = "d", 0
-        elif stat.S_ISLNK(mode):
-            t, size = "l", 0
-        else:
+        got = _stat_key(_esc(rel), st)
+        if got is None or cursor >= nprev or st.st_ctime_ns >= racy_before:
             raise _Mismatch
-        if cursor >= nprev or st.st_ctime_ns >= racy_before:
-            raise _Mismatch
-        if not prev_lines[cursor].startswith(
-            f"{_esc(rel)}\t{t}\t{mode & 0o7777:o}\t{st.st_uid}\t{st.st_gid}\t{size}\t{st.st_mtime_ns}"
-            f"\t{st.st_ctime_ns}\t{st.st_ino}\t"
-        ):
+        t, size, key = got
+        if not prev_lines[cursor].startswith(key):
             raise _Mismatch
         cursor += 1
-        if t == "f":
-            counts["files"] += 1
-            counts["bytes"] += size
-        elif t == "l":
-            counts["symlinks"] += 1
-        else:
-            counts["dirs"] += 1
+        counts[_COUNTED_AS[t]] += 1
+        counts["bytes"] += size
+        if t == "d":
             cfd = os.open(name, _DIR_FLAGS, dir_fd=dfd)
             try:
                 for ename, est in _scan(cfd):
@@ -1162,12 +1177,8 @@ class _Snapshotter:
         CPU, no fork, threads already running)."""
         if len(prev_lines) < SPLIT_MIN_LINES or not hasattr(os, "fork") or threading.active_count() > 1:
             return None
-        try:
-            if len(os.sched_getaffinity(0)) < 2:
-                return None
-        except AttributeError:  # macOS
-            if (os.cpu_count() or 1) < 2:
-                return None
+        if _pipeline().cpus() < 2:
+            return None
         line = len(prev_lines) // 2
         path = _unesc(prev_lines[line][: prev_lines[line].index("\t")]).split("/")
         if path == ["."]:
@@ -1227,28 +1238,16 @@ class _Snapshotter:
             """One entry (and a directory's subtree). With `limit` (the path, as components below this
             directory, where the other half of a split walk starts) only what comes before it in walk order."""
             nonlocal cursor
-            mode = st.st_mode
             rel_e = _esc(rel)
-            if stat.S_ISREG(mode):
-                t, size = "f", st.st_size
-                counts["files"] += 1
-                counts["bytes"] += size
-            elif stat.S_ISDIR(mode):
-                t, size = "d", 0
-                counts["dirs"] += 1
-            elif stat.S_ISLNK(mode):
-                t, size = "l", 0
-                counts["symlinks"] += 1
-            else:
+            got = _stat_key(rel_e, st)
+            if got is None:
                 self.skipped += 1
                 self.warnings.append(f"{os.path.join(root, rel)} skipped: not a file, directory or symlink")
                 return
-            # The stat-cache key: equal key => same content as recorded (ctime catches writes, chmod, xattrs).
-            # It ends in the TAB before `ref`, so it is a prefix of exactly the lines with these nine fields.
-            hit = lookup(
-                f"{rel_e}\t{t}\t{mode & 0o7777:o}\t{st.st_uid}\t{st.st_gid}\t{size}\t{st.st_mtime_ns}"
-                f"\t{st.st_ctime_ns}\t{st.st_ino}\t"
-            )
+            t, size, key = got
+            counts[_COUNTED_AS[t]] += 1
+            counts["bytes"] += size
+            hit = lookup(key)
             if hit is not None and st.st_ctime_ns < racy_before:
                 append(hit)
             elif t == "d":
