@@ -301,7 +301,9 @@ def test_make_targets_end_to_end(tmp_path, test_inventory, webui_user, make_targ
     # owner and mtime, and nothing else under its roots. What it captured is read back from the store.
     captured = tmp_path / "captured"
     store.restore(base["id"], str(captured))
-    assert state(home) == state(captured / str(home).lstrip("/"))
+    for root in m["roots"]:
+        assert state(root["path"]) == state(captured / root["path"].lstrip("/")), root["path"]
+    assert {r["path"] for r in m["roots"]} == {str(webui), str(home / ".zprofile")}
     # Ansible's temp directories never land in the account's home (remote_tmp is the system temp directory),
     # so the home holds what the snapshot captured and no trace of the runs in between.
     assert not (home / ".ansible").exists()
