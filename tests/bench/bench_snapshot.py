@@ -30,8 +30,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-STORE_PY = ROOT / "roles" / "snapshot" / "module_utils" / "snapshot_store.py"
-STORE_PATH = [str(STORE_PY.parent), str(ROOT / "plugins" / "module_utils")]
+STORE_PKG = ROOT / "roles" / "snapshot" / "module_utils" / "snapshot_store"
+STORE_PATH = [STORE_PKG.parent, ROOT / "plugins" / "module_utils"]
 N_DIRS = 1700
 N_FILES = 20000
 SMALL_TOTAL = 400 * 1024 * 1024
@@ -142,8 +142,9 @@ def store_env(lib: Path) -> dict:
     """The environment the store runs in: a byte-compiled copy of its modules in `lib` on PYTHONPATH."""
     lib.mkdir()
     for d in STORE_PATH:
-        for src in Path(d).glob("*.py"):
+        for src in d.glob("*.py"):
             shutil.copy2(src, lib / src.name)
+    shutil.copytree(STORE_PKG, lib / STORE_PKG.name, ignore=shutil.ignore_patterns("__pycache__"))
     subprocess.run([sys.executable, "-m", "compileall", "-q", str(lib)], check=True)
     return dict(os.environ, PYTHONPATH=str(lib))
 
@@ -154,9 +155,9 @@ STORE_ENV: dict = {}
 def ours(store: Path, *args: str, as_script: bool = False) -> tuple[float, dict]:
     settle()
     argv = (
-        [str(STORE_PY)]
+        [str(STORE_PKG)]
         if as_script
-        else ["-c", "import sys, snapshot_store; sys.exit(snapshot_store.main())"]
+        else ["-c", "import sys; from snapshot_store.cli import main; sys.exit(main())"]
     )
     t = time.monotonic()
     p = subprocess.run(

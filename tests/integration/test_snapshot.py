@@ -15,8 +15,9 @@ import pytest
 import snapshot_store as ss
 from sdenv_testlib import ROOT
 from snapshot_fixtures import tree_state
+from snapshot_store import snapshotter
 
-STORE_PY = ROOT / "roles" / "snapshot" / "module_utils" / "snapshot_store.py"
+STORE_PY = ROOT / "roles" / "snapshot" / "module_utils" / "snapshot_store"
 
 
 state = tree_state
@@ -69,7 +70,7 @@ def tree(tmp_path):
 @pytest.mark.parametrize("walk", ["serial", "split"])
 def test_pip_like_churn_rollback_is_identical_and_can_be_undone(tree, monkeypatch, walk):
     # "split": the walk forks its read-only checker, as it does on trees of 5,000+ entries.
-    monkeypatch.setattr(ss, "SPLIT_MIN_LINES", 2 if walk == "split" else 10**9)
+    monkeypatch.setattr(snapshotter, "SPLIT_MIN_LINES", 2 if walk == "split" else 10**9)
     store, live = tree
     rng = random.Random(1)
     files = build_tree(live, 3000, 3 << 20, rng)

@@ -10,18 +10,20 @@ from pathlib import Path
 import pytest
 import snapshot_store as ss
 from snapshot_fixtures import tree_state
+from snapshot_store import fileio, snapshotter
+from snapshot_store import format as fmt
 
 
 @pytest.fixture(autouse=True)
 def no_racy_window(monkeypatch):
     # Files made by a test are seconds old at most; with the racy window at 0 the stat cache is exercised.
-    monkeypatch.setattr(ss, "RACY_NS", 0)
+    monkeypatch.setattr(snapshotter, "RACY_NS", 0)
 
 
 @pytest.fixture(autouse=True, params=["serial walk", "split walk"])
 def walk_split(request, monkeypatch):
     # Every test runs with the walk in one process and split with a forked child (which big trees get).
-    monkeypatch.setattr(ss, "SPLIT_MIN_LINES", 10**9 if request.param == "serial walk" else 2)
+    monkeypatch.setattr(snapshotter, "SPLIT_MIN_LINES", 10**9 if request.param == "serial walk" else 2)
     return request.param
 
 
@@ -112,8 +114,8 @@ def test_same_size_same_mtime_edit_is_caught_by_ctime(env):
 def test_small_files_are_packed_large_files_are_objects(env):
     store, live = env
     store.snapshot([live])
-    packs = [n for _, n in ss._walk_store_files(store, "packs")]
-    objects = [n for n, _ in ss._walk_store_files(store, "objects")]
+    packs = [n for _, n in store.walk_files("packs")]
+    objects = [n for n, _ in store.walk_files("objects")]
     assert len(packs) == 1, "300 small files must share one pack, not one file each"
     with open(os.path.join(live, "models", "big.safetensors"), "rb") as f:
         assert objects == [hashlib.sha256(f.read()).hexdigest()]
@@ -166,14 +168,14 @@ def test_rollback_never_writes_through_a_symlink_that_replaced_a_directory(env, 
 
 def test_crash_before_manifest_leaves_garbage_only(env, monkeypatch):
     store, live = env
-    real = store._atomic_write
+    real = store.atomic_write
 
     def fail_on_manifest(final, data, mode=0o444):
         if os.sep + "snapshots" + os.sep in final:
             raise OSError(5, "simulated crash")
         return real(final, data, mode)
 
-    monkeypatch.setattr(store, "_atomic_write", fail_on_manifest)
+    monkeypatch.setattr(store, "atomic_write", fail_on_manifest)
     with pytest.raises(ss.SnapshotError):
         store.snapshot([live])
     monkeypatch.undo()
@@ -187,7 +189,7 @@ def test_crash_before_manifest_leaves_garbage_only(env, monkeypatch):
 def test_check_finds_missing_pack_and_deep_finds_damaged_object(env):
     store, live = env
     store.snapshot([live])
-    ((_, path),) = list(ss._walk_store_files(store, "objects"))
+    ((_, path),) = list(store.walk_files("objects"))
     os.chmod(path, 0o644)
     with open(path, "r+b") as f:
         first = f.read(1)
@@ -196,7 +198,7 @@ def test_check_finds_missing_pack_and_deep_finds_damaged_object(env):
     assert store.check()["ok"], "a same-size change is only visible to DEEP"
     deep = store.check(deep=True)
     assert not deep["ok"] and any("damaged" in e for e in deep["errors"])
-    ((_, pack),) = list(ss._walk_store_files(store, "packs"))
+    ((_, pack),) = list(store.walk_files("packs"))
     os.unlink(pack)
     assert any("is missing" in e for e in store.check()["errors"])
 
@@ -255,7 +257,7 @@ def test_interrupted_rollback_journal_is_recovered(env):
     snap = store.snapshot([live])
     stray = os.path.join(live, "venv", ss.TMP_PREFIX + "abc.1.tmp")
     Path(stray).write_text("half")
-    store._atomic_write(
+    store.atomic_write(
         os.path.join(store.path, "journal", "abc.json"),
         b'{"token": "abc", "target": "T", "before": "B", "roots": ["%s"]}' % live.encode(),
     )
@@ -341,8 +343,8 @@ def test_diff_listings():
 
 def test_tree_line_escaping_round_trips():
     name = "we\tird\nna\\me"
-    assert ss._unesc(ss._esc(name)) == name
-    assert "\t" not in ss._esc(name) and "\n" not in ss._esc(name)
+    assert fmt.unesc(fmt.esc(name)) == name
+    assert "\t" not in fmt.esc(name) and "\n" not in fmt.esc(name)
 
 
 def test_stat_cache_after_churn_matches_a_walk_without_cache(env, tmp_path):
@@ -375,7 +377,7 @@ def test_large_copy_stores_exactly_the_hashed_bytes(tmp_path, by_path):
     dfd = os.open(dst, os.O_WRONLY | os.O_CREAT, 0o600)
     try:
         h = hashlib.sha256()
-        ss._copy_fd(sfd, dfd, str(dst) if by_path else None, h)
+        fileio.copy_fd(sfd, dfd, str(dst) if by_path else None, h)
     finally:
         os.close(sfd)
         os.close(dfd)
@@ -388,13 +390,13 @@ def test_timegm_matches_calendar():
     import time
 
     for t in (0, 951782400, 1709164800, 4102444799, 1795561441, -86400 * 365):
-        assert ss._timegm(time.gmtime(t)) == calendar.timegm(time.gmtime(t)) == t
+        assert fmt.timegm(time.gmtime(t)) == calendar.timegm(time.gmtime(t)) == t
 
 
 def _second_half(store, snap):
     lines = store.read_tree(snap["manifest"]["roots"][0]["tree"])
     m = len(lines) // 2
-    return lines, m, ss._unesc(lines[m].split("\t", 1)[0]).split("/")
+    return lines, m, fmt.unesc(lines[m].split("\t", 1)[0]).split("/")
 
 
 def test_split_walk_child_verifies_exactly_the_second_half(env):
@@ -406,7 +408,7 @@ def test_split_walk_child_verifies_exactly_the_second_half(env):
     try:
 
         def verify():
-            return ss._verify_unchanged(pfd, base, path, lines, m, time.time_ns())
+            return snapshotter.verify_unchanged(pfd, base, path, lines, m, time.time_ns())
 
         want = {"files": 0, "dirs": 0, "symlinks": 0, "bytes": 0}
         for t in map(ss.parse_line, lines[m:]):
@@ -430,13 +432,13 @@ def test_split_walk_matches_a_serial_walk(env, tmp_path, monkeypatch, change, wa
     snap = store.snapshot([live])
     _lines, _m, path = _second_half(store, snap)
     results = []
-    real = ss._Split.result
+    real = snapshotter.Split.result
 
     def spy(self):
         results.append(real(self))
         return results[-1]
 
-    monkeypatch.setattr(ss._Split, "result", spy)
+    monkeypatch.setattr(snapshotter.Split, "result", spy)
     if change == "added at the end":
         Path(live, "zzz-new").write_text("new")
     elif change == "removed at the split":
@@ -465,7 +467,7 @@ def test_id_time_matches_strptime():
         "20000229T120000.000001Z-0000",
     ):
         want = calendar.timegm(time.strptime(sid[:15], "%Y%m%dT%H%M%S")) * 10**9 + int(sid[16:22]) * 1000
-        assert ss._id_time_ns(sid) == want
+        assert fmt.id_time_ns(sid) == want
 
 
 def test_trees_written_zlib_compressed_by_earlier_versions_are_still_read(env):
@@ -474,7 +476,7 @@ def test_trees_written_zlib_compressed_by_earlier_versions_are_still_read(env):
     store, live = env
     snap = store.snapshot([live])
     tree = snap["manifest"]["roots"][0]["tree"]
-    path = store._p("trees", tree)
+    path = store.p("trees", tree)
     with open(path, "rb") as f:
         plain = f.read()
     assert plain.startswith(b".\t")

@@ -1,0 +1,676 @@
+"""Taking a snapshot: the walk over the roots, the stat cache, small blobs into packs, large ones into objects.
+
+Invariants kept here:
+- The listing of a root is the one a single serial walk gives: depth first, siblings sorted by name, one
+  line per entry (format.parse_line), whether the walk was split in two halves or not.
+- A line is reused from the parent listing only when its stat-cache key (the first nine fields) is equal;
+  a file whose ctime is within RACY_NS of the snapshot's start is recorded with ctime 0, so it is read again.
+- Write order: blobs (packs, objects) are durable before the index naming them, trees before the manifest,
+  and the manifest is written last.
+- An exception (not a kill) removes this run's temp files; a kill leaves only garbage (tmp/, unindexed packs,
+  unreachable blobs and trees).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import operator
+import os
+import stat
+import sys
+import threading
+import time
+
+from .fileio import DIR_FLAGS, READ_FLAGS, clone, copy_fd, executor, pipeline, read_all, write_all, xattrs_get
+from .format import (
+    CHUNK,
+    LARGE,
+    VERSION,
+    SnapshotError,
+    collect_models,
+    comparable,
+    esc,
+    hostname,
+    id_time_ns,
+    key_of,
+    new_snapshot_id,
+    unesc,
+    validate_label,
+)
+from .packs import PackWriter
+
+RACY_NS = 2 * 10**9
+
+# A walk whose parent listing has at least this many lines is split in two halves by walk order: a forked
+# child checks that the second half is unchanged while this process walks the first (one lstat per entry
+# is most of a no-change snapshot; fork costs ~2 ms).
+SPLIT_MIN_LINES = 5000
+
+_entry_name = operator.attrgetter("name")
+_COUNTED_AS = {"f": "files", "d": "dirs", "l": "symlinks"}
+
+
+def take(
+    store,
+    roots: list[str],
+    label: str = "",
+    kind: str = "manual",
+    pinned: bool = False,
+    facts: dict | None = None,
+    dry_run: bool = False,
+    only_if_changed: bool = False,
+    _locked: bool = False,
+    _listings: dict | None = None,
+) -> dict:
+    """The snapshot operation (Store.snapshot): lock, recover, walk, write, manifest last."""
+    label = validate_label(label)
+    roots = normalize_roots(roots)
+    if dry_run:
+        if not os.path.exists(os.path.join(store.path, "config.json")):
+            return {"changed": True, "dry_run": True, "would_create_store": True, "roots": roots}
+        with store.locked(False):
+            return Snapshotter(store, roots, dry_run=True).run()
+    if not _locked:
+        store.init()
+        with store.locked(True):
+            store.warnings += store.recover()
+            return take(store, roots, label, kind, pinned, facts, False, only_if_changed, True, _listings)
+    t0 = time.monotonic()
+    snap = Snapshotter(store, roots)
+    try:
+        result = snap.run()
+    except OSError as e:
+        snap.abort()
+        raise store.oserror(e, "write the snapshot") from None
+    except BaseException:
+        snap.abort()
+        raise
+    if _listings is not None:
+        _listings.update(snap.listings)
+    if only_if_changed:
+        same = _same_as_latest(store, kind, result["roots"])
+        if same:
+            return {
+                "changed": False,
+                "id": same,
+                "manifest": store.load_manifest(same),
+                "warnings": snap.warnings,
+            }
+    now_ns = time.time_ns()
+    # Ids sort by time (to the microsecond) so "latest" and the listing order need no manifest reads;
+    # a clock that went backwards still yields an id after the newest one.
+    ids = store.snapshot_ids()
+    now_ns = max(now_ns, id_time_ns(ids[-1]) + 1000) if ids else now_ns
+    snapid = new_snapshot_id(now_ns)
+    facts = dict(facts or {})
+    facts.setdefault("models", result.pop("models"))
+    manifest = {
+        "version": VERSION,
+        "id": snapid,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now_ns / 1e9)),
+        "time_ns": now_ns,
+        "label": label,
+        "kind": kind,
+        "pinned": bool(pinned),
+        "host": hostname(),
+        "parent": result.pop("parent"),
+        "roots": result["roots"],
+        "stats": dict(result["stats"], seconds=round(time.monotonic() - t0, 3)),
+        "facts": facts,
+    }
+    try:
+        store.write_manifest(manifest)
+    except OSError as e:
+        raise store.oserror(e, "write the snapshot manifest") from None
+    return {
+        "changed": True,
+        "id": snapid,
+        "manifest": manifest,
+        "warnings": store.warnings + snap.warnings,
+    }
+
+
+def _same_as_latest(store, kind: str, roots: list) -> str | None:
+    """Id of the newest snapshot of this kind when it holds exactly these contents (ctime/inode aside)."""
+    for snapid in reversed(store.snapshot_ids()):
+        m = store.load_manifest(snapid)
+        if m.get("kind") != kind:
+            continue
+        old = {r["path"]: r.get("tree") for r in m["roots"]}
+        if set(old) != {r["path"] for r in roots}:
+            return None
+        for r in roots:
+            a, b = old[r["path"]], r.get("tree")
+            if a == b:
+                continue
+            if not a or not b:
+                return None
+            ma, mb = store.read_tree_map(a), store.read_tree_map(b)
+            if ma.keys() != mb.keys() or any(comparable(ma[k]) != comparable(mb[k]) for k in ma):
+                return None
+        return snapid
+    return None
+
+
+def normalize_roots(roots: list[str]) -> list[str]:
+    out = []
+    for r in roots:
+        if not isinstance(r, str) or not r.startswith("/"):
+            raise SnapshotError(
+                f"Snapshot path {r!r} is not absolute: give absolute paths in sdenv_snapshot_paths."
+            )
+        n = os.path.normpath(r)
+        if n == "/":
+            raise SnapshotError("Snapshot path / is too wide: list the directories to capture instead.")
+        if n not in out:
+            out.append(n)
+    for a in out:
+        for b in out:
+            if a != b and b.startswith(a + "/"):
+                raise SnapshotError(f"Snapshot paths {a} and {b} overlap: list only {a}.")
+    return out
+
+
+def scan(dfd: int) -> list:
+    """[(name, lstat result)] of one open directory, sorted by name; entries that vanish are left out."""
+    with os.scandir(dfd) as it:
+        entries = sorted(it, key=_entry_name)
+    out = []
+    for e in entries:
+        try:
+            out.append((e.name, e.stat(follow_symlinks=False)))
+        except FileNotFoundError:
+            continue
+    return out
+
+
+class _Mismatch(Exception):
+    pass
+
+
+def walk_suffix(pfd: int, base: str, path: list, visit) -> None:
+    """Call visit(dfd, name, rel, st) for every entry at or after `path` (components below the root) in walk
+    order (DFS, siblings by name), deepest level first: `path` itself and its later siblings (subtrees
+    included), then each ancestor's later siblings. Ancestors that are no longer directories are skipped,
+    as the walk that stopped before `path` did not descend into them either."""
+    fds = []
+    try:
+        fd = os.open(base, DIR_FLAGS, dir_fd=pfd)
+        fds.append(fd)
+        for comp in path[:-1]:
+            try:
+                fd = os.open(comp, DIR_FLAGS, dir_fd=fds[-1])
+            except OSError:
+                break
+            fds.append(fd)
+        for level in reversed(range(len(fds))):
+            start, inclusive = path[level], level == len(path) - 1
+            prefix = "".join(c + "/" for c in path[:level])
+            for ename, est in scan(fds[level]):
+                if ename > start or (inclusive and ename == start):
+                    visit(fds[level], ename, prefix + ename, est)
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def stat_key(rel_e: str, st):
+    """(type, size, stat-cache key) of an entry; None for what a tree does not hold (sockets, FIFOs,
+    devices). The key is a line's first nine fields and the TAB after them, so it is a prefix of exactly the
+    lines with those fields: equal key => same content as recorded (ctime catches writes, chmod, xattrs).
+    The walk's fast path for files and symlinks (Snapshotter._walk_root) builds the same string inline."""
+    mode = st.st_mode
+    if stat.S_ISREG(mode):
+        t, size = "f", st.st_size
+    elif stat.S_ISDIR(mode):
+        t, size = "d", 0
+    elif stat.S_ISLNK(mode):
+        t, size = "l", 0
+    else:
+        return None
+    key = (
+        f"{rel_e}\t{t}\t{mode & 0o7777:o}\t{st.st_uid}\t{st.st_gid}\t{size}\t{st.st_mtime_ns}"
+        f"\t{st.st_ctime_ns}\t{st.st_ino}\t"
+    )
+    return t, size, key
+
+
+def verify_unchanged(pfd: int, base: str, path: list, prev_lines: list, line: int, racy_before: int):
+    """Counts of the entries at or after `path` when each one's stat-cache key is, in order, the one on
+    prev_lines[line:] (the test a walk applies to reuse a parent line), and nothing else is there; else None."""
+    counts = {"files": 0, "dirs": 0, "symlinks": 0, "bytes": 0}
+    cursor = line
+    nprev = len(prev_lines)
+
+    def check(dfd: int, name: str, rel: str, st) -> None:
+        nonlocal cursor
+        got = stat_key(esc(rel), st)
+        if got is None or cursor >= nprev or st.st_ctime_ns >= racy_before:
+            raise _Mismatch
+        t, size, key = got
+        if not prev_lines[cursor].startswith(key):
+            raise _Mismatch
+        cursor += 1
+        counts[_COUNTED_AS[t]] += 1
+        counts["bytes"] += size
+        if t == "d":
+            cfd = os.open(name, DIR_FLAGS, dir_fd=dfd)
+            try:
+                for ename, est in scan(cfd):
+                    check(cfd, ename, rel + "/" + ename, est)
+            finally:
+                os.close(cfd)
+
+    try:
+        walk_suffix(pfd, base, path, check)
+    except (_Mismatch, OSError):
+        return None
+    return counts if cursor == nprev else None
+
+
+class Split:
+    """The second half of a walk, checked by a forked child; result() is its counts, or None (walk it)."""
+
+    def __init__(self, pid: int, rfd: int, path: list, line: int):
+        self.pid, self.rfd, self.path, self.line = pid, rfd, path, line
+
+    def result(self):
+        chunks = []
+        try:
+            while chunk := os.read(self.rfd, 65536):
+                chunks.append(chunk)
+        finally:
+            os.close(self.rfd)
+            os.waitpid(self.pid, 0)
+        try:
+            return json.loads(b"".join(chunks))
+        except ValueError:  # the child died: walk that half here
+            return None
+
+
+class Snapshotter:
+    """One walk over the roots: stat cache from the parent, packing, large objects in worker threads."""
+
+    def __init__(self, store, roots: list[str], dry_run: bool = False):
+        self.store = store
+        self.roots = roots
+        self.dry_run = dry_run
+        self.warnings: list[str] = []
+        self.start_ns = time.time_ns()
+        self.packer = PackWriter(store)
+        self.run_blobs: set = set()
+        self.new_bytes = 0
+        self.new_blobs = 0
+        self.read_files = 0
+        self.read_bytes = 0
+        self.skipped = 0
+        self.tmp_names: list[str] = []
+        self.pool = None
+        self.listings: dict = {}  # root -> listing lines (what a rollback compares with its target)
+        self.models: dict = {}
+        self._lock = threading.Lock()
+
+    # -- blob sinks ----------------------------------------------------------------------------------------
+    def _known(self, blob: str) -> bool:
+        return blob in self.run_blobs or self.store.has_blob(blob)
+
+    def _add_small(self, blob: str, data: bytes) -> None:
+        if self.dry_run or self._known(blob):
+            return
+        self.run_blobs.add(blob)
+        self.packer.add(blob, data)
+        self.new_blobs += 1
+
+    def _large(self, fd: int, size: int) -> tuple[str, bool]:
+        """Hash a large file and store it as an object: (blob id, racy). Runs in a worker thread; closes fd."""
+        tmp = None
+        try:
+            before = os.fstat(fd)
+            buf = bytearray(CHUNK)
+            view = memoryview(buf)
+            h = hashlib.sha256()
+            if self.dry_run:
+                while n := os.readv(fd, [buf]):
+                    h.update(view[:n])
+                blob = h.hexdigest()
+            else:
+                # Copy and hash at once, even when the file is probably stored already (same path and size
+                # as last time, e.g. after a rollback): the copy runs in the kernel on the other core while
+                # this thread hashes, so it costs no wall time, and the copy is dropped unsynced when the
+                # blob turns out to be known (a file stored already used to be hashed first, copied after).
+                otmp, tmp = self._new_tmp()
+                try:
+                    cloned = clone(fd, otmp)
+                    # Hash exactly the bytes that go into the store (the clone itself, or the copy as it is
+                    # written), so an object's name is the SHA-256 of its content even when the live file
+                    # changes meanwhile (that is then only a racy entry, re-read next time).
+                    if cloned:
+                        src = os.open(tmp, os.O_RDONLY)
+                        try:
+                            while n := os.readv(src, [buf]):
+                                h.update(view[:n])
+                        finally:
+                            os.close(src)
+                    else:
+                        copy_fd(fd, otmp, tmp, h)
+                    blob = h.hexdigest()
+                    os.fchmod(otmp, 0o444)
+                    if not (blob in self.run_blobs or os.path.exists(self.store.p("objects", blob))):
+                        os.fsync(otmp)  # invariant 1: durable before the index/tree/manifest naming it
+                finally:
+                    os.close(otmp)
+            after = os.fstat(fd)
+            racy = (before.st_mtime_ns, before.st_ctime_ns, before.st_size) != (
+                after.st_mtime_ns,
+                after.st_ctime_ns,
+                after.st_size,
+            )
+            if tmp is not None:
+                with self._lock:
+                    duplicate = blob in self.run_blobs
+                    self.run_blobs.add(blob)
+                if duplicate:
+                    os.unlink(tmp)
+                elif self.store.publish(tmp, self.store.p("objects", blob)):
+                    with self._lock:
+                        self.new_bytes += size
+                        self.new_blobs += 1
+            return blob, racy
+        finally:
+            os.close(fd)
+
+    def _new_tmp(self) -> tuple[int, str]:
+        fd, tmp = self.store.tmpfile()
+        with self._lock:
+            self.tmp_names.append(tmp)
+        return fd, tmp
+
+    # -- walk ----------------------------------------------------------------------------------------------
+    def _read_small(self, dfd: int, name: str) -> tuple:
+        """Read a small file: (data, stat after reading, racy) or None when it vanished."""
+        for attempt in range(3):
+            try:
+                fd = os.open(name, READ_FLAGS, dir_fd=dfd)
+            except OSError:
+                return None
+            try:
+                before = os.fstat(fd)
+                data = read_all(fd)
+                after = os.fstat(fd)
+            finally:
+                os.close(fd)
+            same = (before.st_mtime_ns, before.st_ctime_ns, before.st_size) == (
+                after.st_mtime_ns,
+                after.st_ctime_ns,
+                len(data),
+            )
+            if same or attempt == 2:
+                return data, after, not same
+        return None
+
+    def _line(self, rel_e: str, t: str, st, size: int, ref: str, xattrs: str, racy: bool = False) -> str:
+        ctime = st.st_ctime_ns
+        if racy or ctime >= self.start_ns - RACY_NS:
+            ctime = 0
+        return (
+            f"{rel_e}\t{t}\t{stat.S_IMODE(st.st_mode):o}\t{st.st_uid}\t{st.st_gid}\t{size}\t{st.st_mtime_ns}"
+            f"\t{ctime}\t{st.st_ino}\t{esc(ref)}\t{xattrs}\n"
+        )
+
+    def _fork_verifier(self, pfd: int, base: str, prev_lines: list, racy_before: int) -> Split | None:
+        """Fork a child that checks the second half of the walk (from the parent listing's middle line on)
+        while this process walks the first; None where that cannot help or is not safe (small tree, one
+        CPU, no fork, threads already running)."""
+        if len(prev_lines) < SPLIT_MIN_LINES or not hasattr(os, "fork") or threading.active_count() > 1:
+            return None
+        if pipeline().cpus() < 2:
+            return None
+        line = len(prev_lines) // 2
+        path = unesc(prev_lines[line][: prev_lines[line].index("\t")]).split("/")
+        if path == ["."]:
+            return None
+        sys.stdout.flush()
+        sys.stderr.flush()
+        rfd, wfd = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: read-only checks, then _exit (no cleanup handlers of the parent run twice)
+            status = 1
+            try:
+                os.close(rfd)
+                write_all(
+                    wfd,
+                    json.dumps(verify_unchanged(pfd, base, path, prev_lines, line, racy_before)).encode(),
+                )
+                status = 0
+            finally:
+                os._exit(status)
+        os.close(wfd)
+        return Split(pid, rfd, path, line)
+
+    def _walk_root(self, root: str, prev_lines: list) -> tuple[list, dict]:
+        """Listing lines of one root (DFS, siblings sorted by name) and its counts; [] when absent."""
+        lines: list = []
+        counts = {"files": 0, "dirs": 0, "symlinks": 0, "bytes": 0}
+        parent, base = os.path.split(root)
+        try:
+            pfd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY)
+        except (FileNotFoundError, NotADirectoryError):
+            return lines, counts
+        racy_before = self.start_ns - RACY_NS
+        append = lines.append
+        # Stat cache lookup. The parent listing is in the same order as this walk (DFS, siblings sorted), so
+        # the next unmatched parent line is almost always the one to compare with: check it first, and build
+        # the {key: line number} map of the whole listing only on the first entry that is not there (a new or
+        # removed path). A no-change walk then never builds the map. Either way a hit means the same thing:
+        # the parent holds a line whose first nine fields (the key) are equal.
+        nprev = len(prev_lines)
+        cursor = 0
+        prev_at = None
+
+        def lookup(key: str):
+            nonlocal cursor, prev_at
+            if cursor < nprev and prev_lines[cursor].startswith(key):
+                cursor += 1
+                return prev_lines[cursor - 1]
+            if prev_at is None:
+                prev_at = {key_of(ln) + "\t": i for i, ln in enumerate(prev_lines)}
+            i = prev_at.get(key)
+            if i is None:
+                return None
+            cursor = i + 1
+            return prev_lines[i]
+
+        def visit(dfd: int, name: str, rel: str, st, limit: list | None = None) -> None:
+            """One entry (and a directory's subtree). With `limit` (the path, as components below this
+            directory, where the other half of a split walk starts) only what comes before it in walk order."""
+            nonlocal cursor
+            rel_e = esc(rel)
+            got = stat_key(rel_e, st)
+            if got is None:
+                self.skipped += 1
+                self.warnings.append(f"{os.path.join(root, rel)} skipped: not a file, directory or symlink")
+                return
+            t, size, key = got
+            counts[_COUNTED_AS[t]] += 1
+            counts["bytes"] += size
+            hit = lookup(key)
+            if hit is not None and st.st_ctime_ns < racy_before:
+                append(hit)
+            elif t == "d":
+                append(self._line(rel_e, t, st, 0, "", xattrs_get(name, dir_fd=dfd)))
+            elif t == "l":
+                target = os.fsdecode(os.readlink(name, dir_fd=dfd))
+                append(self._line(rel_e, t, st, 0, target, xattrs_get(name, dir_fd=dfd)))
+            elif size >= LARGE:
+                try:
+                    fd = os.open(name, READ_FLAGS, dir_fd=dfd)
+                except OSError as e:
+                    self.warnings.append(f"{os.path.join(root, rel)} skipped: {e.strerror}")
+                    return
+                fst = os.fstat(fd)
+                xattrs = xattrs_get(None, fd=fd)
+                self.read_files += 1
+                self.read_bytes += fst.st_size
+                if self.pool is None:
+                    self.pool = executor(2, "large")
+                fut = self.pool.submit(self._large, fd, fst.st_size)
+                append((rel_e, fst, fut, xattrs))
+            else:
+                got = self._read_small(dfd, name) if size else (b"", st, False)
+                if got is None:
+                    self.warnings.append(f"{os.path.join(root, rel)} vanished while being read: not recorded")
+                    counts["files"] -= 1
+                    counts["bytes"] -= size
+                    return
+                data, fst, racy = got
+                if racy:
+                    self.warnings.append(
+                        f"{os.path.join(root, rel)} changed while being read: recorded as read"
+                    )
+                self.read_files += 1
+                self.read_bytes += len(data)
+                blob = ""
+                if data:
+                    blob = hashlib.sha256(data).hexdigest()
+                    self._add_small(blob, data)
+                xattrs = xattrs_get(name, dir_fd=dfd)
+                append(self._line(rel_e, t, fst, len(data), blob, xattrs, racy))
+            if t == "d":
+                try:
+                    cfd = os.open(name, DIR_FLAGS, dir_fd=dfd)
+                except OSError as e:
+                    self.warnings.append(f"{os.path.join(root, rel)} not readable: {e.strerror}")
+                    return
+                try:
+                    entries = scan(cfd)
+                    prefix = "" if rel == "." else rel + "/"
+                    prefix_e = esc(prefix)
+                    for ename, est in entries:
+                        if limit is not None:
+                            if ename > limit[0] or (ename == limit[0] and len(limit) == 1):
+                                break  # the other half's
+                            if ename == limit[0]:
+                                visit(cfd, ename, prefix + ename, est, limit[1:])
+                                continue
+                        # Fast path for the common case, a file or symlink equal to the next parent line: the
+                        # same key and the same test as visit() + lookup(), without the calls. Anything else
+                        # (directories, misses, racy ctimes, other types) goes through visit().
+                        m = est.st_mode
+                        is_reg = stat.S_ISREG(m)
+                        if (is_reg or stat.S_ISLNK(m)) and cursor < nprev and est.st_ctime_ns < racy_before:
+                            size = est.st_size if is_reg else 0
+                            ln = prev_lines[cursor]
+                            if ln.startswith(
+                                f"{prefix_e}{esc(ename)}\t{'f' if is_reg else 'l'}\t{m & 0o7777:o}\t{est.st_uid}"
+                                f"\t{est.st_gid}\t{size}\t{est.st_mtime_ns}\t{est.st_ctime_ns}\t{est.st_ino}\t"
+                            ):
+                                cursor += 1
+                                append(ln)
+                                if is_reg:
+                                    counts["files"] += 1
+                                    counts["bytes"] += size
+                                else:
+                                    counts["symlinks"] += 1
+                                continue
+                        visit(cfd, ename, prefix + ename, est)
+                finally:
+                    os.close(cfd)
+
+        try:
+            try:
+                st = os.lstat(base, dir_fd=pfd)
+            except FileNotFoundError:
+                return lines, counts
+            split = self._fork_verifier(pfd, base, prev_lines, racy_before)
+            if split is None:
+                visit(pfd, base, ".", st)
+            else:
+                try:
+                    visit(pfd, base, ".", st, split.path)
+                finally:
+                    verified = split.result()
+                if verified is not None:
+                    lines.extend(prev_lines[split.line :])
+                    for k, v in verified.items():
+                        counts[k] += v
+                else:  # the other half changed: walk it here, as a serial walk would
+                    cursor = split.line
+                    walk_suffix(pfd, base, split.path, visit)
+            out = []
+            for x in lines:
+                if isinstance(x, tuple):
+                    rel_e, fst, fut, xattrs = x
+                    blob, racy = fut.result()
+                    if racy:
+                        self.warnings.append(f"{os.path.join(root, unesc(rel_e))} changed while being read")
+                    out.append(self._line(rel_e, "f", fst, fst.st_size, blob, xattrs, racy))
+                else:
+                    out.append(x)
+            return out, counts
+        finally:
+            os.close(pfd)
+
+    def run(self) -> dict:
+        store = self.store
+        parents = (
+            store.parent_trees(self.roots) if os.path.isdir(os.path.join(store.path, "snapshots")) else {}
+        )
+        roots_out = []
+        new_trees = []
+        totals = {"files": 0, "logical_bytes": 0}
+        try:
+            for root in self.roots:
+                prev_tree, _ = parents.get(root, (None, None))
+                prev_lines = store.read_tree(prev_tree) if prev_tree else []
+                lines, counts = self._walk_root(root, prev_lines)
+                self.listings[root] = lines
+                present = bool(lines)
+                tree = None
+                if present:
+                    collect_models(root, lines, self.models)
+                    if len(lines) == len(prev_lines) and all(map(operator.is_, lines, prev_lines)):
+                        tree = prev_tree  # every parent line reused as it was: the same listing, no re-hash
+                    else:
+                        text = "".join(lines).encode("utf-8", "surrogateescape")
+                        tree = hashlib.sha256(text).hexdigest()
+                    if tree != prev_tree and not self.dry_run and not os.path.exists(store.p("trees", tree)):
+                        new_trees.append((tree, text))
+                roots_out.append(dict(path=root, present=present, tree=tree, **counts))
+                totals["files"] += counts["files"]
+                totals["logical_bytes"] += counts["bytes"]
+            if not self.dry_run:
+                self.packer.flush()
+            self.packer.finish()
+        finally:
+            if self.pool:
+                self.pool.shutdown(wait=True)
+            self.packer.close()
+        if not self.dry_run:
+            # Invariant 1: packs are durable (fsynced by the packer) before the index that names them ...
+            self.new_bytes += self.packer.write_index() + self.packer.new_bytes
+            # ... and trees before the manifest that names them (written by the caller).
+            for tree, text in new_trees:
+                store.atomic_write(store.p("trees", tree), text)
+                self.new_bytes += len(text)
+        return {
+            "roots": roots_out,
+            "parent": max((p[1] for p in parents.values()), default=None),
+            "models": dict(sorted(self.models.items())),
+            "stats": {
+                "files": totals["files"],
+                "logical_bytes": totals["logical_bytes"],
+                "new_bytes": self.new_bytes,
+                "new_blobs": self.new_blobs,
+                "read_files": self.read_files,
+                "read_bytes": self.read_bytes,
+                "skipped": self.skipped,
+            },
+        }
+
+    def abort(self) -> None:
+        """Drop this run's temp files (an exception, not a kill: after kill -9 prune collects them)."""
+        for name in self.tmp_names + self.packer.tmp_names:
+            with contextlib.suppress(OSError):
+                os.unlink(name)
