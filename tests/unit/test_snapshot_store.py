@@ -270,12 +270,37 @@ def test_interrupted_rollback_journal_is_recovered(env):
     assert set(listing) == set(store.read_tree_map(snap["manifest"]["roots"][0]["tree"]))
 
 
-@pytest.mark.parametrize("label", ["../x", "a/b", "..", "x" * 65, "-lead", "sp ace"])
-def test_bad_labels_are_refused(env, label):
+@pytest.mark.parametrize(
+    "label",
+    ["../x", "a/b", "..", "x" * 65, "-lead", "sp ace", "base\n", "base\n\n", "\nbase", "ba\tse", "base\r"],
+)
+def test_bad_labels_are_refused_in_one_sentence_naming_the_label(env, label):
+    # A label is matched whole: `$` also matches before a trailing newline, which re.match(r"^...$") let
+    # through and which broke the `make snapshots` table.
     store, live = env
-    with pytest.raises(ss.SnapshotError, match="label"):
+    with pytest.raises(ss.SnapshotError) as refused:
         store.snapshot([live], label=label)
+    message = str(refused.value)
+    assert message.startswith(f"The snapshot label {label!r} is not allowed: ")
+    assert "\n" not in message and message.endswith(".") and message.count(". ") == 0
     assert not os.path.exists(store.path), "a refused snapshot creates nothing"
+
+
+@pytest.mark.parametrize("label", ["base", "v1.2_rc-3", "9", "x" * 64])
+def test_good_labels_are_kept_as_given(env, label):
+    store, live = env
+    assert store.snapshot([live], label=label)["manifest"]["label"] == label
+    assert [s["label"] for s in store.list()] == [label]
+
+
+def test_snapshot_ids_and_refs_are_matched_whole(env):
+    store, live = env
+    snapid = store.snapshot([live])["id"]
+    with pytest.raises(ss.SnapshotError, match="is not a snapshot id"):
+        store.resolve(snapid + "\n")
+    # A manifest file whose name is an id plus a newline is not a snapshot.
+    Path(store.path, "snapshots", snapid[:-1] + "0\n.json").write_text("{}")
+    assert store.snapshot_ids() == [snapid]
 
 
 def test_unknown_and_ambiguous_ids(env):

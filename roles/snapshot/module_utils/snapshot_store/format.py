@@ -23,8 +23,10 @@ LARGE = 1024 * 1024
 CHUNK = 4 * 1024 * 1024
 PACK_MAGIC = b"SDENVPK1"
 TMP_PREFIX = ".sdenv-rb."
-LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-SNAPID_RE = re.compile(r"^\d{8}T\d{6}\.\d{6}Z-[0-9a-f]{4}$")
+# Matched with fullmatch: `$` also matches before a trailing newline, so re.match(r"^...$") accepted "base\n".
+LABEL_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+SNAPID_RE = re.compile(r"\d{8}T\d{6}\.\d{6}Z-[0-9a-f]{4}")
+REF_RE = re.compile(r"[0-9A-Za-z.-]{1,40}")
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 MODEL_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 
@@ -102,7 +104,7 @@ def new_snapshot_id(now_ns: int) -> str:
 def validate_label(label: str) -> str:
     if label is None or label == "":
         return ""
-    if not isinstance(label, str) or not LABEL_RE.match(label) or ".." in label:
+    if not isinstance(label, str) or not LABEL_RE.fullmatch(label) or ".." in label:
         raise SnapshotError(
             f"The snapshot label {label!r} is not allowed: use 1-64 letters, digits, '.', '_' or '-', "
             "starting with a letter or digit and without '..'."

@@ -17,12 +17,12 @@ import errno
 import fcntl
 import json
 import os
-import re
 import time
 
 from .fileio import fsync_dir, read_all, write_all
 from .format import (
     FORMAT,
+    REF_RE,
     SNAPID_RE,
     VERSION,
     SnapshotError,
@@ -271,7 +271,7 @@ class Store:
         d = os.path.join(self.path, "snapshots")
         if not os.path.isdir(d):
             return []
-        return sorted(n[:-5] for n in os.listdir(d) if n.endswith(".json") and SNAPID_RE.match(n[:-5]))
+        return sorted(n[:-5] for n in os.listdir(d) if n.endswith(".json") and SNAPID_RE.fullmatch(n[:-5]))
 
     def load_manifest(self, snapid: str) -> dict:
         try:
@@ -294,7 +294,7 @@ class Store:
             )
         if ref in (None, "", "latest"):
             return ids[-1]
-        if not re.match(r"^[0-9A-Za-z.-]{1,40}$", str(ref)) or ".." in str(ref):
+        if not REF_RE.fullmatch(str(ref)) or ".." in str(ref):
             raise SnapshotError(f"{ref!r} is not a snapshot id: use an id from make snapshots, or latest.")
         hits = [i for i in ids if i.startswith(ref)]
         if len(hits) == 1:
