@@ -145,9 +145,13 @@ def test_kill9_during_snapshot_and_rollback_leaves_old_or_new_files_and_a_clean_
                     assert path in now, f"{path} (same in both versions) vanished after kill -9"
         check = store.check()
         assert check["ok"], check["errors"]
-        # Converge back to B for the next round (this also recovers an interrupted rollback's temp files).
+        # Converge back to B for the next round. This next operation removes whatever the killed one left
+        # (temp files, files a journal names, an interrupted rollback's temp files): no garbage outlives it.
         subprocess.run([*cli, "rollback", b_id], check=True, capture_output=True)
         assert state(live) == b_state
+        check = store.check()
+        assert check["ok"] and check["interrupted_runs"] == check["interrupted_rollbacks"] == 0, check
+        assert set(check["garbage"].values()) == {0}, (i, check["garbage"])
     assert kills >= 20, f"only {kills} of 24 runs were still going when killed"
     assert store.check()["ok"]
     pruned = store.prune(

@@ -166,24 +166,125 @@ def test_rollback_never_writes_through_a_symlink_that_replaced_a_directory(env, 
     assert not (elsewhere / "lib" / "m3.py").exists()
 
 
-def test_crash_before_manifest_leaves_garbage_only(env, monkeypatch):
+def test_a_failed_snapshot_removes_what_it_wrote(env, monkeypatch):
     store, live = env
     real = store.atomic_write
 
     def fail_on_manifest(final, data, mode=0o444):
         if os.sep + "snapshots" + os.sep in final:
-            raise OSError(5, "simulated crash")
+            raise OSError(5, "simulated I/O error")
         return real(final, data, mode)
 
     monkeypatch.setattr(store, "atomic_write", fail_on_manifest)
-    with pytest.raises(ss.SnapshotError):
+    with pytest.raises(ss.SnapshotError, match="simulated I/O error"):
         store.snapshot([live])
     monkeypatch.undo()
     assert store.list() == []
     c = store.check()
-    assert c["ok"] and c["garbage"]["unused_blobs"] > 0
-    p = store.prune()
-    assert p["changed"] and store.check()["garbage"]["bytes"] == 0
+    assert c["ok"] and c["interrupted_runs"] == 0
+    assert set(c["garbage"].values()) == {0}, c["garbage"]
+    assert not [n for _, n in store.walk_files("objects")] and not [n for _, n in store.walk_files("packs")]
+
+
+def _killed_in_a_child(run, at):
+    """Run `run()` in a forked child that dies (os._exit, as kill -9: no cleanup of any kind) when `at` is
+    called; returns once the child is gone."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            at.install(lambda *a, **k: os._exit(9))
+            run()
+        finally:
+            os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    assert os.WEXITSTATUS(status) == 9, "the child was meant to die at the chosen point"
+
+
+class _At:
+    """Where a forked child dies: replace obj.name by a function that first does `before` (leaving what a
+    real kill would have left), then dies."""
+
+    def __init__(self, obj, name, before=None):
+        self.obj, self.name, self.before = obj, name, before
+
+    def install(self, die):
+        real = getattr(self.obj, self.name)
+
+        def wrapper(*args, **kwargs):
+            if self.before is None or self.before(real, *args, **kwargs):
+                die()
+            return real(*args, **kwargs)
+
+        setattr(self.obj, self.name, wrapper)
+
+
+def _leave_a_big_temp_file(store):
+    fd, _ = store.tmpfile()
+    os.ftruncate(fd, 3 << 20)  # what a killed copy of a large file leaves
+    os.close(fd)
+    return True
+
+
+@pytest.mark.parametrize("next_op", ["snapshot", "rollback", "prune", "pin"])
+def test_what_a_killed_snapshot_left_is_removed_by_the_next_operation(env, next_op):
+    store, live = env
+    first = store.snapshot([live])
+    Path(live, "models", "big.safetensors").write_bytes(os.urandom(ss.LARGE * 3))
+    for i in range(40):
+        Path(live, "venv", "lib", f"n{i}.py").write_text(f"new {i}\n")
+    _killed_in_a_child(
+        lambda: store.snapshot([live]),
+        _At(ss.Store, "write_manifest", before=lambda real, self, m: _leave_a_big_temp_file(self)),
+    )
+    c = store.check()
+    assert c["ok"] and c["interrupted_runs"] == 1 and len(store.list()) == 1
+    assert (
+        c["garbage"]["tmp_files"] == 1
+        and c["garbage"]["unused_blobs"] >= 2
+        and c["garbage"]["bytes"] > ss.LARGE * 6
+    )
+    if next_op == "snapshot":
+        warnings = store.snapshot([live])["warnings"]
+    elif next_op == "rollback":
+        warnings = store.rollback(first["id"])["warnings"]
+    elif next_op == "prune":
+        warnings = store.prune({"keep_last": 10})["warnings"]
+    else:
+        store.set_pinned(first["id"], True)
+        warnings = store.warnings
+    assert any("temp file(s)" in w for w in warnings) and any("store file(s)" in w for w in warnings)
+    c = store.check(deep=True)
+    assert c["ok"] and c["interrupted_runs"] == 0
+    assert set(c["garbage"].values()) == {0}, c["garbage"]
+
+
+def test_a_killed_prune_is_undone_or_finished_by_the_next_operation(env):
+    store, live = env
+    store.snapshot([live])
+    lib = os.path.join(live, "venv", "lib")
+    for i in range(250):
+        os.unlink(os.path.join(lib, f"m{i}.py"))
+    store.snapshot([live])
+    policy = {"keep_last": 1, "keep_hourly_hours": 0, "keep_daily_days": 0, "keep_weekly_weeks": 1}
+    # Killed before its new index is durable: its new pack is removed, the old index and packs stay.
+    _killed_in_a_child(
+        lambda: store.prune(policy),
+        _At(ss.Store, "write_content", before=lambda real, self, final, data: "index" in final),
+    )
+    assert store.check()["interrupted_runs"] == 1
+    store.snapshot([live])
+    c = store.check(deep=True)
+    assert c["ok"] and c["interrupted_runs"] == 0 and c["garbage"]["unindexed_packs"] == 0
+    # Killed once committed, while deleting the old index files: the next operation finishes the deletions.
+    from snapshot_store import prune
+
+    _killed_in_a_child(lambda: store.prune(policy), _At(prune, "remove", before=lambda real, p: "index" in p))
+    assert store.check()["interrupted_runs"] == 1
+    store.set_pinned("latest", True)
+    c = store.check(deep=True)
+    assert c["ok"] and c["interrupted_runs"] == 0, c
+    assert set(c["garbage"].values()) == {0}, c["garbage"]
+    store.rollback(store.list()[0]["id"])  # every blob the kept snapshots need is still there
 
 
 def test_check_finds_missing_pack_and_deep_finds_damaged_object(env):
@@ -433,7 +534,7 @@ def test_split_walk_child_verifies_exactly_the_second_half(env):
     try:
 
         def verify():
-            return snapshotter.verify_unchanged(pfd, base, path, lines, m, time.time_ns())
+            return snapshotter.verify_unchanged(pfd, base, path, lines, m)
 
         want = {"files": 0, "dirs": 0, "symlinks": 0, "bytes": 0}
         for t in map(ss.parse_line, lines[m:]):
@@ -510,3 +611,246 @@ def test_trees_written_zlib_compressed_by_earlier_versions_are_still_read(env):
     assert store.read_tree(tree) == plain.decode("utf-8", "surrogateescape").splitlines(keepends=True)
     assert store.check(deep=True)["ok"]
     assert store.snapshot([live])["manifest"]["stats"]["read_files"] == 0  # the stat cache still works
+
+
+def _fresh_tree(tmp_path, live):
+    """The tree a walk with no stat cache records for live now."""
+    fresh = ss.Store(str(tmp_path / f"fresh-{time.monotonic_ns()}"))
+    return fresh.snapshot([live])["manifest"]["roots"][0]["tree"]
+
+
+@pytest.mark.parametrize("paths", ["whole root", "PATHS"])
+def test_the_snapshot_after_a_rollback_reads_nothing_the_rollback_wrote(env, tmp_path, paths):
+    store, live = env
+    base = store.snapshot([live])
+    Path(live, "venv", "lib", "m5.py").write_text("changed")
+    os.unlink(os.path.join(live, "venv", "lib", "m6.py"))
+    Path(live, "venv", "new.py").write_text("new")
+    Path(live, "models", "big.safetensors").write_bytes(os.urandom(ss.LARGE * 2))
+    os.chmod(os.path.join(live, "venv", "lib", "m7.py"), 0o600)
+    os.rmdir(os.path.join(live, "empty"))
+    only = [os.path.join(live, "venv"), os.path.join(live, "models"), os.path.join(live, "empty")]
+    res = store.rollback(base["id"], only if paths == "PATHS" else None)
+    assert res["stats"]["written"] == 3 and res["stats"]["bytes_written"] > ss.LARGE
+    after = store.snapshot([live])
+    s = after["manifest"]["stats"]
+    assert (s["read_files"], s["read_bytes"], s["new_bytes"]) == (0, 0, 0), s
+    # What the rollback recorded is exactly what a walk with no stat cache records now.
+    assert after["manifest"]["roots"][0]["tree"] == _fresh_tree(tmp_path, live)
+    assert store.check(deep=True)["ok"]
+
+
+def test_a_change_right_after_a_rollback_is_still_seen(env):
+    # The rollback records a key only once the entry's ctime has settled, so even a same-size rewrite that
+    # puts the old mtime back, right after the rollback, changes the key.
+    store, live = env
+    base = store.snapshot([live])
+    p = Path(live, "venv", "lib", "m5.py")
+    p.write_text("x" * len(p.read_text()))
+    store.rollback(base["id"])
+    st = p.stat()
+    p.write_text("y" * st.st_size)
+    os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert store.snapshot([live])["manifest"]["stats"]["read_files"] == 1
+
+
+def test_settled_ctime_waits_a_tick_or_the_racy_window_for_whole_second_timestamps(monkeypatch):
+    monkeypatch.setattr(snapshotter, "RACY_NS", 2 * 10**9)
+    t = 1_800_000_000 * 10**9
+    assert snapshotter.settled_ctime(t + 123, t + 123 + snapshotter.SETTLE_NS) == t + 123
+    assert snapshotter.settled_ctime(t + 123, t + 122 + snapshotter.SETTLE_NS) == 0
+    assert snapshotter.settled_ctime(t, t + snapshotter.SETTLE_NS) == 0  # whole seconds: HFS+, FAT
+    assert snapshotter.settled_ctime(t, t + 3 * 10**9) == t
+
+
+def test_a_small_change_stores_a_delta_and_reads_back_as_the_whole_listing(env, tmp_path):
+    store, live = env
+    first = store.snapshot([live])["manifest"]["roots"][0]["tree"]
+    whole = os.path.getsize(store.p("trees", first))
+    for i in (10, 150, 290):
+        Path(live, "venv", "lib", f"m{i}.py").write_text(f"edited {i}\n")
+    Path(live, "venv", "lib", "m3.py").unlink()
+    second = store.snapshot([live])["manifest"]["roots"][0]["tree"]
+    with open(store.p("trees", second), "rb") as f:
+        data = f.read()
+    assert data.startswith(fmt.DELTA_MAGIC) and fmt.tree_header(data)[:2] == (first, 1)
+    assert len(data) < whole * 0.05, (len(data), whole)
+    assert second == _fresh_tree(tmp_path, live)
+    lines = ss.Store(store.path).read_tree(second)  # a new process: read through the chain
+    assert hashlib.sha256("".join(lines).encode("utf-8", "surrogateescape")).hexdigest() == second
+    assert store.check(deep=True)["ok"]
+
+
+def test_a_chain_of_deltas_is_cut_at_its_depth_limit(env, monkeypatch):
+    from snapshot_store import repository
+
+    monkeypatch.setattr(repository, "DELTA_MAX_DEPTH", 2)
+    store, live = env
+    depths = []
+    for i in range(5):
+        Path(live, "venv", "lib", f"m{i}.py").write_text(f"round {i}\n")
+        tree = store.snapshot([live])["manifest"]["roots"][0]["tree"]
+        depths.append(store.tree_header(tree)[1])
+    assert depths == [0, 1, 2, 0, 1]
+    for s in store.list():
+        store.restore(s["id"], os.path.join(store.path + "-restored", s["id"]))
+    assert store.check(deep=True)["ok"]
+
+
+def test_names_with_line_breaks_other_than_newline_survive_the_listing(env, tmp_path):
+    # str.splitlines would also split at \r, \x1c, \x85 or \u2028, which a file name may hold.
+    store, live = env
+    names = ["cr\rname", "fs\x1cname", "nel\x85name", "ls\u2028name"]
+    for n in names:
+        Path(live, n).write_bytes(n.encode())
+    snap = store.snapshot([live])
+    for n in names:
+        Path(live, n).write_bytes(b"changed")
+    store.snapshot([live])  # a delta, and a stat-cache file, holding those names
+    store.rollback(snap["id"])
+    assert [Path(live, n).read_bytes() for n in names] == [n.encode() for n in names]
+    assert store.check(deep=True)["ok"]
+
+
+def _v1_store(path: Path, live: Path, zprofile: Path) -> str:
+    """A version-1 store written by hand from the README's description of version 1 (not by the code under
+    test): one pack, one object, an index file, a plain tree, a zlib tree, one manifest. Returns its id."""
+    import json
+    import zlib
+
+    def sha(b: bytes) -> str:
+        return hashlib.sha256(b).hexdigest()
+
+    def put(rel: str, data: bytes) -> None:
+        p = path / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data)
+        p.chmod(0o444)
+
+    for d in ("packs", "objects", "trees", "index", "snapshots", "journal", "tmp"):
+        (path / d).mkdir(parents=True)
+    (path / "lock").write_bytes(b"")
+    put("config.json", json.dumps({"format": "sdenv-snapshot-store", "version": 1, "id": "ab" * 16}).encode())
+    hello, profile, big = b"hello\n", b'eval "$(brew shellenv)"\n', os.urandom(ss.LARGE + 5)
+    trailer = json.dumps([[sha(hello), 0, len(hello)], [sha(profile), len(hello), len(profile)]]).encode()
+    pack = hello + profile + trailer + len(trailer).to_bytes(8, "little") + b"SDENVPK1"
+    put(f"packs/{sha(pack)[:2]}/{sha(pack)}", pack)
+    put(f"objects/{sha(big)[:2]}/{sha(big)}", big)
+    blobs = [[sha(hello), 0, len(hello)], [sha(profile), len(hello), len(profile)]]
+    index = json.dumps({"version": 1, "packs": {sha(pack): {"size": len(pack), "blobs": blobs}}}).encode()
+    put(f"index/{sha(index)}.json", index)
+    u, g, t = os.getuid(), os.getgid(), 1_700_000_000 * 10**9
+    # path type mode uid gid size mtime_ns ctime_ns inode ref xattrs (ctime 0: never a stat-cache hit)
+    listing = "".join(
+        "\t".join(map(str, fields)) + "\n"
+        for fields in [
+            (".", "d", "755", u, g, 0, t, 0, 0, "", ""),
+            ("a\\tb.txt", "f", "644", u, g, len(hello), t + 1, 0, 0, sha(hello), ""),
+            ("empty", "f", "600", u, g, 0, t + 2, 0, 0, "", ""),
+            ("link", "l", "777", u, g, 0, t + 3, 0, 0, "a\\tb.txt", ""),
+            ("models", "d", "750", u, g, 0, t + 4, 0, 0, "", ""),
+            ("models/big.safetensors", "f", "640", u, g, len(big), t + 5, 0, 0, sha(big), ""),
+        ]
+    ).encode()
+    put(f"trees/{sha(listing)[:2]}/{sha(listing)}", listing)
+    zlisting = f".\tf\t644\t{u}\t{g}\t{len(profile)}\t{t + 6}\t0\t0\t{sha(profile)}\t\n".encode()
+    put(f"trees/{sha(zlisting)[:2]}/{sha(zlisting)}", zlib.compress(zlisting))
+    snapid = "20251120T101500.123456Z-0a1b"
+    roots = [
+        {"path": str(live), "present": True, "tree": sha(listing), "files": 3, "dirs": 2, "symlinks": 1},
+        {"path": str(zprofile), "present": True, "tree": sha(zlisting), "files": 1, "dirs": 0, "symlinks": 0},
+    ]
+    manifest = {
+        "version": 1,
+        "id": snapid,
+        "time": "2025-11-20T10:15:00Z",
+        "time_ns": t,
+        "label": "made-by-v1",
+        "kind": "manual",
+        "pinned": False,
+        "host": "h",
+        "parent": None,
+        "roots": roots,
+        "stats": {"files": 4, "logical_bytes": len(hello) + len(big) + len(profile), "new_bytes": 0},
+        "facts": {"models": {str(live / "models" / "big.safetensors"): sha(big)}},
+    }
+    put(f"snapshots/{snapid}.json", json.dumps(manifest).encode())
+    return snapid, big
+
+
+def test_a_version_1_store_is_read_and_upgraded_on_its_first_write(tmp_path):
+    live, zprofile = tmp_path / "webui", tmp_path / "zprofile"
+    snapid, big = _v1_store(tmp_path / "store", live, zprofile)
+    store = ss.Store(str(tmp_path / "store"))
+    assert [s["label"] for s in store.list()] == ["made-by-v1"]
+    c = store.check(deep=True)
+    assert c["ok"] and c["version"] == 1 and set(c["garbage"].values()) == {0}, c
+    store.restore(snapid, str(tmp_path / "restored"))
+    restored = tmp_path / "restored" / str(live).lstrip("/")
+    assert (restored / "a\tb.txt").read_bytes() == b"hello\n" and os.readlink(restored / "link") == "a\tb.txt"
+    assert (restored / "models" / "big.safetensors").read_bytes() == big
+    assert oct(os.stat(restored / "models").st_mode & 0o777) == "0o750"
+    assert os.stat(restored / "a\tb.txt").st_mtime_ns == 1_700_000_000 * 10**9 + 1
+    # The first write (here a rollback of roots that do not exist yet) records version 2 and says so.
+    res = store.rollback(snapid)
+    assert any("now has format version 2 (it had 1)" in w for w in res["warnings"])
+    assert state(live) == state(restored) and zprofile.read_bytes() == b'eval "$(brew shellenv)"\n'
+    assert store.snapshot([str(live), str(zprofile)])["manifest"]["stats"]["read_files"] == 0
+    c = store.check(deep=True)
+    assert c["ok"] and c["version"] == 2 and c["snapshots"] == 3
+
+
+def test_a_store_of_an_unknown_version_is_refused_in_one_sentence(tmp_path):
+    live, zprofile = tmp_path / "webui", tmp_path / "zprofile"
+    _v1_store(tmp_path / "store", live, zprofile)
+    cfg = tmp_path / "store" / "config.json"
+    cfg.chmod(0o644)
+    cfg.write_text('{"format": "sdenv-snapshot-store", "version": 3, "id": "x"}')
+    with pytest.raises(
+        ss.SnapshotError, match=r"has format version 3, which this toolkit does not read"
+    ) as e:
+        ss.Store(str(tmp_path / "store")).snapshot([str(live)])
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("between", ["nothing", "a no-change snapshot"])
+def test_the_tree_a_rollback_records_never_outlives_its_use(env, between):
+    store, live = env
+    base = store.snapshot([live])
+    Path(live, "venv", "lib", "m5.py").write_text("changed")
+    store.rollback(base["id"])
+    if between == "a no-change snapshot":
+        store.snapshot([live])  # names the recorded tree: it stays
+    for dirpath, _, filenames in os.walk(live):  # every key changes: the next tree is whole, not a delta
+        for n in filenames:
+            st = os.lstat(os.path.join(dirpath, n))
+            os.utime(os.path.join(dirpath, n), ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+    store.snapshot([live])
+    c = store.check(deep=True)
+    assert c["ok"] and set(c["garbage"].values()) == {0}, c["garbage"]
+
+
+@pytest.mark.parametrize("direct", ["O_DIRECT where the filesystem has it", "page cache only"])
+def test_restore_cuts_the_work_by_bytes_and_writes_every_byte(env, tmp_path, monkeypatch, direct):
+    # Small ranges and chunks, so that several threads share each large file and chunks start inside
+    # directories another thread makes; every byte and every entry must still come out as captured.
+    from snapshot_store import restore
+
+    store, live = env
+    monkeypatch.setattr(restore, "RANGE", 1 << 20)
+    monkeypatch.setattr(restore, "BUFFER", 256 << 10)
+    monkeypatch.setattr(restore, "CHUNK_COST", 1)
+    if direct == "page cache only":
+        monkeypatch.setattr(restore, "open_direct", lambda path, flags: None)
+    big = Path(live, "models", "Stable-diffusion")
+    big.mkdir()
+    for i, size in enumerate([(5 << 20) + 4097, 3 << 20, ss.LARGE]):
+        (big / f"m{i}.safetensors").write_bytes(os.urandom(size))
+    for d in range(30):
+        sub = Path(live, "deep", *[f"d{d}-{k}" for k in range(d % 5 + 1)])
+        sub.mkdir(parents=True)
+        (sub / "f.py").write_text(f"{d}\n")
+    snap = store.snapshot([live])
+    dest = tmp_path / "restored"
+    store.restore(snap["id"], str(dest), threads=4)
+    assert state(str(dest) + live) == state(live)

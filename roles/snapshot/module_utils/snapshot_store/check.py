@@ -3,8 +3,9 @@
 Invariants kept here:
 - Read only, under the shared lock: check never changes the store.
 - An error is something a snapshot needs and cannot get (a manifest that does not parse, a missing or
-  damaged tree, pack or object); what no snapshot reaches (tmp files, unindexed packs, unused blobs and
-  trees) is garbage, which prune removes.
+  damaged tree or base of a delta, pack or object), or content a stat-cache file names that is not there
+  (the next snapshot would record it). What nothing reaches (tmp files, unindexed packs, unused blobs and
+  trees) is garbage: the next writing run removes what a killed run left (journal/*.files), prune the rest.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import json
 import os
 import zlib
 
-from .format import CHUNK, SnapshotError, parse_line, read_trailer, tree_text
+from .format import CHUNK, SnapshotError, parse_line, read_trailer
 
 
 def _sha256_file(path: str) -> str:
@@ -28,7 +29,14 @@ def _sha256_file(path: str) -> str:
 
 def check(store, deep: bool) -> dict:
     errors: list[str] = []
-    garbage: dict = {"tmp_files": 0, "unindexed_packs": 0, "unused_blobs": 0, "unused_trees": 0, "bytes": 0}
+    garbage: dict = {
+        "tmp_files": 0,
+        "unindexed_packs": 0,
+        "unused_blobs": 0,
+        "unused_trees": 0,
+        "unreadable_caches": 0,
+        "bytes": 0,
+    }
     index: dict = {}
     pack_sizes: dict = {}
     for name in store.index_files():
@@ -63,7 +71,53 @@ def check(store, deep: bool) -> dict:
     objects = dict(store.walk_files("objects"))
     trees_on_disk = dict(store.walk_files("trees"))
     used_blobs: set = set()
-    used_trees: set = set()
+    used_trees: set = set()  # named by a manifest or a stat-cache file, or the base of a delta of one
+    listed: set = set()
+
+    def listing(tree: str, who: str) -> list | None:
+        """The parsed listing of a tree named by `who` (None: reported, or read already)."""
+        if tree in listed:
+            return None
+        listed.add(tree)
+        name = tree
+        while name is not None:
+            if name not in trees_on_disk:
+                via = "" if name == tree else f" (the base of the delta {tree[:12]})"
+                errors.append(f"{who}: tree {str(name)[:12]}{via} is missing")
+                return None
+            used_trees.add(name)
+            try:
+                name = store.tree_header(name)[0]
+            except (OSError, ValueError) as e:
+                errors.append(f"{who}: tree {name[:12]} cannot be read ({e})")
+                return None
+        try:
+            lines = store.read_tree(tree)
+            if deep and hashlib.sha256("".join(lines).encode("utf-8", "surrogateescape")).hexdigest() != tree:
+                errors.append(f"tree {tree[:12]} does not match its name (damaged)")
+            return [parse_line(ln) for ln in lines]
+        except (OSError, ValueError, SnapshotError, zlib.error) as e:
+            errors.append(f"{who}: tree {tree[:12]} cannot be read ({e})")
+            return None
+
+    def check_content(entries: list, root: str, who: str) -> None:
+        for e in entries:
+            if e[1] != "f" or e[5] == 0:
+                continue
+            blob, size = e[9], e[5]
+            if blob in used_blobs:
+                continue
+            used_blobs.add(blob)
+            loc = index.get(blob)
+            if loc is not None:
+                if loc[2] != size:
+                    errors.append(f"content of {root}/{e[0]} has the wrong size in pack {loc[0][:12]}")
+            elif blob in objects:
+                if os.path.getsize(objects[blob]) != size:
+                    errors.append(f"object {blob[:12]} ({root}/{e[0]}) has the wrong size")
+            else:
+                errors.append(f"{who}: content of {root}/{e[0]} ({blob[:12]}) is missing")
+
     snapshots = 0
     for snapid in store.snapshot_ids():
         try:
@@ -74,42 +128,24 @@ def check(store, deep: bool) -> dict:
             continue
         snapshots += 1
         for r in roots:
-            tree = r.get("tree")
-            if not r.get("present") or tree in used_trees:
-                continue
-            used_trees.add(tree)
-            if tree not in trees_on_disk:
-                errors.append(f"snapshot {snapid}: tree {str(tree)[:12]} of {r.get('path')} is missing")
-                continue
-            try:
-                with open(trees_on_disk[tree], "rb") as f:
-                    text = tree_text(f.read())
-                if deep and hashlib.sha256(text).hexdigest() != tree:
-                    errors.append(f"tree {tree[:12]} does not match its name (damaged)")
-                entries = [parse_line(ln) for ln in text.decode("utf-8", "surrogateescape").splitlines(True)]
-            except (OSError, ValueError, zlib.error) as e:
-                errors.append(f"snapshot {snapid}: tree {tree[:12]} cannot be read ({e})")
-                continue
-            for e in entries:
-                if e[1] != "f" or e[5] == 0:
-                    continue
-                blob, size = e[9], e[5]
-                if blob in used_blobs:
-                    continue
-                used_blobs.add(blob)
-                loc = index.get(blob)
-                if loc is not None:
-                    if loc[2] != size:
-                        errors.append(
-                            f"content of {r['path']}/{e[0]} has the wrong size in pack {loc[0][:12]}"
-                        )
-                elif blob in objects:
-                    if os.path.getsize(objects[blob]) != size:
-                        errors.append(f"object {blob[:12]} ({r['path']}/{e[0]}) has the wrong size")
-                else:
-                    errors.append(
-                        f"snapshot {snapid}: content of {r['path']}/{e[0]} ({blob[:12]}) is missing"
-                    )
+            if r.get("present"):
+                entries = listing(r.get("tree"), f"snapshot {snapid}")
+                if entries is not None:
+                    check_content(entries, r["path"], f"snapshot {snapid}")
+    caches = store.caches()
+    for path, cache in caches:
+        if cache is None:
+            garbage["unreadable_caches"] += 1
+            continue
+        who = f"the stat-cache file {os.path.basename(path)}"
+        if listing(cache["tree"], who) is not None and deep:
+            text = "".join(cache["lines"]).encode("utf-8", "surrogateescape")
+            if hashlib.sha256(text).hexdigest() != cache["tree"]:
+                errors.append(f"{who} does not hold the listing of tree {cache['tree'][:12]} (damaged)")
+        try:
+            check_content([parse_line(ln) for ln in cache["lines"]], "", who)
+        except ValueError as e:
+            errors.append(f"{who} cannot be read ({e})")
     for blob, p in objects.items():
         if blob not in used_blobs:
             garbage["unused_blobs"] += 1
@@ -126,14 +162,15 @@ def check(store, deep: bool) -> dict:
         with contextlib.suppress(OSError):
             garbage["bytes"] += os.lstat(os.path.join(store.tmpdir, n)).st_size
     journal = os.path.join(store.path, "journal")
-    interrupted = (
-        len([n for n in os.listdir(journal) if n.endswith(".json")]) if os.path.isdir(journal) else 0
-    )
+    journals = os.listdir(journal) if os.path.isdir(journal) else []
     return {
         "ok": not errors,
         "errors": errors,
         "garbage": garbage,
-        "interrupted_rollbacks": interrupted,
+        "interrupted_rollbacks": sum(n.endswith(".json") for n in journals),
+        "interrupted_runs": sum(n.endswith(".files") for n in journals),
+        "caches": len(caches),
+        "version": store.config.get("version"),
         "snapshots": snapshots,
         "trees": len(used_trees),
         "blobs": len(used_blobs),

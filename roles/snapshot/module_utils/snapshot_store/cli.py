@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     r = sub.add_parser("restore")
     r.add_argument("id")
     r.add_argument("dest")
-    r.add_argument("--threads", type=int, default=2)
+    r.add_argument("--threads", type=int, default=None)
     b = sub.add_parser("rollback")
     b.add_argument("id")
     b.add_argument("--path", action="append")

@@ -96,12 +96,14 @@ def xattrs_set(target, encoded: str, follow: bool, warnings: list) -> None:
         warnings.append(f"extended attributes not restored on {target}: {e.strerror}")
 
 
-def set_meta_fd(fd: int, t: tuple, warnings: list, is_root: bool) -> None:
-    """Owner (as root), mode, extended attributes and mtime of an open file, from a parsed tree line."""
+def set_meta_fd(fd: int, t: tuple, warnings: list, is_root: bool, fresh: bool = False) -> None:
+    """Owner (as root), mode, extended attributes and mtime of an open file, from a parsed tree line. A
+    `fresh` file (just created) has no extended attributes to remove: none are read when it should have none."""
     if is_root:
         os.fchown(fd, t[3], t[4])  # before chmod: chown clears setuid/setgid bits
     os.fchmod(fd, t[2])
-    xattrs_set(fd, t[10], True, warnings)
+    if t[10] or not fresh:
+        xattrs_set(fd, t[10], True, warnings)
     os.utime(fd, ns=(t[6], t[6]))
 
 
@@ -144,6 +146,48 @@ def copy_fd(src_fd: int, dst_fd: int, dst_path: str | None = None, h=None) -> No
             off += n
     finally:
         pipe.close()
+
+
+ALIGN = 4096
+
+
+def open_direct(path: str, flags: int) -> int | None:
+    """The file opened once more with O_DIRECT (reads and writes straight to the disk, by DMA: no page-cache
+    copy on the CPU), or None where there is no O_DIRECT (macOS) or the filesystem refuses it (tmpfs)."""
+    direct = getattr(os, "O_DIRECT", 0)
+    if not direct:
+        return None
+    try:
+        return os.open(path, flags | direct | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return None
+
+
+def copy_range(src: tuple, dst: tuple, off: int, end: int, buf: memoryview) -> None:
+    """Copy bytes [off, end) of src into dst at the same offsets. src and dst are (fd, O_DIRECT fd or None);
+    buf is page-aligned (an mmap) and a multiple of ALIGN long, and off is a multiple of ALIGN. Whole blocks go
+    through the O_DIRECT fds; a file's unaligned tail is written through the page cache."""
+    while off < end:
+        want = min(len(buf), end - off)
+        if src[1] is not None:
+            n = os.preadv(src[1], [buf[: -(-want // ALIGN) * ALIGN]], off)  # O_DIRECT reads whole blocks
+            n = min(n, want)
+        else:
+            n = os.preadv(src[0], [buf[:want]], off)
+        if n <= 0:
+            raise OSError(errno.EIO, f"short read at offset {off} of a stored object")
+        whole = n - n % ALIGN if dst[1] is not None else 0
+        if whole:
+            write_at(dst[1], buf[:whole], off)
+        if whole < n:
+            write_at(dst[0], buf[whole:n], off + whole)
+        off += n
+
+
+def write_at(fd: int, view, offset: int) -> None:
+    while view:
+        n = os.pwrite(fd, view, offset)
+        view, offset = view[n:], offset + n
 
 
 def syncfs(fd: int) -> None:

@@ -5,6 +5,9 @@ Pure functions from bytes and strings to bytes and strings; no store I/O. Invari
   (`snapshotter`) on every field, and `esc`/`unesc` round-trip any file name (TAB, newline, backslash).
 - A label or a snapshot id is checked as a whole string (fullmatch), never by a prefix.
 - A pack file is its blobs, then a trailer from which its index entry can be rebuilt.
+- A tree's name is the SHA-256 of its whole listing, whether the file holds the listing or a delta from
+  another tree (`encode_delta` / `apply_delta` are exact inverses); a listing is split at "\n" only.
+- The stat-cache file of a root holds exactly the listing of the tree its header names.
 """
 
 from __future__ import annotations
@@ -17,7 +20,12 @@ import time
 import zlib
 
 FORMAT = "sdenv-snapshot-store"
-VERSION = 1
+# Version 2 added trees stored as deltas, the stat-cache files (cache/) and the journals of writing runs
+# (journal/*.files). Every version-1 store is a valid version-2 store: the first run that writes to one
+# records version 2 in its config.json (a version-1 toolkit then refuses it instead of misreading a delta).
+VERSION = 2
+READABLE_VERSIONS = (1, 2)
+INDEX_VERSION = 1
 PACK_SIZE = 16 * 1024 * 1024
 LARGE = 1024 * 1024
 CHUNK = 4 * 1024 * 1024
@@ -138,11 +146,137 @@ def key_of(line: str) -> str:
     return line[:j]
 
 
+def split_lines(text: str) -> list[str]:
+    """A listing's lines, each with its "\n". str.splitlines also splits at \r, \x85, \u2028 and others,
+    which a file name may hold (a listing escapes only TAB, newline and backslash), so its result is used
+    only when it found exactly one line per "\n"."""
+    lines = text.splitlines(keepends=True)
+    if len(lines) == text.count("\n") and (not lines or lines[-1].endswith("\n")):
+        return lines
+    parts = text.split("\n")
+    out = [p + "\n" for p in parts[:-1]]
+    if parts[-1]:
+        out.append(parts[-1])
+    return out
+
+
+# A tree file holds either a whole listing (plain text, starting with its root's line ".\t"; version 1 also
+# wrote zlib streams) or a delta from another tree: this header, then one operation per line.
+DELTA_MAGIC = b"sdenv-tree-delta 2\t"
+# A chain of deltas is cut (the tree written whole) when it would grow deeper than this or when its deltas
+# would add up to more than DELTA_MAX_SHARE of the whole listing: reading a tree then costs at most one
+# whole listing, a few dozen small files and half a listing's worth of operations.
+DELTA_MAX_DEPTH = 64
+DELTA_MAX_SHARE = 0.5
+
+
+def tree_header(data: bytes) -> tuple:
+    """(base tree id, depth, chain bytes) of a delta tree file's bytes; (None, 0, 0) for a whole listing."""
+    if not data.startswith(DELTA_MAGIC):
+        return None, 0, 0
+    end = data.index(b"\n")
+    base, depth, chain = data[len(DELTA_MAGIC) : end].decode().split("\t")
+    return base, int(depth), int(chain)
+
+
 def tree_text(data: bytes) -> bytes:
-    """A tree file's listing. Trees are written as plain text (every snapshot reads its parent's tree, and
-    inflating one took 13 ms of a ~100 ms no-change snapshot while zlib only halved it: the blob ids are hex);
-    trees of stores written before that are zlib streams. A listing starts with its root's line (".\t")."""
+    """The listing of a tree file that holds a whole listing. Trees are written as plain text (every snapshot
+    reads its parent's listing, and inflating one took 13 ms of a ~100 ms no-change snapshot while zlib only
+    halved it: the blob ids are hex); version-1 stores may hold zlib streams."""
     return data if data.startswith(b".\t") else zlib.decompress(data)
+
+
+def encode_delta(lines: list, base_lines: list) -> bytes:
+    """The operations (a delta file's body, after `delta_header`) that turn base_lines into lines: "=N" keeps
+    the next N base lines, "-N" skips N, "+LINE" adds LINE. Lines are unique within a listing (each names its
+    own path) and a listing is in walk order, so a base line that comes back is found by its text and the
+    operations follow both listings in order."""
+    pos = {ln: j for j, ln in enumerate(base_lines)}
+    ops: list[str] = []
+    expect = run = 0
+    for ln in lines:
+        j = pos.get(ln)
+        if j is not None and j >= expect:
+            if j > expect:
+                if run:
+                    ops.append(f"={run}\n")
+                    run = 0
+                ops.append(f"-{j - expect}\n")
+            run += 1
+            expect = j + 1
+        else:
+            if run:
+                ops.append(f"={run}\n")
+                run = 0
+            ops.append("+" + ln)
+    if run:
+        ops.append(f"={run}\n")
+    return "".join(ops).encode("utf-8", "surrogateescape")
+
+
+def delta_header(base: str, depth: int, chain: int) -> bytes:
+    return DELTA_MAGIC + f"{base}\t{depth}\t{chain}\n".encode()
+
+
+def apply_delta(base_lines: list, data: bytes) -> list:
+    """The listing a delta tree file (its bytes, header included) makes of its base's listing."""
+    body = data[data.index(b"\n") + 1 :].decode("utf-8", "surrogateescape")
+    out: list = []
+    extend, append = out.extend, out.append
+    i = 0
+    for op in split_lines(body):
+        c = op[0]
+        if c == "+":
+            append(op[1:])
+        elif c == "=":
+            n = int(op[1:])
+            extend(base_lines[i : i + n])
+            i += n
+        elif c == "-":
+            i += int(op[1:])
+        else:
+            raise ValueError(f"malformed delta operation {op[:40]!r}")
+    return out
+
+
+# The stat-cache file of a root (cache/<cache_name(root)>): this header, then the listing of the tree it
+# names. It is the listing a snapshot compares its walk with (as git's index is to its trees): written after
+# each snapshot that changed the root and after each rollback, so it is read as one file, never rebuilt
+# from a chain of deltas, and it knows the files a rollback wrote.
+CACHE_MAGIC = "sdenv-stat-cache 2\t"
+
+
+def cache_name(root: str) -> str:
+    return hashlib.sha256(root.encode("utf-8", "surrogateescape")).hexdigest()[:32]
+
+
+def cache_bytes(
+    root: str, tree: str, depth: int, chain: int, time_ns: int, recorded: bool, text: bytes
+) -> bytes:
+    """`recorded`: the tree was written by a rollback for this file alone (no manifest named it then)."""
+    head = f"{CACHE_MAGIC}{tree}\t{depth}\t{chain}\t{time_ns}\t{'r' if recorded else 's'}\t{esc(root)}\n"
+    return head.encode("utf-8", "surrogateescape") + text
+
+
+def parse_cache(root: str, data: bytes) -> dict | None:
+    """{"root", "tree", "depth", "chain", "time_ns", "recorded", "lines"} of a stat-cache file; None when it is
+    not one for root."""
+    text = data.decode("utf-8", "surrogateescape")
+    if not text.startswith(CACHE_MAGIC) or "\n" not in text:
+        return None
+    end = text.index("\n")
+    fields = text[len(CACHE_MAGIC) : end].split("\t")
+    if len(fields) != 6 or unesc(fields[5]) != root or len(fields[0]) != 64 or fields[4] not in ("r", "s"):
+        return None
+    return {
+        "root": root,
+        "tree": fields[0],
+        "depth": int(fields[1]),
+        "chain": int(fields[2]),
+        "time_ns": int(fields[3]),
+        "recorded": fields[4] == "r",
+        "lines": split_lines(text[end + 1 :]),
+    }
 
 
 def comparable(t: tuple) -> tuple:

@@ -13,7 +13,7 @@ import os
 import threading
 
 from .fileio import executor, write_all
-from .format import PACK_SIZE, VERSION, json_dumps_compact, pack_bytes
+from .format import INDEX_VERSION, PACK_SIZE, json_dumps_compact, pack_bytes
 
 
 class PackWriter:
@@ -80,9 +80,9 @@ class PackWriter:
         """One index file for the packs written (they are durable: finish() ran); returns its size."""
         if not self.new_packs:
             return 0
-        data = json_dumps_compact({"version": VERSION, "packs": self.new_packs})
+        data = json_dumps_compact({"version": INDEX_VERSION, "packs": self.new_packs})
         name = hashlib.sha256(data).hexdigest() + ".json"
-        self.store.atomic_write(os.path.join(self.store.path, "index", name), data)
+        self.store.write_content(os.path.join(self.store.path, "index", name), data)
         idx = self.store.load_index()
         for packid, info in self.new_packs.items():
             for blob, off, length in info["blobs"]:

@@ -3,11 +3,16 @@
 The operations (snapshot, restore, rollback, check, prune) live in modules of their own and are imported
 when called, so a no-change snapshot loads only what it runs. Invariants kept here:
 - Write once: every file under packs/ objects/ trees/ index/ is written to tmp/, fsynced, renamed to its
-  content-addressed name (`publish`, `atomic_write`) and the directory fsynced; an existing name is never
+  content-addressed name (`publish`, `write_content`) and the directory fsynced; an existing name is never
   rewritten. A manifest is written last, so a snapshot exists exactly when its manifest does.
+- Journaled: while a run holds `self.run` (journal.RunJournal), each such file is journaled before it is
+  created, so what a killed run created can be found and removed without a mark and sweep.
+- A tree name always stands for the same listing, stored whole or as a delta from another stored tree.
+- A stat-cache file names a stored tree and holds exactly its listing (`write_cache`).
 - Locking: every operation holds flock on STORE/lock, exclusive to write, shared to read; the holder's pid
   and host are written into the lock file so a waiting run can say who holds it.
-- Recovery: an exclusive operation first undoes what an interrupted one left (journal/), before anything else.
+- Recovery: an exclusive operation first removes what an interrupted one left (journal.recover), before
+  anything else; a writing operation on a version-1 store records version 2 first (`upgrade`).
 """
 
 from __future__ import annotations
@@ -21,16 +26,30 @@ import time
 
 from .fileio import fsync_dir, read_all, write_all
 from .format import (
+    DELTA_MAX_DEPTH,
+    DELTA_MAX_SHARE,
     FORMAT,
+    READABLE_VERSIONS,
     REF_RE,
     SNAPID_RE,
     VERSION,
     SnapshotError,
+    apply_delta,
+    cache_bytes,
+    cache_name,
+    delta_header,
+    encode_delta,
     hostname,
+    parse_cache,
     parse_line,
+    split_lines,
     token,
+    tree_header,
     tree_text,
+    unesc,
 )
+
+LAYOUT = ("packs", "objects", "trees", "index", "snapshots", "journal", "tmp", "cache")
 
 
 class Store:
@@ -38,7 +57,10 @@ class Store:
         self.path = os.path.abspath(path)
         self.tmpdir = os.path.join(self.path, "tmp")
         self._index = None  # blob id -> (pack id, offset, length); loaded only on a stat-cache miss
+        self._trees: dict = {}  # tree id -> (lines, depth, chain bytes): the few read by this process
         self._lock_mode = None
+        self.config: dict = {}
+        self.run = None  # the journal of the writing run in progress (journal.RunJournal), if any
         self.warnings: list[str] = []
 
     # -- layout --------------------------------------------------------------------------------------------
@@ -70,12 +92,12 @@ class Store:
         try:
             os.makedirs(self.path, mode=0o700, exist_ok=True)
             os.chmod(self.path, 0o700)
-            for d in ("packs", "objects", "trees", "index", "snapshots", "journal", "tmp"):
+            for d in LAYOUT:
                 os.makedirs(os.path.join(self.path, d), mode=0o700, exist_ok=True)
             with open(os.path.join(self.path, "lock"), "a"):
                 pass
-            data = json.dumps({"format": FORMAT, "version": VERSION, "id": token(16)}).encode()
-            self.atomic_write(cfg, data, mode=0o444)
+            self.config = {"format": FORMAT, "version": VERSION, "id": token(16)}
+            self.atomic_write(cfg, json.dumps(self.config).encode(), mode=0o444)
         except OSError as e:
             raise self.oserror(e, "initialise the snapshot store") from None
         return True
@@ -88,11 +110,35 @@ class Store:
             raise SnapshotError(
                 f"The snapshot store's {cfg} cannot be read ({e}): check the store path."
             ) from None
-        if c.get("format") != FORMAT or c.get("version") != VERSION:
+        if c.get("format") != FORMAT:
             raise SnapshotError(
-                f"{self.path} is not an sdenv snapshot store of format version {VERSION}: "
-                "point sdenv_snapshot_store at an sdenv store or at a new directory."
+                f"{self.path} is not an sdenv snapshot store: point sdenv_snapshot_store at an sdenv store or "
+                "at a new directory."
             )
+        if c.get("version") not in READABLE_VERSIONS:
+            raise SnapshotError(
+                f"The snapshot store at {self.path} has format version {c.get('version')!r}, which this toolkit "
+                f"does not read (it reads {', '.join(map(str, READABLE_VERSIONS))}): use the toolkit that wrote "
+                "it, or point sdenv_snapshot_store at a new directory."
+            )
+        self.config = c
+
+    def upgrade(self) -> None:
+        """Before a version-1 store is first written to (exclusive lock held): record version 2, whose
+        additions (delta trees, cache/, run journals) a version-1 toolkit cannot read."""
+        if self.config.get("version", VERSION) >= VERSION:
+            return
+        for d in LAYOUT:
+            os.makedirs(os.path.join(self.path, d), mode=0o700, exist_ok=True)
+        old = self.config["version"]
+        self.config = dict(self.config, version=VERSION)
+        self.atomic_write(
+            os.path.join(self.path, "config.json"), json.dumps(self.config).encode(), mode=0o444
+        )
+        self.warnings.append(
+            f"The snapshot store at {self.path} now has format version {VERSION} (it had {old}): its "
+            "snapshots are all kept, and toolkits from before version 2 no longer open it."
+        )
 
     def require(self) -> None:
         cfg = os.path.join(self.path, "config.json")
@@ -181,8 +227,19 @@ class Store:
             os.unlink(tmp)
             return False
         os.makedirs(d, mode=0o700, exist_ok=True)
+        if self.run is not None:
+            self.run.created(final)
         os.rename(tmp, final)
         fsync_dir(d)
+        return True
+
+    def write_content(self, final: str, data: bytes) -> bool:
+        """A write-once file (tree, index file) from bytes in memory; False when the name exists already."""
+        if os.path.exists(final):
+            return False
+        if self.run is not None:
+            self.run.created(final)
+        self.atomic_write(final, data)
         return True
 
     # -- index ---------------------------------------------------------------------------------------------
@@ -251,20 +308,120 @@ class Store:
 
     # -- trees ---------------------------------------------------------------------------------------------
     def read_tree(self, tree: str) -> list[str]:
+        return self.read_tree_info(tree)[0]
+
+    def read_tree_info(self, tree: str) -> tuple[list, int, int]:
+        """(listing lines, delta depth, delta chain bytes) of a stored tree, following its chain of deltas."""
+        got = self._trees.get(tree)
+        if got is not None:
+            return got
+        chain = []
+        name = tree
+        while True:
+            info = self._trees.get(name)  # a base read just before (check and prune read trees in order)
+            if info is not None:
+                break
+            data = self._tree_file(name, tree)
+            base, depth, chain_bytes = tree_header(data)
+            if base is None:
+                info = (split_lines(tree_text(data).decode("utf-8", "surrogateescape")), 0, 0)
+                break
+            chain.append((data, depth, chain_bytes))
+            if len(chain) > DELTA_MAX_DEPTH:
+                raise SnapshotError(
+                    f"Tree {tree[:12]} in {self.path} has a chain of deltas longer than {DELTA_MAX_DEPTH} "
+                    "(damaged): run make snapshot-check."
+                )
+            name = base
+        for data, depth, chain_bytes in reversed(chain):
+            info = (apply_delta(info[0], data), depth, chain_bytes)
+        self._remember(tree, info)
+        return info
+
+    def _remember(self, tree: str, info: tuple) -> None:
+        """Keep the last few listings read or written (each a few MB): the next tree is often a delta of one."""
+        if len(self._trees) >= 4:
+            self._trees.pop(next(iter(self._trees)))
+        self._trees[tree] = info
+
+    def _tree_file(self, name: str, wanted: str) -> bytes:
         try:
-            with open(self.p("trees", tree), "rb") as f:
-                raw = tree_text(f.read())
+            with open(self.p("trees", name), "rb") as f:
+                return f.read()
         except FileNotFoundError:
+            via = "" if name == wanted else f" (the base of tree {wanted[:12]})"
             raise SnapshotError(
-                f"Tree {tree[:12]} is missing from {self.path}: run make snapshot-check."
+                f"Tree {name[:12]}{via} is missing from {self.path}: run make snapshot-check."
             ) from None
-        text = raw.decode("utf-8", "surrogateescape")
-        return text.splitlines(keepends=True)
+
+    def tree_header(self, tree: str) -> tuple:
+        """(base, depth, chain bytes) of a stored tree file, from its first line."""
+        with open(self.p("trees", tree), "rb") as f:
+            return tree_header(f.read(4096))
 
     def read_tree_map(self, tree: str | None) -> dict:
         if not tree:
             return {}
         return {t[0]: t for t in map(parse_line, self.read_tree(tree))}
+
+    def write_tree(self, tree: str, lines: list, text: bytes, base: tuple | None) -> tuple[int, int, int]:
+        """Store the listing `lines` (whose bytes are `text`, whose name is `tree`) unless it is there; as a
+        delta from base = (tree id, lines, depth, chain bytes) while the chain stays short (DELTA_MAX_DEPTH,
+        DELTA_MAX_SHARE), else whole. Returns (depth, chain bytes, bytes written)."""
+        path = self.p("trees", tree)
+        if os.path.exists(path):
+            _, depth, chain_bytes = self.tree_header(tree)
+            return depth, chain_bytes, 0
+        data, depth, chain_bytes = text, 0, 0
+        if base is not None and base[2] < DELTA_MAX_DEPTH:
+            body = encode_delta(lines, base[1])
+            if base[3] + len(body) <= len(text) * DELTA_MAX_SHARE:
+                depth, chain_bytes = base[2] + 1, base[3] + len(body)
+                data = delta_header(base[0], depth, chain_bytes) + body
+        self.write_content(path, data)
+        self._remember(tree, (lines, depth, chain_bytes))
+        return depth, chain_bytes, len(data)
+
+    # -- stat cache ----------------------------------------------------------------------------------------
+    def cache_path(self, root: str) -> str:
+        return os.path.join(self.path, "cache", cache_name(root))
+
+    def read_cache(self, root: str) -> dict | None:
+        """The stat-cache file of root ({"tree", "depth", "chain", "time_ns", "lines"}), or None."""
+        try:
+            with open(self.cache_path(root), "rb") as f:
+                return parse_cache(root, f.read())
+        except (OSError, ValueError):
+            return None
+
+    def write_cache(
+        self, root: str, tree: str, depth: int, chain_bytes: int, text: bytes, recorded: bool = False
+    ) -> None:
+        """Replace root's stat-cache file with the listing `text` of the stored tree `tree` (temp, fsync,
+        rename): the next snapshot of root compares its walk with it. `recorded`: a rollback wrote that tree
+        for this file alone; the snapshot that moves the file on removes it unless something else uses it."""
+        data = cache_bytes(root, tree, depth, chain_bytes, time.time_ns(), recorded, text)
+        os.makedirs(os.path.join(self.path, "cache"), mode=0o700, exist_ok=True)
+        self.atomic_write(self.cache_path(root), data, mode=0o600)
+
+    def drop_cache(self, root: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.cache_path(root))
+
+    def caches(self) -> list[tuple[str, dict | None]]:
+        """(path, parsed or None) of every stat-cache file; parsed with its own root from the header."""
+        d = os.path.join(self.path, "cache")
+        out = []
+        for n in sorted(os.listdir(d)) if os.path.isdir(d) else []:
+            path = os.path.join(d, n)
+            try:
+                with open(path, "rb") as f:
+                    data = f.read()
+                head = data[: data.index(b"\n")].decode("utf-8", "surrogateescape")  # root: the last field
+                out.append((path, parse_cache(unesc(head.rsplit("\t", 1)[1]), data)))
+            except (OSError, ValueError, IndexError):
+                out.append((path, None))
+        return out
 
     # -- manifests -----------------------------------------------------------------------------------------
     def snapshot_ids(self) -> list[str]:
@@ -311,6 +468,7 @@ class Store:
 
     def set_pinned(self, ref: str, pinned: bool) -> dict:
         with self.locked(True):
+            self.warnings += self.recover()
             m = self.load_manifest(self.resolve(ref))
             changed = bool(m.get("pinned")) != bool(pinned)
             if changed:
@@ -333,16 +491,38 @@ class Store:
                 break
         return found
 
-    # -- journal (rollbacks in progress) -------------------------------------------------------------------
+    # -- interrupted runs ----------------------------------------------------------------------------------
     def recover(self) -> list[str]:
-        """Undo what interrupted runs left in live trees; return what was found (one sentence each)."""
-        d = os.path.join(self.path, "journal")
-        names = sorted(n for n in os.listdir(d) if n.endswith(".json")) if os.path.isdir(d) else []
-        if not names:
-            return []
-        from .rollback import recover_rollback
+        """Remove what interrupted runs left (temp files, files a killed run created, rollback temp files in
+        live trees); one sentence per finding. Only under the exclusive lock."""
+        from .journal import recover
 
-        return [recover_rollback(os.path.join(d, name)) for name in names]
+        return recover(self)
+
+    def begin_run(self, kind: str):
+        """Journal the store files this run creates (self.run) until end_run()."""
+        from .journal import RunJournal
+
+        self.run = RunJournal(self, kind)
+        return self.run
+
+    def end_run(self) -> None:
+        """The run is complete: its journal goes."""
+        run, self.run = self.run, None
+        if run is not None:
+            run.close()
+
+    def abort_run(self) -> None:
+        """The run failed (an exception): settle its journal now, as the next run's recovery would."""
+        from .journal import settle
+
+        run, self.run = self.run, None
+        if run is not None and run.fd is not None:
+            os.close(run.fd)
+            run.fd = None
+            settle(self, run.path)
+            self._trees.clear()
+            self._index = None
 
     # ======================================================================================================
     # Operations (each in its own module, imported when called)
@@ -413,7 +593,7 @@ class Store:
 
         return rollback(self, ref, only_paths, dry_run, facts, before_snapshot)
 
-    def restore(self, ref: str, dest: str, threads: int = 2, sync: bool = True) -> dict:
+    def restore(self, ref: str, dest: str, threads: int | None = None, sync: bool = True) -> dict:
         """Restore one snapshot's roots under a new directory DEST (DEST/<root path without leading '/'>)."""
         from .restore import restore
 

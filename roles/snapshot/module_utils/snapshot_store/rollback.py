@@ -5,30 +5,28 @@ Invariants kept here:
 - Every live path holds either its old or its new version: a file or symlink is written to
   `.sdenv-rb.<token>.N.tmp` next to it, made durable, then renamed over its name; the temp names are
   journaled (journal/<token>.json) before the first is created, and the next operation removes them.
-- Never through a symlink: directories are opened component by component with O_NOFOLLOW (_Tree); a path
+- Never through a symlink: directories are opened component by component with O_NOFOLLOW (restore.LiveTree); a path
   beyond a symlink is refused, and a symlink where the snapshot has a directory is replaced, not followed.
 - Only paths inside the target's roots are touched.
+- Afterwards the rollback records what each root holds now (_record): the lines of what it wrote carry the
+  keys it stat'ed once they had settled (snapshotter.settled_ctime), the rest are the lines it compared,
+  stored as a tree (a delta from the target's) that the root's stat-cache file names. The next snapshot
+  then reads nothing the rollback wrote. Store files are journaled, so a kill leaves nothing to redo.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import itertools
 import json
 import os
 import stat
+import time
 
-from .fileio import (
-    DIR_FLAGS,
-    fsync_dir,
-    remove_temp_files,
-    rmtree,
-    rmtree_at,
-    set_meta_fd,
-    syncfs,
-    xattrs_get,
-    xattrs_set,
-)
-from .format import TMP_PREFIX, SnapshotError, comparable, esc, parse_line, token
+from .fileio import fsync_dir, remove_temp_files, rmtree, rmtree_at, set_meta_fd, syncfs, xattrs_get
+from .format import TMP_PREFIX, SnapshotError, comparable, esc, parse_line, token, unesc
+from .restore import LiveTree, set_dir_meta, write_entries
 
 
 def rollback(store, ref, only_paths=None, dry_run=False, facts=None, before_snapshot=True) -> dict:
@@ -51,6 +49,7 @@ def rollback(store, ref, only_paths=None, dry_run=False, facts=None, before_snap
             }
     with store.locked(True):
         notes = store.recover()
+        store.upgrade()  # its record of what it wrote is a version-2 tree and stat-cache file
         target = store.load_manifest(store.resolve(ref))
         selection = _selection(target, only_paths)
         roots = [r["path"] for r in target["roots"]]
@@ -72,6 +71,7 @@ def rollback(store, ref, only_paths=None, dry_run=False, facts=None, before_snap
             current = live.listings
         plan = _plan(store, target, current, selection)
         result = _apply(store, target, plan, before["id"] if before else None)
+        _record(store, target, plan, result["warnings"])
         result.update(
             changed=plan["count"] > 0,
             target=target["id"],
@@ -211,7 +211,19 @@ def _plan(store, target: dict, current: dict, selection: dict) -> dict:
             dirs = [t for t in dirs if t[1] == "d"]
         else:
             dirs = [t for p, t in want.items() if t[1] == "d" and (_in_selection(p, prefixes) or p in ensure)]
-        roots.append({"root": root, "have": have, "removals": removals, "ops": ops, "dirs": dirs})
+        roots.append(
+            {
+                "root": root,
+                "tree": r.get("tree") if want_lines else None,
+                "have": have,
+                "removals": removals,
+                "ops": ops,
+                "dirs": dirs,
+                "prefixes": prefixes,
+                "want_lines": want_lines,
+                "have_lines": have_lines,
+            }
+        )
         kinds: dict = {"remove": len(removals)}
         for op, _, _ in ops:
             kinds[op] = kinds.get(op, 0) + 1
@@ -219,49 +231,6 @@ def _plan(store, target: dict, current: dict, selection: dict) -> dict:
         summary[root] = kinds
         count += len(removals) + len(ops)
     return {"roots": roots, "count": count, "summary": summary}
-
-
-class _Tree:
-    """Directory fds of one live root, opened component by component with O_NOFOLLOW (never through a link)."""
-
-    def __init__(self, root: str):
-        self.root = root
-        self.parent, self.base = os.path.split(root)
-        self.pfd = os.open(self.parent, os.O_RDONLY | os.O_DIRECTORY)
-        self.fds: dict = {}
-
-    def loc(self, rel: str) -> tuple[str, str]:
-        if rel == ".":
-            return "", self.base
-        d, _, name = rel.rpartition("/")
-        return (self.base + "/" + d if d else self.base), name
-
-    def dirfd(self, drel: str) -> int:
-        if drel == "":
-            return self.pfd
-        fd = self.fds.get(drel)
-        if fd is not None:
-            return fd
-        up, _, name = drel.rpartition("/")
-        try:
-            fd = os.open(name, DIR_FLAGS, dir_fd=self.dirfd(up))
-        except OSError as e:
-            raise SnapshotError(
-                f"{os.path.join(self.parent, drel)} is not a real directory any more ({e.strerror}): something "
-                "changed the tree during the rollback; stop it and run the rollback again."
-            ) from None
-        if len(self.fds) > 200:
-            self.forget("")
-        self.fds[drel] = fd
-        return fd
-
-    def forget(self, drel: str) -> None:
-        for k in [k for k in self.fds if k == drel or k.startswith(drel + "/") or drel == ""]:
-            os.close(self.fds.pop(k))
-
-    def close(self) -> None:
-        self.forget("")
-        os.close(self.pfd)
 
 
 def _apply(store, target: dict, plan: dict, before_id: str | None) -> dict:
@@ -276,18 +245,12 @@ def _apply(store, target: dict, plan: dict, before_id: str | None) -> dict:
         mode=0o600,
     )
     stats = {"removed": 0, "written": 0, "bytes_written": 0, "linked": 0, "metadata": 0}
-    pack_fds: dict = {}
-    counter = [0]
-
-    def tmpname() -> str:
-        counter[0] += 1
-        return f"{TMP_PREFIX}{tok}.{counter[0]}.tmp"
-
+    counter = itertools.count(1)
     try:
         for rp in plan["roots"]:
             if not rp["removals"] and not rp["ops"]:
                 continue
-            tree = _Tree(rp["root"])
+            tree = LiveTree(rp["root"])
             try:
                 for p in rp["removals"]:
                     drel, name = tree.loc(p)
@@ -299,70 +262,32 @@ def _apply(store, target: dict, plan: dict, before_id: str | None) -> dict:
                         with contextlib.suppress(FileNotFoundError):
                             os.unlink(name, dir_fd=dfd)
                     stats["removed"] += 1
-                pending = []  # (drel, tmp, name): complete temp files waiting for their rename
-                batch_bytes = 0
+                # Directories first (parents before children, in walk order), so the files can be written
+                # into them by several threads at once; each file and symlink to a temp name next to its own.
+                batch, batch_bytes = [], 0  # (drel, temp name, parsed line, name)
                 for op, p, t in rp["ops"]:
                     drel, name = tree.loc(p)
-                    dfd = tree.dirfd(drel)
                     if op == "mkdir":
-                        os.mkdir(name, 0o700, dir_fd=dfd)
-                    elif op == "write":
-                        tmp = tmpname()
-                        fd = os.open(
-                            tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=dfd
-                        )
-                        try:
-                            store.copy_blob_to(t[9], t[5], fd, pack_fds)
-                            set_meta_fd(fd, t, warnings, is_root)
-                        finally:
-                            os.close(fd)
-                        pending.append((drel, tmp, name))
-                        stats["written"] += 1
-                        stats["bytes_written"] += t[5]
-                        batch_bytes += t[5]
-                    elif op == "link":
-                        tmp = tmpname()
-                        os.symlink(t[9], tmp, dir_fd=dfd)
-                        if is_root:
-                            os.chown(tmp, t[3], t[4], dir_fd=dfd, follow_symlinks=False)
-                        with contextlib.suppress(NotImplementedError, OSError):
-                            os.utime(tmp, ns=(t[6], t[6]), dir_fd=dfd, follow_symlinks=False)
-                        pending.append((drel, tmp, name))
-                        stats["linked"] += 1
-                    elif op == "meta":
+                        os.mkdir(name, 0o700, dir_fd=tree.dirfd(drel))
+                    elif op in ("write", "link"):
+                        batch.append((drel, f"{TMP_PREFIX}{tok}.{next(counter)}.tmp", t, name))
+                        stats["written" if op == "write" else "linked"] += 1
+                        stats["bytes_written"] += t[5] if op == "write" else 0
+                        batch_bytes += t[5] if op == "write" else 0
+                        if len(batch) >= 4096 or batch_bytes >= 1 << 30:
+                            _write_and_commit(store, tree, batch, is_root, warnings)
+                            batch, batch_bytes = [], 0
+                    else:
                         stats["metadata"] += 1
-                        if t[1] == "l":
-                            if is_root:
-                                os.chown(name, t[3], t[4], dir_fd=dfd, follow_symlinks=False)
-                            with contextlib.suppress(NotImplementedError, OSError):
-                                os.utime(name, ns=(t[6], t[6]), dir_fd=dfd, follow_symlinks=False)
-                        elif t[1] == "f":
-                            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=dfd)
-                            try:
-                                set_meta_fd(fd, t, warnings, is_root)
-                            finally:
-                                os.close(fd)
-                        # directories: the final pass below sets their metadata
-                    if len(pending) >= 4096 or batch_bytes >= 1 << 30:
-                        _commit(tree, pending)
-                        pending, batch_bytes = [], 0
-                _commit(tree, pending)
-                # Directory metadata last, deepest first: creating entries above changed their mtimes.
-                for t in reversed(rp["dirs"]):
-                    drel, name = tree.loc(t[0])
-                    fd = os.open(name, DIR_FLAGS, dir_fd=tree.dirfd(drel))
-                    try:
-                        st = os.fstat(fd)
-                        if is_root and (st.st_uid, st.st_gid) != (t[3], t[4]):
-                            os.fchown(fd, t[3], t[4])
-                        if stat.S_IMODE(st.st_mode) != t[2]:
-                            os.fchmod(fd, t[2])
-                        if xattrs_get(None, fd=fd) != t[10]:
-                            xattrs_set(fd, t[10], True, warnings)
-                        if st.st_mtime_ns != t[6]:
-                            os.utime(fd, ns=(t[6], t[6]))
-                    finally:
-                        os.close(fd)
+                        _set_meta(tree.dirfd(drel), name, t, is_root, warnings)
+                _write_and_commit(store, tree, batch, is_root, warnings)
+            finally:
+                tree.close()
+            # Directory metadata last, deepest first: creating entries above changed their mtimes.
+            set_dir_meta(LiveTree(rp["root"]), rp["dirs"], is_root, warnings, fresh=False)
+            rp["written_ns"] = time.time_ns()  # nothing in this root changes after this
+            tree = LiveTree(rp["root"])
+            try:
                 syncfs(tree.pfd)
             finally:
                 tree.close()
@@ -371,19 +296,137 @@ def _apply(store, target: dict, plan: dict, before_id: str | None) -> dict:
             f"The rollback to {target['id']} stopped at an error ({e}); every file is complete (old or new): "
             f"fix the cause and run it again, or roll back to {before_id}."
         ) from None
-    finally:
-        for fd in pack_fds.values():
-            os.close(fd)
     os.unlink(journal)
     fsync_dir(os.path.dirname(journal))
     return {"stats": stats, "warnings": warnings}
 
 
-def _commit(tree: _Tree, pending: list) -> None:
-    """Make a batch of complete temp files durable with one syncfs, then rename each over its final name."""
-    if not pending:
+def _set_meta(dfd: int, name: str, t: tuple, is_root: bool, warnings: list) -> None:
+    """Metadata of an entry whose content is already right (directories: set_dir_meta, last)."""
+    if t[1] == "l":
+        if is_root:
+            os.chown(name, t[3], t[4], dir_fd=dfd, follow_symlinks=False)
+        with contextlib.suppress(NotImplementedError, OSError):
+            os.utime(name, ns=(t[6], t[6]), dir_fd=dfd, follow_symlinks=False)
+    elif t[1] == "f":
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=dfd)
+        try:
+            set_meta_fd(fd, t, warnings, is_root)
+        finally:
+            os.close(fd)
+
+
+def _write_and_commit(store, tree: LiveTree, batch: list, is_root: bool, warnings: list) -> None:
+    """Write a batch of files and symlinks to their temp names (in parallel, by bytes), make them durable with
+    one syncfs, then rename each over its final name."""
+    if not batch:
         return
+    write_entries(
+        store,
+        tree.root,
+        [(drel, tmp, t) for drel, tmp, t, _ in batch],
+        None,
+        is_root,
+        warnings,
+        make_dirs=False,
+    )
     syncfs(tree.pfd)
-    for drel, tmp, name in pending:
+    for drel, tmp, _, name in batch:
         dfd = tree.dirfd(drel)
         os.rename(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+
+
+def _record(store, target: dict, plan: dict, warnings: list) -> None:
+    """Record what each changed root holds now, as a stored tree named by the root's stat-cache file."""
+    from .snapshotter import SETTLE_NS
+
+    run = store.begin_run("rollback record")
+    try:
+        for rp in plan["roots"]:
+            if "written_ns" not in rp:
+                continue  # nothing changed in this root: its stat-cache file is the before-rollback listing
+            wait = rp["written_ns"] + SETTLE_NS - time.time_ns()
+            if wait > 0:
+                time.sleep(wait / 1e9)
+            lines = _now_listing(rp, _restat(rp, warnings))
+            if not lines:
+                store.drop_cache(rp["root"])
+                continue
+            text = "".join(lines).encode("utf-8", "surrogateescape")
+            tree = hashlib.sha256(text).hexdigest()
+            base = (rp["tree"], *store.read_tree_info(rp["tree"])) if rp["tree"] else None
+            depth, chain, _ = store.write_tree(tree, lines, text, base if base and base[0] != tree else None)
+            store.write_cache(rp["root"], tree, depth, chain, text, recorded=True)
+        run.committed()
+    except OSError as e:
+        store.abort_run()
+        warnings.append(
+            f"The rollback is complete, but what it wrote could not be recorded in {store.path} ({e}): the next "
+            "snapshot reads those files again."
+        )
+        return
+    store.end_run()
+
+
+def _restat(rp: dict, warnings: list) -> dict:
+    """{escaped path: line} of every entry the rollback created or changed in this root, as a walk would
+    write it: the stat of the entry now, with the content it was given (a file's blob, a link's target)."""
+    from .snapshotter import settled_ctime
+
+    touched = {p: t for _, p, t in rp["ops"]}
+    touched.update((t[0], t) for t in rp["dirs"])
+    tree = LiveTree(rp["root"])
+    out = {}
+    try:
+        for p, t in touched.items():
+            drel, name = tree.loc(p)
+            try:
+                dfd = tree.dirfd(drel)
+                st = os.lstat(name, dir_fd=dfd)
+                xattrs = xattrs_get(name, dir_fd=dfd)
+            except (OSError, SnapshotError) as e:
+                warnings.append(
+                    f"{os.path.join(rp['root'], p)} changed during the rollback ({e}); it is read again by the next snapshot"
+                )
+                continue
+            now = time.time_ns()
+            typ = {stat.S_IFREG: "f", stat.S_IFDIR: "d", stat.S_IFLNK: "l"}.get(stat.S_IFMT(st.st_mode))
+            size = st.st_size if typ == "f" else 0
+            # The content is the one written only while the entry is what was written (type, and a file's size
+            # and mtime, which the rollback set); otherwise the line cannot match the next walk's key.
+            same = typ == t[1] and (typ != "f" or (size, st.st_mtime_ns) == (t[5], t[6]))
+            ctime = settled_ctime(st.st_ctime_ns, now) if same else 0
+            out[esc(p)] = (
+                f"{esc(p)}\t{typ or t[1]}\t{stat.S_IMODE(st.st_mode):o}\t{st.st_uid}\t{st.st_gid}\t{size}"
+                f"\t{st.st_mtime_ns}\t{ctime}\t{st.st_ino}\t{esc(t[9])}\t{xattrs}\n"
+            )
+    finally:
+        tree.close()
+    return out
+
+
+def _now_listing(rp: dict, fresh: dict) -> list:
+    """The root's listing now: the lines compared with (have), less what was removed, with the fresh lines
+    of what was written; in walk order."""
+    have_lines, want_lines = rp["have_lines"], rp["want_lines"]
+    if rp["prefixes"] is None:
+        # Whole root: every path now is a path of the target, in the target's order. One the rollback did
+        # not touch has the line compared with (equal to the target's but for its key, or the same line).
+        want_set = set(want_lines)
+        have_other = {ln[: ln.index("\t")]: ln for ln in have_lines if ln not in want_set}
+        out = []
+        for ln in want_lines:
+            pe = ln[: ln.index("\t")]
+            got = fresh.get(pe) or have_other.get(pe)
+            out.append(got if got is not None else ln)
+        return out
+    now = {ln[: ln.index("\t")]: ln for ln in have_lines}
+    for p in rp["removals"]:
+        now.pop(esc(p), None)
+    now.update(fresh)
+    return sorted(now.values(), key=lambda ln: _walk_key(ln[: ln.index("\t")]))
+
+
+def _walk_key(path_e: str) -> tuple:
+    """Walk order (depth first, siblings by name) as a sort key: the path's components."""
+    return () if path_e == "." else tuple(unesc(path_e).split("/"))

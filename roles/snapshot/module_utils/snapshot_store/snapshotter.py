@@ -3,12 +3,15 @@
 Invariants kept here:
 - The listing of a root is the one a single serial walk gives: depth first, siblings sorted by name, one
   line per entry (format.parse_line), whether the walk was split in two halves or not.
-- A line is reused from the parent listing only when its stat-cache key (the first nine fields) is equal;
-  a file whose ctime is within RACY_NS of the snapshot's start is recorded with ctime 0, so it is read again.
+- A line is reused from the parent listing (the root's stat-cache file, else the newest snapshot's tree)
+  only when its stat-cache key (the first nine fields) is equal. Whoever records a key makes sure no later
+  change can leave it equal: the walk records ctime 0 for an entry whose ctime is within RACY_NS of the
+  snapshot's start (so it is read again next time), a rollback only keys it recorded after a safe margin
+  (rollback._record). A key equal to a recorded one is therefore trusted whatever its age.
 - Write order: blobs (packs, objects) are durable before the index naming them, trees before the manifest,
-  and the manifest is written last.
-- An exception (not a kill) removes this run's temp files; a kill leaves only garbage (tmp/, unindexed packs,
-  unreachable blobs and trees).
+  the manifest next, the stat-cache files last (a stat-cache file only names trees that exist).
+- Every store file the run creates is journaled first (journal.RunJournal): an exception removes them with
+  the run's temp files, a kill leaves them for the next run's recovery.
 """
 
 from __future__ import annotations
@@ -42,6 +45,19 @@ from .format import (
 from .packs import PackWriter
 
 RACY_NS = 2 * 10**9
+# A key read by a stat taken at least SETTLE_NS after the entry's last change cannot be matched by a later
+# change on a filesystem with sub-second timestamps: the kernel stamps a change from a clock at most one timer
+# tick (10 ms at HZ=100) behind the one time.time_ns reads, so two ticks are enough. Where timestamps are whole
+# seconds (a ctime that is a multiple of 1 s: HFS+, FAT, ext4 with small inodes) RACY_NS applies instead.
+SETTLE_NS = 20 * 10**6
+
+
+def settled_ctime(ctime_ns: int, stat_ns: int) -> int:
+    """The ctime to record for a key read by a stat at stat_ns: itself when no later change can leave the
+    key equal, else 0 (the entry is read again next time)."""
+    margin = RACY_NS if ctime_ns % 10**9 == 0 else SETTLE_NS
+    return ctime_ns if stat_ns - ctime_ns >= margin else 0
+
 
 # A walk whose parent listing has at least this many lines is split in two halves by walk order: a forked
 # child checks that the second half is unchanged while this process walks the first (one lstat per entry
@@ -79,25 +95,55 @@ def take(
             return take(store, roots, label, kind, pinned, facts, False, only_if_changed, True, _listings)
     t0 = time.monotonic()
     snap = Snapshotter(store, roots)
+    run = store.begin_run("snapshot")
     try:
+        store.upgrade()
         result = snap.run()
+        if _listings is not None:
+            _listings.update(snap.listings)
+        stale = snap.stale_records()
+        for path in stale:
+            run.delete(path, once_committed=True)
+        if only_if_changed:
+            same = _same_as_latest(store, kind, result["roots"])
+            if same:
+                # No new snapshot; the trees this walk wrote (fresher keys) are kept for the stat cache.
+                snap.write_caches()
+                run.committed()
+                _remove(stale)
+                store.end_run()
+                return {
+                    "changed": False,
+                    "id": same,
+                    "manifest": store.load_manifest(same),
+                    "warnings": snap.warnings,
+                }
+        manifest = _manifest(store, result, label, kind, pinned, facts, t0)
+        run.commits_with(os.path.join(store.path, "snapshots", manifest["id"] + ".json"))
+        try:
+            store.write_manifest(manifest)
+        except OSError as e:
+            raise store.oserror(e, "write the snapshot manifest") from None
+        snap.write_caches()
+        _remove(stale)
     except OSError as e:
         snap.abort()
         raise store.oserror(e, "write the snapshot") from None
     except BaseException:
         snap.abort()
         raise
-    if _listings is not None:
-        _listings.update(snap.listings)
-    if only_if_changed:
-        same = _same_as_latest(store, kind, result["roots"])
-        if same:
-            return {
-                "changed": False,
-                "id": same,
-                "manifest": store.load_manifest(same),
-                "warnings": snap.warnings,
-            }
+    store.end_run()
+    return {
+        "changed": True,
+        "id": manifest["id"],
+        "manifest": manifest,
+        "warnings": store.warnings + snap.warnings,
+    }
+
+
+def _manifest(
+    store, result: dict, label: str, kind: str, pinned: bool, facts: dict | None, t0: float
+) -> dict:
     now_ns = time.time_ns()
     # Ids sort by time (to the microsecond) so "latest" and the listing order need no manifest reads;
     # a clock that went backwards still yields an id after the newest one.
@@ -106,7 +152,7 @@ def take(
     snapid = new_snapshot_id(now_ns)
     facts = dict(facts or {})
     facts.setdefault("models", result.pop("models"))
-    manifest = {
+    return {
         "version": VERSION,
         "id": snapid,
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now_ns / 1e9)),
@@ -120,16 +166,13 @@ def take(
         "stats": dict(result["stats"], seconds=round(time.monotonic() - t0, 3)),
         "facts": facts,
     }
-    try:
-        store.write_manifest(manifest)
-    except OSError as e:
-        raise store.oserror(e, "write the snapshot manifest") from None
-    return {
-        "changed": True,
-        "id": snapid,
-        "manifest": manifest,
-        "warnings": store.warnings + snap.warnings,
-    }
+
+
+def _remove(paths: list) -> None:
+    from .journal import remove
+
+    for path in paths:
+        remove(path)
 
 
 def _same_as_latest(store, kind: str, roots: list) -> str | None:
@@ -237,7 +280,7 @@ def stat_key(rel_e: str, st):
     return t, size, key
 
 
-def verify_unchanged(pfd: int, base: str, path: list, prev_lines: list, line: int, racy_before: int):
+def verify_unchanged(pfd: int, base: str, path: list, prev_lines: list, line: int):
     """Counts of the entries at or after `path` when each one's stat-cache key is, in order, the one on
     prev_lines[line:] (the test a walk applies to reuse a parent line), and nothing else is there; else None."""
     counts = {"files": 0, "dirs": 0, "symlinks": 0, "bytes": 0}
@@ -247,7 +290,7 @@ def verify_unchanged(pfd: int, base: str, path: list, prev_lines: list, line: in
     def check(dfd: int, name: str, rel: str, st) -> None:
         nonlocal cursor
         got = stat_key(esc(rel), st)
-        if got is None or cursor >= nprev or st.st_ctime_ns >= racy_before:
+        if got is None or cursor >= nprev:
             raise _Mismatch
         t, size, key = got
         if not prev_lines[cursor].startswith(key):
@@ -309,6 +352,8 @@ class Snapshotter:
         self.tmp_names: list[str] = []
         self.pool = None
         self.listings: dict = {}  # root -> listing lines (what a rollback compares with its target)
+        self.trees: dict = {}  # root -> {"tree", "base", "lines", "text", "depth", "chain"}
+        self.caches: dict = {}  # root -> its stat-cache file as read (None: no such file)
         self.models: dict = {}
         self._lock = threading.Lock()
 
@@ -419,7 +464,7 @@ class Snapshotter:
             f"\t{ctime}\t{st.st_ino}\t{esc(ref)}\t{xattrs}\n"
         )
 
-    def _fork_verifier(self, pfd: int, base: str, prev_lines: list, racy_before: int) -> Split | None:
+    def _fork_verifier(self, pfd: int, base: str, prev_lines: list) -> Split | None:
         """Fork a child that checks the second half of the walk (from the parent listing's middle line on)
         while this process walks the first; None where that cannot help or is not safe (small tree, one
         CPU, no fork, threads already running)."""
@@ -441,7 +486,7 @@ class Snapshotter:
                 os.close(rfd)
                 write_all(
                     wfd,
-                    json.dumps(verify_unchanged(pfd, base, path, prev_lines, line, racy_before)).encode(),
+                    json.dumps(verify_unchanged(pfd, base, path, prev_lines, line)).encode(),
                 )
                 status = 0
             finally:
@@ -458,7 +503,6 @@ class Snapshotter:
             pfd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY)
         except (FileNotFoundError, NotADirectoryError):
             return lines, counts
-        racy_before = self.start_ns - RACY_NS
         append = lines.append
         # Stat cache lookup. The parent listing is in the same order as this walk (DFS, siblings sorted), so
         # the next unmatched parent line is almost always the one to compare with: check it first, and build
@@ -496,7 +540,7 @@ class Snapshotter:
             counts[_COUNTED_AS[t]] += 1
             counts["bytes"] += size
             hit = lookup(key)
-            if hit is not None and st.st_ctime_ns < racy_before:
+            if hit is not None:
                 append(hit)
             elif t == "d":
                 append(self._line(rel_e, t, st, 0, "", xattrs_get(name, dir_fd=dfd)))
@@ -556,10 +600,10 @@ class Snapshotter:
                                 continue
                         # Fast path for the common case, a file or symlink equal to the next parent line: the
                         # same key and the same test as visit() + lookup(), without the calls. Anything else
-                        # (directories, misses, racy ctimes, other types) goes through visit().
+                        # (directories, misses, other types) goes through visit().
                         m = est.st_mode
                         is_reg = stat.S_ISREG(m)
-                        if (is_reg or stat.S_ISLNK(m)) and cursor < nprev and est.st_ctime_ns < racy_before:
+                        if (is_reg or stat.S_ISLNK(m)) and cursor < nprev:
                             size = est.st_size if is_reg else 0
                             ln = prev_lines[cursor]
                             if ln.startswith(
@@ -583,7 +627,7 @@ class Snapshotter:
                 st = os.lstat(base, dir_fd=pfd)
             except FileNotFoundError:
                 return lines, counts
-            split = self._fork_verifier(pfd, base, prev_lines, racy_before)
+            split = self._fork_verifier(pfd, base, prev_lines)
             if split is None:
                 visit(pfd, base, ".", st)
             else:
@@ -612,32 +656,48 @@ class Snapshotter:
         finally:
             os.close(pfd)
 
+    def _parent(self, root: str, parents: dict) -> tuple | None:
+        """(tree, lines, depth, chain bytes) this walk compares with: the root's stat-cache file when it is as
+        new as the newest snapshot of the root (it then also knows what a later rollback wrote), else that
+        snapshot's tree (a version-1 store, or a cache lost to a crash); None for a root never captured."""
+        tree, snapid = parents.get(root, (None, None))
+        cache = self.store.read_cache(root)
+        self.caches[root] = cache
+        if cache and (snapid is None or cache["tree"] == tree or cache["time_ns"] > id_time_ns(snapid)):
+            return cache["tree"], cache["lines"], cache["depth"], cache["chain"]
+        if tree is None:
+            return None
+        return (tree, *self.store.read_tree_info(tree))
+
     def run(self) -> dict:
         store = self.store
         parents = (
             store.parent_trees(self.roots) if os.path.isdir(os.path.join(store.path, "snapshots")) else {}
         )
         roots_out = []
-        new_trees = []
         totals = {"files": 0, "logical_bytes": 0}
         try:
             for root in self.roots:
-                prev_tree, _ = parents.get(root, (None, None))
-                prev_lines = store.read_tree(prev_tree) if prev_tree else []
+                base = self._parent(root, parents)
+                prev_tree, prev_lines = (base[0], base[1]) if base else (None, [])
                 lines, counts = self._walk_root(root, prev_lines)
                 self.listings[root] = lines
                 present = bool(lines)
-                tree = None
+                rec = {"tree": None, "base": base, "lines": lines, "text": None, "depth": 0, "chain": 0}
                 if present:
                     collect_models(root, lines, self.models)
-                    if len(lines) == len(prev_lines) and all(map(operator.is_, lines, prev_lines)):
-                        tree = prev_tree  # every parent line reused as it was: the same listing, no re-hash
+                    if (
+                        len(lines) == len(prev_lines)
+                        and all(map(operator.is_, lines, prev_lines))
+                        and os.path.exists(store.p("trees", prev_tree))
+                    ):
+                        # Every parent line reused as it was: the parent's listing, neither joined nor hashed.
+                        rec.update(tree=prev_tree, depth=base[2], chain=base[3])
                     else:
-                        text = "".join(lines).encode("utf-8", "surrogateescape")
-                        tree = hashlib.sha256(text).hexdigest()
-                    if tree != prev_tree and not self.dry_run and not os.path.exists(store.p("trees", tree)):
-                        new_trees.append((tree, text))
-                roots_out.append(dict(path=root, present=present, tree=tree, **counts))
+                        rec["text"] = "".join(lines).encode("utf-8", "surrogateescape")
+                        rec["tree"] = hashlib.sha256(rec["text"]).hexdigest()
+                self.trees[root] = rec
+                roots_out.append(dict(path=root, present=present, tree=rec["tree"], **counts))
                 totals["files"] += counts["files"]
                 totals["logical_bytes"] += counts["bytes"]
             if not self.dry_run:
@@ -648,12 +708,16 @@ class Snapshotter:
                 self.pool.shutdown(wait=True)
             self.packer.close()
         if not self.dry_run:
-            # Invariant 1: packs are durable (fsynced by the packer) before the index that names them ...
+            # Packs are durable (fsynced by the packer) before the index that names them ...
             self.new_bytes += self.packer.write_index() + self.packer.new_bytes
             # ... and trees before the manifest that names them (written by the caller).
-            for tree, text in new_trees:
-                store.atomic_write(store.p("trees", tree), text)
-                self.new_bytes += len(text)
+            for rec in self.trees.values():
+                if rec["text"] is not None:
+                    base = rec["base"] if rec["base"] and rec["base"][0] != rec["tree"] else None
+                    rec["depth"], rec["chain"], written = store.write_tree(
+                        rec["tree"], rec["lines"], rec["text"], base
+                    )
+                    self.new_bytes += written
         return {
             "roots": roots_out,
             "parent": max((p[1] for p in parents.values()), default=None),
@@ -669,8 +733,48 @@ class Snapshotter:
             },
         }
 
+    def write_caches(self) -> None:
+        """After the manifest: each root's stat-cache file names the tree just recorded (rewritten only when
+        that tree is not the one it names already; removed for an absent root)."""
+        for root, rec in self.trees.items():
+            cached = (self.caches.get(root) or {}).get("tree")
+            if rec["tree"] is None:
+                if cached:
+                    self.store.drop_cache(root)
+            elif rec["tree"] != cached:
+                text = rec["text"]
+                if text is None:
+                    text = "".join(rec["lines"]).encode("utf-8", "surrogateescape")
+                self.store.write_cache(root, rec["tree"], rec["depth"], rec["chain"], text)
+
+    def stale_records(self) -> list[str]:
+        """Trees a rollback wrote for a stat-cache file alone that nothing uses once this snapshot moves that
+        file on: not this snapshot's tree nor the base of its delta, and named by no manifest written since
+        (a no-change snapshot right after the rollback names it). Removed with the run, so no garbage stays."""
+        stale = []
+        for root, rec in self.trees.items():
+            cache = self.caches.get(root)
+            if not cache or not cache["recorded"] or rec["tree"] == cache["tree"]:
+                continue
+            old = cache["tree"]
+            if rec["tree"] is not None and self.store.tree_header(rec["tree"])[0] == old:
+                continue
+            named = False
+            for snapid in reversed(self.store.snapshot_ids()):
+                if id_time_ns(snapid) < cache["time_ns"]:
+                    break
+                m = self.store.load_manifest(snapid)
+                named = any(r.get("tree") == old for r in m.get("roots", []))
+                if named:
+                    break
+            if not named:
+                stale.append(self.store.p("trees", old))
+        return stale
+
     def abort(self) -> None:
-        """Drop this run's temp files (an exception, not a kill: after kill -9 prune collects them)."""
+        """After an exception (not a kill, which the next run's recovery handles): drop this run's temp files
+        and the store files it created, unless its manifest was written."""
         for name in self.tmp_names + self.packer.tmp_names:
             with contextlib.suppress(OSError):
                 os.unlink(name)
+        self.store.abort_run()
