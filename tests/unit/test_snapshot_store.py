@@ -258,13 +258,18 @@ def test_what_a_killed_snapshot_left_is_removed_by_the_next_operation(env, next_
     assert set(c["garbage"].values()) == {0}, c["garbage"]
 
 
-def test_a_killed_prune_is_undone_or_finished_by_the_next_operation(env):
-    store, live = env
+def _leave_a_mostly_dead_pack(store, live):
+    """Two snapshots; all but 50 of the 300 small files of the first are gone in the second."""
     store.snapshot([live])
     lib = os.path.join(live, "venv", "lib")
     for i in range(250):
         os.unlink(os.path.join(lib, f"m{i}.py"))
     store.snapshot([live])
+
+
+def test_a_killed_prune_is_undone_or_finished_by_the_next_operation(env):
+    store, live = env
+    _leave_a_mostly_dead_pack(store, live)
     policy = {"keep_last": 1, "keep_hourly_hours": 0, "keep_daily_days": 0, "keep_weekly_weeks": 1}
     # Killed before its new index is durable: its new pack is removed, the old index and packs stay.
     _killed_in_a_child(
@@ -321,11 +326,7 @@ def test_prune_forgets_by_policy_keeps_pinned_and_sweeps(env):
 
 def test_prune_repacks_packs_that_are_mostly_garbage(env):
     store, live = env
-    store.snapshot([live])
-    lib = os.path.join(live, "venv", "lib")
-    for i in range(250):
-        os.unlink(os.path.join(lib, f"m{i}.py"))
-    store.snapshot([live])
+    _leave_a_mostly_dead_pack(store, live)
     res = store.prune({"keep_last": 1, "keep_hourly_hours": 0, "keep_daily_days": 0, "keep_weekly_weeks": 1})
     assert res["packs_repacked"] == 1
     assert store.check(deep=True)["ok"]

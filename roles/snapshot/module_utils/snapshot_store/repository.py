@@ -285,19 +285,22 @@ class Store:
             )
         return data
 
+    def open_object(self, blob: str) -> int:
+        """An fd of a large blob's object file; one sentence when it is missing."""
+        try:
+            return os.open(self.p("objects", blob), os.O_RDONLY)
+        except FileNotFoundError:
+            raise SnapshotError(
+                f"Content {blob[:12]} is missing from the store at {self.path}: run make snapshot-check."
+            ) from None
+
     def copy_blob_to(self, blob: str, size: int, dst_fd: int, pack_fds: dict) -> None:
         from .fileio import clone, copy_fd
 
         if size == 0:
             return
         if blob not in self.load_index():
-            path = self.p("objects", blob)
-            try:
-                src = os.open(path, os.O_RDONLY)
-            except FileNotFoundError:
-                raise SnapshotError(
-                    f"Content {blob[:12]} is missing from the store at {self.path}: run make snapshot-check."
-                ) from None
+            src = self.open_object(blob)
             try:
                 if not clone(src, dst_fd):
                     copy_fd(src, dst_fd)
@@ -527,21 +530,11 @@ class Store:
     # ======================================================================================================
     # Operations (each in its own module, imported when called)
 
-    def snapshot(
-        self,
-        roots: list[str],
-        label: str = "",
-        kind: str = "manual",
-        pinned: bool = False,
-        facts: dict | None = None,
-        dry_run: bool = False,
-        only_if_changed: bool = False,
-        _locked: bool = False,
-        _listings: dict | None = None,
-    ) -> dict:
+    def snapshot(self, roots: list[str], *args, **kwargs) -> dict:
+        """Take a snapshot of roots (label, kind, pinned, facts, dry_run, only_if_changed): snapshotter.take."""
         from .snapshotter import take
 
-        return take(self, roots, label, kind, pinned, facts, dry_run, only_if_changed, _locked, _listings)
+        return take(self, roots, *args, **kwargs)
 
     def list(self) -> list[dict]:
         if not os.path.exists(os.path.join(self.path, "config.json")):

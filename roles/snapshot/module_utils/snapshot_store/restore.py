@@ -267,13 +267,7 @@ def _chunks(stream: list) -> list:
 def _open_large(store, dfd: int, name: str, t: tuple, warnings: list, is_root: bool, fresh: bool):
     """Create a large file and open its object; a _LargeFile to copy by ranges, or None when a copy-on-write
     clone already made it whole."""
-    path = store.p("objects", t[9])
-    try:
-        src = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        raise SnapshotError(
-            f"Content {t[9][:12]} is missing from the store at {store.path}: run make snapshot-check."
-        ) from None
+    src = store.open_object(t[9])
     try:
         fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=dfd)
     except BaseException:
@@ -298,7 +292,7 @@ def _open_large(store, dfd: int, name: str, t: tuple, warnings: list, is_root: b
             os.close(src)
             raise
         os.ftruncate(fd, t[5])
-    return _LargeFile(fd, src, t, path, -(-t[5] // RANGE))
+    return _LargeFile(fd, src, t, store.p("objects", t[9]), -(-t[5] // RANGE))
 
 
 def _create(store, dfd: int, name: str, t: tuple, pack_fds: dict, is_root: bool, warnings: list, fresh: bool):
