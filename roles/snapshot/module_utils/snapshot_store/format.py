@@ -186,16 +186,25 @@ def tree_text(data: bytes) -> bytes:
     return data if data.startswith(b".\t") else zlib.decompress(data)
 
 
-def encode_delta(lines: list, base_lines: list) -> bytes:
+def encode_delta(lines: list, base_lines: list, by_identity: bool = False) -> bytes:
     """The operations (a delta file's body, after `delta_header`) that turn base_lines into lines: "=N" keeps
     the next N base lines, "-N" skips N, "+LINE" adds LINE. Lines are unique within a listing (each names its
     own path) and a listing is in walk order, so a base line that comes back is found by its text and the
-    operations follow both listings in order."""
-    pos = {ln: j for j, ln in enumerate(base_lines)}
+    operations follow both listings in order. `by_identity`: find base lines by object identity instead of
+    text (a walk or a rollback reuses the base's line objects: no 4 MB of strings to hash); a line equal in
+    text but not the same object is then written out, which costs bytes, never correctness."""
+    if by_identity:
+        pos = {id(ln): j for j, ln in enumerate(base_lines)}
+        find = pos.get
+        keys = map(id, lines)
+    else:
+        pos = {ln: j for j, ln in enumerate(base_lines)}
+        find = pos.get
+        keys = iter(lines)
     ops: list[str] = []
     expect = run = 0
-    for ln in lines:
-        j = pos.get(ln)
+    for ln, key in zip(lines, keys):
+        j = find(key)
         if j is not None and j >= expect:
             if j > expect:
                 if run:

@@ -377,8 +377,11 @@ class Store:
             return depth, chain_bytes, 0
         data, depth, chain_bytes = text, 0, 0
         if base is not None and base[2] < DELTA_MAX_DEPTH:
-            body = encode_delta(lines, base[1])
-            if base[3] + len(body) <= len(text) * DELTA_MAX_SHARE:
+            room = len(text) * DELTA_MAX_SHARE - base[3]
+            body = encode_delta(lines, base[1], by_identity=True)
+            if len(body) > room:  # lines equal to the base's but read apart from it: compare by text
+                body = encode_delta(lines, base[1])
+            if len(body) <= room:
                 depth, chain_bytes = base[2] + 1, base[3] + len(body)
                 data = delta_header(base[0], depth, chain_bytes) + body
         self.write_content(path, data)

@@ -161,9 +161,12 @@ def _plan(store, target: dict, current: dict, selection: dict) -> dict:
             # that differ are parsed (~1% of a tree after a day's work, instead of all of them twice). A path
             # then sits in both maps (changed), in `have` only (to remove) or in `want` only (to create).
             have_set, want_set = set(have_lines), set(want_lines)
-            want = {t[0]: t for t in map(parse_line, (ln for ln in want_lines if ln not in have_set))}
-            have = {t[0]: t for t in map(parse_line, (ln for ln in have_lines if ln not in want_set))}
+            diff_at = [i for i, ln in enumerate(want_lines) if ln not in have_set]
+            have_other = {ln[: ln.index("\t")]: ln for ln in have_lines if ln not in want_set}
+            want = {t[0]: t for t in map(parse_line, (want_lines[i] for i in diff_at))}
+            have = {t[0]: t for t in map(parse_line, have_other.values())}
         else:
+            diff_at, have_other = [], {}
             want = {t[0]: t for t in map(parse_line, want_lines)}
             have = {t[0]: t for t in map(parse_line, have_lines)}
         if prefixes is not None:
@@ -207,9 +210,11 @@ def _plan(store, target: dict, current: dict, selection: dict) -> dict:
             # its entries); every other directory's line is the same as the target's.
             touched = {esc(_parent(p)) for p in removals} | {esc(_parent(p)) for _, p, _ in ops}
             touched |= {esc(p) for p, t in want.items() if t[1] == "d"}
-            dirs = [parse_line(ln) for ln in want_lines if ln[: ln.index("\t")] in touched]
-            dirs = [t for t in dirs if t[1] == "d"]
+            dir_at = [i for i, ln in enumerate(want_lines) if ln[: ln.index("\t")] in touched]
+            dir_at = [i for i in dir_at if want_lines[i].split("\t", 2)[1] == "d"]
+            dirs = [parse_line(want_lines[i]) for i in dir_at]
         else:
+            dir_at = []
             dirs = [t for p, t in want.items() if t[1] == "d" and (_in_selection(p, prefixes) or p in ensure)]
         roots.append(
             {
@@ -222,6 +227,10 @@ def _plan(store, target: dict, current: dict, selection: dict) -> dict:
                 "prefixes": prefixes,
                 "want_lines": want_lines,
                 "have_lines": have_lines,
+                # whole root: the positions in want_lines of what may differ now (lines unlike the ones
+                # compared with, directories whose metadata is set again) and the lines compared with there
+                "changed_at": diff_at + dir_at,
+                "have_other": have_other,
             }
         )
         kinds: dict = {"remove": len(removals)}
@@ -410,15 +419,16 @@ def _now_listing(rp: dict, fresh: dict) -> list:
     of what was written; in walk order."""
     have_lines, want_lines = rp["have_lines"], rp["want_lines"]
     if rp["prefixes"] is None:
-        # Whole root: every path now is a path of the target, in the target's order. One the rollback did
-        # not touch has the line compared with (equal to the target's but for its key, or the same line).
-        want_set = set(want_lines)
-        have_other = {ln[: ln.index("\t")]: ln for ln in have_lines if ln not in want_set}
-        out = []
-        for ln in want_lines:
+        # Whole root: every path now is a path of the target, in the target's order. A path the rollback did
+        # not touch has the line compared with (the target's line, or one equal to it but for its key).
+        out = list(want_lines)
+        have_other = rp["have_other"]
+        for i in rp["changed_at"]:
+            ln = want_lines[i]
             pe = ln[: ln.index("\t")]
             got = fresh.get(pe) or have_other.get(pe)
-            out.append(got if got is not None else ln)
+            if got is not None:
+                out[i] = got
         return out
     now = {ln[: ln.index("\t")]: ln for ln in have_lines}
     for p in rp["removals"]:
