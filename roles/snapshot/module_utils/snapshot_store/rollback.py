@@ -28,6 +28,11 @@ from .fileio import fsync_dir, remove_temp_files, rmtree, rmtree_at, set_meta_fd
 from .format import TMP_PREFIX, SnapshotError, comparable, esc, parse_line, token, unesc
 from .restore import LiveTree, set_dir_meta, write_entries
 
+# Temp files are written, synced and renamed in batches: a batch's files and large ones are written together
+# (by bytes, restore.write_entries), and a batch bounds the extra disk space temp copies take at once.
+BATCH_FILES = 4096
+BATCH_BYTES = 4 << 30
+
 
 def rollback(store, ref, only_paths=None, dry_run=False, facts=None, before_snapshot=True) -> dict:
     """The rollback operation (Store.rollback)."""
@@ -283,7 +288,7 @@ def _apply(store, target: dict, plan: dict, before_id: str | None) -> dict:
                         stats["written" if op == "write" else "linked"] += 1
                         stats["bytes_written"] += t[5] if op == "write" else 0
                         batch_bytes += t[5] if op == "write" else 0
-                        if len(batch) >= 4096 or batch_bytes >= 1 << 30:
+                        if len(batch) >= BATCH_FILES or batch_bytes >= BATCH_BYTES:
                             _write_and_commit(store, tree, batch, is_root, warnings)
                             batch, batch_bytes = [], 0
                     else:
