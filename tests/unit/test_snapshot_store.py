@@ -855,3 +855,13 @@ def test_restore_cuts_the_work_by_bytes_and_writes_every_byte(env, tmp_path, mon
     dest = tmp_path / "restored"
     store.restore(snap["id"], str(dest), threads=4)
     assert state(str(dest) + live) == state(live)
+
+
+def test_a_restore_that_fails_leaves_nothing_behind(env, tmp_path):
+    store, live = env
+    snap = store.snapshot([live])
+    ((_, obj),) = list(store.walk_files("objects"))
+    os.unlink(obj)
+    with pytest.raises(ss.SnapshotError, match="is missing from the store"):
+        store.restore(snap["id"], str(tmp_path / "restored"))
+    assert not [p for p in os.listdir(tmp_path) if p.startswith("restored")]

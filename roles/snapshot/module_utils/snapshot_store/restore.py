@@ -33,6 +33,7 @@ from .fileio import (
     clone,
     copy_range,
     open_direct,
+    rmtree,
     set_meta_fd,
     syncfs,
     xattrs_get,
@@ -63,26 +64,40 @@ def restore(store, ref: str, dest: str, threads: int | None = None, sync: bool =
         is_root = os.geteuid() == 0
         warnings: list = []
         total = 0
-        for r in m["roots"]:
-            if not r.get("present"):
-                continue
-            rel = r["path"].lstrip("/")
-            os.makedirs(os.path.join(staging, os.path.dirname(rel)), exist_ok=True)
-            root = os.path.join(staging, rel)
-            entries = [parse_line(ln) for ln in store.read_tree(r["tree"])]
-            locate = LiveTree(root).loc
-            jobs = [(*locate(e[0]), e) for e in entries]
-            write_entries(store, root, jobs, threads, is_root, warnings, make_dirs=True)
-            set_dir_meta(LiveTree(root), [e for e in entries if e[1] == "d"], is_root, warnings, fresh=True)
-            total += len(entries)
-        if sync:
-            fd = os.open(staging, os.O_RDONLY)
-            try:
-                syncfs(fd)
-            finally:
-                os.close(fd)
-        os.rename(staging, dest)
+        try:
+            for r in m["roots"]:
+                if not r.get("present"):
+                    continue
+                rel = r["path"].lstrip("/")
+                os.makedirs(os.path.join(staging, os.path.dirname(rel)), exist_ok=True)
+                root = os.path.join(staging, rel)
+                entries = [parse_line(ln) for ln in store.read_tree(r["tree"])]
+                base = os.path.basename(root)
+                jobs = [(*locate(base, e[0]), e) for e in entries]
+                write_entries(store, root, jobs, threads, is_root, warnings, make_dirs=True)
+                set_dir_meta(
+                    LiveTree(root), [e for e in entries if e[1] == "d"], is_root, warnings, fresh=True
+                )
+                total += len(entries)
+            if sync:
+                fd = os.open(staging, os.O_RDONLY)
+                try:
+                    syncfs(fd)
+                finally:
+                    os.close(fd)
+            os.rename(staging, dest)
+        except BaseException:
+            rmtree(staging)  # nothing half-written stays behind
+            raise
         return {"changed": True, "id": m["id"], "files": total, "dest": dest, "warnings": warnings}
+
+
+def locate(base: str, rel: str) -> tuple[str, str]:
+    """(directory relative to the root's parent, name) of a path relative to a root named base."""
+    if rel == ".":
+        return "", base
+    d, _, name = rel.rpartition("/")
+    return (base + "/" + d if d else base), name
 
 
 class LiveTree:
@@ -97,11 +112,7 @@ class LiveTree:
         self.fds: dict = {}
 
     def loc(self, rel: str) -> tuple[str, str]:
-        """(directory relative to the root's parent, name) of a path relative to the root."""
-        if rel == ".":
-            return "", self.base
-        d, _, name = rel.rpartition("/")
-        return (self.base + "/" + d if d else self.base), name
+        return locate(self.base, rel)
 
     def dirfd(self, drel: str, create: bool = False) -> int:
         if drel == "":
