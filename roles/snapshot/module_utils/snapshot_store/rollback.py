@@ -59,7 +59,7 @@ def rollback(store, ref, only_paths=None, dry_run=False, facts=None, before_snap
         selection = _selection(target, only_paths)
         roots = [r["path"] for r in target["roots"]]
         before = None
-        current: dict = {}
+        walked: list = []
         if before_snapshot:
             b = store.snapshot(
                 roots,
@@ -67,16 +67,25 @@ def rollback(store, ref, only_paths=None, dry_run=False, facts=None, before_snap
                 kind="before-rollback",
                 facts=facts,
                 _locked=True,
-                _listings=current,
+                _walked=walked,
             )
             before = b["manifest"]
+            current = walked[0].listings
         else:
             live = Snapshotter(store, roots, dry_run=True)
             live.run()
             current = live.listings
-        plan = _plan(store, target, current, selection)
-        result = _apply(store, target, plan, before["id"] if before else None)
-        _record(store, target, plan, result["warnings"])
+        try:
+            plan = _plan(store, target, current, selection)
+            result = _apply(store, target, plan, before["id"] if before else None)
+            recorded = _record(store, target, plan, result["warnings"])
+        except BaseException:
+            with contextlib.suppress(OSError):
+                for snap in walked:
+                    snap.write_caches()
+            raise
+        for snap in walked:  # the before-rollback snapshot's stat cache, for the roots the record left
+            snap.write_caches(skip=recorded)
         result.update(
             changed=plan["count"] > 0,
             target=target["id"],
@@ -350,11 +359,13 @@ def _write_and_commit(store, tree: LiveTree, batch: list, is_root: bool, warning
         os.rename(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
 
 
-def _record(store, target: dict, plan: dict, warnings: list) -> None:
-    """Record what each changed root holds now, as a stored tree named by the root's stat-cache file."""
+def _record(store, target: dict, plan: dict, warnings: list) -> set:
+    """Record what each changed root holds now, as a stored tree named by the root's stat-cache file; returns
+    the roots recorded."""
     from .snapshotter import SETTLE_NS
 
     run = store.begin_run("rollback record")
+    recorded = set()
     try:
         for rp in plan["roots"]:
             if "written_ns" not in rp:
@@ -363,6 +374,7 @@ def _record(store, target: dict, plan: dict, warnings: list) -> None:
             if wait > 0:
                 time.sleep(wait / 1e9)
             lines = _now_listing(rp, _restat(rp, warnings))
+            recorded.add(rp["root"])
             if not lines:
                 store.drop_cache(rp["root"])
                 continue
@@ -378,8 +390,9 @@ def _record(store, target: dict, plan: dict, warnings: list) -> None:
             f"The rollback is complete, but what it wrote could not be recorded in {store.path} ({e}): the next "
             "snapshot reads those files again."
         )
-        return
+        return set()
     store.end_run()
+    return recorded
 
 
 def _restat(rp: dict, warnings: list) -> dict:

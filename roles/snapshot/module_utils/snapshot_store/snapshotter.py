@@ -78,9 +78,12 @@ def take(
     dry_run: bool = False,
     only_if_changed: bool = False,
     _locked: bool = False,
-    _listings: dict | None = None,
+    _walked: list | None = None,
 ) -> dict:
-    """The snapshot operation (Store.snapshot): lock, recover, walk, write, manifest last."""
+    """The snapshot operation (Store.snapshot): lock, recover, walk, write, manifest last. A rollback passes
+    _walked (its lock held): the Snapshotter is appended to it, with its listings, and writes its stat-cache
+    files when the rollback calls write_caches (the rollback's own record replaces those of the roots it
+    changes: one 4 MB write saved per root)."""
     label = validate_label(label)
     roots = normalize_roots(roots)
     if dry_run:
@@ -92,15 +95,13 @@ def take(
         store.init()
         with store.locked(True):
             store.warnings += store.recover()
-            return take(store, roots, label, kind, pinned, facts, False, only_if_changed, True, _listings)
+            return take(store, roots, label, kind, pinned, facts, False, only_if_changed, True, _walked)
     t0 = time.monotonic()
     snap = Snapshotter(store, roots)
     run = store.begin_run("snapshot")
     try:
         store.upgrade()
         result = snap.run()
-        if _listings is not None:
-            _listings.update(snap.listings)
         stale = snap.stale_records()
         for path in stale:
             run.delete(path, once_committed=True)
@@ -124,8 +125,14 @@ def take(
             store.write_manifest(manifest)
         except OSError as e:
             raise store.oserror(e, "write the snapshot manifest") from None
-        snap.write_caches()
-        _remove(stale)
+        if _walked is not None and not stale:
+            _walked.append(snap)
+        else:
+            snap.write_caches()
+            _remove(stale)
+            if _walked is not None:
+                _walked.append(snap)
+                snap.trees = {}  # written already
     except OSError as e:
         snap.abort()
         raise store.oserror(e, "write the snapshot") from None
@@ -733,10 +740,12 @@ class Snapshotter:
             },
         }
 
-    def write_caches(self) -> None:
+    def write_caches(self, skip=()) -> None:
         """After the manifest: each root's stat-cache file names the tree just recorded (rewritten only when
-        that tree is not the one it names already; removed for an absent root)."""
+        that tree is not the one it names already; removed for an absent root). Roots in skip are left."""
         for root, rec in self.trees.items():
+            if root in skip:
+                continue
             cached = (self.caches.get(root) or {}).get("tree")
             if rec["tree"] is None:
                 if cached:
