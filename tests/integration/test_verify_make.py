@@ -1,14 +1,14 @@
 """make verify for real on this machine: provision the fixture host (the webui and models areas' fixture
-builders, a throwaway dummy), verify passes every check, LIVE/OFFLINE against the FAKE WebUI API
-(tests/fixtures/fake_webui_api.py, not the real WebUI) inside a real network namespace, then one thing
-broken at a time must fail verify naming that thing."""
+builders, a throwaway dummy), verify passes every check, LIVE/OFFLINE inside a real network namespace
+through the fixture WebUI tree (tests/fixtures/webui_tree: webui.sh -> launch.py -> modules.launch_utils,
+shaped like upstream's, serving the FAKE API, not the real WebUI), then one thing broken at a time must
+fail verify naming that thing."""
 
 import json
 import os
 import pwd
 import re
 import secrets
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -18,10 +18,9 @@ import pytest
 import yaml
 from model_fixtures import random_safetensors, sha256_hex
 from sdenv_testlib import ROOT
-from webui_fixtures import build_webui_upstream, serve_http
+from webui_fixtures import build_webui_upstream, launch_records, serve_http
 
 SHIPPED = ROOT / "roles" / "webui" / "files" / "clip-vit-large-patch14"
-FAKE_API = ROOT / "tests" / "fixtures" / "fake_webui_api.py"
 
 
 def real_lock():
@@ -31,7 +30,7 @@ def real_lock():
 
 @pytest.fixture
 def fixture_host(tmp_path, test_inventory):
-    """A world-readable fixture upstream over HTTP, two small models in a bundle, the fake API script."""
+    """A world-readable fixture upstream over HTTP, two small models in a bundle."""
     root = Path(f"/tmp/sdt-verify-{os.getpid()}-{secrets.token_hex(4)}")
     upstream = build_webui_upstream(root, SHIPPED, clip_tokenizer_files.derived_files)
     bundle = root / "bundle"
@@ -39,8 +38,6 @@ def fixture_host(tmp_path, test_inventory):
     ckpt, lora = random_safetensors(4096, seed=1), random_safetensors(1024, seed=2)
     (bundle / "sdtckpt.safetensors").write_bytes(ckpt)
     (bundle / "sdtglasses.safetensors").write_bytes(lora)
-    shutil.copy(FAKE_API, root / "fake_webui_api.py")
-    os.chmod(root / "fake_webui_api.py", 0o644)
     models = [
         {"name": "sdtckpt", "kind": "checkpoint", "file": "sdtckpt.safetensors", "urls": [],
          "sha256": sha256_hex(ckpt), "size": len(ckpt), "trigger_words": []},
@@ -59,7 +56,6 @@ def fixture_host(tmp_path, test_inventory):
                 sdenv_models_enabled=["sdtckpt", "sdtglasses"],
                 sdenv_models_bundle_dirs=[str(bundle)],
                 sdenv_snapshot_store=str(tmp_path / "snapshots"),
-                sdenv_verify_live_command=["/usr/bin/python3", str(root / "fake_webui_api.py")],
                 sdenv_verify_small=True,
             )
             yield inventory, upstream, root
@@ -159,6 +155,20 @@ def test_verify_passes_then_names_each_broken_thing(fixture_host, make_target, p
     home = Path(inventory.variables.get("sdenv_user_home", f"/home/{inventory.user}"))
     webui = home / "stable-diffusion-webui"
     models = webui / "models"
+
+    # The server verify started is the tree's own launch, exactly as webui.sh runs it: the dummy, the tree
+    # as working directory and first on sys.path, its venv, webui-user.sh's settings, nothing fetched; and
+    # verify's flags come last in argv (after webui-user.sh's --port), so they are the ones in effect.
+    started = [r for r in launch_records(webui) if "--exit" not in r["argv"]][-1]
+    assert started["uid"] == pwd.getpwnam(inventory.user).pw_uid != 0
+    assert started["cwd"] == started["sys_path0"] == str(webui), started
+    assert started["prefix"] == str(webui / "venv") and started["network_actions"] == [], started
+    assert started["env"]["HF_HUB_OFFLINE"] == "1" and started["mode"] == "api", started
+    argv = started["argv"]
+    last_port = len(argv) - 1 - argv[::-1].index("--port")
+    assert argv[last_port - 2 : last_port] == ["--api", "--nowebui"], argv
+    assert started["port"] == int(argv[last_port + 1]) != inventory.variables["sdenv_webui_port"], argv
+    assert str(inventory.variables["sdenv_webui_port"]) in argv[:last_port], argv
 
     # 1. Another commit checked out.
     as_user(inventory.user, "git", "-C", str(webui), "checkout", "-q", upstream.webui_shas[1])
