@@ -5,7 +5,6 @@ import json
 import os
 import pwd
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
@@ -13,7 +12,7 @@ from pathlib import Path
 
 import clip_tokenizer_files
 import pytest
-import yaml
+from fixture_host import free_port, real_lock
 from sdenv_testlib import ROOT, ansiballz_payload_dirs, remove_payload_dirs_left_by_a_kill
 from webui_fixtures import SUBREPOS, build_webui_upstream, launch_records, offline, serve_http
 
@@ -33,17 +32,6 @@ def upstream(tmp_path_factory):
             yield fixture, server
     finally:
         subprocess.run(["rm", "-rf", str(root)], check=False)
-
-
-def real_lock():
-    with open(ROOT / "inventory" / "group_vars" / "all" / "lock.yml", encoding="utf-8") as handle:
-        return yaml.safe_load(handle)["sdenv_lock"]
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def webui_inventory(test_inventory, fixture, server, **extra):
