@@ -62,11 +62,13 @@ unit: controller ## Unit tests only (no root needed)
 integration: controller ## Integration tests (root: real users, packages, git, HTTP on this machine)
 	$(VENV)/bin/python -m pytest tests/integration
 
-lint: controller ## ansible-lint (production profile), yamllint, ruff
+lint: controller ## ansible-lint (production profile), yamllint, ruff, jactionlint (+ shellcheck) on .github/workflows
 	$(VENV)/bin/yamllint --strict .
 	$(VENV)/bin/ansible-lint --profile production
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/jactionlint --no-online --strict-exit --no-color \
+		--shellcheck=$(VENV)/bin/shellcheck --ruff=$(VENV)/bin/ruff .github/workflows/*.yml
 
 # var: BENCH=name     make bench: only this benchmark (e.g. BENCH=models)
 bench: controller ## Benchmarks, with ratios against peers measured in the same run

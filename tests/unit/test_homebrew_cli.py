@@ -4,6 +4,8 @@ The `brew` outputs below are RECORDED SHAPES, not captured on a Mac during this 
 the documented format of `brew list --formula --versions` (name, then each installed version).
 """
 
+import subprocess
+
 import pytest
 from homebrew_cli import (
     BREW_ENVIRONMENT,
@@ -152,6 +154,33 @@ def test_an_alias_that_brew_lists_under_another_name_is_reported():
 def test_apple_silicon_records_the_whole_prefix():
     assert created_paths_for("/opt/homebrew", set()) == ["/opt/homebrew"]
     assert prefix_directories("/opt/homebrew")[:2] == ["/opt/homebrew", "/opt/homebrew/Cellar"]
+
+
+def test_apple_silicon_clones_into_an_empty_prefix_then_makes_the_rest(tmp_path):
+    # The prefix is the brew repository there: git refuses to clone into a directory that has anything in
+    # it, so only the prefix exists before the clone. There is no Homebrew/ inside it (Intel's repository).
+    assert prefix_directories("/opt/homebrew", before_clone=True) == ["/opt/homebrew"]
+    after = prefix_directories("/opt/homebrew")
+    assert "/opt/homebrew/bin" in after and "/opt/homebrew/Homebrew" not in after
+    # Intel: /usr/local/Homebrew is the (empty) clone target, made with the rest before the clone.
+    assert "/usr/local/Homebrew" in prefix_directories("/usr/local", before_clone=True)
+    assert prefix_directories("/usr/local", before_clone=True) == prefix_directories("/usr/local")
+    # And git really does refuse a non-empty target while it accepts an empty one.
+    upstream = tmp_path / "brew"
+    subprocess.run(["git", "init", "-q", str(upstream)], check=True)
+    subprocess.run(
+        ["git", "-C", str(upstream), "-c", "user.name=t", "-c", "user.email=t@t.invalid", "commit", "-q",
+         "--allow-empty", "-m", "c"],
+        check=True,
+    )  # fmt: skip
+    prefix = tmp_path / "prefix"
+    (prefix / "Cellar").mkdir(parents=True)
+    refused = subprocess.run(
+        ["git", "clone", "-q", str(upstream), str(prefix)], capture_output=True, text=True
+    )
+    assert refused.returncode != 0 and "not an empty directory" in refused.stderr
+    (prefix / "Cellar").rmdir()
+    subprocess.run(["git", "clone", "-q", str(upstream), str(prefix)], check=True)
 
 
 def test_intel_records_only_homebrews_own_new_paths_never_usr_local():

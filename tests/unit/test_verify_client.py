@@ -137,12 +137,29 @@ def test_sandbox_profile_denies_network_but_loopback():
     assert lines.count("(") == 0 and all(line.count("(") == line.count(")") for line in lines)
 
 
-def test_server_argv_adds_cpu_flags_only_without_gpu_and_wraps_sandbox():
-    spec = {"command": ["./webui.sh"], "cpu_only": False}
-    assert webui_client.server_argv(spec, 1234) == ["./webui.sh", "--api", "--nowebui", "--port", "1234"]
-    assert webui_client.server_argv({**spec, "cpu_only": True}, 1)[-3:] == ["--use-cpu", "all", "--no-half"]
-    sandboxed = webui_client.server_argv({**spec, "offline": "sandbox"}, 1)
-    assert sandboxed[:3] == ["sandbox-exec", "-p", webui_client.sandbox_profile()]
+def test_verify_flags_add_cpu_flags_only_without_gpu_and_the_sandbox_wraps_webui_sh():
+    spec = {"cpu_only": False}
+    assert webui_client.verify_args(spec, 1234) == ["--api", "--nowebui", "--port", "1234"]
+    assert webui_client.verify_args({**spec, "cpu_only": True}, 1)[-3:] == ["--use-cpu", "all", "--no-half"]
+    assert webui_client.server_argv(spec) == ["bash", "webui.sh"]
+    sandboxed = webui_client.server_argv({**spec, "offline": "sandbox"})
+    assert sandboxed == ["sandbox-exec", "-p", webui_client.sandbox_profile(), "bash", "webui.sh"]
+
+
+def test_start_server_names_a_webui_user_sh_that_cannot_pass_verifys_flags(tmp_path):
+    spec = {"user": "nobody", "webui_dir": str(tmp_path)}  # any account but root; nothing is started
+    with pytest.raises(
+        webui_client.LiveError, match=r"webui-user.sh \(No such file or directory\): run make provision"
+    ):
+        webui_client.start_server(spec, 1, str(tmp_path / "log"))
+    (tmp_path / "webui-user.sh").write_text('export COMMANDLINE_ARGS="--api"\n')
+    with pytest.raises(
+        webui_client.LiveError, match=r"written by an older version of the toolkit .*run make provision"
+    ):
+        webui_client.start_server(spec, 1, str(tmp_path / "log"))
+    assert not (tmp_path / "log").exists(), (
+        "nothing may start before webui-user.sh is known to pass the flags"
+    )
 
 
 def test_parse_net_dev():

@@ -392,3 +392,43 @@ def test_leftovers_of_a_killed_clone_go_and_a_foreign_directory_is_refused(tmp_p
         gt.ensure_tree(str(other), url, shas[0])
     (tmp_path / "empty").mkdir()
     assert gt.ensure_tree(str(tmp_path / "empty"), url, shas[0])["action"] == "clone"
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027, 0o077])
+def test_a_clone_has_the_modes_git_clone_gives(tmp_path, origin, umask):
+    url, shas = origin
+    old = os.umask(umask)
+    try:
+        gt.ensure_tree(str(tmp_path / "tree"), url, shas[0])
+        git("clone", "-q", url, str(tmp_path / "plain"))
+    finally:
+        os.umask(old)
+    for name in ("", ".git", "file.txt"):
+        ours, plain = tmp_path / "tree" / name, tmp_path / "plain" / name
+        assert oct(ours.stat().st_mode) == oct(plain.stat().st_mode), name
+    assert (tmp_path / "tree").stat().st_mode & 0o777 == 0o777 & ~umask
+
+
+def test_an_unreachable_repository_is_named_with_what_to_do(tmp_path, origin, monkeypatch):
+    url, shas = origin
+    monkeypatch.chdir(tmp_path)  # the controller's working directory must not be what the message names
+    dest = tmp_path / "home" / "tree"
+    gone = str(tmp_path / "no-such-repository")
+    with pytest.raises(gt.GitTreeError) as refused:
+        gt.ensure_tree(str(dest), gone, shas[0], label="sub-repository BLIP")
+    message = str(refused.value)
+    assert message.startswith(f"Could not clone the sub-repository BLIP from {gone} into {dest} (")
+    assert "point the lock (sdenv_lock) at a mirror" in message and "BUNDLE=dir" in message, message
+    assert not dest.exists() and [p for p in os.listdir(dest.parent) if gt.CLONE_PREFIX in p] == []
+
+    gt.ensure_tree(str(dest), url, shas[0])
+    with pytest.raises(gt.GitTreeError, match=rf"^Could not fetch the tree from {gone} into {dest} \("):
+        gt.ensure_tree(str(dest), gone, "e" * 40)
+
+
+def test_a_failing_git_command_names_the_tree_it_ran_in(tmp_path, origin):
+    url, shas = origin
+    dest = tmp_path / "tree"
+    gt.ensure_tree(str(dest), url, shas[0])
+    with pytest.raises(gt.GitTreeError, match=rf"^git rev-parse NOPE failed in {dest}: "):
+        gt.run_git(["rev-parse", "NOPE"], cwd=str(dest))

@@ -7,6 +7,7 @@ settings define no such thing yet, so there is nothing to check: said plainly, n
 import html
 import os
 import shutil
+import textwrap
 
 RESULT_ORDER = {"FAIL": 0, "ERROR": 0, "NOT PROVISIONED": 1, "SKIP": 2, "PASS": 3}
 
@@ -19,20 +20,29 @@ def summarize(rows):
 
 
 def table(rows, width=None):
-    """A plain-text table; long details are cut to the terminal width (the HTML page has them whole)."""
+    """A plain-text table. A passing row's detail is cut to the terminal width (the HTML page has it whole);
+    every other row's detail is shown whole, wrapped under its detail column (or under the row, indented,
+    when that column is too narrow to read), because it says what is wrong and what to do."""
     width = width or shutil.get_terminal_size((160, 20)).columns
     headers = ("check", "host", "result", "detail")
     cols = [max([len(h)] + [len(str(r[h])) for r in rows]) for h in headers[:3]]
     lines = [f"{headers[0]:<{cols[0]}}  {headers[1]:<{cols[1]}}  {headers[2]:<{cols[2]}}  {headers[3]}"]
     lines.append("-" * min(width, len(lines[0]) + 40))
-    room = max(width - sum(cols) - 6, 30)
+    indent = sum(cols) + 6
+    room = width - indent
     for row in rows:
         detail = " ".join(str(row["detail"]).split())
-        if len(detail) > room:
-            detail = detail[: room - 3] + "..."
-        lines.append(
-            f"{row['check']:<{cols[0]}}  {row['host']:<{cols[1]}}  {row['result']:<{cols[2]}}  {detail}".rstrip()
-        )
+        head = f"{row['check']:<{cols[0]}}  {row['host']:<{cols[1]}}  {row['result']:<{cols[2]}}  "
+        if row["result"] == "PASS":
+            cut = max(room, 30)
+            lines.append((head + (detail if len(detail) <= cut else detail[: cut - 3] + "...")).rstrip())
+        elif room >= 40:
+            wrapped = textwrap.wrap(detail, room, break_on_hyphens=False) or [""]
+            lines.append((head + wrapped[0]).rstrip())
+            lines += [" " * indent + part for part in wrapped[1:]]
+        else:
+            lines.append(head.rstrip())
+            lines += textwrap.wrap(detail, width - 4, initial_indent="    ", subsequent_indent="    ")
     return "\n".join(lines)
 
 

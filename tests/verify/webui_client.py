@@ -19,6 +19,7 @@ import errno
 import json
 import os
 import re
+import shlex
 import signal
 import socket
 import struct
@@ -326,14 +327,11 @@ def free_loopback_port():
         return sock.getsockname()[1]
 
 
-# launch.py appends $COMMANDLINE_ARGS (exported by webui-user.sh, with its own --port) after its argv, and
-# argparse keeps the last value: flags given to webui.sh alone would lose. webui.sh runs $LAUNCH_SCRIPT
-# with the venv's Python after sourcing webui-user.sh, so this wrapper appends verify's flags last.
-LAUNCH_WRAPPER = """import os, runpy, sys
-os.environ["COMMANDLINE_ARGS"] = (os.environ.get("COMMANDLINE_ARGS", "") + " " + os.environ["SDENV_VERIFY_ARGS"]).strip()
-sys.argv[0] = "launch.py"
-runpy.run_path("launch.py", run_name="__main__")
-"""
+# webui.sh sources webui-user.sh, which sets COMMANDLINE_ARGS; launch.py appends those after its own argv and
+# argparse keeps the last value, so flags given to webui.sh itself would lose to the configured --port.
+# The toolkit's webui-user.sh appends $SDENV_EXTRA_COMMANDLINE_ARGS last: verify hands its flags over there
+# and otherwise starts the WebUI exactly as webui.sh does (its directory, its venv, launch.py from it).
+EXTRA_ARGS_VARIABLE = "SDENV_EXTRA_COMMANDLINE_ARGS"
 
 
 def verify_args(spec, port):
@@ -344,9 +342,9 @@ def verify_args(spec, port):
     return args
 
 
-def server_argv(spec, port):
-    """The launch command (webui.sh, as `make run` starts it) plus verify's flags."""
-    argv = [*spec["command"], *verify_args(spec, port)]
+def server_argv(spec):
+    """webui.sh, as `make run` starts it (verify's flags travel in the environment, see above)."""
+    argv = ["bash", "webui.sh"]
     if spec.get("offline") == "sandbox":
         argv = ["sandbox-exec", "-p", sandbox_profile(), *argv]
     return argv
@@ -366,6 +364,17 @@ def start_server(spec, port, log_path):
     entry, groups = account_of(spec["user"])
     if entry.pw_uid == 0:
         raise LiveError("refusing to start the WebUI as root: the dummy user is root")
+    user_script = os.path.join(spec["webui_dir"], "webui-user.sh")
+    try:
+        with open(user_script, encoding="utf-8", errors="replace") as handle:
+            current = EXTRA_ARGS_VARIABLE in handle.read()
+    except OSError as exc:
+        raise LiveError(f"cannot read {user_script} ({exc.strerror}): run make provision first") from exc
+    if not current:
+        raise LiveError(
+            f"{user_script} was written by an older version of the toolkit (it does not pass "
+            f"{EXTRA_ARGS_VARIABLE} on to the WebUI): run make provision, then verify again"
+        )
     env = {
         "HOME": entry.pw_dir,
         "USER": entry.pw_name,
@@ -375,14 +384,9 @@ def start_server(spec, port, log_path):
         "LANG": os.environ.get("LANG", "C.UTF-8"),
         # Without it the log holds back "Model loaded" until exit.
         "PYTHONUNBUFFERED": "1",
-        "SDENV_VERIFY_ARGS": " ".join(verify_args(spec, port)),
+        EXTRA_ARGS_VARIABLE: shlex.join(verify_args(spec, port)),
         **spec.get("env", {}),
     }
-    wrapper = os.path.join(os.path.dirname(os.path.abspath(log_path)), "sdenv_verify_launch.py")
-    with open(wrapper, "w", encoding="utf-8") as handle:
-        handle.write(LAUNCH_WRAPPER)
-    os.chmod(wrapper, 0o644)
-    env["LAUNCH_SCRIPT"] = wrapper
     as_user = {}
     if os.geteuid() != entry.pw_uid:
         if os.geteuid() != 0:
@@ -391,7 +395,7 @@ def start_server(spec, port, log_path):
     log = open(log_path, "ab")  # noqa: SIM115 - the child keeps writing to it after this returns
     try:
         return subprocess.Popen(
-            server_argv(spec, port),
+            server_argv(spec),
             cwd=spec["webui_dir"],
             env=env,
             stdin=subprocess.DEVNULL,
@@ -524,7 +528,7 @@ def run_live(spec):
     try:
         proc = start_server(spec, port, log_path)
     except (LiveError, OSError) as exc:
-        checks.add("server starts", False, f"could not start {spec['command']}: {exc}")
+        checks.add("server starts", False, f"could not start webui.sh: {exc}")
         return {"checks": checks.items, "images": images, "log_tail": ""}
     client = WebUIClient(f"http://127.0.0.1:{port}", timeout=spec.get("request_timeout", 60))
     try:

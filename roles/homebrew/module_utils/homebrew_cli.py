@@ -49,10 +49,18 @@ def shellenv_line(prefix):
     return f'eval "$({prefix}/bin/brew shellenv)"'
 
 
-def prefix_directories(prefix):
-    """Directories to create (owned by the brew user) before cloning brew, for this prefix."""
-    paths = [prefix] if prefix != INTEL_PREFIX else []
-    return paths + [os.path.join(prefix, name) for name in PREFIX_DIRECTORIES]
+def prefix_directories(prefix, before_clone=False):
+    """Directories to create, owned by the brew user, for this prefix.
+
+    Where the prefix is also the brew repository (Apple Silicon), git clones only into an empty directory:
+    before the clone only the prefix itself is made, the others after it (as geerlingguy.mac does). Its
+    `Homebrew` directory exists only on Intel, where it is the repository (/usr/local/Homebrew).
+    """
+    if prefix == INTEL_PREFIX:
+        return [os.path.join(prefix, name) for name in PREFIX_DIRECTORIES]
+    if before_clone:
+        return [prefix]
+    return [prefix] + [os.path.join(prefix, name) for name in PREFIX_DIRECTORIES if name != "Homebrew"]
 
 
 # Homebrew's own top-level entries in /usr/local on Intel: the only ones reset-dummy may remove there,
