@@ -3,6 +3,7 @@
 import hashlib
 import os
 import shutil
+import stat
 import threading
 import time
 from pathlib import Path
@@ -526,7 +527,7 @@ def _second_half(store, snap):
     return lines, m, fmt.unesc(lines[m].split("\t", 1)[0]).split("/")
 
 
-def test_split_walk_child_verifies_exactly_the_second_half(env):
+def test_split_walk_child_walks_exactly_the_second_half(env):
     store, live = env
     snap = store.snapshot([live])
     lines, m, path = _second_half(store, snap)
@@ -534,30 +535,54 @@ def test_split_walk_child_verifies_exactly_the_second_half(env):
     pfd = os.open(parent, os.O_RDONLY)
     try:
 
-        def verify():
-            return snapshotter.verify_unchanged(pfd, base, path, lines, m)
+        def second_half():
+            return snapshotter.match_suffix(pfd, base, path, lines, m)
 
         want = {"files": 0, "dirs": 0, "symlinks": 0, "bytes": 0}
         for t in map(ss.parse_line, lines[m:]):
             want[{"f": "files", "d": "dirs", "l": "symlinks"}[t[1]]] += 1
             want["bytes"] += t[5] if t[1] == "f" else 0
-        assert verify() == want
+        # Nothing changed: one run of parent lines, the whole second half.
+        assert second_half() == {"counts": want, "items": [[m, len(lines) - m]]}
         first_half_file = next(t[0] for t in map(ss.parse_line, lines[1:m]) if t[1] == "f")
         Path(live, first_half_file).write_text("edited in the first half")
-        assert verify() == want  # not the child's half
-        second_half_file = next(t[0] for t in map(ss.parse_line, lines[m:]) if t[1] == "f")
+        assert second_half() == {"counts": want, "items": [[m, len(lines) - m]]}  # not the child's half
+        at, second_half_file = next(
+            (i, t[0]) for i, t in enumerate(map(ss.parse_line, lines[m:]), m) if t[1] == "f"
+        )
         os.chmod(os.path.join(live, second_half_file), 0o600)
-        assert verify() is None
+        got = second_half()
+        assert got["counts"] == want
+        # The changed file, in its place between the parent lines before and after it.
+        (miss,) = [x for x in got["items"] if x[0] == "m"]
+        assert miss[:3] == ["m", second_half_file, "f"] and stat.S_IMODE(miss[4]) == 0o600
+        runs = [x for x in got["items"] if isinstance(x[0], int)]
+        assert runs == ([[m, at - m]] if at > m else []) + [[at + 1, len(lines) - at - 1]]
+        assert got["items"].index(miss) == (1 if at > m else 0)
     finally:
         os.close(pfd)
 
 
 @pytest.mark.parametrize("walk_split", ["split walk"], indirect=True)
-@pytest.mark.parametrize("change", ["none", "added at the end", "removed at the split", "ancestor replaced"])
+@pytest.mark.parametrize(
+    "change",
+    ["none", "added at the end", "removed at the split", "ancestor replaced", "changes in both halves"],
+)
 def test_split_walk_matches_a_serial_walk(env, tmp_path, monkeypatch, change, walk_split):
     store, live = env
     snap = store.snapshot([live])
     _lines, _m, path = _second_half(store, snap)
+    if change == "changes in both halves":
+        for i, t in enumerate(map(ss.parse_line, _lines)):
+            p = os.path.join(live, t[0])
+            if t[1] == "f" and i % 37 == 0:
+                Path(p).write_text(f"changed {i}\n")
+            elif t[1] == "f" and i % 41 == 0:
+                os.unlink(p)
+            elif t[1] == "d" and i % 3 == 0 and t[0] != ".":
+                os.mkdir(os.path.join(p, "new-dir"))
+                Path(p, "new-dir", "x.py").write_text("x")
+                os.symlink("x.py", os.path.join(p, "new-dir", "link"))
     results = []
     real = snapshotter.Split.result
 
@@ -580,7 +605,8 @@ def test_split_walk_matches_a_serial_walk(env, tmp_path, monkeypatch, change, wa
         Path(anc).write_text("a file where the directory was")
     second = store.snapshot([live])
     assert len(results) == 1
-    assert (results[0] is not None) == (change == "none")
+    # The child walked its half either way; only with no change is it one run of the parent's lines.
+    assert (results[0]["items"] == [[_m, len(_lines) - _m]]) == (change == "none")
     fresh = ss.Store(str(tmp_path / "fresh")).snapshot([live])
     assert second["manifest"]["roots"][0]["tree"] == fresh["manifest"]["roots"][0]["tree"]
 

@@ -287,41 +287,87 @@ def stat_key(rel_e: str, st):
     return t, size, key
 
 
-def verify_unchanged(pfd: int, base: str, path: list, prev_lines: list, line: int):
-    """Counts of the entries at or after `path` when each one's stat-cache key is, in order, the one on
-    prev_lines[line:] (the test a walk applies to reuse a parent line), and nothing else is there; else None."""
+def match_suffix(pfd: int, base: str, path: list, prev_lines: list, line: int) -> dict | None:
+    """The second half of a split walk, as the forked child does it: every entry at or after `path`, in walk
+    order, as either the parent line with its stat-cache key (consecutive ones as runs [first line, count]),
+    or what the parent needs to record it afresh (["m", rel, type, size, mode, uid, gid, mtime, ctime, inode]),
+    or ["s", rel] (not a file, directory or symlink) or ["u", rel, why] (a directory that cannot be read);
+    with the counts of them all. The lookup is the walk's (Snapshotter._walk_root.lookup); None when the walk
+    itself failed (the parent then walks that half)."""
     counts = {"files": 0, "dirs": 0, "symlinks": 0, "bytes": 0}
-    cursor = line
+    items: list = []
     nprev = len(prev_lines)
+    cursor = line
+    prev_at = None
 
-    def check(dfd: int, name: str, rel: str, st) -> None:
-        nonlocal cursor
+    def each(dfd: int, name: str, rel: str, st) -> None:
+        nonlocal cursor, prev_at
         got = stat_key(esc(rel), st)
-        if got is None or cursor >= nprev:
-            raise _Mismatch
+        if got is None:
+            items.append(["s", rel])
+            return
         t, size, key = got
-        if not prev_lines[cursor].startswith(key):
-            raise _Mismatch
-        cursor += 1
         counts[_COUNTED_AS[t]] += 1
         counts["bytes"] += size
+        if cursor < nprev and prev_lines[cursor].startswith(key):
+            hit = cursor
+        else:
+            if prev_at is None:
+                prev_at = {key_of(ln) + "\t": i for i, ln in enumerate(prev_lines)}
+            hit = prev_at.get(key)
+        if hit is None:
+            items.append(
+                [
+                    "m",
+                    rel,
+                    t,
+                    size,
+                    st.st_mode,
+                    st.st_uid,
+                    st.st_gid,
+                    st.st_mtime_ns,
+                    st.st_ctime_ns,
+                    st.st_ino,
+                ]
+            )
+        else:
+            cursor = hit + 1
+            last = items[-1] if items else None
+            if last is not None and isinstance(last[0], int) and last[0] + last[1] == hit:
+                last[1] += 1
+            else:
+                items.append([hit, 1])
         if t == "d":
-            cfd = os.open(name, DIR_FLAGS, dir_fd=dfd)
+            try:
+                cfd = os.open(name, DIR_FLAGS, dir_fd=dfd)
+            except OSError as e:
+                items.append(["u", rel, e.strerror])
+                return
             try:
                 for ename, est in scan(cfd):
-                    check(cfd, ename, rel + "/" + ename, est)
+                    each(cfd, ename, rel + "/" + ename, est)
             finally:
                 os.close(cfd)
 
     try:
-        walk_suffix(pfd, base, path, check)
-    except (_Mismatch, OSError):
+        walk_suffix(pfd, base, path, each)
+    except OSError:
         return None
-    return counts if cursor == nprev else None
+    return {"counts": counts, "items": items}
+
+
+class _Stat:
+    """The fields of an lstat result a tree line records, as the split walk's child sent them."""
+
+    __slots__ = ("st_ctime_ns", "st_gid", "st_ino", "st_mode", "st_mtime_ns", "st_size", "st_uid")
+
+    def __init__(self, size, mode, uid, gid, mtime_ns, ctime_ns, ino):
+        self.st_size, self.st_mode, self.st_uid, self.st_gid = size, mode, uid, gid
+        self.st_mtime_ns, self.st_ctime_ns, self.st_ino = mtime_ns, ctime_ns, ino
 
 
 class Split:
-    """The second half of a walk, checked by a forked child; result() is its counts, or None (walk it)."""
+    """The second half of a walk, done by a forked child; result() is match_suffix's answer, or None."""
 
     def __init__(self, pid: int, rfd: int, path: list, line: int):
         self.pid, self.rfd, self.path, self.line = pid, rfd, path, line
@@ -471,10 +517,10 @@ class Snapshotter:
             f"\t{ctime}\t{st.st_ino}\t{esc(ref)}\t{xattrs}\n"
         )
 
-    def _fork_verifier(self, pfd: int, base: str, prev_lines: list) -> Split | None:
-        """Fork a child that checks the second half of the walk (from the parent listing's middle line on)
-        while this process walks the first; None where that cannot help or is not safe (small tree, one
-        CPU, no fork, threads already running)."""
+    def _fork_second_half(self, pfd: int, base: str, prev_lines: list) -> Split | None:
+        """Fork a child that walks the second half of the walk (from the parent listing's middle line on),
+        read-only, while this process walks the first; None where that cannot help or is not safe (small
+        tree, one CPU, no fork, threads already running)."""
         if len(prev_lines) < SPLIT_MIN_LINES or not hasattr(os, "fork") or threading.active_count() > 1:
             return None
         if pipeline().cpus() < 2:
@@ -493,7 +539,7 @@ class Snapshotter:
                 os.close(rfd)
                 write_all(
                     wfd,
-                    json.dumps(verify_unchanged(pfd, base, path, prev_lines, line)).encode(),
+                    json.dumps(match_suffix(pfd, base, path, prev_lines, line)).encode(),
                 )
                 status = 0
             finally:
@@ -536,7 +582,6 @@ class Snapshotter:
         def visit(dfd: int, name: str, rel: str, st, limit: list | None = None) -> None:
             """One entry (and a directory's subtree). With `limit` (the path, as components below this
             directory, where the other half of a split walk starts) only what comes before it in walk order."""
-            nonlocal cursor
             rel_e = esc(rel)
             got = stat_key(rel_e, st)
             if got is None:
@@ -549,7 +594,14 @@ class Snapshotter:
             hit = lookup(key)
             if hit is not None:
                 append(hit)
-            elif t == "d":
+            else:
+                record(dfd, name, rel, rel_e, t, size, st)
+            if t == "d":
+                descend(dfd, name, rel, limit)
+
+        def record(dfd: int, name: str, rel: str, rel_e: str, t: str, size: int, st) -> None:
+            """The line of an entry the parent listing does not hold as it is (read, hashed, stored)."""
+            if t == "d":
                 append(self._line(rel_e, t, st, 0, "", xattrs_get(name, dir_fd=dfd)))
             elif t == "l":
                 target = os.fsdecode(os.readlink(name, dir_fd=dfd))
@@ -588,67 +640,70 @@ class Snapshotter:
                     self._add_small(blob, data)
                 xattrs = xattrs_get(name, dir_fd=dfd)
                 append(self._line(rel_e, t, fst, len(data), blob, xattrs, racy))
-            if t == "d":
-                try:
-                    cfd = os.open(name, DIR_FLAGS, dir_fd=dfd)
-                except OSError as e:
-                    self.warnings.append(f"{os.path.join(root, rel)} not readable: {e.strerror}")
-                    return
-                try:
-                    entries = scan(cfd)
-                    prefix = "" if rel == "." else rel + "/"
-                    prefix_e = esc(prefix)
-                    for ename, est in entries:
-                        if limit is not None:
-                            if ename > limit[0] or (ename == limit[0] and len(limit) == 1):
-                                break  # the other half's
-                            if ename == limit[0]:
-                                visit(cfd, ename, prefix + ename, est, limit[1:])
-                                continue
-                        # Fast path for the common case, a file or symlink equal to the next parent line: the
-                        # same key and the same test as visit() + lookup(), without the calls. Anything else
-                        # (directories, misses, other types) goes through visit().
-                        m = est.st_mode
-                        is_reg = stat.S_ISREG(m)
-                        if (is_reg or stat.S_ISLNK(m)) and cursor < nprev:
-                            size = est.st_size if is_reg else 0
-                            ln = prev_lines[cursor]
-                            if ln.startswith(
-                                f"{prefix_e}{esc(ename)}\t{'f' if is_reg else 'l'}\t{m & 0o7777:o}\t{est.st_uid}"
-                                f"\t{est.st_gid}\t{size}\t{est.st_mtime_ns}\t{est.st_ctime_ns}\t{est.st_ino}\t"
-                            ):
-                                cursor += 1
-                                append(ln)
-                                if is_reg:
-                                    counts["files"] += 1
-                                    counts["bytes"] += size
-                                else:
-                                    counts["symlinks"] += 1
-                                continue
-                        visit(cfd, ename, prefix + ename, est)
-                finally:
-                    os.close(cfd)
+
+        def descend(dfd: int, name: str, rel: str, limit: list | None) -> None:
+            """A directory's entries, in order (up to `limit`, as in visit)."""
+            nonlocal cursor
+            try:
+                cfd = os.open(name, DIR_FLAGS, dir_fd=dfd)
+            except OSError as e:
+                self.warnings.append(f"{os.path.join(root, rel)} not readable: {e.strerror}")
+                return
+            try:
+                entries = scan(cfd)
+                prefix = "" if rel == "." else rel + "/"
+                prefix_e = esc(prefix)
+                for ename, est in entries:
+                    if limit is not None:
+                        if ename > limit[0] or (ename == limit[0] and len(limit) == 1):
+                            break  # the other half's
+                        if ename == limit[0]:
+                            visit(cfd, ename, prefix + ename, est, limit[1:])
+                            continue
+                    # Fast path for the common case, a file or symlink equal to the next parent line: the
+                    # same key and the same test as visit() + lookup(), without the calls. Anything else
+                    # (directories, misses, other types) goes through visit().
+                    m = est.st_mode
+                    is_reg = stat.S_ISREG(m)
+                    if (is_reg or stat.S_ISLNK(m)) and cursor < nprev:
+                        size = est.st_size if is_reg else 0
+                        ln = prev_lines[cursor]
+                        if ln.startswith(
+                            f"{prefix_e}{esc(ename)}\t{'f' if is_reg else 'l'}\t{m & 0o7777:o}\t{est.st_uid}"
+                            f"\t{est.st_gid}\t{size}\t{est.st_mtime_ns}\t{est.st_ctime_ns}\t{est.st_ino}\t"
+                        ):
+                            cursor += 1
+                            append(ln)
+                            if is_reg:
+                                counts["files"] += 1
+                                counts["bytes"] += size
+                            else:
+                                counts["symlinks"] += 1
+                            continue
+                    visit(cfd, ename, prefix + ename, est)
+            finally:
+                os.close(cfd)
 
         try:
             try:
                 st = os.lstat(base, dir_fd=pfd)
             except FileNotFoundError:
                 return lines, counts
-            split = self._fork_verifier(pfd, base, prev_lines)
+            split = self._fork_second_half(pfd, base, prev_lines)
             if split is None:
                 visit(pfd, base, ".", st)
             else:
                 try:
                     visit(pfd, base, ".", st, split.path)
                 finally:
-                    verified = split.result()
-                if verified is not None:
-                    lines.extend(prev_lines[split.line :])
-                    for k, v in verified.items():
-                        counts[k] += v
-                else:  # the other half changed: walk it here, as a serial walk would
+                    second = split.result()
+                if second is None:  # the child failed: walk that half here, as a serial walk would
                     cursor = split.line
                     walk_suffix(pfd, base, split.path, visit)
+                else:
+                    for k, v in second["counts"].items():
+                        counts[k] += v
+                    self._replay(root, base, second["items"], prev_lines, lines, record, counts)
             out = []
             for x in lines:
                 if isinstance(x, tuple):
@@ -662,6 +717,42 @@ class Snapshotter:
             return out, counts
         finally:
             os.close(pfd)
+
+    def _replay(self, root, base, items, prev_lines, lines, record, counts) -> None:
+        """Add the second half of a split walk to `lines` as the child found it: its runs of parent lines
+        reused as they are, its other entries recorded here (an entry gone meanwhile is left out, as a walk
+        that came later would)."""
+        from .restore import LiveTree, locate
+
+        tree = None
+        try:
+            for item in items:
+                kind = item[0]
+                if not isinstance(kind, str):
+                    lines.extend(prev_lines[kind : kind + item[1]])
+                elif kind == "s":
+                    self.skipped += 1
+                    self.warnings.append(
+                        f"{os.path.join(root, item[1])} skipped: not a file, directory or symlink"
+                    )
+                elif kind == "u":
+                    self.warnings.append(f"{os.path.join(root, item[1])} not readable: {item[2]}")
+                else:
+                    rel, t, size = item[1], item[2], item[3]
+                    if tree is None:
+                        tree = LiveTree(root)
+                    drel, name = locate(base, rel)
+                    try:
+                        record(tree.dirfd(drel), name, rel, esc(rel), t, size, _Stat(size, *item[4:]))
+                    except (OSError, SnapshotError):
+                        counts[_COUNTED_AS[t]] -= 1
+                        counts["bytes"] -= size
+                        self.warnings.append(
+                            f"{os.path.join(root, rel)} vanished during the snapshot: not recorded"
+                        )
+        finally:
+            if tree is not None:
+                tree.close()
 
     def _parent(self, root: str, parents: dict) -> tuple | None:
         """(tree, lines, depth, chain bytes) this walk compares with: the root's stat-cache file when it is as
