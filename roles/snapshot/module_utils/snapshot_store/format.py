@@ -1,7 +1,7 @@
 """The on-disk format (roles/snapshot/README.md, "On-disk format"): names, tree lines, tree files, packs.
 
 Pure functions from bytes and strings to bytes and strings; no store I/O. Invariants kept here:
-- A tree line's first nine fields are the stat-cache key; `key_of` and `parse_line` agree with the writer
+- A tree line's first nine fields are the stat-cache key; `parse_line` agrees with the writer
   (`snapshotter`) on every field, and `esc`/`unesc` round-trip any file name (TAB, newline, backslash).
 - A label or a snapshot id is checked as a whole string (fullmatch), never by a prefix.
 - A pack file is its blobs, then a trailer from which its index entry can be rebuilt.
@@ -140,10 +140,9 @@ def parse_line(line: str) -> tuple:
     )
 
 
-def key_of(line: str) -> str:
-    """A line's stat-cache key: its first nine fields (without the TAB that follows them)."""
-    j = line.rfind("\t", 0, line.rfind("\t"))
-    return line[:j]
+def path_index(lines: list) -> dict:
+    """{escaped path: position} of a listing (paths are unique in one)."""
+    return {ln[: ln.index("\t")]: i for i, ln in enumerate(lines)}
 
 
 def split_lines(text: str) -> list[str]:

@@ -37,8 +37,8 @@ from .format import (
     esc,
     hostname,
     id_time_ns,
-    key_of,
     new_snapshot_id,
+    path_index,
     unesc,
     validate_label,
 )
@@ -313,8 +313,10 @@ def match_suffix(pfd: int, base: str, path: list, prev_lines: list, line: int) -
             hit = cursor
         else:
             if prev_at is None:
-                prev_at = {key_of(ln) + "\t": i for i, ln in enumerate(prev_lines)}
-            hit = prev_at.get(key)
+                prev_at = path_index(prev_lines)
+            hit = prev_at.get(key[: key.index("\t")])
+            if hit is not None and not prev_lines[hit].startswith(key):
+                hit = None
         if hit is None:
             items.append(
                 [
@@ -559,22 +561,22 @@ class Snapshotter:
         append = lines.append
         # Stat cache lookup. The parent listing is in the same order as this walk (DFS, siblings sorted), so
         # the next unmatched parent line is almost always the one to compare with: check it first, and build
-        # the {key: line number} map of the whole listing only on the first entry that is not there (a new or
+        # the {path: line number} map of the whole listing only on the first entry that is not there (a new or
         # removed path). A no-change walk then never builds the map. Either way a hit means the same thing:
-        # the parent holds a line whose first nine fields (the key) are equal.
+        # the parent holds a line whose first nine fields (the key, which starts with the path) are equal.
         nprev = len(prev_lines)
         cursor = 0
         prev_at = None
 
-        def lookup(key: str):
+        def lookup(key: str, rel_e: str):
             nonlocal cursor, prev_at
             if cursor < nprev and prev_lines[cursor].startswith(key):
                 cursor += 1
                 return prev_lines[cursor - 1]
             if prev_at is None:
-                prev_at = {key_of(ln) + "\t": i for i, ln in enumerate(prev_lines)}
-            i = prev_at.get(key)
-            if i is None:
+                prev_at = path_index(prev_lines)
+            i = prev_at.get(rel_e)
+            if i is None or not prev_lines[i].startswith(key):
                 return None
             cursor = i + 1
             return prev_lines[i]
@@ -591,7 +593,7 @@ class Snapshotter:
             t, size, key = got
             counts[_COUNTED_AS[t]] += 1
             counts["bytes"] += size
-            hit = lookup(key)
+            hit = lookup(key, rel_e)
             if hit is not None:
                 append(hit)
             else:
