@@ -300,9 +300,10 @@ def main() -> int:
 
         # -- No-change snapshot
         rsync_dirs = ["rsync-0"]
+        rsync_names = iter(range(1, 1000))
 
         def rsync_link_dest(label: str) -> dict:
-            dest = f"rsync-{len(rsync_dirs)}"
+            dest = f"rsync-{next(rsync_names)}"
             plain, synced = run_then_sync(
                 ["rsync", "-a", f"--link-dest={base / rsync_dirs[-1]}", f"{live}/", str(base / dest)]
             )
