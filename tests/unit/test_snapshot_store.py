@@ -891,3 +891,14 @@ def test_a_restore_that_fails_leaves_nothing_behind(env, tmp_path):
     with pytest.raises(ss.SnapshotError, match="is missing from the store"):
         store.restore(snap["id"], str(tmp_path / "restored"))
     assert not [p for p in os.listdir(tmp_path) if p.startswith("restored")]
+
+
+def test_a_journal_never_removes_anything_outside_the_store(env, tmp_path):
+    store, live = env
+    store.snapshot([live])
+    outside = tmp_path / "precious"
+    outside.write_text("keep me")
+    journal = Path(store.path, "journal", "hand-made.files")
+    journal.write_text(f"# snapshot, pid 1\n+../precious\n+{outside}\n-../../precious\n")
+    store.snapshot([live])  # recovery settles the journal
+    assert outside.read_text() == "keep me" and not journal.exists()
