@@ -12,15 +12,19 @@ description:
     changes anything.
   - C(absent) runs the same checks, stops the user's processes, deletes the account and its home, and
     removes the paths the provision record lists for it outside the home.
-  - The password is never put on a command line; when none is given, one is generated once and kept in
-    I(password_file) (root-only, 0600).
+  - The password is never put on a command line (chpasswd and dscl read it on standard input) nor into any
+    file; the role's action plugin passes it over pipelining only. When none is given, the new account gets a
+    random password that is set and then forgotten: nobody can log in with it until an administrator sets
+    one (C(passwd), System Settings).
 options:
   name: {description: Account name., type: str, required: true}
   fullname: {description: Full name., type: str, default: Dummy}
   shell: {description: Login shell., type: path, default: /bin/zsh}
   admin: {description: Member of the admin group (macOS) or sudo/wheel (Linux)., type: bool, default: true}
-  password: {description: Password; empty means use or create I(password_file)., type: str, default: ''}
-  password_file: {description: Where a generated password is kept on the host., type: path}
+  password: {description: Password; empty means a random one that is never stored or shown., type: str, default: ''}
+  legacy_password_file:
+    description: Where earlier versions kept a generated password in plain text; a warning names it while it exists.
+    type: path
   state: {description: What to do., type: str, choices: [present, check_reset, absent], default: present}
   record_path: {description: The provision record (for check_reset and absent)., type: path}
   invoking_users: {description: Users running this command; never reset., type: list, elements: str, default: []}
@@ -36,13 +40,13 @@ EXAMPLES = r"""
     name: dummy
     fullname: Dummy
     shell: /bin/zsh
-    password_file: /var/lib/sdenv/dummy.password
+    legacy_password_file: /var/lib/sdenv/dummy.password
 """
 
 RETURN = r"""
 account: {description: The account after the call (name, uid, home, shell, admin)., type: dict, returned: success}
 created: {description: The account was created by this call., type: bool, returned: state=present}
-password_generated: {description: A new password was generated and stored in password_file., type: bool,
+password_generated: {description: The account was created with a random password nobody knows., type: bool,
   returned: state=present}
 removed_paths: {description: Paths removed for the account outside its home., type: list, returned: state=absent}
 """
@@ -57,23 +61,15 @@ from ansible.module_utils.provision_record import RecordError, check_removable, 
 from ansible.module_utils.reset_guard import reset_refusal
 
 
-def read_or_make_password(path, check_mode):
-    """The stored password, or a new one written root-only (0600 file in a 0700 directory)."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return handle.read().strip(), False
-    except FileNotFoundError:
-        pass
-    password = generate_password()
-    if not check_mode:
-        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-        fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(password + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(path + ".tmp", path)
-    return password, True
+def warn_about_a_legacy_password_file(module):
+    """Earlier versions kept a generated password in plain text; it is never read or written any more."""
+    path = module.params["legacy_password_file"]
+    if path and os.path.lexists(path):
+        module.warn(
+            f"{path} holds a password in plain text, written by an earlier version of this toolkit, which no "
+            "longer keeps passwords in files (nor reads this one): note it somewhere safe if you still need it, "
+            "then delete the file"
+        )
 
 
 def ensure_present(module, accounts):
@@ -83,9 +79,8 @@ def ensure_present(module, accounts):
     if account is None:
         password, generated = p["password"], False
         if not password:
-            if not p["password_file"]:
-                raise AccountError("No password given and no password_file to keep a generated one in.")
-            password, generated = read_or_make_password(p["password_file"], module.check_mode)
+            # Kept nowhere: a copy in a file (however private) ends up in backups and snapshots of the disk.
+            password, generated = generate_password(), True
         check_password(password)
         result.update(created=True, password_generated=generated)
         if module.check_mode:
@@ -160,7 +155,7 @@ def main():
             "shell": {"type": "path", "default": "/bin/zsh"},
             "admin": {"type": "bool", "default": True},
             "password": {"type": "str", "default": "", "no_log": True},
-            "password_file": {"type": "path", "no_log": False},
+            "legacy_password_file": {"type": "path", "no_log": False},
             "state": {"type": "str", "choices": ["present", "check_reset", "absent"], "default": "present"},
             "record_path": {"type": "path"},
             "invoking_users": {"type": "list", "elements": "str", "default": []},
@@ -176,6 +171,7 @@ def main():
     try:
         accounts = backend_for(platform.system(), run)
         if module.params["state"] == "present":
+            warn_about_a_legacy_password_file(module)
             result = ensure_present(module, accounts)
         elif module.params["state"] == "check_reset":
             account, _ = guard(module, accounts)
