@@ -42,14 +42,18 @@ class MakeResult:
         return f"<make exit {self.returncode}>\n{self.output[-6000:]}"
 
 
-def run_make(target, inventory=None, timeout=1800, stdin=subprocess.DEVNULL, env=None, **variables):
-    """Run `make TARGET VAR=value...` in the repository; returns MakeResult (never raises on failure)."""
+def make_argv(target, inventory=None, **variables):
+    """`make TARGET [INVENTORY=...] VAR=value...` in the repository, as a user types it."""
     argv = ["make", "--no-print-directory", "-C", str(ROOT), target]
     if inventory:
         argv.append(f"INVENTORY={inventory}")
-    argv += [f"{key}={value}" for key, value in variables.items()]
+    return argv + [f"{key}={value}" for key, value in variables.items()]
+
+
+def run_make(target, inventory=None, timeout=1800, stdin=subprocess.DEVNULL, env=None, **variables):
+    """Run `make TARGET VAR=value...` in the repository; returns MakeResult (never raises on failure)."""
     completed = subprocess.run(
-        argv,
+        make_argv(target, inventory, **variables),
         stdin=stdin,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -132,29 +136,20 @@ def _holds(path, needle):
 def processes_marked(marker):
     """Live processes whose environment holds `marker`: everything one test started, however deep (the
     Ansible workers leave make's process group, so a group is not enough) and nothing anyone else did."""
-    needle = marker.encode()
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/environ", "rb") as handle:
-                if needle in handle.read():
-                    found.append(int(entry))
-        except OSError:
-            continue
-    return found
+    return _processes_whose("environ", marker)
 
 
 def command_lines_holding(secret):
     """Live processes whose command line holds `secret` (a secret must never be an argument)."""
-    needle = secret.encode()
+    return _processes_whose("cmdline", secret)
+
+
+def _processes_whose(proc_file, text):
+    needle = text.encode()
     found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
+    for entry in filter(str.isdigit, os.listdir("/proc")):
         try:
-            with open(f"/proc/{entry}/cmdline", "rb") as handle:
+            with open(f"/proc/{entry}/{proc_file}", "rb") as handle:
                 if needle in handle.read():
                     found.append(int(entry))
         except OSError:

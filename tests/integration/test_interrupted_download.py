@@ -21,7 +21,9 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -29,7 +31,7 @@ from pathlib import Path
 
 import pytest
 from model_fixtures import ModelServer, random_safetensors, sha256_hex
-from sdenv_testlib import ROOT, command_lines_holding, files_holding, processes_marked, run_make
+from sdenv_testlib import command_lines_holding, files_holding, make_argv, processes_marked, run_make
 from test_models_role import host_vars, webui  # noqa: F401 (webui is a fixture)
 
 TOKEN = "sdt-token-" + os.urandom(12).hex()
@@ -79,27 +81,21 @@ class Run:
     """One `make provision` started the way a user starts it, in its own process group, with a marker in its
     environment and its own TMPDIR (where the host side of the local connection puts module payloads)."""
 
-    def __init__(self, inventory, tmp_path, label, verbosity="-vvv"):
-        self.marker = f"{label}-{os.urandom(6).hex()}"
-        self.tmp = tmp_path / f"hosttmp-{label}"
-        self.tmp.mkdir()
+    def __init__(self, inventory, tmp_path, label, verbosity="-vvv", marker=None, lingering=(), env=None):
+        self.marker = marker or new_marker(label)
+        self.extra_env = env or {}
+        # Processes that may outlive the run by design (the ssh ControlPersist master): (name, predicate).
+        self.lingering = lingering
+        self.tmp = host_tmp(tmp_path, label)
         self.async_dir = tmp_path / f"async-{label}"
         self.log = tmp_path / f"make-{label}.log"
         with open(self.log, "w") as out:
             self.proc = subprocess.Popen(
-                [
-                    "make",
-                    "--no-print-directory",
-                    "-C",
-                    str(ROOT),
-                    "provision",
-                    f"INVENTORY={inventory}",
-                    f"ARGS=--tags models {verbosity}",
-                ],
+                make_argv("provision", inventory, ARGS=f"--tags models {verbosity}"),
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                env={**self.env(), MARKER_VAR: self.marker},
+                env=self.env(),
                 start_new_session=True,
             )
 
@@ -113,6 +109,8 @@ class Run:
             "ANSIBLE_ASYNC_DIR": str(self.async_dir),
             # Ansible's controller-side cache of module code; a killed ansible-playbook cannot remove its own.
             "ANSIBLE_LOCAL_TEMP": str(self.tmp.parent / f"controller-tmp-{self.marker}"),
+            **self.extra_env,
+            MARKER_VAR: self.marker,
         }
 
     @property
@@ -124,8 +122,11 @@ class Run:
 
     def leftovers(self, state_dir):
         """What this run left that a stopped run must not: live processes, payloads, job and progress files."""
+        processes = {pid: _cmdline(pid) for pid in processes_marked(self.marker)}
         return {
-            "processes": {pid: _cmdline(pid) for pid in processes_marked(self.marker)},
+            "processes": {
+                pid: cmd for pid, cmd in processes.items() if not any(ok(cmd) for _, ok in self.lingering)
+            },
             "payloads": sorted(p.name for p in self.tmp.iterdir()),
             "job files": sorted(p.name for p in self.async_dir.iterdir()) if self.async_dir.exists() else [],
             "progress files": sorted(p.name for p in (state_dir / "models").glob("*.progress.json")),
@@ -135,6 +136,16 @@ class Run:
         for pid in processes_marked(self.marker):
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
+
+
+def new_marker(label):
+    return f"{label}-{os.urandom(6).hex()}"
+
+
+def host_tmp(tmp_path, label):
+    path = tmp_path / f"hosttmp-{label}"
+    path.mkdir(exist_ok=True)
+    return path
 
 
 def _cmdline(pid):
@@ -192,8 +203,11 @@ STOPS = {
 
 @pytest.mark.parametrize("how", list(STOPS))
 def test_stopping_the_controller_stops_the_download_then_it_resumes(setup, server, tmp_path, how):
+    interrupt_then_resume(setup, server, Run(setup["inventory"], tmp_path, "first"), how)
+
+
+def interrupt_then_resume(setup, server, run, how):
     inventory, part, dest, blob = setup["inventory"], setup["part"], setup["dest"], setup["blob"]
-    run = Run(inventory, tmp_path, "first")
     try:
         wait_for_bytes(run, part, 1_000_000)
         assert token_files(setup) == [], "the token is in a file while the download runs"
@@ -223,8 +237,9 @@ def test_stopping_the_controller_stops_the_download_then_it_resumes(setup, serve
 
     server.routes["__storage__/bucket/slow"].rate = None
     again = run_make(
-        "provision", inventory, ARGS="--tags models -vvv", env={TOKEN_VAR: TOKEN, "ANSIBLE_NOCOLOR": "1"}
+        "provision", inventory, ARGS="--tags models -vvv", env={**run.env(), "ANSIBLE_NOCOLOR": "1"}
     )
+    run.kill_everything()  # the re-run (same marker) is over; only an idle ssh master may be left of it
     assert again.returncode == 0, again
     assert f"testckpt: downloading, resuming from {kept / 1_000_000:.1f} MB kept in {part}" in again.output
     resume = server.requests_to("/bucket/slow")[-1]
@@ -233,6 +248,85 @@ def test_stopping_the_controller_stops_the_download_then_it_resumes(setup, serve
     assert dest.read_bytes() == blob and not part.exists()
     assert TOKEN not in again.output
     assert token_files(setup) == []
+
+
+@pytest.fixture
+def sshd(tmp_path):
+    """A real sshd of this test's own on 127.0.0.1 (a free port), root login with a key made here, passing on
+    TMPDIR and the run marker (AcceptEnv), so the host side of the run is found and scoped as locally."""
+    binary = shutil.which("sshd") or "/usr/sbin/sshd"
+    if not os.path.exists(binary):
+        pytest.skip("no sshd here: install openssh-server (.ci/run does) to run the SSH case")
+    home = tmp_path / "sshd"
+    home.mkdir(mode=0o700)
+    for key in ("host_key", "client_key"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(home / key)], check=True)
+    (home / "authorized_keys").write_text((home / "client_key.pub").read_text())
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    (home / "sshd_config").write_text(
+        f"ListenAddress 127.0.0.1\nPort {port}\nHostKey {home}/host_key\nPidFile {home}/sshd.pid\n"
+        f"AuthorizedKeysFile {home}/authorized_keys\nPermitRootLogin prohibit-password\n"
+        "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n"
+        f"AcceptEnv TMPDIR {MARKER_VAR}\n"
+    )
+    made_privsep_dir = not os.path.isdir("/run/sshd")  # the package's service makes it at boot
+    os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
+    daemon = subprocess.Popen(
+        [binary, "-D", "-e", "-f", str(home / "sshd_config")],
+        stdout=subprocess.DEVNULL,
+        stderr=open(home / "sshd.log", "w"),  # noqa: SIM115 (closed with the process)
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            with socket.socket() as client:
+                if client.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            assert daemon.poll() is None and time.monotonic() < deadline, (home / "sshd.log").read_text()
+            time.sleep(0.1)
+        yield {"port": port, "key": home / "client_key", "home": home}
+    finally:
+        daemon.terminate()
+        daemon.wait(timeout=30)
+        if made_privsep_dir:
+            shutil.rmtree("/run/sshd", ignore_errors=True)
+
+
+SSH_MASTER = ("the ssh ControlPersist master", lambda cmd: cmd.startswith("ssh: ") and "[mux]" in cmd)
+
+
+def test_over_ssh_kill_9_of_the_controller_stops_the_download_on_the_host(
+    setup, server, sshd, test_inventory, tmp_path
+):
+    """Over SSH no controller process group holds the module: only its stdout heartbeat can tell it the
+    controller is gone (the worker exits, the ssh session closes, sshd closes the module's pipes)."""
+    marker = new_marker("ssh")
+    remote_tmp = host_tmp(tmp_path, "ssh")
+    setenv = f"SetEnv=TMPDIR={remote_tmp} {MARKER_VAR}={marker}"
+    setup["inventory"] = test_inventory(
+        **{
+            **setup["inventory"].variables,
+            "ansible_connection": "ssh",
+            "ansible_host": "127.0.0.1",
+            "ansible_port": sshd["port"],
+            "ansible_user": "root",
+            "ansible_ssh_private_key_file": str(sshd["key"]),
+            "ansible_ssh_common_args": (
+                f"-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o '{setenv}'"
+            ),
+        }
+    )
+    run = Run(
+        setup["inventory"],
+        tmp_path,
+        "ssh",
+        marker=marker,
+        lingering=[SSH_MASTER],  # OpenSSH keeps an idle connection 60 s after any run, by design
+        env={"ANSIBLE_SSH_CONTROL_PATH_DIR": str(tmp_path / "cp")},
+    )
+    interrupt_then_resume(setup, server, run, "kill -9 of make's process group")
 
 
 def test_two_runs_on_one_model_download_it_once(setup, server, tmp_path):
