@@ -9,8 +9,8 @@ another origin, throttled so the download is still running when the test acts. T
   its module payload directory and progress file are gone, no async job file was written, the `.part` is
   kept, and the next run resumes it with a Range request the server logs;
 - while the download runs and after it was stopped, the token is in no file under the temp directories,
-  ~/.ansible, ~/.ansible_async, the state directory and the WebUI tree (nor on any command line, nor in the
-  -vvv output);
+  /var/log, ~/.ansible, ~/.ansible_async, the state directory and the WebUI tree (nor on any command line,
+  nor in the -vvv output);
 - two runs on one model at once end with one verified file, downloaded once, and the second run saying it
   waited for the first.
 The module's payload directory goes to a temp directory of the test's own (TMPDIR, which the local
@@ -35,7 +35,6 @@ from sdenv_testlib import command_lines_holding, files_holding, make_argv, proce
 from test_models_role import host_vars, webui  # noqa: F401 (webui is a fixture)
 
 TOKEN = "sdt-token-" + os.urandom(12).hex()
-TOKEN_MADE = time.time()
 TOKEN_VAR = "SDT_INTERRUPT_TOKEN"
 MARKER_VAR = "SDT_INTERRUPT_RUN"
 SIZE = 6_000_000
@@ -51,6 +50,8 @@ def server():
 
 @pytest.fixture
 def setup(test_inventory, webui, server, tmp_path):  # noqa: F811 (webui is the imported fixture)
+    # A file that holds the token can only have been written by this test's runs, all after this moment.
+    started = time.time() - 1
     blob = random_safetensors(SIZE, seed=21)
     server.add_storage("/bucket/slow", data=blob, rate=RATE)
     lock = [
@@ -74,6 +75,7 @@ def setup(test_inventory, webui, server, tmp_path):  # noqa: F811 (webui is the 
         "dest": dest,
         "part": Path(str(dest) + ".part"),
         "webui": webui,
+        "started": started,
     }
 
 
@@ -165,11 +167,12 @@ def wait_for_bytes(run, part, at_least, timeout=180):
 
 
 def token_roots(setup):
-    """Where a token could land: temp directories, Ansible's own, the state directory and the WebUI tree."""
+    """Where a token could land: temp directories, logs, Ansible's own, the state directory, the WebUI tree."""
     return sorted(
         {
             tempfile.gettempdir(),
             "/var/tmp",
+            "/var/log",
             str(Path.home() / ".ansible"),
             str(Path.home() / ".ansible_async"),
             str(setup["inventory"].state_dir),
@@ -179,7 +182,7 @@ def token_roots(setup):
 
 
 def token_files(setup):
-    return files_holding(TOKEN, token_roots(setup), since=TOKEN_MADE - 1)
+    return files_holding(TOKEN, token_roots(setup), since=setup["started"])
 
 
 # The progress thread polls every 2 s and prints at most every 5 s.
@@ -210,6 +213,7 @@ def interrupt_then_resume(setup, server, run, how):
     inventory, part, dest, blob = setup["inventory"], setup["part"], setup["dest"], setup["blob"]
     try:
         wait_for_bytes(run, part, 1_000_000)
+        server.routes["__storage__/bucket/slow"].rate = 20_000  # hold it mid-body while the test looks around
         assert token_files(setup) == [], "the token is in a file while the download runs"
         assert command_lines_holding(TOKEN) == [], "the token is on a command line"
         assert run.leftovers(inventory.state_dir)["payloads"], "no module payload: is TMPDIR not the host's?"
@@ -380,4 +384,4 @@ def test_where_ansible_cannot_pipe_the_token_is_not_passed(setup, server, tmp_pa
         "ANSIBLE_KEEP_REMOTE_FILES keeps every module and its arguments on the host: unset it"
     ) in result.output, result
     assert server.requests == []
-    assert files_holding(TOKEN, [str(remote_tmp), *token_roots(setup)], since=TOKEN_MADE - 1) == []
+    assert files_holding(TOKEN, [str(remote_tmp), *token_roots(setup)], since=setup["started"]) == []

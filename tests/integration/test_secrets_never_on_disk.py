@@ -1,9 +1,9 @@
 """The dummy's password is never written to a file nor shown, even at -vvv (issue 12, section 3).
 
 With SDENV_DUMMY_PASSWORD set, `make provision` (the account), `make verify` and `make reset-dummy` run at
--vvv; the password is in none of their output, and in no file under the temp directories, ~/.ansible,
-~/.ansible_async, the state directory, the verify report and the account's home; yet it is the account's
-password (the shadow hash matches it). Without a password the account gets a random one that is stored
+-vvv; the password is in none of their output, and in no file under the temp directories, /var/log,
+~/.ansible, ~/.ansible_async, the state directory, the verify report and the account's home; yet it is the
+account's password (the shadow hash matches it). Without a password the account gets a random one that is stored
 nowhere. A password file left by an earlier version is named in a warning and neither read nor changed.
 Where Ansible cannot pipe a module (keep_remote_files, become method su), the password is not passed at all.
 The token's side (a download running, then interrupted) is in test_interrupted_download.py.
@@ -22,7 +22,6 @@ from sdenv_testlib import files_holding, user_exists
 
 # check_password refuses white space, quotes, backslashes and colons.
 PASSWORD = "Sdt-" + os.urandom(12).hex()
-PASSWORD_MADE = time.time()
 ONLY_THE_ACCOUNT = "--tags dummy_user -vvv"
 
 
@@ -42,6 +41,7 @@ def is_the_password(user, password):
 
 
 def test_password_stays_out_of_output_and_files(test_inventory, make_target, tmp_path):
+    started = time.time() - 1  # a file that holds the password can only have been written after this
     inventory = test_inventory()
     legacy = inventory.state_dir / f"{inventory.user}.password"
     legacy.parent.mkdir(mode=0o755)
@@ -69,13 +69,14 @@ def test_password_stays_out_of_output_and_files(test_inventory, make_target, tmp
     roots = {
         tempfile.gettempdir(),
         "/var/tmp",
+        "/var/log",
         str(Path.home() / ".ansible"),
         str(Path.home() / ".ansible_async"),
         str(inventory.state_dir),
         str(reports),
         pwd.getpwnam(inventory.user).pw_dir,
     }
-    assert files_holding(PASSWORD, sorted(roots), since=PASSWORD_MADE - 1) == []
+    assert files_holding(PASSWORD, sorted(roots), since=started) == []
 
 
 def test_without_a_password_the_account_gets_one_nobody_knows(test_inventory, make_target):
@@ -106,6 +107,7 @@ def test_without_a_password_the_account_gets_one_nobody_knows(test_inventory, ma
 def test_where_ansible_cannot_pipe_the_password_is_not_passed(
     test_inventory, make_target, tmp_path, env, host_vars, reason
 ):
+    started = time.time() - 1
     inventory = test_inventory(**host_vars)
     remote_tmp = tmp_path / "remote-tmp"  # what Ansible keeps or writes for the other modules stays here
     result = make_target(
@@ -120,4 +122,4 @@ def test_where_ansible_cannot_pipe_the_password_is_not_passed(
         in result.output
     ), result
     assert not user_exists(inventory.user)
-    assert files_holding(PASSWORD, [str(remote_tmp), tempfile.gettempdir()], since=PASSWORD_MADE - 1) == []
+    assert files_holding(PASSWORD, [str(remote_tmp), tempfile.gettempdir()], since=started) == []

@@ -18,8 +18,13 @@ from model_fixtures import random_safetensors, safetensors_bytes, sha256_hex
 
 
 def _action_plugin():
-    """The controller-side action plugin, loaded from its file (it is not a module_utils)."""
-    path = Path(__file__).resolve().parents[2] / "roles" / "models" / "action_plugins" / "model_file.py"
+    """The controller-side action plugin, loaded from its file (it is not a module_utils). It builds on the
+    toolkit's sdenv_secret_module action, which ansible.cfg puts on the action plugin path."""
+    from ansible.plugins.loader import action_loader
+
+    root = Path(__file__).resolve().parents[2]
+    action_loader.add_directory(str(root / "plugins" / "action"))
+    path = root / "roles" / "models" / "action_plugins" / "model_file.py"
     spec = importlib.util.spec_from_file_location("models_action_model_file", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -467,3 +472,14 @@ def test_the_lock_lives_with_the_stat_cache_not_in_the_model_folder(tmp_path, bu
     assert Path(spec.lock_file).parent == Path(spec.stat_cache).parent
     assert sorted(p.name for p in dest_dir.iterdir()) == ["model.safetensors"]
     assert oct(Path(spec.lock_file).stat().st_mode & 0o777) == "0o600"
+
+
+def test_controller_lines_for_waiting_and_for_a_dead_module():
+    plugin = _action_plugin()
+    waiting = {"name": "m", "phase": "waiting", "detail": "another run (pid 7) is writing /x.part; waiting"}
+    assert plugin.format_progress(waiting) == "m  waiting: another run (pid 7) is writing /x.part; waiting"
+    assert plugin.exit_reason(137) == "killed by SIGKILL"  # what /bin/sh reports for its killed child
+    assert plugin.exit_reason(-15) == "killed by SIGTERM"
+    assert plugin.exit_reason(1) == "exit status 1"
+    assert plugin.ended_without_result({"failed": True, "_ansible_parsed": False})
+    assert not plugin.ended_without_result({"failed": True, "msg": "a sentence"})
