@@ -214,6 +214,18 @@ def test_remove_dummy_goes_back_to_zero_and_touches_nothing_else(provisioned, ma
     (state_dir / "state.json").write_text(json.dumps(state))
     before = host_listing(str(tmp_path), "/home", user=user)
 
+    # The same refusals as reset, in remove's words, changing nothing.
+    unconfirmed = make_target("remove-dummy", inventory)
+    assert unconfirmed.returncode != 0 and "Not confirmed: nothing was changed" in unconfirmed.output
+    caller = make_target("remove-dummy", inventory, CONFIRM="yes", env={"SUDO_USER": user})
+    assert caller.returncode != 0, caller
+    assert f"Refusing to remove {user}: it is the account running this command" in caller.output
+    assert changes(before, host_listing(str(tmp_path), "/home", user=user)) == {
+        "gone": [],
+        "new": [],
+        "changed": [],
+    }
+
     removed = make_target("remove-dummy", inventory, CONFIRM="yes")
     assert removed.returncode == 0, removed
     assert not user_exists(user) and not os.path.exists(home)
