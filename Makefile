@@ -27,7 +27,7 @@ PLAYBOOK = $(VENV)/bin/ansible-playbook -i $(INVENTORY) \
 	-e sdenv_force=$(if $(call is_yes,$(FORCE)),yes,no) \
 	$(ARGS)
 
-.PHONY: help controller provision reset-dummy test unit integration lint bench
+.PHONY: help controller provision reset-dummy remove-dummy test unit integration lint bench
 
 help: ## List the targets and the variables they read
 	@echo "Usage: make TARGET [VARIABLE=value ...]"
@@ -40,8 +40,8 @@ help: ## List the targets and the variables they read
 	@echo "  LIMIT=pattern    only these hosts of the inventory"
 	@echo "  CHECK=1          dry run with diff: report what would change, change nothing"
 	@echo "  ARGS='...'       extra ansible-playbook arguments (e.g. ARGS='-e sdenv_user_name=sd')"
-	@echo "  CONFIRM=yes      no prompt before destructive targets (reset-dummy, rollback, pin-models)"
-	@echo "  FORCE=yes        reset-dummy: act on a user the provision record does not name;"
+	@echo "  CONFIRM=yes      no prompt before destructive targets (reset-dummy, remove-dummy, rollback, pin-models)"
+	@echo "  FORCE=yes        reset-dummy, remove-dummy: act on a user the provision record does not name;"
 	@echo "                   provision: reset a WebUI tree that has local changes"
 	@grep -hE '^# var: ' $(MAKEFILE_LIST) | sed 's/^# var: //' | awk -F '  +' '{printf "  %-16s %s\n", $$1, $$2}'
 
@@ -53,6 +53,9 @@ provision: controller ## Bring every inventory host to the pinned state
 
 reset-dummy: controller ## Delete the dummy user and what provision made for it; recreate it clean
 	$(PLAYBOOK) playbooks/reset-dummy.yml
+
+remove-dummy: controller ## Delete the dummy user and what provision made for it, for good: back to zero
+	$(PLAYBOOK) playbooks/remove-dummy.yml
 
 test: lint unit integration ## The project's test suite (lint, unit, integration); CI runs exactly this
 

@@ -278,3 +278,21 @@ def test_lifecycle_provision_snapshot_rollback_reset(served_fixture_host, make_t
     record = json.loads((inventory.state_dir / "state.json").read_text())
     entry = record["users"][inventory.user]
     assert entry["created_by_toolkit"] is True and "webui" not in entry["components"], entry
+
+    # remove-dummy: back to zero, and verify says so plainly (one ABSENT row, the rest not provisioned,
+    # the shared system packages still checked), with a non-zero exit because nothing is in place.
+    removed = make_target("remove-dummy", inventory, CONFIRM="yes")
+    assert removed.returncode == 0, removed.output[-3000:]
+    record = json.loads((inventory.state_dir / "state.json").read_text())
+    assert inventory.user not in json.dumps(record["users"]), record
+    code, rows, result, _ = verify(make_target, inventory)
+    user_check = f"dummy user {inventory.user} exists, home and shell"
+    user_row = rows[user_check]
+    assert code != 0 and user_row["result"] == "ABSENT", (user_row, result)
+    assert "no entry in the provision record" in user_row["detail"] and "make provision" in user_row["detail"]
+    others = {
+        row["result"] for name, row in rows.items() if name != user_check and not name.startswith("package ")
+    }
+    assert others == {"NOT PROVISIONED"}, failing(rows)
+    assert all(row["result"] == "PASS" for name, row in rows.items() if name.startswith("package ")), rows
+    assert "1 absent" in result.output

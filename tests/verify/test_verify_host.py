@@ -8,7 +8,7 @@ dummy, never as root.
 import json
 import shlex
 
-from verify_lib import NotProvisionedError, check, expect, quote
+from verify_lib import AccountAbsent, NotProvisionedError, check, expect, quote
 
 # Where huggingface_hub keeps openai/clip-vit-large-patch14 under HF_HOME (the lock pins revision and files).
 CLIP_REPO_DIR = "hub/models--openai--clip-vit-large-patch14"
@@ -59,33 +59,34 @@ def read_json(target, path, what):
 # --- The dummy account ----------------------------------------------------------------------------------
 
 
-def account(target):
-    def read():
-        import dummy_accounts  # roles/dummy_user/module_utils: the same parsers the role uses
+def absent_account(target, item, tool):
+    """The account is gone: ABSENT when nothing of it is left (never provisioned, or make remove-dummy), a
+    failure naming the leftover otherwise."""
+    home = target.vars["sdenv_user_home"]
+    entry, where = target.record_entry()
+    expect(
+        entry is None,
+        f"the dummy user {item} does not exist ({tool} finds no such account), but the provision record {where}"
+        " still has an entry for it (deleted by hand, or a deletion was interrupted): run make remove-dummy to"
+        " finish removing it, or make provision to bring it back",
+    )
+    expect(
+        not target.host.file(home).exists,
+        f"the dummy user {item} does not exist ({tool} finds no such account), but its home {home} is still"
+        " there: run make remove-dummy to finish removing it, or make provision to bring it back",
+    )
+    raise AccountAbsent(
+        f"no account {item} on this host ({tool}), no home {home}, no entry in the provision record: not"
+        " provisioned here, or removed with make remove-dummy; make provision sets it up"
+    )
 
-        if target.darwin:
-            out = target.run(
-                "dscl . -read %s UniqueID NFSHomeDirectory UserShell RealName", f"/Users/{target.user}"
-            )
-            if out.rc != 0:
-                return None
-            values = dummy_accounts.parse_dscl_read(out.stdout)
-            return {
-                "uid": values.get("UniqueID"),
-                "home": values.get("NFSHomeDirectory"),
-                "shell": values.get("UserShell"),
-            }
-        out = target.run("getent passwd %s", target.user)
-        return dummy_accounts.parse_getent_passwd(out.stdout) if out.rc == 0 else None
 
-    return target.cached("account", read)
-
-
-@check("dummy user {item} exists, home and shell", items=lambda t: [t.user])
+@check("dummy user {item} exists, home and shell", items=lambda t: [t.user], needs_account=False)
 def test_user(target, item, note):
-    found = account(target)
+    found = target.account()
     tool = "dscl" if target.darwin else "getent"
-    expect(found is not None, f"the dummy user {item} does not exist ({tool} finds no such account)")
+    if found is None:
+        absent_account(target, item, tool)
     home, shell = target.vars["sdenv_user_home"], target.vars["sdenv_user_shell"]
     expect(found["home"] == home, f"{item}'s home is {found['home']}, settings say {home}")
     expect(found["shell"] == shell, f"{item}'s shell is {found['shell']}, settings say {shell}")
@@ -97,7 +98,6 @@ def test_user(target, item, note):
 
 @check("dummy user {item} is an admin (sudo)", items=lambda t: [t.user])
 def test_admin(target, item, note):
-    expect(account(target) is not None, f"the dummy user {item} does not exist")
     if target.darwin:
         out = target.run("dseditgroup -o checkmember -m %s admin", item)
         expect(out.stdout.startswith("yes "), f"{item} is not a member of admin: {out.stdout.strip()}")
@@ -145,7 +145,10 @@ def test_formula(target, item, note):
     note(out.stdout.strip())
 
 
-@check("package {item}", items=lambda t: [] if t.darwin else t.var("sdenv_linux_packages"))
+# System packages are shared by every account: checked whether or not the dummy is there.
+@check(
+    "package {item}", items=lambda t: [] if t.darwin else t.var("sdenv_linux_packages"), needs_account=False
+)
 def test_linux_package(target, item, note):
     out = target.run("dpkg-query -W -f='${Status} ${Version}' %s", item)
     expect(
@@ -412,8 +415,7 @@ def test_hf_cache(target, item, note):
 def test_record(target, item, note):
     entry, where = target.record_entry()
     expect(entry is not None, where)
-    found = account(target)
-    expect(found is not None, f"the record {where} names {target.user}, but the account does not exist")
+    found = target.account()
     expect(
         str(entry.get("uid")) == str(found["uid"]),
         f"{where}: uid {entry.get('uid')}, the account has {found['uid']}",
