@@ -4,11 +4,12 @@
 # On the controller, because only the controller knows where a value came from. It:
 # 1. reads the argument specs of the entry points the target runs (`uses`, narrowed by --tags/--skip-tags)
 #    and those roles' defaults (the derived values), so the specs stay the one list of what is used;
-# 2. resolves each value for this host with Ansible's own templating (facts, group_vars, host vars, -e);
-# 3. names where each value was set from the origin Ansible 2.19 records on every value it loads (file and
+# 2. reads the facts the settings are made from and the host's accounts (module preflight_facts, one run,
+#    reads only: the play gathers no facts of its own);
+# 3. resolves each value for this host with Ansible's own templating (facts, group_vars, host vars, -e);
+# 4. names where each value was set from the origin Ansible 2.19 records on every value it loads (file and
 #    line, "-e", an environment variable), falling back to reading the inventory's files for values that
 #    carry no origin (null and booleans cannot carry one);
-# 4. reads the host's accounts with the host_accounts module (reads only) and
 # 5. runs the rules (plugins/module_utils/sdenv_preflight*.py) and fails with their sentences.
 from __future__ import annotations
 
@@ -73,6 +74,11 @@ class ActionModule(ActionBase):
         documents = {use.partition(":")[0]: self._spec_document(use, roles) for use in uses}
         options = engine.load_entry_points(documents, uses)
 
+        host = self._host(task_vars)
+        if "failed" in host:
+            return {**result, **host}
+        facts = {**host.pop("facts"), **(task_vars.get("ansible_facts") or {})}
+
         defaults = {}
         for use in uses:
             name = use.partition(":")[0]
@@ -82,7 +88,13 @@ class ActionModule(ActionBase):
                     self._loader.load_from_file(str(path), trusted_as_template=True) or {}
                 ).items():
                     defaults.setdefault(key, value)
-        variables = {**defaults, **task_vars}
+        # The facts as a play that gathered them would have them (ansible_facts and the ansible_* names).
+        variables = {
+            **defaults,
+            **{f"ansible_{k}": v for k, v in facts.items()},
+            **task_vars,
+            "ansible_facts": facts,
+        }
         templar = self._templar.copy_with_new_env(available_variables=variables)
 
         names = [*options, *rules.EXTRA_VALUES]
@@ -98,9 +110,6 @@ class ActionModule(ActionBase):
             origins[name] = self._origin(name, raw, values[name], variables)
             references[name] = engine.template_references(raw)
 
-        host = self._host(task_vars)
-        if "failed" in host:
-            return {**result, **host}
         problems = engine.check(
             options,
             values,
@@ -119,7 +128,7 @@ class ActionModule(ActionBase):
             **result,
             "changed": False,
             "msg": f"{len(values)} values checked for {', '.join(uses)}",
-            "ansible_facts": {"sdenv_preflight_passed": True},
+            "ansible_facts": {**facts, "sdenv_preflight_passed": True},
         }
 
     # --- where things are ------------------------------------------------------------------------------
@@ -241,13 +250,17 @@ class ActionModule(ActionBase):
     # --- the host ----------------------------------------------------------------------------------------
 
     def _host(self, task_vars):
-        probe = self._execute_module(module_name="host_accounts", module_args={}, task_vars=task_vars)
+        probe = self._execute_module(module_name="preflight_facts", module_args={}, task_vars=task_vars)
         self._remove_tmp_path(self._connection._shell.tmpdir)
         if probe.get("failed"):
-            return {"failed": True, "msg": f"Could not read the accounts of this host: {probe.get('msg')}"}
-        facts = task_vars.get("ansible_facts") or {}
+            return {
+                "failed": True,
+                "msg": f"Could not read this host's facts and accounts: {probe.get('msg')}",
+            }
+        facts = {k.removeprefix("ansible_"): v for k, v in (probe.get("ansible_facts") or {}).items()}
         system = facts.get("system")
         return {
+            "facts": facts,
             "system": system,
             "os_family": facts.get("os_family"),
             "distribution": facts.get("distribution"),
