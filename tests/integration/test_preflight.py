@@ -17,6 +17,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 from sdenv_testlib import ROOT
 
 MARKER_SHELL = "/bin/mksh"
@@ -247,3 +248,42 @@ def test_inventory_problems_are_one_sentence_for_every_target(tmp_path, make_tar
         ]
         assert len(sentences) == 1, result
         assert "PLAY [" not in result.output and "WARNING" not in result.output, result
+
+
+def test_one_bad_host_stops_every_host_before_any_change(
+    test_inventory, make_target, throwaway_user, apt_before
+):
+    """Two hosts (both this machine): the first one's values are good, the second's port is not. Neither
+    is changed: the preflight checks every host before the first task of the run."""
+    inventory = inventory_for(test_inventory)
+    document = yaml.safe_load(inventory.path.read_text(encoding="utf-8"))
+    hosts = document["all"]["hosts"]
+    hosts["second"] = {**hosts["localhost"], "sdenv_webui_port": 22}
+    inventory.path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+    real_state = listing(REAL_STATE)
+    result = make_target("provision", inventory, timeout=600)
+    assert result.returncode != 0, result
+    assert (
+        "fatal: [second]" in result.output and "sets sdenv_webui_port to 22: expected a port" in result.output
+    )
+    assert "fatal: [localhost]" not in result.output, result
+    plays = [line for line in result.output.splitlines() if line.startswith("PLAY [")]
+    assert len(plays) == 1 and plays[0].startswith("PLAY [Check every setting and lock value"), plays
+    assert_nothing_changed(throwaway_user, inventory, real_state, apt_before, result.output)
+
+
+def test_a_host_that_cannot_be_reached_stops_the_run(test_inventory, make_target, throwaway_user, apt_before):
+    inventory = inventory_for(test_inventory)
+    document = yaml.safe_load(inventory.path.read_text(encoding="utf-8"))
+    # Port 9 (discard) on this machine: nothing listens there, so the connection is refused at once.
+    document["all"]["hosts"]["unreachable"] = {
+        "ansible_host": "127.0.0.1",
+        "ansible_port": 9,
+        "ansible_connection": "ssh",
+    }
+    inventory.path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+    real_state = listing(REAL_STATE)
+    result = make_target("provision", inventory, timeout=600)
+    assert result.returncode != 0 and "fatal: [unreachable]: UNREACHABLE!" in result.output, result
+    assert "NO MORE HOSTS LEFT" in result.output and "PLAY [Provision" not in result.output, result
+    assert_nothing_changed(throwaway_user, inventory, real_state, apt_before, result.output)
