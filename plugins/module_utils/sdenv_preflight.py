@@ -24,6 +24,8 @@ from urllib.parse import urlsplit
 TRUE_WORDS = {"yes", "on", "1", "true", "y", "t"}
 FALSE_WORDS = {"no", "off", "0", "false", "n", "f"}
 SECRET_NAME = re.compile(r"(password|token|secret)")
+# A value set by a vars plugin, set_fact or a lookup carries no origin Ansible recorded, and no file here has it.
+UNKNOWN_PLACE = "a place the preflight cannot name (not settings.yml, lock.yml, the inventory or -e)"
 
 # --- Problems and sentences -----------------------------------------------------------------------
 
@@ -38,7 +40,7 @@ class Problem:
     def sentence(self):
         if self.text:
             return self.text
-        where = self.origin or "an unknown place (not settings.yml, lock.yml, the inventory or -e)"
+        where = self.origin or UNKNOWN_PLACE
         return f"{where} sets {self.setting} to {show(self.value, self.setting)}: expected {self.expected}."
 
     def __repr__(self):
@@ -525,16 +527,14 @@ def check(
         expected = describe_type(spec)
         if value is None:
             if spec.get("required"):
-                text = (
-                    f"{where(setting)} sets {setting} to null: expected {expected}." if setting in values
-                    else f"{setting} is not set (settings.yml, lock.yml, the inventory or -e): expected {expected}."
-                )  # fmt: skip
-                problems.append(Problem(setting, None, expected, text=text, derived=derived))
+                unset = f"{setting} is not set (settings.yml, lock.yml, the inventory or -e): expected {expected}."
+                text = None if setting in values else unset
+                problems.append(Problem(setting, None, expected, where(setting), text=text, derived=derived))
                 ctx.failed.add(setting)
             continue
         if isinstance(value, Unresolved):
             text = (
-                f"{where(setting) or 'An unknown place'} sets {setting} to {show(value.raw, setting)}, which cannot"
+                f"{where(setting) or UNKNOWN_PLACE} sets {setting} to {show(value.raw, setting)}, which cannot"
                 f" be resolved ({value.error}): expected {expected}."
             )
             problems.append(Problem(setting, value.raw, expected, text=text, derived=derived))

@@ -87,7 +87,7 @@ SETTINGS_LINE = {
         for n, line in enumerate((ROOT / "inventory/group_vars/all/settings.yml").read_text().splitlines(), 1)
         if line.startswith(f"{name}:")
     )
-    for name in ("sdenv_webui_dir", "sdenv_snapshot_retention")
+    for name in ("sdenv_webui_dir", "sdenv_snapshot_retention", "sdenv_webui_port")
 }
 
 # (id, target, host vars, group_vars edits, make variables, expected words). "{at:NAME}" is the test
@@ -161,6 +161,11 @@ CASES = [
      "sets sdenv_user_fullname to 'Dum:my': expected a non-empty line of text without ':' or ','."),
     ("verify timeout zero", "verify", {"sdenv_verify_ready_timeout": 0}, [], {},
      "sets sdenv_verify_ready_timeout to 0: expected a number of seconds from 1 to 86400."),
+    # Values that carry no origin of their own (null, true/false): found by reading the inventory's files.
+    ("null", "provision", {"sdenv_webui_dir": None}, [], {},
+     "{at:sdenv_webui_dir} sets sdenv_webui_dir to null: expected a path."),
+    ("boolean port", "provision", {}, [("settings.yml", "sdenv_webui_port: 7860", "sdenv_webui_port: true")], {},
+     "{group_vars}/settings.yml line %d sets sdenv_webui_port to true: expected a whole number." % SETTINGS_LINE["sdenv_webui_port"]),
     ("dry run too", "provision", {"sdenv_webui_hf_home": "/var"}, [], {"CHECK": "1"},
      "sets sdenv_webui_hf_home to '/var': expected a path of its own, not the system directory /var."),
 ]  # fmt: skip
@@ -195,10 +200,9 @@ def test_bad_value_is_one_sentence_and_changes_nothing(
         r"\{at:(\w+)\}", lambda m: f"{inventory} line {line_of(inventory, m.group(1))}", expected
     )
     assert expected.format(**places) in result.output, result
-    # The preflight is the one task that ran after the facts, and it named one problem.
+    # The preflight is the one task that ran (it reads the facts it needs itself).
     tasks = [line for line in result.output.splitlines() if line.startswith("TASK [")]
-    assert len(tasks) == 2 and tasks[0].startswith("TASK [Gathering Facts"), tasks
-    assert tasks[1].startswith("TASK [Check the values this target uses"), tasks
+    assert len(tasks) == 1 and tasks[0].startswith("TASK [Check the values this target uses"), tasks
     assert result.recap.get("changed") == 0 and result.recap.get("failed") == 1, result
     problems = result.output.split("msg:", 1)[1].split("PLAY RECAP", 1)[0]
     assert "Traceback" not in result.output
@@ -286,4 +290,18 @@ def test_a_host_that_cannot_be_reached_stops_the_run(test_inventory, make_target
     result = make_target("provision", inventory, timeout=600)
     assert result.returncode != 0 and "fatal: [unreachable]: UNREACHABLE!" in result.output, result
     assert "NO MORE HOSTS LEFT" in result.output and "PLAY [Provision" not in result.output, result
+    assert_nothing_changed(throwaway_user, inventory, real_state, apt_before, result.output)
+
+
+def test_a_bad_password_is_named_by_where_it_comes_from_and_never_shown(
+    test_inventory, make_target, throwaway_user, apt_before
+):
+    password = "has a space " + os.urandom(4).hex()
+    inventory = inventory_for(test_inventory)
+    real_state = listing(REAL_STATE)
+    result = make_target("provision", inventory, timeout=600, env={"SDENV_DUMMY_PASSWORD": password})
+    assert result.returncode != 0, result
+    assert "The dummy password contains white space" in result.output, result
+    assert "(the password from the environment variable SDENV_DUMMY_PASSWORD)" in result.output, result
+    assert password not in result.output and password.split()[-1] not in result.output
     assert_nothing_changed(throwaway_user, inventory, real_state, apt_before, result.output)
