@@ -44,6 +44,12 @@ def first_line(error):
     return text[0].rstrip(".") if text else type(error).__name__
 
 
+def given_by(setting, otherwise):
+    """A value make hands over (LABEL=, MODELS=, ...) is named by its make variable."""
+    made_by = rules.MAKE_VARIABLES.get(setting)
+    return f"make's {made_by}=" if made_by else otherwise
+
+
 def tag_of(value):
     """The origin of a value; a list or mapping made by a template (a split, a combine) carries none itself,
     but its items keep theirs."""
@@ -62,7 +68,8 @@ class ActionModule(ActionBase):
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
         del tmp
-        uses = list(self._task.args.get("uses") or [])
+        uses = self._task.args.get("uses") or []
+        uses = [uses] if isinstance(uses, str) else list(uses)
         if not uses:
             raise AnsibleError(
                 "sdenv_preflight needs `uses`: the entry points the target runs (role or role:entry)."
@@ -128,7 +135,7 @@ class ActionModule(ActionBase):
             **result,
             "changed": False,
             "msg": f"{len(values)} values checked for {', '.join(uses)}",
-            "ansible_facts": {**facts, "sdenv_preflight_passed": True},
+            "ansible_facts": {"sdenv_preflight_passed": True},
         }
 
     # --- where things are ------------------------------------------------------------------------------
@@ -167,14 +174,11 @@ class ActionModule(ActionBase):
             derived = bool(re.search(r"/roles/[^/]+/defaults/", origin.path))
             return (f"{shown} line {origin.line_num}" if origin.line_num else shown), derived
         description = origin.description or ""
-        made_by = rules.MAKE_VARIABLES.get(setting)
         if description.startswith("<CLI option"):
-            return (f"make's {made_by}=" if made_by else "-e on the command line"), False
+            return given_by(setting, "-e on the command line"), False
         variable = re.match(r"<environment variable '(.+)'>", description)
         if variable:
-            return (
-                f"make's {made_by}=" if made_by else f"the environment variable {variable.group(1)}"
-            ), False
+            return given_by(setting, f"the environment variable {variable.group(1)}"), False
         return description, False
 
     def _nested_origin(self, value):
@@ -203,10 +207,7 @@ class ActionModule(ActionBase):
                     r"lookup\(\s*'(?:ansible\.builtin\.)?env'\s*,\s*'(\w+)'", str(raw)
                 ):
                     if os.environ.get(variable):
-                        made_by = rules.MAKE_VARIABLES.get(name)
-                        return (
-                            f"make's {made_by}=" if made_by else f"the environment variable {variable}"
-                        ), False
+                        return given_by(name, f"the environment variable {variable}"), False
             if written:
                 return written
         found = self._written_in(name, variables)
@@ -220,11 +221,7 @@ class ActionModule(ActionBase):
             re.search(rf"(^|[\s{{,\"']){re.escape(name)}\b", str(e))
             for e in context.CLIARGS.get("extra_vars") or ()
         ):
-            return (
-                f"make's {rules.MAKE_VARIABLES[name]}="
-                if name in rules.MAKE_VARIABLES
-                else "-e on the command line"
-            )
+            return given_by(name, "-e on the command line")
         inventory_dir = Path(task_vars.get("inventory_dir") or ".")
         host = task_vars.get("inventory_hostname", "")
         candidates = [

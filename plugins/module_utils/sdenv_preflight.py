@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 # Ansible's own words for booleans (module_utils.parsing.convert_bool), so `-e x=yes` stays valid.
 TRUE_WORDS = {"yes", "on", "1", "true", "y", "t"}
 FALSE_WORDS = {"no", "off", "0", "false", "n", "f"}
-SECRET_NAME = re.compile(r"(password|token|secret)")
+SECRET_NAME = re.compile(r"(password|token|secret)(?!_env)")  # ..._env names a variable: no secret
 # A value set by a vars plugin, set_fact or a lookup carries no origin Ansible recorded, and no file here has it.
 UNKNOWN_PLACE = "a place the preflight cannot name (not settings.yml, lock.yml, the inventory or -e)"
 
@@ -151,13 +151,10 @@ class Rule:
 
     def problems(self, value, ctx, suffix=""):
         if not self.ok(value, ctx):
-            yield suffix, value, self.describe(value, ctx)
+            yield suffix, value, self.expected
 
     def ok(self, value, ctx):
         return True
-
-    def describe(self, value, ctx):
-        return self.expected
 
 
 class Pattern(Rule):
@@ -236,22 +233,22 @@ class Nullable(Rule):
     def problems(self, value, ctx, suffix=""):
         if value is None:
             return
-        for _suffix, bad, _expected in self.rule.problems(value, ctx, suffix):
-            yield _suffix, bad, (self.expected if _suffix == suffix else _expected)
+        for where, bad, words in self.rule.problems(value, ctx, suffix):
+            yield where, bad, (self.expected if where == suffix else words)
 
 
 class EmptyOr(Rule):
-    """ "" (the setting is off) or what `rule` accepts."""
+    """ "" (the setting is off) or what `rule` accepts; `why` says what "" means."""
 
-    def __init__(self, rule, why=""):
-        self.rule = rule
-        self.expected = f'{rule.expected}, or "" {why}'.rstrip()
+    def __init__(self, rule, why="to leave it unset"):
+        self.rule, self.why = rule, why
+        self.expected = f'{rule.expected}, or "" {why}'
 
     def problems(self, value, ctx, suffix=""):
         if value in ("", None):
             return
-        for _suffix, bad, expected in self.rule.problems(value, ctx, suffix):
-            yield _suffix, bad, (f'{expected}, or "" to leave it unset' if _suffix == suffix else expected)
+        for where, bad, words in self.rule.problems(value, ctx, suffix):
+            yield where, bad, (f'{words}, or "" {self.why}' if where == suffix else words)
 
 
 class OneOf(Rule):
@@ -267,16 +264,16 @@ class OneOf(Rule):
 
 
 class ListOf(Rule):
-    def __init__(self, element, unique=None, unique_words="no two entries alike", empty=True):
-        self.element, self.unique, self.unique_words, self.empty = element, unique, unique_words, empty
-        self.expected = f"a list{'' if empty else ' (not empty)'} of which each is {element.expected}"
+    """A list, each item checked by `element`; `unique(item)` gives the key no two items may share."""
+
+    def __init__(self, element, unique=None, unique_words="no two entries alike"):
+        self.element, self.unique, self.unique_words = element, unique, unique_words
+        self.expected = f"a list of which each is {element.expected}"
 
     def problems(self, value, ctx, suffix=""):
         if not isinstance(value, (list, tuple)):
             yield suffix, value, self.expected
             return
-        if not value and not self.empty:
-            yield suffix, value, self.expected
         seen = {}
         for index, item in enumerate(value):
             yield from self.element.problems(item, ctx, f"{suffix}[{index}]")
@@ -461,8 +458,6 @@ class Context:
         self.first_regular_uid = self.host.get("first_regular_uid", 1000)
         user = values.get("sdenv_user_name")
         self.user_name = user if isinstance(user, str) else None
-        state_dir = values.get("sdenv_state_dir")
-        self.state_dir = state_dir if isinstance(state_dir, str) else None
 
     def people(self):
         """Accounts of people (and root): a home of theirs is nobody else's place."""

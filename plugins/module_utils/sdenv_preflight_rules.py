@@ -360,20 +360,29 @@ def dummy_password_is_usable(ctx):
         yield Problem("sdenv_user_password", None, "", text=f"{str(error)[:-1]} (the password from {where}).")
 
 
+def not_in_the_lock(setting, wanted, lock, shown=None):
+    """A Problem when names in `wanted` are not entries of the lock's models, else None."""
+    names = [m.get("name") for m in lock.get("models") or [] if isinstance(m, dict)]
+    unknown = [name for name in wanted if name not in names]
+    if not unknown:
+        return None
+    return Problem(
+        setting,
+        wanted if shown is None else shown,
+        f"names the lock lists in sdenv_lock.models ({', '.join(map(str, names)) or 'none'}); it has no "
+        + ", ".join(map(str, unknown)),
+    )
+
+
 def models_are_in_the_lock(ctx):
     enabled, lock = ctx.values["sdenv_models_enabled"], ctx.values["sdenv_lock"]
-    entries = [m for m in lock.get("models") or [] if isinstance(m, dict)]
-    names = [m.get("name") for m in entries]
-    unknown = [name for name in enabled if name not in names]
+    unknown = not_in_the_lock("sdenv_models_enabled", enabled, lock)
     if unknown:
-        yield Problem(
-            "sdenv_models_enabled",
-            enabled,
-            f"names the lock lists in sdenv_models ({', '.join(map(str, names)) or 'none'}); lock.yml has no "
-            + ", ".join(map(str, unknown)),
-        )
+        yield unknown
         return
-    unpinned = [m["name"] for m in entries if m.get("name") in enabled and not m.get("sha256")]
+    unpinned = [
+        m["name"] for m in lock.get("models") or [] if m.get("name") in enabled and not m.get("sha256")
+    ]
     if unpinned:
         # The sentence README's "First run" quotes.
         one = len(unpinned) == 1
@@ -388,16 +397,12 @@ def models_are_in_the_lock(ctx):
 
 
 def pin_names_are_in_the_lock(ctx):
-    wanted, lock = ctx.values["sdenv_models_pin_names"], ctx.values["sdenv_lock"]
-    names = [m.get("name") for m in lock.get("models") or [] if isinstance(m, dict)]
-    unknown = [name for name in wanted if name not in names]
+    wanted = ctx.values["sdenv_models_pin_names"]
+    unknown = not_in_the_lock(
+        "sdenv_models_pin_names", wanted, ctx.values["sdenv_lock"], " ".join(map(str, wanted))
+    )
     if unknown:
-        yield Problem(
-            "sdenv_models_pin_names",
-            " ".join(map(str, wanted)),
-            f"names the lock lists in sdenv_lock.models ({', '.join(map(str, names)) or 'none'}); it has no "
-            + ", ".join(map(str, unknown)),
-        )
+        yield unknown
 
 
 def lock_has_what_the_target_reads(ctx):

@@ -5,9 +5,10 @@ DOCUMENTATION = r"""
 module: preflight_facts
 short_description: The host facts the settings are made from, and the host's accounts, for the preflight
 description:
-  - Gathers the facts the settings and the roles' defaults are made from (platform, distribution, env, user,
+  - Gathers the facts the settings and the roles' defaults are made from (platform, distribution, user,
     python: Ansible's own fact collectors, exactly as M(ansible.builtin.setup) runs them, returned as
-    C(ansible_facts)), so the preflight needs one module run and no separate fact gathering.
+    C(ansible_facts)), so the preflight needs one module run and no separate fact gathering. Not the
+    environment: it may hold the tokens and the password, and no setting is made from it.
   - Returns every account the host's user database lists (name, uid, home) through getpwall(3), which reads
     /etc/passwd on Linux and Open Directory on macOS; and, on Linux, the UID_MIN lines of /etc/login.defs
     and the HOME line of /etc/default/useradd (where useradd puts a new home).
@@ -23,7 +24,7 @@ EXAMPLES = r"""
 
 RETURN = r"""
 ansible_facts:
-  description: The platform, distribution, env, user and python facts, as setup returns them.
+  description: The platform, distribution, user and python facts, as setup returns them.
   type: dict
   returned: always
 accounts:
@@ -47,8 +48,8 @@ from ansible.module_utils.facts import ansible_collector, default_collectors
 from ansible.module_utils.facts.namespace import PrefixFactNamespace
 
 # Cheap collectors (no subprocess but uname and the distribution's release files): every fact the shipped
-# settings and the roles' defaults are made from (system, architecture, machine, os_family, env, ...).
-FACTS = frozenset(["platform", "distribution", "env", "user", "python"])
+# settings and the roles' defaults are made from (system, architecture, machine, os_family, ...).
+FACTS = frozenset(["platform", "distribution", "user", "python"])
 
 
 def read_lines(path, prefix):
