@@ -417,3 +417,31 @@ def test_type_conversion_is_as_strict_as_the_roles_need():
     assert engine.convert("a,b", "list")[0] is False  # Ansible would split it on commas
     assert engine.convert(True, "str")[0] is False
     assert engine.convert(7, "str") == (True, "7")
+
+
+def entry_points_run_by(plays):
+    """role or role:entry for each role a playbook's plays run (roles:, include_role and import_role)."""
+    found = set()
+    for play in plays:
+        for role in play.get("roles") or []:
+            found.add(role["role"] if isinstance(role, dict) else role)
+        for task in play.get("tasks") or []:
+            for key in ("ansible.builtin.include_role", "ansible.builtin.import_role"):
+                if key in task:
+                    entry = task[key].get("tasks_from", "main.yml").removesuffix(".yml")
+                    found.add(task[key]["name"] + ("" if entry == "main" else f":{entry}"))
+    return found
+
+
+@pytest.mark.parametrize(
+    "playbook", sorted(p.name for p in (ROOT / "playbooks").glob("*.yml") if p.name != "preflight.yml")
+)
+def test_every_playbook_starts_with_the_preflight_of_what_it_runs(playbook):
+    """Any target added later too: its playbook's first play is the preflight, naming every role entry point
+    the playbook runs, each of which has an argument spec."""
+    plays = yaml.safe_load((ROOT / "playbooks" / playbook).read_text())
+    first = plays[0]
+    assert first.get("ansible.builtin.import_playbook") == "preflight.yml", playbook
+    uses = first["vars"]["sdenv_preflight_uses"]
+    assert entry_points_run_by(plays[1:]) <= set(uses), playbook
+    engine.load_entry_points(documents(), uses)  # each one exists
