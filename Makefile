@@ -20,7 +20,11 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 yes_words := 1 yes true
 is_yes     = $(filter $(yes_words),$(1))
 
-PLAYBOOK = $(VENV)/bin/ansible-playbook -i $(INVENTORY) \
+# Every playbook starts with two checks before anything changes: scripts/inventory_check.py (the inventory
+# exists and parses, LIMIT matches a host: one sentence and exit 2 otherwise; then it becomes
+# ansible-playbook), and the playbook's first play, playbooks/preflight.yml (every setting and lock value).
+PLAYBOOK = $(VENV)/bin/python scripts/inventory_check.py '$(INVENTORY)' '$(LIMIT)' -- \
+	$(VENV)/bin/ansible-playbook -i $(INVENTORY) \
 	$(if $(LIMIT),--limit '$(LIMIT)') \
 	$(if $(call is_yes,$(CHECK)),--check --diff) \
 	-e sdenv_confirm=$(if $(call is_yes,$(CONFIRM)),yes,no) \

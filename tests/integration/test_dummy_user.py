@@ -369,10 +369,15 @@ def test_reset_refusals_change_nothing(provisioned, make_target, tmp_path, case,
     assert account(inventory.user)["uid"] == uid
 
 
+# Root and system accounts are refused as the dummy by every target's preflight, before reset's own guard
+# (reset_refusal, unit-tested) is reached.
 def test_reset_refuses_root(test_inventory, make_target):
     inventory = test_inventory(sdenv_user_name="root")
     result = make_target("reset-dummy", inventory, CONFIRM="yes", FORCE="yes")
-    assert result.returncode != 0 and "it is the root account" in result.output, result
+    assert result.returncode != 0, result
+    assert (
+        "sets sdenv_user_name to 'root': expected the name of the dummy account, never root" in result.output
+    )
     assert os.path.isdir("/root")
 
 
@@ -380,7 +385,9 @@ def test_reset_refuses_a_system_account(test_inventory, make_target, throwaway_u
     subprocess.run(["useradd", "--system", "--no-create-home", throwaway_user], check=True)
     inventory = test_inventory()
     result = make_target("reset-dummy", inventory, CONFIRM="yes", FORCE="yes")
-    assert result.returncode != 0 and "the first regular uid" in result.output, result
+    assert result.returncode != 0 and f"{throwaway_user} is a system account here (uid" in result.output, (
+        result
+    )
     assert user_exists(throwaway_user)
 
 
