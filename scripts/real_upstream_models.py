@@ -15,7 +15,9 @@ LatentDiffusion.register_schedule computes them; saved fp16. Zero-initialised UN
 so the output depends on every layer and the LoRA's effect shows. The LoRA covers every Linear of the UNet's
 transformer blocks and of the text encoder's layers, named as kohya's sd-scripts names them, and each name
 is checked with the WebUI's own conversion (networks.py's convert_diffusers_name_to_compvis).
-Prints each file's size, sha256 and the 12-hex "addnet" hash the WebUI shows in `Lora hashes`.
+Prints each file's size, sha256 and the 12-hex "addnet" hash the WebUI shows in `Lora hashes`. With the
+same torch, a second run gives the same checkpoint byte for byte and the same LoRA tensors (same addnet
+hash), but the LoRA file's sha256 may differ: safetensors writes the __metadata__ keys in no fixed order.
 """
 
 import ast
