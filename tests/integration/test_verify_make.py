@@ -154,7 +154,7 @@ def test_verify_passes_then_names_each_broken_thing(fixture_host, make_target, p
     # The server verify started is the tree's own launch, exactly as webui.sh runs it: the dummy, the tree
     # as working directory and first on sys.path, its venv, webui-user.sh's settings, nothing fetched; and
     # verify's flags come last in argv (after webui-user.sh's --port), so they are the ones in effect.
-    started = [r for r in launch_records(webui) if "--exit" not in r["argv"]][-1]
+    started = [r for r in launch_records(webui) if "--exit" not in r["argv"] and "event" not in r][-1]
     assert started["uid"] == pwd.getpwnam(inventory.user).pw_uid != 0
     assert started["cwd"] == started["sys_path0"] == str(webui), started
     assert started["prefix"] == str(webui / "venv") and started["network_actions"] == [], started
@@ -164,6 +164,12 @@ def test_verify_passes_then_names_each_broken_thing(fixture_host, make_target, p
     assert argv[last_port - 2 : last_port] == ["--api", "--nowebui"], argv
     assert started["port"] == int(argv[last_port + 1]) != inventory.variables["sdenv_webui_port"], argv
     assert str(inventory.variables["sdenv_webui_port"]) in argv[:last_port], argv
+    # On loopback only: with --nowebui alone, v1.10.1 (and so the fixture) listens on every interface.
+    assert started["host"] == "127.0.0.1", started
+    # Stopped as the real server stops: verify waited for the WebUI's own graceful shutdown (it recorded its
+    # end), not only for webui.sh, which dies at once on SIGTERM.
+    assert any(r.get("event") == "stopped" and r["pid"] == started["pid"] for r in launch_records(webui))
+    assert "(every process of it)" in rows["LIVE server stops"]["detail"], rows["LIVE server stops"]
 
     # 1. Another commit checked out.
     as_user(inventory.user, "git", "-C", str(webui), "checkout", "-q", upstream.webui_shas[1])

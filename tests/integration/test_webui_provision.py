@@ -255,8 +255,9 @@ def test_make_run_starts_the_webui_as_the_dummy_and_ctrl_c_stops_it(test_invento
             assert f"the WebUI is running at {url}" in "".join(lines), "".join(lines[-40:])
             with urllib.request.urlopen(url, timeout=10) as response:
                 assert response.status == 200
-            record = [r for r in launch_records(webui) if "--exit" not in r["argv"]][-1]
+            record = [r for r in launch_records(webui) if "--exit" not in r["argv"] and "event" not in r][-1]
             assert record["uid"] == user.pw_uid != 0 and record["mode"] == "webui"
+            assert record["host"] == "127.0.0.1", record  # UI mode: gradio's loopback default
             assert record["cwd"] == record["sys_path0"] == str(webui) and record["network_actions"] == []
             for pid in (record["pid"], record["child_pid"]):
                 assert os.stat(f"/proc/{pid}").st_uid == user.pw_uid, "a WebUI process is not the dummy's"
@@ -270,3 +271,5 @@ def test_make_run_starts_the_webui_as_the_dummy_and_ctrl_c_stops_it(test_invento
     assert "sdenv: stopped." in rest, rest
     for pid in (record["pid"], record["child_pid"]):
         assert not os.path.exists(f"/proc/{pid}"), f"process {pid} outlived Ctrl-C"
+    # ... and the WebUI shut down by itself (it recorded its end), it was not killed mid-way.
+    assert any(r.get("event") == "stopped" and r["pid"] == record["pid"] for r in launch_records(webui))
