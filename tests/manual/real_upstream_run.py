@@ -5,9 +5,9 @@ The integration tests use an upstream-shaped fixture; this puts the real v1.10.1
 sub-repositories behind a local HTTP server instead, so `make provision`, `make verify LIVE=1 OFFLINE=1`
 and `make run` meet the real launcher, server and extensions. Nothing it makes belongs in a commit.
 
-    python3 scripts/real_upstream_run.py mirrors OUT NAME=BARE_GIT_DIR ...   # what to serve, from mirrors
-    python3 scripts/real_upstream_run.py serve OUT                           # foreground; prints its URL
-    python3 scripts/real_upstream_run.py inventory OUT URL USER MODELS_DIR   # OUT/inventory/hosts.yml
+    python3 tests/manual/real_upstream_run.py mirrors OUT NAME=BARE_GIT_DIR ...   # what to serve, from mirrors
+    python3 tests/manual/real_upstream_run.py serve OUT                           # foreground; prints its URL
+    python3 tests/manual/real_upstream_run.py inventory OUT URL USER MODELS_DIR   # OUT/inventory/hosts.yml
 
 NAME is the repository's name in the lock (stable-diffusion-webui, stable-diffusion-stability-ai,
 generative-models, k-diffusion, BLIP, stable-diffusion-webui-assets, CLIP, open_clip); BARE_GIT_DIR a bare
@@ -18,7 +18,7 @@ mirror holding the lock's commit. Mirrors made from snapshots can lack objects (
   each absent blob; the inventory pins the stand-in's commit (printed, and kept in OUT/stand-ins.json).
 CLIP and open_clip are served as GitHub-style archives (`git archive --prefix=<name>-<commit>/`).
 
-Models: scripts/real_upstream_models.py makes an SD 1.5-shaped checkpoint and a kohya-style LoRA with random
+Models: tests/manual/real_upstream_models.py makes an SD 1.5-shaped checkpoint and a kohya-style LoRA with random
 weights. `inventory` pins whatever *.safetensors MODELS_DIR holds (sha256, size); the first checkpoint-sized
 file (> 1 GB) is the checkpoint, the rest are LoRAs. Run make as root with INVENTORY=OUT/inventory/hosts.yml.
 """
@@ -32,7 +32,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 GIT_ENV = {**os.environ, "GIT_CONFIG_NOSYSTEM": "1"}
 
 

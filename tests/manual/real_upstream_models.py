@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Random-weight models for scripts/real_upstream_run.py: an SD 1.5-shaped checkpoint and a kohya-style LoRA.
+"""Random-weight models for tests/manual/real_upstream_run.py: an SD 1.5-shaped checkpoint and a kohya-style LoRA.
 
     python real_upstream_models.py SD_SRC WEBUI_SRC CLIP_CONFIG_JSON OUT_DIR
 
