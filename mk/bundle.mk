@@ -21,3 +21,22 @@ SDENV_BUNDLE_CLI = $(VENV)/bin/python roles/offline_bundle/files/sdenv_bundle.py
 lock-venv: controller ## Resolve the WebUI venv per platform + Python into hashed requirement files (needs PyPI)
 	$(SDENV_BUNDLE_CLI) lock-venv --lock '$(LOCK_FILE)' $(if $(INDEX_URL),--index-url '$(INDEX_URL)') \
 		$(foreach p,$(PLATFORM),--platform '$(p)')
+
+.PHONY: bundle bundle-check
+
+bundle: controller ## PLATFORM=... OUT=dir: everything a provision fetches, for a machine with no network
+	@set -e; test -n '$(OUT)' || { echo "make bundle needs OUT=<directory> (and PLATFORM=<key>, default this machine's)." >&2; exit 2; }; \
+	spec="$$(mktemp "$${TMPDIR:-/tmp}/sdenv-bundle.XXXXXX")"; trap 'rm -f "$$spec"' EXIT; \
+	$(PLAYBOOK) playbooks/bundle.yml -e sdenv_bundle_out='$(abspath $(OUT))' -e sdenv_bundle_platform='$(PLATFORM)' \
+		-e sdenv_bundle_spec="$$spec" -e sdenv_bundle_venv_lock_dir='$(abspath $(dir $(LOCK_FILE)))/venv-lock'; \
+	$(SDENV_BUNDLE_CLI) bundle --spec "$$spec" --out '$(abspath $(OUT))' $(if $(INDEX_URL),--index-url '$(INDEX_URL)') \
+		$(if $(call is_yes,$(ARCHIVE)),--archive)
+
+bundle-check: controller ## BUNDLE=dir: verify a bundle against its SHA256SUMS and the lock
+	@test -n '$(BUNDLE)' || { echo "make bundle-check needs BUNDLE=<directory>." >&2; exit 2; }
+	$(SDENV_BUNDLE_CLI) check --lock '$(LOCK_FILE)' --bundle '$(abspath $(BUNDLE))'
+
+# BUNDLE=dir reaches every playbook (provision takes every byte from it) and the controller bootstrap
+# (scripts/controller-venv.sh installs the controller's wheels from it with no index).
+PLAYBOOK += $(if $(BUNDLE),-e sdenv_bundle='$(abspath $(BUNDLE))')
+export SDENV_BUNDLE := $(if $(BUNDLE),$(abspath $(BUNDLE)))

@@ -18,6 +18,7 @@ import pytest
 import yaml
 from model_fixtures import random_safetensors, sha256_hex
 from sdenv_testlib import ROOT
+from venv_index_fixtures import venv_lock_vars
 from webui_fixtures import build_webui_upstream, serve_http
 
 SHIPPED = ROOT / "roles" / "webui" / "files" / "clip-vit-large-patch14"
@@ -49,11 +50,10 @@ def fixture_host(tmp_path, test_inventory):
     ]  # fmt: skip
     try:
         with serve_http(root) as server:
-            lock = upstream.lock(server.url, real_lock())
-            lock["models"] = models
+            venv = venv_lock_vars(upstream, server, real_lock())
+            venv["sdenv_lock"]["models"] = models
             inventory = test_inventory(
-                sdenv_lock=lock,
-                sdenv_webui_wheelhouse=str(upstream.wheelhouse),
+                **venv,
                 sdenv_webui_python="/usr/bin/python3",
                 sdenv_webui_port=free_port(),
                 sdenv_models_enabled=["sdtckpt", "sdtglasses"],

@@ -15,6 +15,7 @@ import clip_tokenizer_files
 import pytest
 import yaml
 from sdenv_testlib import ROOT, ansiballz_payload_dirs, remove_payload_dirs_left_by_a_kill
+from venv_index_fixtures import venv_lock_vars
 from webui_fixtures import SUBREPOS, build_webui_upstream, offline, serve_http
 
 SHIPPED = ROOT / "roles" / "webui" / "files" / "clip-vit-large-patch14"
@@ -47,12 +48,7 @@ def free_port():
 
 
 def webui_inventory(test_inventory, fixture, server, **extra):
-    return test_inventory(
-        sdenv_lock=fixture.lock(server.url, real_lock()),
-        sdenv_webui_wheelhouse=str(fixture.wheelhouse),
-        sdenv_webui_port=free_port(),
-        **extra,
-    )
+    return test_inventory(**venv_lock_vars(fixture, server, real_lock()), sdenv_webui_port=free_port(), **extra)
 
 
 def python_path(inventory):

@@ -4,7 +4,8 @@ Bundle layout (one platform key per bundle; format and invariants also in roles/
 
     manifest.json          what the bundle holds, for which platform, from which pins
     SHA256SUMS             sha256 of every other file, `sha256sum -c` format; written last
-    git/<name>.bundle      the WebUI and each sub-repository: full history of the pinned commit (git bundle)
+    git/<name>.git         the WebUI and each sub-repository: a bare repository whose branch sdenv-pinned is the
+                           pinned commit, with its history (only the commit when the source lacks history)
     archives/<file>        the CLIP and open_clip archives, checked by git tree id
     locks/<name>.txt       the venv locks of this platform (one per Python), as make lock-venv wrote them
     wheelhouse/*.whl       one file per locked package and Python: the best wheel for the target, or a wheel
@@ -44,9 +45,9 @@ try:
         archive_member,
         check_archive,
         file_at,
-        git_bundle_head,
+        git_mirror_head,
         git_cache,
-        write_git_bundle,
+        write_git_mirror,
     )
     from ansible.module_utils.clip_tokenizer_files import check_hashes, derived_files
     from ansible.module_utils.package_index import PackageIndexError, copy_verified, fetch, list_files
@@ -72,9 +73,9 @@ except ImportError:  # the controller's tools import module_utils directly
         archive_member,
         check_archive,
         file_at,
-        git_bundle_head,
+        git_mirror_head,
         git_cache,
-        write_git_bundle,
+        write_git_mirror,
     )
     from clip_tokenizer_files import check_hashes, derived_files
     from package_index import PackageIndexError, copy_verified, fetch, list_files
@@ -287,12 +288,18 @@ def add_git(out, sdenv_lock, cache):
     entries = [{"dir": WEBUI_GIT_NAME, **sdenv_lock["webui"]}, *sdenv_lock["repositories"]]
     for entry in entries:
         name = entry["dir"]
-        dest = os.path.join(out, "git", f"{name}.bundle")
+        dest = os.path.join(out, "git", f"{name}.git")
         os.makedirs(os.path.dirname(dest), exist_ok=True)
-        if not (os.path.isfile(dest) and git_bundle_head(dest) == entry["commit"]):
-            say(f"git bundle of {name} at {entry['commit'][:10]} ...")
-            write_git_bundle(git_cache(cache, name, entry["repo"], entry["commit"]), entry["commit"], dest)
-        rows.append({"dir": name, "repo": entry["repo"], "commit": entry["commit"], "file": f"git/{name}.bundle"})
+        history = "full"
+        if git_mirror_head(dest) != entry["commit"]:
+            say(f"git repository {name} at {entry['commit'][:10]} ...")
+            history = write_git_mirror(git_cache(cache, name, entry["repo"], entry["commit"]), entry["commit"], dest)
+            if history == "shallow":
+                say(f"  {entry['repo']} lacks some history objects: {name} is carried as the pinned commit only")
+        elif os.path.exists(os.path.join(dest, "shallow")):
+            history = "shallow"
+        rows.append({"dir": name, "repo": entry["repo"], "commit": entry["commit"], "path": f"git/{name}.git",
+                     "history": history})  # fmt: skip
     return rows
 
 
@@ -388,15 +395,13 @@ def build_bundle(spec_path, out, cache, index_url="", archive=False):
         "platform": platform,
         "created": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "locks": {python: f"locks/{name}" for python, (name, _, _) in locks.items()},
-        "git": add_git(out, sdenv_lock, cache),
         "archives": add_archives(out, sdenv_lock, cache),
         "uv": add_uv(out, sdenv_lock, platform, index),
     }
     manifest["tokenizer"] = add_tokenizer(out, sdenv_lock, spec["shipped_tokenizer_dir"])
     say(f"wheelhouse for {platform} ({', '.join(sorted(locks))}) ...")
-    wheels, built = add_wheelhouse(out, locks, platform, index, uv, index_url)
-    manifest["wheels"] = wheels
-    manifest["built"] = built
+    manifest["wheels"], manifest["built"] = add_wheelhouse(out, locks, platform, index, uv, index_url)
+    manifest["git"] = add_git(out, sdenv_lock, cache)
     manifest["models"] = [
         {"name": m["name"], "file": f"models/{m['file']}", "sha256": m["sha256"], "kind": m["kind"]}
         for m in spec.get("models", [])
@@ -442,8 +447,8 @@ def check_bundle(sdenv_lock, lock_dir, bundle):
     entries = {e["dir"]: e for e in manifest["git"]}
     for pin in [{"dir": WEBUI_GIT_NAME, **sdenv_lock["webui"]}, *sdenv_lock["repositories"]]:
         entry = entries.get(pin["dir"])
-        if not entry or entry["commit"] != pin["commit"] or git_bundle_head(os.path.join(bundle, entry["file"])) != pin["commit"]:
-            raise BundleError(f"The bundle's git/{pin['dir']}.bundle is not at the pinned {pin['commit'][:10]}: make the bundle again.")
+        if not entry or entry["commit"] != pin["commit"] or git_mirror_head(os.path.join(bundle, entry["path"])) != pin["commit"]:
+            raise BundleError(f"The bundle's git/{pin['dir']}.git is not at the pinned {pin['commit'][:10]}: make the bundle again.")
     for name in ("clip", "open_clip"):
         check_archive(os.path.join(bundle, "archives", sdenv_lock["webui_venv"][name]["file"]), sdenv_lock["webui_venv"][name])
     pinned = {m["name"]: m.get("sha256") for m in sdenv_lock.get("models", [])}

@@ -72,23 +72,46 @@ def file_at(repo_dir, commit, path):
     return git(["show", f"{commit}:{path}"], cwd=repo_dir)
 
 
-def write_git_bundle(repo_dir, commit, dest):
-    """A git bundle at dest with the full history of commit on branch sdenv-pinned (temp, rename)."""
+def write_git_mirror(repo_dir, commit, dest):
+    """A bare repository at dest whose branch sdenv-pinned is commit, with the commit's full history; when
+    the source lacks some history objects (a partial mirror), only the commit itself (shallow). Written to a
+    sibling and renamed into place. Returns "full" or "shallow"."""
     git(["update-ref", f"refs/heads/{PIN_BRANCH}", commit], cwd=repo_dir)
     tmp = dest + ".part"
-    git(["bundle", "create", "--quiet", tmp, f"refs/heads/{PIN_BRANCH}"], cwd=repo_dir)
-    with open(tmp, "rb") as handle:
-        os.fsync(handle.fileno())
-    os.replace(tmp, dest)
+    shutil.rmtree(tmp, ignore_errors=True)
+    refspec = f"refs/heads/{PIN_BRANCH}:refs/heads/{PIN_BRANCH}"
+    source = "file://" + os.path.abspath(repo_dir)
+    history = "full"
+    try:
+        git(["init", "--quiet", "--bare", tmp])
+        try:
+            git(["fetch", "--quiet", "--no-tags", source, refspec], cwd=tmp)
+        except SourceError:
+            history = "shallow"
+            shutil.rmtree(tmp)
+            git(["init", "--quiet", "--bare", tmp])
+            upload = "git -c uploadpack.allowAnySHA1InWant=true upload-pack"
+            git(["fetch", "--quiet", "--no-tags", "--depth=1", f"--upload-pack={upload}", source, refspec], cwd=tmp)
+        git(["symbolic-ref", "HEAD", f"refs/heads/{PIN_BRANCH}"], cwd=tmp)
+        if os.path.exists(dest):
+            shutil.rmtree(dest)
+        os.replace(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return history
 
 
-def git_bundle_head(path):
-    """The commit a bundle's sdenv-pinned branch points at (git bundle list-heads needs no repository)."""
-    for line in git(["bundle", "list-heads", path]).splitlines():
-        sha, _, ref = line.partition(" ")
-        if ref == f"refs/heads/{PIN_BRANCH}":
-            return sha
-    return None
+def git_mirror_head(path):
+    """The commit a bundle's bare repository pins (its sdenv-pinned branch), or None."""
+    if not os.path.isdir(path):
+        return None
+    completed = subprocess.run(
+        ["git", "-c", f"safe.directory={os.path.abspath(path)}", "rev-parse", "--verify", "--quiet",
+         f"refs/heads/{PIN_BRANCH}^{{commit}}"],
+        cwd=path, env=git_env(), capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    return completed.stdout.strip() or None
 
 
 def check_archive(path, spec):

@@ -97,12 +97,21 @@ def describe(label, files):
     )
 
 
-def clone(dest, repo, commit, git="git"):
+def from_source(source):
+    """git options to read a local source repository (an offline bundle's, owned by root) as another user."""
+    return ["-c", f"safe.directory={os.path.abspath(source)}"] if source else []
+
+
+def clone(dest, repo, commit, git="git", source=""):
+    """Clone repo (or a local source holding the same commits: origin is then set to repo) at commit."""
     parent, name = os.path.split(os.path.abspath(dest))
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{name}{CLONE_PREFIX}", dir=parent)
     try:
-        run_git(["clone", "--quiet", "--no-checkout", repo, tmp], git=git)
+        run_git([*from_source(source), "clone", "--quiet", "--no-checkout", "--no-hardlinks", source or repo, tmp],
+                git=git)  # fmt: skip
+        if source:
+            run_git(["remote", "set-url", "origin", repo], cwd=tmp, git=git)
         if not has_commit(tmp, commit, git=git):
             raise GitTreeError(
                 f"The pinned commit {commit} is not in {repo}: check the lock (sdenv_lock) for this repository."
@@ -118,7 +127,7 @@ def clone(dest, repo, commit, git="git"):
         raise
 
 
-def ensure_tree(dest, repo, commit, label="tree", force=False, managed=(), check_mode=False, git="git"):
+def ensure_tree(dest, repo, commit, label="tree", force=False, managed=(), check_mode=False, git="git", source=""):
     """Bring dest to commit. Returns a dict: changed, action, before, after, fetched, reset_files."""
     result = {"changed": False, "action": "none", "before": None, "after": commit, "fetched": False,
               "reset_files": [], "stale_removed": []}  # fmt: skip
@@ -135,7 +144,7 @@ def ensure_tree(dest, repo, commit, label="tree", force=False, managed=(), check
     if not exists:
         result.update(changed=True, action="clone")
         if not check_mode:
-            clone(dest, repo, commit, git=git)
+            clone(dest, repo, commit, git=git, source=source)
         return result
 
     result["before"] = head(dest, git=git)
@@ -157,7 +166,11 @@ def ensure_tree(dest, repo, commit, label="tree", force=False, managed=(), check
     if check_mode:
         return result
     if not has_commit(dest, commit, git=git):
-        run_git(["fetch", "--quiet", "--tags", "origin"], cwd=dest, git=git)
+        if source:
+            run_git([*from_source(source), "fetch", "--quiet", source, "+refs/heads/*:refs/remotes/sdenv-bundle/*"],
+                    cwd=dest, git=git)  # fmt: skip
+        else:
+            run_git(["fetch", "--quiet", "--tags", "origin"], cwd=dest, git=git)
         result["fetched"] = True
         if not has_commit(dest, commit, git=git):
             raise GitTreeError(
