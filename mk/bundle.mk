@@ -28,7 +28,7 @@ bundle: controller ## PLATFORM=... OUT=dir: everything a provision fetches, for 
 	@set -e; test -n '$(OUT)' || { echo "make bundle needs OUT=<directory> (and PLATFORM=<key>, default this machine's)." >&2; exit 2; }; \
 	spec="$$(mktemp "$${TMPDIR:-/tmp}/sdenv-bundle.XXXXXX")"; trap 'rm -f "$$spec"' EXIT; \
 	$(PLAYBOOK) playbooks/bundle.yml -e sdenv_bundle_out='$(abspath $(OUT))' -e sdenv_bundle_platform='$(PLATFORM)' \
-		-e sdenv_bundle_spec="$$spec" -e sdenv_bundle_venv_lock_dir='$(abspath $(dir $(LOCK_FILE)))/venv-lock'; \
+		-e sdenv_bundle_spec="$$spec"; \
 	$(SDENV_BUNDLE_CLI) bundle --spec "$$spec" --out '$(abspath $(OUT))' $(if $(INDEX_URL),--index-url '$(INDEX_URL)') \
 		$(if $(call is_yes,$(ARCHIVE)),--archive)
 

@@ -48,7 +48,9 @@ def free_port():
 
 
 def webui_inventory(test_inventory, fixture, server, **extra):
-    return test_inventory(**venv_lock_vars(fixture, server, real_lock()), sdenv_webui_port=free_port(), **extra)
+    return test_inventory(
+        **venv_lock_vars(fixture, server, real_lock()), sdenv_webui_port=free_port(), **extra
+    )
 
 
 def python_path(inventory):

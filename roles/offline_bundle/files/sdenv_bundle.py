@@ -49,7 +49,11 @@ def main(argv):
         if args.command == "lock-venv":
             lock_path = Path(args.lock)
             bundle_build.lock_venv(
-                read_lock(lock_path), lock_path.parent / "venv-lock", args.cache, args.index_url, args.platform
+                read_lock(lock_path),
+                lock_path.parent / "venv-lock",
+                args.cache,
+                args.index_url,
+                args.platform,
             )
         elif args.command == "bundle":
             bundle_build.build_bundle(args.spec, args.out, args.cache, args.index_url, args.archive)

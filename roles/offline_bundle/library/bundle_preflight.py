@@ -74,7 +74,9 @@ def main():
         prefix = p["homebrew_prefix"]
         if not os.path.exists(os.path.join(prefix, "bin", "brew")):
             missing.append(f"Homebrew ({prefix})")
-        missing += [f"the formula {f}" for f in p["formulae"] if not os.path.exists(os.path.join(prefix, "opt", f))]
+        missing += [
+            f"the formula {f}" for f in p["formulae"] if not os.path.exists(os.path.join(prefix, "opt", f))
+        ]
     elif p["packages"]:
         try:
             _, absent = package_status(module.run_command, p["packages"])
@@ -88,7 +90,9 @@ def main():
     if problems:
         module.fail_json(msg=" ".join(problems), problems=problems)
     manifest = read_manifest(p["bundle"])
-    module.exit_json(changed=False, manifest={k: manifest[k] for k in ("platform", "created", "locks", "built")})
+    module.exit_json(
+        changed=False, manifest={k: manifest[k] for k in ("platform", "created", "locks", "built")}
+    )
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ incomplete, and running make bundle again into the same directory reuses every f
 """
 
 import datetime
-import hashlib
 import json
 import os
 import shutil
@@ -29,72 +28,37 @@ import sys
 import tarfile
 import tempfile
 
-try:
-    from ansible.module_utils.bundle_layout import (
-        MANIFEST,
-        SUMS,
-        BundleError,
-        read_manifest,
-        verify_sums,
-        write_json,
-        write_sums,
-    )
-    from ansible.module_utils.bundle_sources import (
-        SourceError,
-        archive_cache,
-        archive_member,
-        check_archive,
-        file_at,
-        git_mirror_head,
-        git_cache,
-        write_git_mirror,
-    )
-    from ansible.module_utils.clip_tokenizer_files import check_hashes, derived_files
-    from ansible.module_utils.package_index import PackageIndexError, copy_verified, fetch, list_files
-    from ansible.module_utils.venv_lock import (
-        PYTHONS,
-        UV_PLATFORMS,
-        LockError,
-        check_lock_text,
-        header,
-        lock_file_name,
-        lock_inputs,
-        normalize,
-        parse_packages,
-        requirements_in,
-        sha256_text,
-    )
-    from ansible.module_utils.wheel_tags import choose_file, is_pure_wheel, target_tags
-except ImportError:  # the controller's tools import module_utils directly
-    from bundle_layout import MANIFEST, SUMS, BundleError, read_manifest, verify_sums, write_json, write_sums
-    from bundle_sources import (
-        SourceError,
-        archive_cache,
-        archive_member,
-        check_archive,
-        file_at,
-        git_mirror_head,
-        git_cache,
-        write_git_mirror,
-    )
-    from clip_tokenizer_files import check_hashes, derived_files
-    from package_index import PackageIndexError, copy_verified, fetch, list_files
-    from venv_lock import (
-        PYTHONS,
-        UV_PLATFORMS,
-        LockError,
-        check_lock_text,
-        header,
-        lock_file_name,
-        lock_inputs,
-        normalize,
-        parse_packages,
-        requirements_in,
-        sha256_text,
-    )
-    from wheel_tags import choose_file, is_pure_wheel, target_tags
+# Controller only: the CLI (files/sdenv_bundle.py) puts every module_utils directory on sys.path.
+from bundle_layout import MANIFEST, SUMS, BundleError, read_manifest, verify_sums, write_json, write_sums
+from bundle_sources import (
+    SourceError,
+    archive_cache,
+    archive_member,
+    file_at,
+    git_cache,
+    git_mirror_head,
+    write_git_mirror,
+)
+from clip_tokenizer_files import check_hashes, derived_files
+from package_index import PackageIndexError, copy_verified, fetch, list_files
+from venv_lock import (
+    PYTHONS,
+    UV_PLATFORMS,
+    LockError,
+    check_lock_text,
+    header,
+    lock_file_name,
+    lock_inputs,
+    normalize,
+    parse_packages,
+    requirements_in,
+    sha256_text,
+)
+from webui_files import sha256_file
+from webui_venv_plan import VenvError, check_archive
+from wheel_tags import choose_file, is_pure_wheel, target_tags
 
-BUNDLE_ERRORS = (BundleError, SourceError, PackageIndexError, LockError, OSError)
+BUNDLE_ERRORS = (BundleError, SourceError, PackageIndexError, LockError, VenvError, OSError)
 CONTROLLER_PYTHONS = ["3.11", "3.12", "3.13"]
 WEBUI_GIT_NAME = "stable-diffusion-webui"
 
@@ -139,7 +103,9 @@ def platforms_of(sdenv_lock, wanted):
     known = sorted(set(sdenv_lock["webui_venv"]["torch"]) & set(UV_PLATFORMS))
     unknown = sorted(set(wanted) - set(known))
     if unknown:
-        raise BundleError(f"The platform key {unknown[0]} is not one the lock pins torch for: use one of {', '.join(known)}.")
+        raise BundleError(
+            f"The platform key {unknown[0]} is not one the lock pins torch for: use one of {', '.join(known)}."
+        )
     return list(wanted) or known
 
 
@@ -163,10 +129,17 @@ def lock_venv(sdenv_lock, lock_dir, cache, index_url="", platforms=()):
                     "--python-platform", UV_PLATFORMS[platform], "--python-version", python,
                     "--index-url", index_url or "https://pypi.org/simple"]  # fmt: skip
             if inputs["torch"]["index_url"]:
-                argv += ["--extra-index-url", inputs["torch"]["index_url"], "--index-strategy", "unsafe-best-match"]
-            env = {**os.environ, "UV_NO_CONFIG": "1", "MACOSX_DEPLOYMENT_TARGET": "12.0"}
+                argv += [
+                    "--extra-index-url",
+                    inputs["torch"]["index_url"],
+                    "--index-strategy",
+                    "unsafe-best-match",
+                ]
+            env = {**os.environ, "UV_NO_CONFIG": "1", "MACOSX_DEPLOYMENT_TARGET": "13.0"}
             say(f"resolving {platform} / Python {python} ...")
-            completed = subprocess.run(argv, input=source, capture_output=True, text=True, env=env, check=False)
+            completed = subprocess.run(
+                argv, input=source, capture_output=True, text=True, env=env, check=False
+            )
             if completed.returncode != 0:
                 detail = completed.stderr.strip().splitlines()
                 raise BundleError(
@@ -242,26 +215,27 @@ def add_wheelhouse(out, locks, platform, index, uv, index_url):
             rows[entry["filename"]]["pythons"].append(python)
             if entry["filename"].endswith(".whl") or entry["filename"] in built:
                 continue
+            # Platform wheels for other targets mean compiled code: name it instead of starting a long build.
+            same_version = [
+                f["filename"]
+                for f in listed
+                if f["sha256"] in package["hashes"] and f["filename"].endswith(".whl")
+            ]
+            if any(not is_pure_wheel(name) for name in same_version):
+                needs_compiler.append(f"{package['name']}=={package['version']}")
+                continue
             wheel = build_pure_wheel(uv, dest, wheelhouse, index_url)
             if wheel is None:
                 needs_compiler.append(f"{package['name']}=={package['version']}")
                 continue
             built[entry["filename"]] = {"package": key, "version": package["version"], "sdist_sha256": entry["sha256"],
-                                        "wheel": os.path.basename(wheel), "wheel_sha256": sha256_of(wheel)}  # fmt: skip
+                                        "wheel": os.path.basename(wheel), "wheel_sha256": sha256_file(wheel)}  # fmt: skip
     if needs_compiler:
         raise BundleError(
             f"{', '.join(sorted(set(needs_compiler)))} has no wheel for {platform} and needs a compiler to build: "
             "build it on a machine of that platform into the bundle's wheelhouse, or pin a version with wheels."
         )
     return rows, list(built.values())
-
-
-def sha256_of(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def build_pure_wheel(uv, sdist, wheelhouse, index_url):
@@ -293,9 +267,13 @@ def add_git(out, sdenv_lock, cache):
         history = "full"
         if git_mirror_head(dest) != entry["commit"]:
             say(f"git repository {name} at {entry['commit'][:10]} ...")
-            history = write_git_mirror(git_cache(cache, name, entry["repo"], entry["commit"]), entry["commit"], dest)
+            history = write_git_mirror(
+                git_cache(cache, name, entry["repo"], entry["commit"]), entry["commit"], dest
+            )
             if history == "shallow":
-                say(f"  {entry['repo']} lacks some history objects: {name} is carried as the pinned commit only")
+                say(
+                    f"  {entry['repo']} lacks some history objects: {name} is carried as the pinned commit only"
+                )
         elif os.path.exists(os.path.join(dest, "shallow")):
             history = "shallow"
         rows.append({"dir": name, "repo": entry["repo"], "commit": entry["commit"], "path": f"git/{name}.git",
@@ -310,10 +288,10 @@ def add_archives(out, sdenv_lock, cache):
         dest = os.path.join(out, "archives", spec["file"])
         try:
             check_archive(dest, spec)
-        except SourceError:
+        except (VenvError, OSError):
             source = archive_cache(cache, spec)
-            copy_verified(source, dest, sha256_of(source))
-        rows[name] = {"file": f"archives/{spec['file']}", "tree": spec["tree"], "sha256": sha256_of(dest)}
+            copy_verified(source, dest, sha256_file(source))
+        rows[name] = {"file": f"archives/{spec['file']}", "tree": spec["tree"], "sha256": sha256_file(dest)}
     return rows
 
 
@@ -362,14 +340,22 @@ def add_controller(out, requirements_path, platform, index):
         for python in CONTROLLER_PYTHONS:
             entry = choose_file(files, [f["sha256"] for f in files], target_tags(platform, python))
             if entry is None:
-                raise BundleError(f"The index has no wheel of {name}=={version} for {platform} / Python {python}.")
+                raise BundleError(
+                    f"The index has no wheel of {name}=={version} for {platform} / Python {python}."
+                )
             chosen[entry["filename"]] = entry
         for entry in chosen.values():
             fetch(entry["url"], os.path.join(directory, entry["filename"]), entry["sha256"])
-        hashes = " ".join(f"--hash=sha256:{e['sha256']}" for e in sorted(chosen.values(), key=lambda e: e["sha256"]))
+        hashes = " ".join(
+            f"--hash=sha256:{e['sha256']}" for e in sorted(chosen.values(), key=lambda e: e["sha256"])
+        )
         lines.append(f"{name}=={version} {hashes}")
     write_text_atomic(os.path.join(directory, "requirements.txt"), "\n".join(lines) + "\n")
-    return {"pythons": CONTROLLER_PYTHONS, "requirements": "controller/requirements.txt", "packages": len(pins)}
+    return {
+        "pythons": CONTROLLER_PYTHONS,
+        "requirements": "controller/requirements.txt",
+        "packages": len(pins),
+    }
 
 
 def version_of(filename):
@@ -387,7 +373,7 @@ def build_bundle(spec_path, out, cache, index_url="", archive=False):
         os.unlink(os.path.join(out, SUMS))  # the bundle is incomplete until its sums are written again
     uv = uv_command()
     locks = read_locks(sdenv_lock, spec["venv_lock_dir"], platform)
-    for python, (name, text, _) in locks.items():
+    for name, text, _ in locks.values():
         write_text_atomic(os.path.join(out, "locks", name), text)
     index = IndexListing(index_url)
     manifest = {
@@ -395,20 +381,23 @@ def build_bundle(spec_path, out, cache, index_url="", archive=False):
         "platform": platform,
         "created": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "locks": {python: f"locks/{name}" for python, (name, _, _) in locks.items()},
+        # The git sources first: a missing commit or a partial mirror stops before gigabytes are fetched.
+        "git": add_git(out, sdenv_lock, cache),
         "archives": add_archives(out, sdenv_lock, cache),
         "uv": add_uv(out, sdenv_lock, platform, index),
     }
     manifest["tokenizer"] = add_tokenizer(out, sdenv_lock, spec["shipped_tokenizer_dir"])
     say(f"wheelhouse for {platform} ({', '.join(sorted(locks))}) ...")
     manifest["wheels"], manifest["built"] = add_wheelhouse(out, locks, platform, index, uv, index_url)
-    manifest["git"] = add_git(out, sdenv_lock, cache)
     manifest["models"] = [
         {"name": m["name"], "file": f"models/{m['file']}", "sha256": m["sha256"], "kind": m["kind"]}
         for m in spec.get("models", [])
     ]
     for model in manifest["models"]:
         if not os.path.isfile(os.path.join(out, model["file"])):
-            raise BundleError(f"The model {model['name']} is not in {out}/models: run make bundle (it fetches it first).")
+            raise BundleError(
+                f"The model {model['name']} is not in {out}/models: run make bundle (it fetches it first)."
+            )
     say("controller requirements ...")
     manifest["controller"] = add_controller(out, spec["controller_requirements"], platform, index)
     write_json(os.path.join(out, MANIFEST), manifest)
@@ -435,9 +424,11 @@ def check_bundle(sdenv_lock, lock_dir, bundle):
     for python, (name, text, packages) in locks.items():
         with open(os.path.join(bundle, "locks", name), encoding="utf-8") as handle:
             if handle.read() != text:
-                raise BundleError(f"The bundle's {name} differs from the repository's: make the bundle again.")
+                raise BundleError(
+                    f"The bundle's {name} differs from the repository's: make the bundle again."
+                )
         offered = {}
-        for filename, row in manifest["wheels"].items():
+        for row in manifest["wheels"].values():
             if python in row["pythons"]:
                 offered[row["package"]] = row["sha256"]
         for key, package in packages.items():
@@ -447,14 +438,25 @@ def check_bundle(sdenv_lock, lock_dir, bundle):
     entries = {e["dir"]: e for e in manifest["git"]}
     for pin in [{"dir": WEBUI_GIT_NAME, **sdenv_lock["webui"]}, *sdenv_lock["repositories"]]:
         entry = entries.get(pin["dir"])
-        if not entry or entry["commit"] != pin["commit"] or git_mirror_head(os.path.join(bundle, entry["path"])) != pin["commit"]:
-            raise BundleError(f"The bundle's git/{pin['dir']}.git is not at the pinned {pin['commit'][:10]}: make the bundle again.")
+        if (
+            not entry
+            or entry["commit"] != pin["commit"]
+            or git_mirror_head(os.path.join(bundle, entry["path"])) != pin["commit"]
+        ):
+            raise BundleError(
+                f"The bundle's git/{pin['dir']}.git is not at the pinned {pin['commit'][:10]}: make the bundle again."
+            )
     for name in ("clip", "open_clip"):
-        check_archive(os.path.join(bundle, "archives", sdenv_lock["webui_venv"][name]["file"]), sdenv_lock["webui_venv"][name])
+        check_archive(
+            os.path.join(bundle, "archives", sdenv_lock["webui_venv"][name]["file"]),
+            sdenv_lock["webui_venv"][name],
+        )
     pinned = {m["name"]: m.get("sha256") for m in sdenv_lock.get("models", [])}
     for model in manifest["models"]:
         if pinned.get(model["name"]) != model["sha256"]:
-            raise BundleError(f"The bundle's model {model['name']} is not the one the lock pins: make the bundle again.")
+            raise BundleError(
+                f"The bundle's model {model['name']} is not the one the lock pins: make the bundle again."
+            )
     uv_pin = sdenv_lock["uv"]["wheels"][platform]
     if manifest["uv"]["sha256"] != uv_pin["sha256"]:
         raise BundleError("The bundle's uv is not the version the lock pins: make the bundle again.")
@@ -468,4 +470,3 @@ def built_hashes(manifest):
     for row in manifest.get("built", []):
         extra.setdefault(row["package"], []).append(row["wheel_sha256"])
     return extra
-

@@ -2,11 +2,15 @@
 anything (plain Python, usable on the controller and on a host).
 """
 
-import hashlib
 import json
 import os
 import stat
 import tempfile
+
+try:
+    from ansible.module_utils.webui_files import sha256_file
+except ImportError:  # the controller's tools and unit tests import module_utils directly
+    from webui_files import sha256_file
 
 MANIFEST = "manifest.json"
 SUMS = "SHA256SUMS"
@@ -14,14 +18,6 @@ SUMS = "SHA256SUMS"
 
 class BundleError(Exception):
     """A bundle that cannot serve a provision, named in one sentence."""
-
-
-def sha256_file(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def write_json(path, data):
@@ -76,7 +72,9 @@ def read_sums(bundle):
         for line in handle:
             digest, _, relative = line.rstrip("\n").partition("  ")
             if len(digest) != 64 or not relative:
-                raise BundleError(f"{path} has a malformed line {line.strip()[:80]!r}: run make bundle again.")
+                raise BundleError(
+                    f"{path} has a malformed line {line.strip()[:80]!r}: run make bundle again."
+                )
             sums[relative] = digest
     return sums
 
@@ -91,7 +89,9 @@ def verify_sums(bundle):
         raise BundleError(f"{bundle}/{relative} is not listed in {SUMS}: remove it or make the bundle again.")
     for relative, digest in sorted(sums.items()):
         if sha256_file(os.path.join(bundle, relative)) != digest:
-            raise BundleError(f"{bundle}/{relative} does not match its sha256 in {SUMS}: copy the bundle again.")
+            raise BundleError(
+                f"{bundle}/{relative} does not match its sha256 in {SUMS}: copy the bundle again."
+            )
     return len(sums)
 
 
@@ -100,7 +100,9 @@ def read_manifest(bundle):
         with open(os.path.join(bundle, MANIFEST), encoding="utf-8") as handle:
             manifest = json.load(handle)
     except (OSError, ValueError) as exc:
-        raise BundleError(f"{bundle} has no readable {MANIFEST} ({exc}): it is not a bundle from make bundle.") from exc
+        raise BundleError(
+            f"{bundle} has no readable {MANIFEST} ({exc}): it is not a bundle from make bundle."
+        ) from exc
     if manifest.get("format") != 1 or "platform" not in manifest:
         raise BundleError(f"{bundle}/{MANIFEST} is not a bundle manifest this toolkit knows (format 1).")
     return manifest

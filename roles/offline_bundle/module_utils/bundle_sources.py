@@ -3,27 +3,20 @@
 - Git: a bare cache per repository (`<cache>/git/<name>.git`), cloned once and fetched only when the pinned
   commit is missing. Git's own `url.<base>.insteadOf` configuration redirects a lock URL to a mirror, so a
   controller without GitHub can use any clone that has the commits.
-- Archives (CLIP, open_clip): `<cache>/archives/<file>`, downloaded from the lock's URL only when no file
-  there reproduces the pinned git tree. Any archive whose files reproduce the tree is accepted (GitHub's
-  bytes are not stable; `git archive --format=zip --prefix=<name>-<commit>/ <commit>` from a clone gives an
-  equally valid one), and its sha256 is checked too when the lock pins one.
+- Archives (CLIP, open_clip): `<cache>/archives/<file>`, by role webui's own locate_archive: downloaded from
+  the lock's URL only when no file there reproduces the pinned git tree (GitHub's bytes are not stable;
+  `git archive --format=zip --prefix=<name>-<commit>/ <commit>` from a clone gives an equally valid one).
 """
 
 import os
 import shutil
 import subprocess
 import tempfile
-import urllib.request
 import zipfile
 
-try:
-    from ansible.module_utils.git_tree_id import TreeIdError, zip_tree_id
-    from ansible.module_utils.package_index import sha256_file
-    from ansible.module_utils.webui_git_tree import git_env
-except ImportError:  # the controller's tools and unit tests import module_utils directly
-    from git_tree_id import TreeIdError, zip_tree_id
-    from package_index import sha256_file
-    from webui_git_tree import git_env
+# Controller only: the CLI (files/sdenv_bundle.py) puts every module_utils directory on sys.path.
+from webui_git_tree import git_env
+from webui_venv_plan import VenvError, locate_archive
 
 PIN_BRANCH = "sdenv-pinned"
 
@@ -33,7 +26,9 @@ class SourceError(Exception):
 
 
 def git(args, cwd=None):
-    completed = subprocess.run(["git", *args], cwd=cwd, env=git_env(), capture_output=True, text=True, check=False)
+    completed = subprocess.run(
+        ["git", *args], cwd=cwd, env=git_env(), capture_output=True, text=True, check=False
+    )
     if completed.returncode != 0:
         detail = (completed.stderr or completed.stdout).strip().splitlines()
         raise SourceError(f"git {' '.join(args)} failed: {detail[-1] if detail else 'no output'}")
@@ -65,7 +60,24 @@ def git_cache(cache_dir, name, repo, commit):
         git(["fetch", "--quiet", repo, "+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"], cwd=path)
     if not has_commit(path, commit):
         raise SourceError(f"The pinned commit {commit} is not in {repo}: check the lock for {name}.")
+    missing = missing_in_tree(path, commit)
+    if missing:
+        raise SourceError(
+            f"The copy of {repo} lacks {len(missing)} file(s) of the pinned commit {commit[:10]} (e.g. {missing[0]}): "
+            "it is a partial mirror; use a complete clone (git's url.<base>.insteadOf can point the lock's URL at one)."
+        )
     return path
+
+
+def missing_in_tree(repo_dir, commit):
+    """Paths of the pinned commit's tree whose objects the repository lacks (a partial mirror)."""
+    listing = git(["ls-tree", "-r", "-z", commit], cwd=repo_dir)
+    entries = [e for e in listing.split("\0") if e]
+    objects = "".join(e.split()[2] + "\n" for e in entries if e.split()[1] == "blob")
+    completed = subprocess.run(["git", "cat-file", "--batch-check"], cwd=repo_dir, env=git_env(), input=objects,
+                               capture_output=True, text=True, check=False)  # fmt: skip
+    missing = {line.split()[0] for line in completed.stdout.splitlines() if line.endswith(" missing")}
+    return [e.split("\t", 1)[1] for e in entries if e.split()[2] in missing]
 
 
 def file_at(repo_dir, commit, path):
@@ -91,7 +103,10 @@ def write_git_mirror(repo_dir, commit, dest):
             shutil.rmtree(tmp)
             git(["init", "--quiet", "--bare", tmp])
             upload = "git -c uploadpack.allowAnySHA1InWant=true upload-pack"
-            git(["fetch", "--quiet", "--no-tags", "--depth=1", f"--upload-pack={upload}", source, refspec], cwd=tmp)
+            git(
+                ["fetch", "--quiet", "--no-tags", "--depth=1", f"--upload-pack={upload}", source, refspec],
+                cwd=tmp,
+            )
         git(["symbolic-ref", "HEAD", f"refs/heads/{PIN_BRANCH}"], cwd=tmp)
         if os.path.exists(dest):
             shutil.rmtree(dest)
@@ -114,50 +129,15 @@ def git_mirror_head(path):
     return completed.stdout.strip() or None
 
 
-def check_archive(path, spec):
-    """Raise SourceError unless the archive at path reproduces the pinned tree (and sha256 when pinned)."""
-    try:
-        tree, _ = zip_tree_id(path)
-    except TreeIdError as exc:
-        raise SourceError(f"The archive {path} cannot be checked ({exc}): replace it with the pinned one.") from exc
-    if tree != spec["tree"]:
-        raise SourceError(
-            f"The archive {path} holds git tree {tree}, the lock pins {spec['tree']} ({spec['url']}): it is not "
-            "the pinned source; remove it and run again."
-        )
-    pinned = spec.get("sha256") or ""
-    if pinned and sha256_file(path) != pinned:
-        raise SourceError(f"The archive {path} has another sha256 than the lock pins ({pinned}): remove it and run again.")
-
-
 def archive_cache(cache_dir, spec):
-    """The pinned archive in cache_dir/archives (downloaded when absent or wrong); returns its path."""
-    path = os.path.join(cache_dir, "archives", spec["file"])
-    if os.path.isfile(path):
-        try:
-            check_archive(path, spec)
-            return path
-        except SourceError:
-            os.replace(path, path + ".rejected")
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".sdenv-dl-", dir=os.path.dirname(path))
+    """The pinned archive in cache_dir/archives (downloaded when absent or not the pinned tree): its path."""
     try:
-        with os.fdopen(fd, "wb") as handle, urllib.request.urlopen(spec["url"], timeout=60) as response:  # noqa: S310
-            shutil.copyfileobj(response, handle, 1 << 20)
-            handle.flush()
-            os.fsync(handle.fileno())
-        check_archive(tmp, spec)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except OSError as exc:
+        return locate_archive(spec, "", os.path.join(cache_dir, "archives"))[0]
+    except VenvError as exc:
         raise SourceError(
-            f"{spec['url']} could not be downloaded ({exc}): put an archive of that commit at {path} "
-            f"(git archive --format=zip --prefix=<name>-<commit>/ <commit>) and run again."
+            f"{exc} Or put an archive of that commit at {os.path.join(cache_dir, 'archives', spec['file'])} "
+            "(git archive --format=zip --prefix=<name>-<commit>/ <commit>) and run again."
         ) from exc
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
 
 
 def archive_member(path, member):

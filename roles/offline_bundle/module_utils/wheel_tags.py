@@ -3,13 +3,14 @@
 The lock pins every file the index offers for a version; a bundle carries the one file a target needs: the
 best wheel by the target's tag priority (as an installer there would rank them), else the sdist. The tag
 lists match the targets `make lock-venv` resolves for (venv_lock.UV_PLATFORMS): manylinux_2_28 and older on
-Linux, macOS 12.0 and older on macOS.
+Linux, macOS 13.0 (Ventura) and older on macOS: some locked packages (opencv-python 4.11) have
+macOS arm64 wheels for 13.0 and later only.
 """
 
 from packaging import tags
 from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 
-MACOS_TARGET = (12, 0)
+MACOS_TARGET = (13, 0)
 SDIST_SUFFIXES = (".tar.gz", ".zip", ".tar.bz2")
 
 

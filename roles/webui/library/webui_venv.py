@@ -106,7 +106,9 @@ def interpreter_identity(module, python):
 def lock_for(module, lock_path, platform, version, requirements_sha256):
     """(path, text) of the lock for this platform and Python, checked against the tree's requirements."""
     python = ".".join(version.split(".")[:2])
-    path = os.path.join(lock_path, lock_file_name(platform, python)) if os.path.isdir(lock_path) else lock_path
+    path = (
+        os.path.join(lock_path, lock_file_name(platform, python)) if os.path.isdir(lock_path) else lock_path
+    )
     try:
         with open(path, encoding="utf-8") as handle:
             text = handle.read()
@@ -116,7 +118,9 @@ def lock_for(module, lock_path, platform, version, requirements_sha256):
     try:
         _, recorded = parse_header(text)
     except LockError as exc:
-        module.fail_json(msg=f"The venv lock {path} is not one make lock-venv wrote ({exc}): run make lock-venv.")
+        module.fail_json(
+            msg=f"The venv lock {path} is not one make lock-venv wrote ({exc}): run make lock-venv."
+        )
     if recorded.get("requirements_sha256") != requirements_sha256 or recorded.get("python") != python:
         module.fail_json(msg=f"The venv lock {os.path.basename(path)} was resolved from another requirements_versions.txt "
                          "or Python than this WebUI tree has: run make lock-venv (it needs PyPI) and commit the new files.")  # fmt: skip
@@ -131,7 +135,9 @@ def built_wheels(module, bundle):
         with open(os.path.join(bundle, "manifest.json"), encoding="utf-8") as handle:
             rows = json.load(handle).get("built", [])
     except (OSError, ValueError) as exc:
-        module.fail_json(msg=f"The bundle {bundle} has no readable manifest.json ({exc}): run make bundle-check.")
+        module.fail_json(
+            msg=f"The bundle {bundle} has no readable manifest.json ({exc}): run make bundle-check."
+        )
     extra = {}
     for row in rows:
         extra.setdefault(row["package"], []).append(row["wheel_sha256"])

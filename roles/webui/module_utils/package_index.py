@@ -16,6 +16,11 @@ import time
 import urllib.parse
 import urllib.request
 
+try:
+    from ansible.module_utils.webui_files import sha256_file
+except ImportError:  # unit tests and the controller's tools import module_utils directly
+    from webui_files import sha256_file
+
 PYPI_SIMPLE = "https://pypi.org/simple"
 
 
@@ -76,35 +81,30 @@ def project_url(index_url, name):
 
 def list_files(index_url, name, timeout=60):
     url = project_url(index_url, name)
-    request = urllib.request.Request(url, headers={"Accept": "text/html", "User-Agent": "sdenv"})
+    request = urllib.request.Request(url, headers={"Accept": "text/html", "User-Agent": "sdenv"})  # noqa: S310 - an index URL
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - an index URL
             text = response.read().decode("utf-8", errors="replace")
             final = response.geturl()
     except OSError as exc:
-        raise PackageIndexError(f"The package index page {url} could not be read ({exc}): check the network or the index URL.") from exc
+        raise PackageIndexError(
+            f"The package index page {url} could not be read ({exc}): check the network or the index URL."
+        ) from exc
     return parse_simple_page(text, final)
 
 
-def sha256_file(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def fetch(url, dest, sha256, progress=None, timeout=60):
-    """Download url to dest, keeping it only if its sha256 is the pinned one. Returns bytes written (0 when
-    dest was already there with that hash). progress(done, total) is called now and then."""
-    if os.path.isfile(dest) and sha256_file(dest) == sha256:
+def fetch(url, dest, sha256="", progress=None, timeout=60, check=None):
+    """Download url to dest (temp file, fsync, rename), keeping it only if its sha256 is the pinned one (when
+    given) and check(temp path) raises nothing. Returns bytes written (0 when dest was already there with
+    that hash). progress(done, total) is called now and then."""
+    if sha256 and os.path.isfile(dest) and sha256_file(dest) == sha256:
         return 0
     directory = os.path.dirname(os.path.abspath(dest))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".sdenv-dl-", dir=directory)
     digest, done = hashlib.sha256(), 0
     try:
-        request = urllib.request.Request(url, headers={"User-Agent": "sdenv"})
+        request = urllib.request.Request(url, headers={"User-Agent": "sdenv"})  # noqa: S310 - a pinned URL
         with os.fdopen(fd, "wb") as handle, urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
             total = int(response.headers.get("Content-Length") or 0)
             last = 0.0
@@ -117,14 +117,18 @@ def fetch(url, dest, sha256, progress=None, timeout=60):
                     last = time.monotonic()
             handle.flush()
             os.fsync(handle.fileno())
-        if digest.hexdigest() != sha256:
+        if sha256 and digest.hexdigest() != sha256:
             raise PackageIndexError(
                 f"{url} gave a file with sha256 {digest.hexdigest()}, the lock pins {sha256}: nothing was kept."
             )
+        if check:
+            check(tmp)
         os.chmod(tmp, 0o644)
         os.replace(tmp, dest)
     except OSError as exc:
-        raise PackageIndexError(f"{url} could not be downloaded ({exc}): check the network or the index URL.") from exc
+        raise PackageIndexError(
+            f"{url} could not be downloaded ({exc}): check the network or use a bundle."
+        ) from exc
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -135,7 +139,9 @@ def copy_verified(src, dest, sha256):
     """Copy a local file to dest (temp, fsync, rename) if its sha256 is the pinned one."""
     actual = sha256_file(src)
     if actual != sha256:
-        raise PackageIndexError(f"{src} has sha256 {actual}, the lock pins {sha256}: replace it with the pinned file.")
+        raise PackageIndexError(
+            f"{src} has sha256 {actual}, the lock pins {sha256}: replace it with the pinned file."
+        )
     directory = os.path.dirname(os.path.abspath(dest))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".sdenv-cp-", dir=directory)

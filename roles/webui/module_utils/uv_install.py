@@ -50,8 +50,10 @@ def extract_binary(wheel_path, version, dest):
                 out.flush()
                 os.fsync(out.fileno())
     except (KeyError, zipfile.BadZipFile) as exc:
-        raise UvInstallError(f"{wheel_path} is not uv {version}'s wheel (no {member}): fix sdenv_lock.uv.") from exc
-    os.chmod(tmp, 0o755)
+        raise UvInstallError(
+            f"{wheel_path} is not uv {version}'s wheel (no {member}): fix sdenv_lock.uv."
+        ) from exc
+    os.chmod(tmp, 0o755)  # noqa: S103 - an executable every user runs (the dummy's venv bootstrap)
     os.replace(tmp, dest)
 
 

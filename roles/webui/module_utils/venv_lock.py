@@ -70,7 +70,9 @@ def lock_inputs(sdenv_lock, platform, python, requirements_sha256):
     venv = sdenv_lock["webui_venv"]
     torch = venv.get("torch", {}).get(platform)
     if not torch:
-        raise LockError(f"lock.yml pins no torch/torchvision for {platform} (sdenv_lock.webui_venv.torch): add them.")
+        raise LockError(
+            f"lock.yml pins no torch/torchvision for {platform} (sdenv_lock.webui_venv.torch): add them."
+        )
     return {
         "platform": platform,
         "python": python,
@@ -161,7 +163,11 @@ def parse_packages(text):
         hashes = [p.split(":", 1)[1] for p in parts[1:] if p.startswith("--hash=sha256:")]
         if not hashes:
             raise LockError(f"{match.group(1)}=={match.group(2)} has no --hash")
-        packages[normalize(match.group(1))] = {"name": match.group(1), "version": match.group(2), "hashes": hashes}
+        packages[normalize(match.group(1))] = {
+            "name": match.group(1),
+            "version": match.group(2),
+            "hashes": hashes,
+        }
     return packages
 
 
@@ -176,7 +182,9 @@ def check_lock_text(text, sdenv_lock, platform, python, name, requirements_sha25
     try:
         digest, recorded = parse_header(text)
     except LockError as exc:
-        raise LockError(f"The venv lock {name} is not one make lock-venv wrote ({exc}): run make lock-venv.") from exc
+        raise LockError(
+            f"The venv lock {name} is not one make lock-venv wrote ({exc}): run make lock-venv."
+        ) from exc
     wanted = lock_inputs(
         sdenv_lock,
         platform,

@@ -127,7 +127,9 @@ def clone(dest, repo, commit, git="git", source=""):
         raise
 
 
-def ensure_tree(dest, repo, commit, label="tree", force=False, managed=(), check_mode=False, git="git", source=""):
+def ensure_tree(
+    dest, repo, commit, label="tree", force=False, managed=(), check_mode=False, git="git", source=""
+):
     """Bring dest to commit. Returns a dict: changed, action, before, after, fetched, reset_files."""
     result = {"changed": False, "action": "none", "before": None, "after": commit, "fetched": False,
               "reset_files": [], "stale_removed": []}  # fmt: skip

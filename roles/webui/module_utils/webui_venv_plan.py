@@ -17,7 +17,6 @@ tree its files reproduce (git_tree_id), and by sha256 too when the lock pins one
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import tempfile
 import urllib.parse
@@ -25,11 +24,11 @@ import urllib.request
 
 try:
     from ansible.module_utils.git_tree_id import TreeIdError, zip_tree_id
-    from ansible.module_utils.package_index import normalize
+    from ansible.module_utils.package_index import PackageIndexError, fetch, normalize
     from ansible.module_utils.webui_files import sha256_file
 except ImportError:  # unit tests import the module_utils directories directly
     from git_tree_id import TreeIdError, zip_tree_id
-    from package_index import normalize
+    from package_index import PackageIndexError, fetch, normalize
     from webui_files import sha256_file
 
 MARKER = ".sdenv-venv.json"
@@ -47,7 +46,9 @@ def digest(data):
     return hashlib.sha256(canonical(data).encode("utf-8")).hexdigest()
 
 
-def inputs(interpreter, interpreter_version, lock_sha256, requirements_sha256, clip_tree, uv_version, extra=None):
+def inputs(
+    interpreter, interpreter_version, lock_sha256, requirements_sha256, clip_tree, uv_version, extra=None
+):
     return {
         "interpreter": interpreter,
         "interpreter_version": interpreter_version,
@@ -156,7 +157,9 @@ def check_archive(path, spec):
     try:
         tree, _ = zip_tree_id(path)
     except TreeIdError as exc:
-        raise VenvError(f"The archive {path} cannot be checked ({exc}): replace it with the pinned one.") from exc
+        raise VenvError(
+            f"The archive {path} cannot be checked ({exc}): replace it with the pinned one."
+        ) from exc
     if spec.get("tree") and tree != spec["tree"]:
         raise VenvError(
             f"The archive {path} holds git tree {tree}, the lock pins {spec['tree']}: it is not the pinned "
@@ -164,7 +167,9 @@ def check_archive(path, spec):
         )
     actual = sha256_file(path)
     if spec.get("sha256") and actual != spec["sha256"]:
-        raise VenvError(f"The archive {path} has sha256 {actual}, the lock pins {spec['sha256']}: replace it with the pinned archive.")
+        raise VenvError(
+            f"The archive {path} has sha256 {actual}, the lock pins {spec['sha256']}: replace it with the pinned archive."
+        )
     return actual
 
 
@@ -175,7 +180,9 @@ def locate_archive(spec, local_dir, cache_dir, check_mode=False):
     if local_dir:
         path = os.path.join(local_dir, name)
         if not os.path.isfile(path):
-            raise VenvError(f"The directory {local_dir} has no {name}: add it (from {spec['url']}) or unset it.")
+            raise VenvError(
+                f"The directory {local_dir} has no {name}: add it (from {spec['url']}) or unset it."
+            )
         return path, check_archive(path, spec), False
     path = os.path.join(cache_dir, name)
     if os.path.isfile(path):
@@ -187,24 +194,19 @@ def locate_archive(spec, local_dir, cache_dir, check_mode=False):
         return path, spec.get("sha256") or "", True
     if urllib.parse.urlsplit(spec["url"]).scheme not in ("https", "http", "file"):
         raise VenvError(f"The archive URL {spec['url']} is not http(s) or file: fix the lock.")
-    os.makedirs(cache_dir, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".sdenv-dl-", dir=cache_dir)
-    try:
-        with os.fdopen(fd, "wb") as handle, urllib.request.urlopen(spec["url"], timeout=60) as response:  # noqa: S310 - scheme checked above
-            shutil.copyfileobj(response, handle, 1 << 20)
-            handle.flush()
-            os.fsync(handle.fileno())
+    checked = {}
+
+    def pinned(tmp):
         try:
-            actual = check_archive(tmp, spec)
+            checked["sha256"] = check_archive(tmp, spec)
         except VenvError as exc:
-            raise VenvError(f"{spec['url']} gave an archive that is not the pinned one ({exc}); nothing was kept.") from exc
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise VenvError(
-            f"{spec['url']} could not be downloaded ({exc}): check the network or use a wheelhouse or bundle."
-        ) from exc
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+            raise VenvError(
+                f"{spec['url']} gave an archive that is not the pinned one ({exc}); nothing was kept."
+            ) from exc
+
+    try:
+        fetch(spec["url"], path, check=pinned)
+    except PackageIndexError as exc:
+        raise VenvError(str(exc)) from exc
+    actual = checked["sha256"]
     return path, actual, True
