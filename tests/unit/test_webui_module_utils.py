@@ -340,6 +340,23 @@ def test_a_tree_is_cloned_at_the_pin_and_then_left_alone(tmp_path, origin):
     assert moved["action"] == "checkout" and gt.head(str(dest)) == shas[1] and not moved["fetched"]
 
 
+def test_a_tree_comes_from_a_local_source_but_names_the_locks_url(tmp_path, origin):
+    """An offline bundle's bare repository is the source; origin still says the lock's URL."""
+    url, shas = origin
+    source = tmp_path / "bundle" / "tree.git"
+    git("clone", "-q", "--bare", url, str(source))
+    dest = tmp_path / "home" / "tree"
+    lock_url = "https://example.invalid/upstream.git"
+    result = gt.ensure_tree(str(dest), lock_url, shas[0], source=str(source))
+    assert result["action"] == "clone" and gt.head(str(dest)) == shas[0]
+    assert git("remote", "get-url", "origin", cwd=dest) == lock_url
+    assert gt.ensure_tree(str(dest), lock_url, shas[0], source=str(source))["changed"] is False
+    moved = gt.ensure_tree(str(dest), lock_url, shas[1], source=str(source))
+    assert moved["action"] == "checkout" and gt.head(str(dest)) == shas[1]
+    upload_pack = gt.from_source(str(source))
+    assert upload_pack == ["--no-local", f"--upload-pack=git -c safe.directory={source} upload-pack"]
+
+
 def test_check_mode_changes_nothing(tmp_path, origin):
     url, shas = origin
     dest = tmp_path / "tree"

@@ -394,7 +394,7 @@ def test_venv_matches_lock(target, item, note):
     if lock_dir is None or not target.vars.get("sdenv_webui_venv_bootstrap", True):
         raise NotProvisionedError("role webui builds no venv here (sdenv_webui_venv_bootstrap)")
     python = f"{target.var('sdenv_webui_venv_dir')}/bin/python"
-    out = target.run_as_user(quote(python, "-c", VENV_SET_SCRIPT))
+    out = target.run_as_user(quote(python, "-B", "-c", VENV_SET_SCRIPT))
     expect(out.rc == 0, f"the venv's Python {python} does not run: {out.stderr.strip()[-200:]}")
     found = json.loads(out.stdout)
     name = venv_lock.lock_file_name(target.vars.get("sdenv_webui_platform"), found["python"])
@@ -425,7 +425,8 @@ def test_venv_pip_check(target, item, note):
     if not target.vars.get("sdenv_webui_venv_bootstrap", True):
         raise NotProvisionedError("role webui builds no venv here (sdenv_webui_venv_bootstrap)")
     python = f"{target.var('sdenv_webui_venv_dir')}/bin/python"
-    out = target.run_as_user(quote(python, "-m", "pip", "check", "--disable-pip-version-check"))
+    # -B: verify must not change the venv (pip, installed by uv without bytecode, would write its .pyc files).
+    out = target.run_as_user(quote(python, "-B", "-m", "pip", "check", "--disable-pip-version-check"))
     expect(out.rc == 0, f"pip check in {python}: {(out.stdout or out.stderr).strip()[-300:]}")
     note(out.stdout.strip() or "pip check: no broken requirements")
 

@@ -98,8 +98,12 @@ def describe(label, files):
 
 
 def from_source(source):
-    """git options to read a local source repository (an offline bundle's, owned by root) as another user."""
-    return ["-c", f"safe.directory={os.path.abspath(source)}"] if source else []
+    """Transport options to read a local source repository owned by another user (an offline bundle's, root's):
+    git refuses it as "dubious ownership", and a `-c safe.directory` of the calling git does not reach the
+    upload-pack it runs, so upload-pack gets its own. --no-local: never hard-link or copy root's object files."""
+    if not source:
+        return []
+    return ["--no-local", f"--upload-pack=git -c safe.directory={os.path.abspath(source)} upload-pack"]
 
 
 def clone(dest, repo, commit, git="git", source=""):
@@ -108,8 +112,7 @@ def clone(dest, repo, commit, git="git", source=""):
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{name}{CLONE_PREFIX}", dir=parent)
     try:
-        run_git([*from_source(source), "clone", "--quiet", "--no-checkout", "--no-hardlinks", source or repo, tmp],
-                git=git)  # fmt: skip
+        run_git(["clone", "--quiet", "--no-checkout", *from_source(source), source or repo, tmp], git=git)
         if source:
             run_git(["remote", "set-url", "origin", repo], cwd=tmp, git=git)
         if not has_commit(tmp, commit, git=git):
@@ -169,7 +172,8 @@ def ensure_tree(
         return result
     if not has_commit(dest, commit, git=git):
         if source:
-            run_git([*from_source(source), "fetch", "--quiet", source, "+refs/heads/*:refs/remotes/sdenv-bundle/*"],
+            upload_pack = from_source(source)[1:]  # fetch has no --no-local
+            run_git(["fetch", "--quiet", *upload_pack, source, "+refs/heads/*:refs/remotes/sdenv-bundle/*"],
                     cwd=dest, git=git)  # fmt: skip
         else:
             run_git(["fetch", "--quiet", "--tags", "origin"], cwd=dest, git=git)

@@ -19,6 +19,7 @@ import json
 import os
 import subprocess
 import tempfile
+import time
 import urllib.parse
 import urllib.request
 
@@ -138,7 +139,10 @@ def build_steps(python, venv_dir, webui_dir, uv, lock_file, clip_archive, source
 def run_step(description, argv, cwd, env, log):
     log.write(f"\n### {description}: {' '.join(argv)}\n")
     log.flush()
+    started = time.monotonic()
     completed = subprocess.run(argv, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, check=False)
+    log.write(f"### exit {completed.returncode} after {time.monotonic() - started:.1f} s\n")
+    log.flush()
     if completed.returncode != 0:
         raise VenvError(f"The WebUI venv bootstrap could not {description} (exit {completed.returncode}): "
                         f"see {log.name} for its output.")  # fmt: skip
