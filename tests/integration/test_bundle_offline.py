@@ -21,7 +21,7 @@ import clip_tokenizer_files
 import pytest
 import yaml
 from model_fixtures import random_safetensors, sha256_hex
-from sdenv_testlib import ROOT, MakeResult, run_make
+from sdenv_testlib import ROOT, MakeResult, remove_user, run_make, user_exists
 from system_package_status import package_status
 from venv_index_fixtures import VenvIndex, controller_wheels
 from webui_fixtures import build_webui_upstream, serve_http
@@ -93,11 +93,15 @@ def network_connects(trace):
     return [line for line in calls if re.search(r"sa_family=AF_INET6?\b", line)]
 
 
-@pytest.fixture
-def world(throwaway_user, tmp_path):
-    """Fixture upstream + package index served over loopback, an inventory laid out as a user's, models."""
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """Fixture upstream + package index served over loopback, an inventory laid out as a user's, models, and
+    the bundle made from them (once for the module: the tests only read it or change copies)."""
     if shutil.which("strace") is None or shutil.which("unshare") is None:
         pytest.skip("needs strace and unshare (.ci/run installs them)")
+    tmp_path = tmp_path_factory.mktemp("bundle")
+    throwaway_user = "sdt" + secrets.token_hex(4)
+    assert not user_exists(throwaway_user)
     root = Path(f"/tmp/sdt-bundle-{os.getpid()}-{secrets.token_hex(4)}")
     try:
         upstream = build_webui_upstream(root, SHIPPED, clip_tokenizer_files.derived_files)
@@ -135,18 +139,19 @@ def world(throwaway_user, tmp_path):
                 "sdenv_webui_port": 7860 + secrets.randbelow(1000),
             }
             (inventory / "hosts.yml").write_text(yaml.safe_dump({"all": {"hosts": {"localhost": host}}}))
+            bundle = root / "bundle"
+            built = run_make("bundle", inventory / "hosts.yml", PLATFORM=PLATFORM, OUT=bundle,
+                             INDEX_URL=index.url(server.url))  # fmt: skip
+            assert built.returncode == 0, built
             yield {"root": root, "server": server, "inventory": inventory / "hosts.yml", "models_src": models_src,
-                   "user": throwaway_user, "index_url": index.url(server.url), "tmp": tmp_path}  # fmt: skip
+                   "user": throwaway_user, "tmp": tmp_path, "bundle": bundle}  # fmt: skip
     finally:
+        remove_user(throwaway_user)
         subprocess.run(["rm", "-rf", str(root)], check=False)
 
 
 def test_bundle_provisions_a_machine_with_no_network(world):
-    bundle = world["root"] / "bundle"
-    built = run_make(
-        "bundle", world["inventory"], PLATFORM=PLATFORM, OUT=bundle, INDEX_URL=world["index_url"]
-    )
-    assert built.returncode == 0, built
+    bundle = world["bundle"]
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert manifest["platform"] == PLATFORM
     assert {m["name"] for m in manifest["models"]} == {"sdtckpt", "sdtglasses"}
@@ -196,17 +201,22 @@ def test_bundle_provisions_a_machine_with_no_network(world):
 
 
 def test_bundle_preflight_names_what_it_cannot_carry(world):
-    """A bundle for another platform, or missing an enabled model, stops the run before anything changes."""
-    bundle = world["root"] / "bundle"
-    built = run_make("bundle", world["inventory"], PLATFORM=PLATFORM, OUT=bundle, INDEX_URL=world["index_url"],
-                     ARGS="-e '{\"sdenv_models_enabled\": [\"sdtckpt\"]}'")  # fmt: skip
-    assert built.returncode == 0, built
+    """A bundle for another platform, or missing an enabled model, stops the run before anything changes; a
+    changed file fails bundle-check. (Copies of the module's bundle, so the order of the tests does not matter.)"""
+    bundle = world["root"] / "bundle-copy"
+    shutil.copytree(world["bundle"], bundle, symlinks=True)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    before = subprocess.run(["getent", "passwd", world["user"]], capture_output=True, check=False).stdout
+
+    manifest["models"] = [m for m in manifest["models"] if m["name"] != "sdtglasses"]
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
     refused = run_make("provision", world["inventory"], BUNDLE=bundle)
     assert refused.returncode != 0
     assert "does not carry the enabled model(s) sdtglasses" in refused.output, refused
-    assert not Path(f"/home/{world['user']}").exists(), "the refused provision changed something"
+    assert "changed=0" in refused.output and "TASK [dummy_user" not in refused.output, (
+        "it went past the preflight"
+    )
 
-    manifest = json.loads((bundle / "manifest.json").read_text())
     manifest["platform"] = "Darwin-arm64"
     (bundle / "manifest.json").write_text(json.dumps(manifest))
     other = run_make("provision", world["inventory"], BUNDLE=bundle)
@@ -214,3 +224,5 @@ def test_bundle_preflight_names_what_it_cannot_carry(world):
     assert f"is for Darwin-arm64, this host is {PLATFORM}" in other.output, other
     tampered = run_make("bundle-check", world["inventory"], BUNDLE=bundle)
     assert tampered.returncode != 0 and "does not match its sha256 in SHA256SUMS" in tampered.output, tampered
+    after = subprocess.run(["getent", "passwd", world["user"]], capture_output=True, check=False).stdout
+    assert before == after, "a refused provision changed the account"

@@ -250,6 +250,8 @@ def test_the_preflight_names_each_thing_the_bundle_cannot_serve(open_dir):
     assert "carries the venv for Python 3.11, this host would use 3.10" in text
     assert "does not carry the enabled model(s) m2" in text
     assert "lacks Homebrew (/opt/homebrew), which no bundle carries" in text and "Homebrew's bottles" in text
+    stale = bl.preflight_problems(str(bundle), "Linux-x86_64", ["3.11"], [], [], "Linux", {"x": "0" * 64})
+    assert stale and "made from other venv locks than this checkout's (x)" in stale[0]
     os.chmod(open_dir / "open", 0o700)
     closed = bl.preflight_problems(str(bundle), "Linux-x86_64", ["3.11"], [], [], "Linux")
     assert any(f"({open_dir}/open is closed to them)" in p for p in closed), closed

@@ -18,6 +18,8 @@ options:
   packages: {description: Debian packages provision installs (Linux)., type: list, elements: str, default: []}
   homebrew_prefix: {description: Homebrew's prefix (macOS)., type: str, default: ""}
   formulae: {description: The formulae provision installs (macOS)., type: list, elements: str, default: []}
+  locks: {description: "{file name: sha256} of the controller's venv locks for this platform.", type: dict,
+    default: {}}
 """
 
 EXAMPLES = r"""
@@ -64,6 +66,7 @@ def main():
             "packages": {"type": "list", "elements": "str", "default": []},
             "homebrew_prefix": {"type": "str", "default": ""},
             "formulae": {"type": "list", "elements": "str", "default": []},
+            "locks": {"type": "dict", "default": {}},
         },
         supports_check_mode=True,
     )
@@ -86,7 +89,9 @@ def main():
     versions = python_versions(p["pythons"])
     if not versions and system != "Darwin":
         missing.append(f"a Python the WebUI can use ({', '.join(p['pythons'])})")
-    problems = preflight_problems(p["bundle"], p["platform"], versions, p["models"], missing, system)
+    problems = preflight_problems(
+        p["bundle"], p["platform"], versions, p["models"], missing, system, p["locks"]
+    )
     if problems:
         module.fail_json(msg=" ".join(problems), problems=problems)
     manifest = read_manifest(p["bundle"])

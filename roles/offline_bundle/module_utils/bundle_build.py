@@ -20,6 +20,7 @@ incomplete, and running make bundle again into the same directory reuses every f
 """
 
 import datetime
+import hashlib
 import json
 import os
 import shutil
@@ -52,7 +53,6 @@ from venv_lock import (
     normalize,
     parse_packages,
     requirements_in,
-    sha256_text,
 )
 from webui_files import sha256_file
 from webui_venv_plan import VenvError, check_archive
@@ -116,14 +116,15 @@ def lock_venv(sdenv_lock, lock_dir, cache, index_url="", platforms=()):
     """Resolve every platform + Python into lock_dir/<platform>-py<X.Y>.txt with uv."""
     uv = uv_command()
     version = uv_version(uv)
-    requirements = webui_requirements(sdenv_lock, cache)
+    raw = webui_requirements(sdenv_lock, cache)
+    requirements = raw.decode("utf-8")
     archive_requirements = {
         name: archive_member(archive_cache(cache, sdenv_lock["webui_venv"][name]), "requirements.txt")
         for name in ("clip", "open_clip")
     }
     for platform in platforms_of(sdenv_lock, platforms):
         for python in PYTHONS[platform]:
-            inputs = lock_inputs(sdenv_lock, platform, python, sha256_text(requirements))
+            inputs = lock_inputs(sdenv_lock, platform, python, hashlib.sha256(raw).hexdigest())
             source = requirements_in(inputs, requirements, archive_requirements)
             argv = [uv, "pip", "compile", "-", "--quiet", "--no-header", "--generate-hashes",
                     "--python-platform", UV_PLATFORMS[platform], "--python-version", python,

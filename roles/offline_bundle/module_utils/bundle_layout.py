@@ -122,13 +122,14 @@ def unreadable_ancestor(path):
     return None
 
 
-def preflight_problems(bundle, platform, pythons, models, missing_system, system):
+def preflight_problems(bundle, platform, pythons, models, missing_system, system, locks=None):
     """Sentences naming what stops a provision from this bundle on this host, before anything changes.
 
     platform: the host's `<system>-<machine>`; pythons: the Pythons the host may use (major.minor);
     models: the enabled model entries of the lock; missing_system: what the host lacks that no bundle can
     carry (Debian packages not installed, on macOS Homebrew, formulae or python@3.10 not there yet);
-    system: Darwin or Linux, for the advice.
+    system: Darwin or Linux, for the advice; locks: {file name: sha256} of the controller's venv locks for
+    the platform, which the bundle's locks/ must equal.
     """
     problems = []
     try:
@@ -151,6 +152,16 @@ def preflight_problems(bundle, platform, pythons, models, missing_system, system
         problems.append(
             f"The bundle carries the venv for Python {', '.join(sorted(manifest.get('locks', {})))}, this host would "
             f"use {', '.join(pythons)}: make the bundle from a lock that has {pythons[0]}."
+        )
+    stale = []
+    for name, digest in sorted((locks or {}).items()):
+        path = os.path.join(bundle, "locks", name)
+        if not os.path.isfile(path) or sha256_file(path) != digest:
+            stale.append(name)
+    if stale and manifest["platform"] == platform:
+        problems.append(
+            f"The bundle was made from other venv locks than this checkout's ({', '.join(stale)}): make the bundle "
+            "again from this checkout."
         )
     carried = {m["name"] for m in manifest.get("models", [])}
     missing_models = [m["name"] for m in models if m["name"] not in carried]

@@ -81,7 +81,15 @@ def missing_in_tree(repo_dir, commit):
 
 
 def file_at(repo_dir, commit, path):
-    return git(["show", f"{commit}:{path}"], cwd=repo_dir)
+    """The bytes of path at commit, exactly as committed (line endings included: upstream's
+    requirements_versions.txt has CRLF, and its sha256 is one of the lock's inputs)."""
+    completed = subprocess.run(["git", "show", f"{commit}:{path}"], cwd=repo_dir, env=git_env(), capture_output=True,
+                               check=False)  # fmt: skip
+    if completed.returncode != 0:
+        raise SourceError(
+            f"{path} is not in {commit[:10]}: {completed.stderr.decode(errors='replace').strip()}"
+        )
+    return completed.stdout
 
 
 def write_git_mirror(repo_dir, commit, dest):
