@@ -434,3 +434,13 @@ def test_leftovers_of_a_killed_clone_go_and_a_foreign_directory_is_refused(tmp_p
         gt.ensure_tree(str(other), url, shas[0])
     (tmp_path / "empty").mkdir()
     assert gt.ensure_tree(str(tmp_path / "empty"), url, shas[0])["action"] == "clone"
+
+
+def test_the_launchers_own_preparation_is_judged_by_what_it_prints(tmp_path):
+    """v1.10.1's webui.sh exits 0 even when launch.py fails (its restart loop ends with a test)."""
+    log_path = tmp_path / "bootstrap.log"
+    with open(log_path, "w", encoding="utf-8") as log:
+        vp.run_launch(["sh", "-c", f"echo '{vp.LAUNCH_FINISHED}'"], str(tmp_path), dict(os.environ), log)
+        with pytest.raises(vp.VenvError, match=r"did not finish .*webui.sh exits 0 regardless"):
+            vp.run_launch(["sh", "-c", "echo RuntimeError: clone failed; exit 0"], str(tmp_path),
+                          dict(os.environ), log)  # fmt: skip

@@ -80,6 +80,7 @@ from ansible.module_utils.webui_venv_plan import (
     locate_archive,
     pip_source_env,
     read_marker,
+    run_launch,
     run_step,
     sha256_file,
     tail,
@@ -215,8 +216,7 @@ def main():
                                                           clip, source):  # fmt: skip
                     run_step(description, argv, cwd, env, log)
                 if p["launch"]:
-                    run_step("finish with the WebUI's own preparation (webui.sh --exit)",
-                             ["bash", "webui.sh", "--exit"], p["webui_dir"], env, log)  # fmt: skip
+                    run_launch(["bash", "webui.sh", "--exit"], p["webui_dir"], env, log)
         write_marker(p["venv_dir"], wanted)
     except (VenvError, OSError) as exc:
         module.fail_json(msg=str(exc), log_tail=tail(p["log_path"]))

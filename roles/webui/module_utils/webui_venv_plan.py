@@ -148,6 +148,25 @@ def run_step(description, argv, cwd, env, log):
                         f"see {log.name} for its output.")  # fmt: skip
 
 
+# What v1.10.1's prepare_environment() prints last with --exit (modules/launch_utils.py). webui.sh's own exit
+# status says nothing: its restart loop ends with a test, so it exits 0 even when launch.py failed.
+LAUNCH_FINISHED = "Exiting because of --exit argument"
+
+
+def run_launch(argv, cwd, env, log):
+    """The WebUI's own preparation, judged by what launch.py prints, not by webui.sh's exit status."""
+    log.flush()
+    start = log.tell()
+    run_step("finish with the WebUI's own preparation (webui.sh --exit)", argv, cwd, env, log)
+    with open(log.name, encoding="utf-8", errors="replace") as handle:
+        handle.seek(start)
+        if LAUNCH_FINISHED not in handle.read():
+            raise VenvError(
+                "The WebUI's own preparation (webui.sh --exit) did not finish (launch.py never said "
+                f"{LAUNCH_FINISHED!r}; webui.sh exits 0 regardless): see {log.name} for its output."
+            )
+
+
 def tail(path, lines=15):
     try:
         with open(path, encoding="utf-8", errors="replace") as handle:
