@@ -163,9 +163,10 @@ def test_provision_pins_the_webui_and_is_idempotent(test_inventory, make_target,
 def test_user_settings_survive_and_local_changes_are_refused(test_inventory, make_target, upstream):
     fixture, server = upstream
     inventory = webui_inventory(test_inventory, fixture, server, sdenv_webui_venv_bootstrap=False)
+    before = len(server.requests)  # resolving the fixture's venv locks read its index and git
     dry = make_target("provision", inventory, ARGS=TAGS, CHECK=1)
     assert dry.returncode == 0, dry
-    assert server.requests == [], "a dry run before the first provision talked to the upstream"
+    assert server.requests[before:] == [], "a dry run before the first provision talked to the upstream"
     assert make_target("provision", inventory, ARGS=TAGS).returncode == 0
     webui = Path(pwd.getpwnam(inventory.user).pw_dir) / "stable-diffusion-webui"
 
