@@ -6,8 +6,9 @@ For one account they may delete only:
 - the Homebrew prefix the record says the toolkit installed: the whole `/opt/homebrew` (Apple Silicon, where
   Homebrew owns the prefix alone), or on Intel only Homebrew's own entries in the shared `/usr/local` (its
   repository, Cellar, Caskroom, Frameworks, var/homebrew, bin/brew, and the links brew made into them);
-- the state directory's entries for that account: its generated password (`NAME.password`) and the models'
-  stat cache and download progress (`models/`). Never the record, the model bundle or a snapshot store.
+- the state directory's entries for that account: its generated password (`NAME.password`), its uv cache
+  (`uv-cache/NAME`) and the models' stat cache and download progress (`models/`). Never the record, the
+  model bundle, the tools directory or a snapshot store.
 
 Anything else a record names, or a path that only reaches an allowed place through a symbolic link, is
 refused. A system directory is never a root of the list, whatever the record says, and a path is first
@@ -34,6 +35,9 @@ HOME_ROOTS = {"Linux": ("/home",), "Darwin": ("/Users",)}
 # Entries of the state directory that belong to the environment of the account being deleted, besides its
 # password file: the models' stat cache and download progress (role models).
 STATE_DIR_ENTRIES = ("models",)
+# uv's cache of each account (role webui's default sdenv_webui_uv_cache_dir: <state dir>/uv-cache/NAME), kept
+# across reset-dummy on purpose (a warm cache) and deleted by remove-dummy.
+UV_CACHE_DIR = "uv-cache"
 
 # A second line of defence: never a root of the allow-list, never deleted whole, whatever a record says.
 SYSTEM_DIRECTORIES = frozenset(
@@ -123,7 +127,7 @@ class RemovalAllowlist:
             self._homebrew(homebrew_prefix)
         self.state_dir = state_dir if state_dir and self._usable_root(state_dir) is None else None
         if self.state_dir:
-            for name in (f"{user}.password", *STATE_DIR_ENTRIES):
+            for name in (f"{user}.password", os.path.join(UV_CACHE_DIR, user), *STATE_DIR_ENTRIES):
                 self.trees.append((os.path.join(self.state_dir, name), "its entries in the state directory"))
 
     # --- building the list --------------------------------------------------------------------------

@@ -112,8 +112,14 @@ class SnapshotLabel(Text):
 
 EXECUTABLE = Path("file")
 IMAGE = Fields(required={"width": ImageSide(), "height": ImageSide(), "steps": STEPS})
+# A source archive is checked by the git tree its files reproduce (tree), and by its bytes once recorded.
 ARCHIVE = Fields(
-    required={"url": URL, "file": FILE_NAME, "sha256": EmptyOr(SHA256, "while it is not pinned")}
+    required={
+        "url": URL,
+        "file": FILE_NAME,
+        "tree": Pattern(r"[0-9a-f]{40}", "a git tree id (40 lowercase hexadecimal digits)"),
+        "sha256": EmptyOr(SHA256, "while it is not pinned"),
+    }
 )
 PLATFORM = Pattern(r"(Darwin|Linux)-[A-Za-z0-9_]+", "a platform such as Darwin-arm64 or Linux-x86_64")
 
@@ -157,6 +163,7 @@ LOCK = Fields(
             required={
                 "wheel": VERSION,
                 "setuptools": VERSION,
+                "pip": VERSION,
                 "torch": Fields(
                     other=Fields(
                         required={"torch": VERSION, "torchvision": VERSION},
@@ -167,6 +174,23 @@ LOCK = Fields(
                 ),
                 "clip": ARCHIVE,
                 "open_clip": ARCHIVE,
+            }
+        ),
+        "uv": Fields(
+            required={
+                "version": VERSION,
+                "wheels": Fields(
+                    other=Fields(
+                        required={
+                            "file": Pattern(
+                                r"uv-[0-9][^/\x00-\x1f]*\.whl", "uv's wheel file name (uv-*.whl)"
+                            ),
+                            "sha256": SHA256,
+                        }
+                    ),
+                    key=PLATFORM,
+                    what="uv's wheels by platform",
+                ),
             }
         ),
         "clip_tokenizer": Fields(
@@ -245,6 +269,13 @@ RULES = {
     "sdenv_webui_wheelhouse": EmptyOr(Path("file"), "to use an index"),
     "sdenv_webui_hf_home": Path("dummy"),
     "sdenv_run_spec": Path("local"),
+    "sdenv_webui_venv_lock_dir": Path("local"),
+    "sdenv_tools_dir": Path("place"),
+    "sdenv_webui_uv_cache_dir": Path("place"),
+    # offline_bundle (make bundle on the controller; make provision BUNDLE=dir on the host)
+    "sdenv_bundle": EmptyOr(Path("file"), "for no bundle"),
+    "sdenv_bundle_out": Path("local"),
+    "sdenv_bundle_platform": EmptyOr(PLATFORM, "for this machine's platform"),
     # models
     "sdenv_models_enabled": ListOf(MODEL_NAME),
     "sdenv_models_bundle_dirs": ListOf(Path("place")),
@@ -286,7 +317,6 @@ RULES = {
     "sdenv_verify_small_image": IMAGE,
     "sdenv_verify_ready_timeout": SECONDS,
     "sdenv_verify_generate_timeout": SECONDS,
-    "sdenv_verify_live_command": ListOf(Text()),
     "sdenv_verify_live_args": ListOf(Text()),
     "sdenv_verify_probe": ListOf(Text()),
 }
@@ -304,12 +334,17 @@ MAKE_VARIABLES = {
     "sdenv_snapshot_only_paths": "PATHS",
     "sdenv_snapshot_deep": "DEEP",
     "sdenv_models_pin_names": "MODELS",
+    "sdenv_bundle": "BUNDLE",
+    "sdenv_bundle_out": "OUT",
+    "sdenv_bundle_platform": "PLATFORM",
 }
 
 # Which lock sections each entry point reads.
 LOCK_SECTIONS = {
-    "webui:main": ("webui", "repositories", "webui_venv", "clip_tokenizer"),
+    "webui:main": ("webui", "repositories", "webui_venv", "uv", "clip_tokenizer"),
+    "offline_bundle:bundle_checks": ("webui", "repositories", "webui_venv", "uv", "clip_tokenizer"),
     "models:main": ("models",),
+    "models:bundle": ("models",),
     "models:pin": ("models",),
 }
 
@@ -421,17 +456,25 @@ def lock_has_what_the_target_reads(ctx):
                 )
 
 
-def torch_is_pinned_for_this_host(ctx):
-    torch = ((ctx.values["sdenv_lock"].get("webui_venv") or {}).get("torch")) or {}
-    platform = ctx.values.get("sdenv_webui_platform")
-    if (
-        ctx.values.get("sdenv_webui_venv_bootstrap") in (True, "true", "yes", "True")
-        and platform not in torch
-    ):
+def venv_is_pinned_for_this_host(ctx):
+    """The venv is built on this host: torch and uv must be pinned for its platform."""
+    if ctx.values.get("sdenv_webui_venv_bootstrap") not in (True, "true", "yes", "True"):
+        return
+    lock, platform = ctx.values["sdenv_lock"], ctx.values.get("sdenv_webui_platform")
+    torch = (lock.get("webui_venv") or {}).get("torch") or {}
+    if platform not in torch:
         yield Problem(
             "sdenv_lock.webui_venv.torch",
             plain(sorted(torch)),
             f"torch and torchvision pins for this host's platform {platform} as well",
+        )
+        return  # a platform the lock does not know at all: one sentence is enough
+    uv_wheels = (lock.get("uv") or {}).get("wheels") or {}
+    if "uv" in lock and platform not in uv_wheels:
+        yield Problem(
+            "sdenv_lock.uv.wheels",
+            plain(sorted(uv_wheels)),
+            f"uv's wheel for this host's platform {platform} as well (file and sha256, from PyPI's uv release)",
         )
 
 
@@ -514,14 +557,19 @@ CROSS = [
     Cross("the dummy password", ["sdenv_user_password_env"], dummy_password_is_usable, ["dummy_user:main"]),
     Cross("the host's platform", ["sdenv_homebrew_formulae"], host_is_supported, ["homebrew:main"]),
     Cross("the lock's sections", ["sdenv_lock"], lock_has_what_the_target_reads),
-    Cross("enabled models", ["sdenv_models_enabled", "sdenv_lock"], models_are_in_the_lock, ["models:main"]),
+    Cross(
+        "enabled models",
+        ["sdenv_models_enabled", "sdenv_lock"],
+        models_are_in_the_lock,
+        ["models:main", "models:bundle"],
+    ),
     Cross(
         "models to pin", ["sdenv_models_pin_names", "sdenv_lock"], pin_names_are_in_the_lock, ["models:pin"]
     ),
     Cross(
-        "torch pins",
+        "torch and uv pins",
         ["sdenv_lock", "sdenv_webui_venv_bootstrap"],
-        torch_is_pinned_for_this_host,
+        venv_is_pinned_for_this_host,
         ["webui:main"],
     ),
     Cross("places apart", ["sdenv_state_dir"], places_are_apart),

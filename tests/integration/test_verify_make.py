@@ -24,8 +24,8 @@ from webui_fixtures import launch_records, serve_http
 
 @pytest.fixture
 def fixture_host(tmp_path, test_inventory):
-    """The fixture host of tests/fixtures/fixture_host.py (upstreams served over HTTP, two small models, the
-    FAKE API) under a world-readable directory, and an inventory pointing at it."""
+    """The fixture host of tests/fixtures/fixture_host.py (upstreams, the package index and two small models
+    served over HTTP) under a world-readable directory, and an inventory pointing at it."""
     root = Path(f"/tmp/sdt-verify-{os.getpid()}-{secrets.token_hex(4)}")
     try:
         host = FixtureHost(root)

@@ -6,7 +6,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 CONTRACT_TARGETS = [
     "provision", "verify", "reset-dummy", "remove-dummy", "snapshot", "snapshots", "rollback", "snapshot-check",
-    "snapshot-prune", "run", "pin-models", "test", "lint", "bench", "help",
+    "snapshot-prune", "run", "pin-models", "test", "lint", "bench", "help", "lock-venv", "bundle", "bundle-check",
 ]  # fmt: skip
 CONTRACT_VARIABLES = [
     "INVENTORY=",
@@ -18,6 +18,9 @@ CONTRACT_VARIABLES = [
     "LABEL=",
     "TO=",
     "PATHS=",
+    "BUNDLE=",
+    "PLATFORM=",
+    "OUT=",
 ]
 
 

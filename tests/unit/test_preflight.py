@@ -355,6 +355,21 @@ def test_torch_pins_for_the_hosts_platform():
     assert run(sdenv_webui_platform="Linux-riscv64", sdenv_webui_venv_bootstrap=False) == []
 
 
+def test_uv_and_the_archives_trees_are_pinned():
+    no_uv = lock()
+    del no_uv["uv"]["wheels"]["Linux-x86_64"]
+    sentence = one(sdenv_lock=no_uv)
+    assert (
+        "sdenv_lock.uv.wheels" in sentence and "uv's wheel for this host's platform Linux-x86_64" in sentence
+    )
+    bad_tree = lock()
+    bad_tree["webui_venv"]["clip"]["tree"] = "not-a-tree"
+    assert "sdenv_lock.webui_venv.clip.tree" in one(sdenv_lock=bad_tree)
+    no_pip = lock()
+    del no_pip["webui_venv"]["pip"]
+    assert "pip" in one(sdenv_lock=no_pip)
+
+
 def test_the_password_is_checked_but_never_shown():
     secret = "pass word"
     origins = {"sdenv_user_password_value": ("the environment variable SDENV_DUMMY_PASSWORD", False)}

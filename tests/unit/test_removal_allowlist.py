@@ -206,6 +206,7 @@ def test_from_a_recorded_entry():
     assert [root for root, _ in allowlist.trees] == [
         "/home/dummy",
         "/var/lib/sdenv/dummy.password",
+        "/var/lib/sdenv/uv-cache/dummy",
         "/var/lib/sdenv/models",
     ]
 

@@ -220,6 +220,26 @@ def test_the_plan_lists_what_the_record_names_inside_the_allow_list(host):
     assert refusals == [] and paths[-1] == str(host["state"] / "dummy.password")
 
 
+def test_remove_takes_the_accounts_uv_cache_along_and_reset_keeps_it(host):
+    cache, elsewhere = host["state"] / "uv-cache" / "dummy", host["root"] / "caches" / "uv"
+    for path in (cache, elsewhere):
+        path.mkdir(parents=True)
+    account = {"name": "dummy", "uid": 1001, "home": str(host["homes"] / "dummy")}
+    recorded = {
+        "uid": 1001,
+        "created_by_toolkit": True,
+        "home": account["home"],
+        "components": {"webui": {"uv": {"binary": "/x/uv", "cache": str(cache)}}},
+    }
+    assert plan(host, account, recorded) == ([], [])
+    paths, refusals = plan(host, account, recorded, action="remove")
+    assert refusals == [] and str(cache) in paths
+    # A cache the settings put elsewhere is the user's: never deleted, and no reason to refuse the removal.
+    recorded["components"]["webui"]["uv"]["cache"] = str(elsewhere)
+    paths, refusals = plan(host, account, recorded, action="remove")
+    assert refusals == [] and str(elsewhere) not in paths
+
+
 def test_the_plan_refuses_every_path_outside_the_allow_list_at_once(host):
     recorded = {
         "uid": 1001,

@@ -8,6 +8,7 @@ dummy, never as root.
 import json
 import shlex
 
+import venv_lock
 from verify_lib import AccountAbsent, NotProvisionedError, check, expect, quote
 
 # Where huggingface_hub keeps openai/clip-vit-large-patch14 under HF_HOME (the lock pins revision and files).
@@ -380,6 +381,57 @@ def test_venv_torch(target, item, note):
             f"the venv has {name} {got}, the lock pins {wanted}",
         )
     note(f"torch {versions[0]}, torchvision {versions[1]} in {python}")
+
+
+# The venv's Python version and every installed distribution, as JSON (run with the venv's Python).
+VENV_SET_SCRIPT = r"""
+import importlib.metadata as m, json, sys
+print(json.dumps({"python": "%d.%d" % sys.version_info[:2],
+                  "dists": {d.metadata["Name"]: d.version for d in m.distributions()}}))
+"""
+
+
+@check("venv holds exactly the locked set")
+def test_venv_matches_lock(target, item, note):
+    lock_dir = target.vars.get("sdenv_webui_host_lock_dir")
+    if lock_dir is None or not target.vars.get("sdenv_webui_venv_bootstrap", True):
+        raise NotProvisionedError("role webui builds no venv here (sdenv_webui_venv_bootstrap)")
+    python = f"{target.var('sdenv_webui_venv_dir')}/bin/python"
+    out = target.run_as_user(quote(python, "-B", "-c", VENV_SET_SCRIPT))
+    expect(out.rc == 0, f"the venv's Python {python} does not run: {out.stderr.strip()[-200:]}")
+    found = json.loads(out.stdout)
+    name = venv_lock.lock_file_name(target.vars.get("sdenv_webui_platform"), found["python"])
+    text = target.run("cat %s", f"{lock_dir}/{name}")
+    expect(text.rc == 0, f"the host has no venv lock {lock_dir}/{name}: provision again")
+    wanted = {key: p["version"] for key, p in venv_lock.parse_packages(text.stdout).items()}
+    installed = {venv_lock.normalize(n): v for n, v in found["dists"].items()}
+    extra = sorted(set(installed) - set(wanted) - set(venv_lock.ARCHIVE_PACKAGES))
+    missing = sorted(set(wanted) - set(installed))
+    other = sorted(
+        f"{k} {installed[k]} (lock {v})" for k, v in wanted.items() if k in installed and installed[k] != v
+    )
+    absent_archives = sorted(set(venv_lock.ARCHIVE_PACKAGES) - set(installed))
+    expect(not missing, f"the venv lacks locked packages: {', '.join(missing[:8])}")
+    expect(not other, f"the venv has other versions than the lock: {', '.join(other[:8])}")
+    expect(not extra, f"the venv has packages the lock does not list: {', '.join(extra[:8])}")
+    expect(
+        not absent_archives,
+        f"the venv lacks {', '.join(absent_archives)} (installed from its pinned archive)",
+    )
+    note(
+        f"{len(wanted)} locked packages + {', '.join(sorted(venv_lock.ARCHIVE_PACKAGES))} from its archive, as {name}"
+    )
+
+
+@check("venv passes pip check")
+def test_venv_pip_check(target, item, note):
+    if not target.vars.get("sdenv_webui_venv_bootstrap", True):
+        raise NotProvisionedError("role webui builds no venv here (sdenv_webui_venv_bootstrap)")
+    python = f"{target.var('sdenv_webui_venv_dir')}/bin/python"
+    # -B: verify must not change the venv (pip, installed by uv without bytecode, would write its .pyc files).
+    out = target.run_as_user(quote(python, "-B", "-m", "pip", "check", "--disable-pip-version-check"))
+    expect(out.rc == 0, f"pip check in {python}: {(out.stdout or out.stderr).strip()[-300:]}")
+    note(out.stdout.strip() or "pip check: no broken requirements")
 
 
 def clip_pins(target):

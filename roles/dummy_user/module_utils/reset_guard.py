@@ -88,6 +88,11 @@ def deletion_plan(name, action, account, recorded, home_roots, record_path, pass
         paths.append((path, "the provision record lists it"))
     if action == "remove" and password_file and os.path.lexists(password_file):
         paths.append((password_file, "its generated password"))
+    uv_cache = ((((recorded or {}).get("components") or {}).get("webui") or {}).get("uv") or {}).get("cache")
+    if action == "remove" and uv_cache and os.path.lexists(uv_cache) and not allowlist.live_refusal(uv_cache):
+        # Its uv cache, kept by reset for the account it recreates; one set elsewhere than the state
+        # directory is the user's to keep (it is not the toolkit's to delete).
+        paths.append((uv_cache, "its uv cache"))
     for path in sorted(homebrew_links(allowlist)):
         paths.append((path, "a link brew made into its own trees"))
     for path, source in paths:
