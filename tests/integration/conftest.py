@@ -9,8 +9,8 @@ import secrets
 from pathlib import Path
 
 import pytest
-import yaml
-from sdenv_testlib import ROOT, TestInventory, remove_user, run_make, user_exists
+from fixture_host import account_vars, write_inventory
+from sdenv_testlib import TestInventory, remove_user, run_make, user_exists
 
 
 def pytest_collection_modifyitems(items):
@@ -43,26 +43,15 @@ def test_inventory(tmp_path, throwaway_user):
     given host variables on top. Returns a function: write(**host_vars) -> TestInventory (a path that
     also carries .user, .state_dir and .variables).
 
-    The repository's group_vars are linked next to the test inventory, because Ansible reads group_vars
-    from the inventory's own directory. The defaults keep the test away from the real record and user.
+    The inventory, its group_vars link and its defaults come from tests/fixtures/fixture_host.py, which the
+    macOS workflow's inventory comes from too. The defaults keep the test away from the real record and
+    user: a throwaway account, the provision record and the snapshot store under the test's directory.
     """
     directory = tmp_path / "inventory"
-    directory.mkdir()
-    (directory / "group_vars").symlink_to(ROOT / "inventory" / "group_vars")
-    state_dir = tmp_path / "state"
 
     def write(**host_vars):
-        variables = {
-            "ansible_connection": "local",
-            "ansible_python_interpreter": "{{ ansible_playbook_python }}",
-            "sdenv_user_name": throwaway_user,
-            "sdenv_state_dir": str(state_dir),
-            # Snapshots (the known-good one at the end of provision) stay in the test's directory too.
-            "sdenv_snapshot_store": str(tmp_path / "snapshots"),
-            **host_vars,
-        }
-        path = directory / "hosts.yml"
-        path.write_text(yaml.safe_dump({"all": {"hosts": {"localhost": variables}}}, sort_keys=False))
+        variables = {**account_vars(throwaway_user, tmp_path), **host_vars}
+        path = write_inventory(directory, variables)
         return TestInventory(
             path, variables["sdenv_user_name"], Path(variables["sdenv_state_dir"]), variables
         )

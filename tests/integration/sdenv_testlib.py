@@ -13,6 +13,8 @@ ROOT = Path(__file__).resolve().parents[2]
 class TestInventory:
     """An inventory file written for one test: use it wherever a path is expected."""
 
+    __test__ = False  # a helper, not a test class, wherever a test module imports it
+
     def __init__(self, path, user, state_dir, variables):
         self.path, self.user, self.state_dir, self.variables = path, user, state_dir, variables
 

@@ -1,78 +1,69 @@
-"""make verify for real on this machine: provision the fixture host (the webui and models areas' fixture
-builders, a throwaway dummy), verify passes every check, LIVE/OFFLINE against the FAKE WebUI API
-(tests/fixtures/fake_webui_api.py, not the real WebUI) inside a real network namespace, then one thing
-broken at a time must fail verify naming that thing."""
+"""make verify for real on this machine: provision the fixture host (tests/fixtures/fixture_host.py: the
+webui and models areas' fixture builders, a throwaway dummy), verify passes every check, LIVE/OFFLINE inside
+a real network namespace through the fixture WebUI tree (tests/fixtures/webui_tree: webui.sh -> launch.py ->
+modules.launch_utils, shaped like upstream's, serving the FAKE API, not the real WebUI), then one thing
+broken at a time must fail verify naming that thing; and the whole lifecycle against the fixture host that
+`python -m tests.fixtures.fixture_host` serves, as the macOS workflow runs it."""
 
 import json
 import os
 import pwd
 import re
 import secrets
-import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
-import clip_tokenizer_files
 import pytest
 import yaml
-from model_fixtures import random_safetensors, sha256_hex
-from sdenv_testlib import ROOT
-from webui_fixtures import build_webui_upstream, serve_http
-
-SHIPPED = ROOT / "roles" / "webui" / "files" / "clip-vit-large-patch14"
-FAKE_API = ROOT / "tests" / "fixtures" / "fake_webui_api.py"
-
-
-def real_lock():
-    with open(ROOT / "inventory" / "group_vars" / "all" / "lock.yml", encoding="utf-8") as handle:
-        return yaml.safe_load(handle)["sdenv_lock"]
+from fixture_host import FixtureHost
+from sdenv_testlib import ROOT, TestInventory
+from webui_fixtures import launch_records, serve_http
 
 
 @pytest.fixture
 def fixture_host(tmp_path, test_inventory):
-    """A world-readable fixture upstream over HTTP, two small models in a bundle, the fake API script."""
+    """The fixture host of tests/fixtures/fixture_host.py (upstreams, the package index and two small models
+    served over HTTP) under a world-readable directory, and an inventory pointing at it."""
     root = Path(f"/tmp/sdt-verify-{os.getpid()}-{secrets.token_hex(4)}")
-    upstream = build_webui_upstream(root, SHIPPED, clip_tokenizer_files.derived_files)
-    bundle = root / "bundle"
-    bundle.mkdir()
-    ckpt, lora = random_safetensors(4096, seed=1), random_safetensors(1024, seed=2)
-    (bundle / "sdtckpt.safetensors").write_bytes(ckpt)
-    (bundle / "sdtglasses.safetensors").write_bytes(lora)
-    shutil.copy(FAKE_API, root / "fake_webui_api.py")
-    os.chmod(root / "fake_webui_api.py", 0o644)
-    models = [
-        {"name": "sdtckpt", "kind": "checkpoint", "file": "sdtckpt.safetensors", "urls": [],
-         "sha256": sha256_hex(ckpt), "size": len(ckpt), "trigger_words": []},
-        {"name": "sdtglasses", "kind": "lora", "file": "sdtglasses.safetensors", "urls": [],
-         "sha256": sha256_hex(lora), "size": len(lora), "trigger_words": ["glasses"]},
-    ]  # fmt: skip
     try:
-        with serve_http(root) as server:
-            lock = upstream.lock(server.url, real_lock())
-            lock["models"] = models
-            inventory = test_inventory(
-                sdenv_lock=lock,
-                sdenv_webui_wheelhouse=str(upstream.wheelhouse),
-                sdenv_webui_python="/usr/bin/python3",
-                sdenv_webui_port=free_port(),
-                sdenv_models_enabled=["sdtckpt", "sdtglasses"],
-                sdenv_models_bundle_dirs=[str(bundle)],
-                sdenv_snapshot_store=str(tmp_path / "snapshots"),
-                sdenv_verify_live_command=["/usr/bin/python3", str(root / "fake_webui_api.py")],
-                sdenv_verify_small=True,
-            )
-            yield inventory, upstream, root
+        host = FixtureHost(root)
+        with serve_http(host.served) as server:
+            inventory = test_inventory(**host.host_vars(server.url, sdenv_webui_python="/usr/bin/python3"))
+            yield inventory, host.upstream, root
     finally:
         subprocess.run(["rm", "-rf", str(root)], check=False)
 
 
-def free_port():
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+@pytest.fixture
+def served_fixture_host(tmp_path, throwaway_user):
+    """The same host stood up by `python -m tests.fixtures.fixture_host`, exactly as the macOS workflow does
+    it: a separate process serving until SIGTERM, its env file, the inventory it writes."""
+    root = Path(f"/tmp/sdt-cli-{os.getpid()}-{secrets.token_hex(4)}")
+    env_file = tmp_path / "fixture.env"
+    argv = [sys.executable, "-m", "tests.fixtures.fixture_host", "--root", str(root), "--user", throwaway_user,
+            "--env-file", str(env_file), "--var", "sdenv_webui_python=/usr/bin/python3"]  # fmt: skip
+    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not env_file.exists():
+            assert proc.poll() is None, f"fixture_host exited {proc.returncode}: {proc.stdout.read()}"
+            assert time.monotonic() < deadline, "fixture_host wrote no env file within 300 s"
+            time.sleep(0.2)
+        values = dict(line.split("=", 1) for line in env_file.read_text().splitlines())
+        assert values["SDENV_FIXTURE_USER"] == throwaway_user and int(values["SDENV_FIXTURE_PID"]) == proc.pid
+        path = Path(values["SDENV_FIXTURE_INVENTORY"])
+        variables = yaml.safe_load(path.read_text())["all"]["hosts"]["localhost"]
+        assert variables["sdenv_state_dir"] == str(root / "state"), variables
+        yield TestInventory(path, throwaway_user, root / "state", variables)
+    finally:
+        proc.terminate()
+        try:
+            assert proc.wait(timeout=30) == 0, "fixture_host did not stop cleanly on SIGTERM"
+        finally:
+            proc.kill()
+            subprocess.run(["rm", "-rf", str(root)], check=False)
 
 
 def verify(make_target, inventory, **variables):
@@ -160,6 +151,26 @@ def test_verify_passes_then_names_each_broken_thing(fixture_host, make_target, p
     webui = home / "stable-diffusion-webui"
     models = webui / "models"
 
+    # The server verify started is the tree's own launch, exactly as webui.sh runs it: the dummy, the tree
+    # as working directory and first on sys.path, its venv, webui-user.sh's settings, nothing fetched; and
+    # verify's flags come last in argv (after webui-user.sh's --port), so they are the ones in effect.
+    started = [r for r in launch_records(webui) if "--exit" not in r["argv"] and "event" not in r][-1]
+    assert started["uid"] == pwd.getpwnam(inventory.user).pw_uid != 0
+    assert started["cwd"] == started["sys_path0"] == str(webui), started
+    assert started["prefix"] == str(webui / "venv") and started["network_actions"] == [], started
+    assert started["env"]["HF_HUB_OFFLINE"] == "1" and started["mode"] == "api", started
+    argv = started["argv"]
+    last_port = len(argv) - 1 - argv[::-1].index("--port")
+    assert argv[last_port - 2 : last_port] == ["--api", "--nowebui"], argv
+    assert started["port"] == int(argv[last_port + 1]) != inventory.variables["sdenv_webui_port"], argv
+    assert str(inventory.variables["sdenv_webui_port"]) in argv[:last_port], argv
+    # On loopback only: with --nowebui alone, v1.10.1 (and so the fixture) listens on every interface.
+    assert started["host"] == "127.0.0.1", started
+    # Stopped as the real server stops: verify waited for the WebUI's own graceful shutdown (it recorded its
+    # end), not only for webui.sh, which dies at once on SIGTERM.
+    assert any(r.get("event") == "stopped" and r["pid"] == started["pid"] for r in launch_records(webui))
+    assert "(every process of it)" in rows["LIVE server stops"]["detail"], rows["LIVE server stops"]
+
     # 1. Another commit checked out.
     as_user(inventory.user, "git", "-C", str(webui), "checkout", "-q", upstream.webui_shas[1])
     code, rows, result, _ = verify(make_target, inventory)
@@ -225,12 +236,15 @@ def test_verify_passes_then_names_each_broken_thing(fixture_host, make_target, p
     assert code == 0 and not failing(rows), (failing(rows), result)
 
 
-def test_lifecycle_provision_snapshot_rollback_reset(fixture_host, make_target):
-    """The whole sequence on one fixture host: provision, provision again (changed=0), verify, snapshot,
-    pip-like churn, verify names what broke, rollback, verify passes, reset-dummy back to zero."""
-    inventory, _upstream, _root = fixture_host
+def test_lifecycle_provision_snapshot_rollback_reset(served_fixture_host, make_target):
+    """The whole sequence on one fixture host, stood up by the command the macOS workflow runs: provision,
+    provision again (changed=0), verify, snapshot, pip-like churn, verify names what broke, rollback, verify
+    passes, reset-dummy back to zero."""
+    inventory = served_fixture_host
     first = make_target("provision", inventory)
     assert first.returncode == 0, first.output[-3000:]
+    # ansible-core 2.19 names what later versions remove (e.g. exit_json's warnings=): none may remain.
+    assert "DEPRECATION" not in first.output, first.output
     again = make_target("provision", inventory)
     assert again.returncode == 0 and again.recap["changed"] == 0, again.output[-3000:]
     code, rows, result, _ = verify(make_target, inventory)
@@ -270,3 +284,21 @@ def test_lifecycle_provision_snapshot_rollback_reset(fixture_host, make_target):
     record = json.loads((inventory.state_dir / "state.json").read_text())
     entry = record["users"][inventory.user]
     assert entry["created_by_toolkit"] is True and "webui" not in entry["components"], entry
+
+    # remove-dummy: back to zero, and verify says so plainly (one ABSENT row, the rest not provisioned,
+    # the shared system packages still checked), with a non-zero exit because nothing is in place.
+    removed = make_target("remove-dummy", inventory, CONFIRM="yes")
+    assert removed.returncode == 0, removed.output[-3000:]
+    record = json.loads((inventory.state_dir / "state.json").read_text())
+    assert inventory.user not in json.dumps(record["users"]), record
+    code, rows, result, _ = verify(make_target, inventory)
+    user_check = f"dummy user {inventory.user} exists, home and shell"
+    user_row = rows[user_check]
+    assert code != 0 and user_row["result"] == "ABSENT", (user_row, result)
+    assert "no entry in the provision record" in user_row["detail"] and "make provision" in user_row["detail"]
+    others = {
+        row["result"] for name, row in rows.items() if name != user_check and not name.startswith("package ")
+    }
+    assert others == {"NOT PROVISIONED"}, failing(rows)
+    assert all(row["result"] == "PASS" for name, row in rows.items() if name.startswith("package ")), rows
+    assert "1 absent" in result.output

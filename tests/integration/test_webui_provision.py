@@ -5,7 +5,6 @@ import json
 import os
 import pwd
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
@@ -13,9 +12,10 @@ from pathlib import Path
 
 import clip_tokenizer_files
 import pytest
-import yaml
+from fixture_host import free_port, real_lock
 from sdenv_testlib import ROOT, ansiballz_payload_dirs, remove_payload_dirs_left_by_a_kill
-from webui_fixtures import SUBREPOS, build_webui_upstream, offline, serve_http
+from venv_index_fixtures import venv_lock_vars
+from webui_fixtures import SUBREPOS, build_webui_upstream, launch_records, offline, serve_http
 
 SHIPPED = ROOT / "roles" / "webui" / "files" / "clip-vit-large-patch14"
 # The roles the WebUI builds on (python's interpreter, the packages that give it venv) and this one; the
@@ -35,23 +35,9 @@ def upstream(tmp_path_factory):
         subprocess.run(["rm", "-rf", str(root)], check=False)
 
 
-def real_lock():
-    with open(ROOT / "inventory" / "group_vars" / "all" / "lock.yml", encoding="utf-8") as handle:
-        return yaml.safe_load(handle)["sdenv_lock"]
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def webui_inventory(test_inventory, fixture, server, **extra):
     return test_inventory(
-        sdenv_lock=fixture.lock(server.url, real_lock()),
-        sdenv_webui_wheelhouse=str(fixture.wheelhouse),
-        sdenv_webui_port=free_port(),
-        **extra,
+        **venv_lock_vars(fixture, server.url, real_lock()), sdenv_webui_port=free_port(), **extra
     )
 
 
@@ -68,11 +54,6 @@ def git_head(path):
         text=True,
         check=True,
     ).stdout.strip()
-
-
-def launch_records(webui):
-    path = webui / "launch-record.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
 def owners(top):
@@ -121,8 +102,9 @@ def test_provision_pins_the_webui_and_is_idempotent(test_inventory, make_target,
     # The venv was built by the toolkit, then the WebUI's own preparation ran with --exit, as the dummy.
     records = launch_records(webui)
     assert len(records) == 1 and "--exit" in records[0]["argv"], records
-    assert records[0]["uid"] == user.pw_uid and records[0]["problems"] == []
+    assert records[0]["uid"] == user.pw_uid and records[0]["network_actions"] == []
     assert records[0]["prefix"] == str(webui / "venv")
+    assert records[0]["cwd"] == records[0]["sys_path0"] == str(webui)
     assert records[0]["env"]["HF_HUB_OFFLINE"] == "1"
     assert not (webui / "launch-record.log").exists(), "webui.sh had to create the venv itself"
 
@@ -165,9 +147,10 @@ def test_provision_pins_the_webui_and_is_idempotent(test_inventory, make_target,
 def test_user_settings_survive_and_local_changes_are_refused(test_inventory, make_target, upstream):
     fixture, server = upstream
     inventory = webui_inventory(test_inventory, fixture, server, sdenv_webui_venv_bootstrap=False)
+    before = len(server.requests)  # resolving the fixture's venv locks read its index and git
     dry = make_target("provision", inventory, ARGS=TAGS, CHECK=1)
     assert dry.returncode == 0, dry
-    assert server.requests == [], "a dry run before the first provision talked to the upstream"
+    assert server.requests[before:] == [], "a dry run before the first provision talked to the upstream"
     assert make_target("provision", inventory, ARGS=TAGS).returncode == 0
     webui = Path(pwd.getpwnam(inventory.user).pw_dir) / "stable-diffusion-webui"
 
@@ -244,7 +227,7 @@ def test_a_killed_venv_bootstrap_converges_next_run(test_inventory, make_target,
     marker = json.loads((webui / "venv/.sdenv-venv.json").read_text())
     assert marker["inputs"]["interpreter"] == os.path.realpath(python_path(inventory))
     records = launch_records(webui)
-    assert [r["problems"] for r in records] == [[]] and "--exit" in records[0]["argv"], records
+    assert [r["network_actions"] for r in records] == [[]] and "--exit" in records[0]["argv"], records
     check = subprocess.run(
         [str(webui / "venv/bin/python"), "-c", "import clip, open_clip, torch, sdt_tinyreq_a"], check=False
     )
@@ -271,8 +254,10 @@ def test_make_run_starts_the_webui_as_the_dummy_and_ctrl_c_stops_it(test_invento
             assert f"the WebUI is running at {url}" in "".join(lines), "".join(lines[-40:])
             with urllib.request.urlopen(url, timeout=10) as response:
                 assert response.status == 200
-            record = [r for r in launch_records(webui) if "--exit" not in r["argv"]][-1]
-            assert record["uid"] == user.pw_uid != 0
+            record = [r for r in launch_records(webui) if "--exit" not in r["argv"] and "event" not in r][-1]
+            assert record["uid"] == user.pw_uid != 0 and record["mode"] == "webui"
+            assert record["host"] == "127.0.0.1", record  # UI mode: gradio's loopback default
+            assert record["cwd"] == record["sys_path0"] == str(webui) and record["network_actions"] == []
             for pid in (record["pid"], record["child_pid"]):
                 assert os.stat(f"/proc/{pid}").st_uid == user.pw_uid, "a WebUI process is not the dummy's"
             os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C does in a terminal
@@ -285,3 +270,5 @@ def test_make_run_starts_the_webui_as_the_dummy_and_ctrl_c_stops_it(test_invento
     assert "sdenv: stopped." in rest, rest
     for pid in (record["pid"], record["child_pid"]):
         assert not os.path.exists(f"/proc/{pid}"), f"process {pid} outlived Ctrl-C"
+    # ... and the WebUI shut down by itself (it recorded its end), it was not killed mid-way.
+    assert any(r.get("event") == "stopped" and r["pid"] == record["pid"] for r in launch_records(webui))

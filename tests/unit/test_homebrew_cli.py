@@ -4,6 +4,8 @@ The `brew` outputs below are RECORDED SHAPES, not captured on a Mac during this 
 the documented format of `brew list --formula --versions` (name, then each installed version).
 """
 
+import subprocess
+
 import pytest
 from homebrew_cli import (
     BREW_ENVIRONMENT,
@@ -20,7 +22,7 @@ from homebrew_cli import (
     repository_for_prefix,
     shellenv_line,
 )
-from provision_record import check_removable
+from removal_allowlist import RemovalAllowlist
 
 GUIDE_FORMULAE = ["cmake", "protobuf", "rust", "python@3.10", "git", "wget"]
 
@@ -154,6 +156,33 @@ def test_apple_silicon_records_the_whole_prefix():
     assert prefix_directories("/opt/homebrew")[:2] == ["/opt/homebrew", "/opt/homebrew/Cellar"]
 
 
+def test_apple_silicon_clones_into_an_empty_prefix_then_makes_the_rest(tmp_path):
+    # The prefix is the brew repository there: git refuses to clone into a directory that has anything in
+    # it, so only the prefix exists before the clone. There is no Homebrew/ inside it (Intel's repository).
+    assert prefix_directories("/opt/homebrew", before_clone=True) == ["/opt/homebrew"]
+    after = prefix_directories("/opt/homebrew")
+    assert "/opt/homebrew/bin" in after and "/opt/homebrew/Homebrew" not in after
+    # Intel: /usr/local/Homebrew is the (empty) clone target, made with the rest before the clone.
+    assert "/usr/local/Homebrew" in prefix_directories("/usr/local", before_clone=True)
+    assert prefix_directories("/usr/local", before_clone=True) == prefix_directories("/usr/local")
+    # And git really does refuse a non-empty target while it accepts an empty one.
+    upstream = tmp_path / "brew"
+    subprocess.run(["git", "init", "-q", str(upstream)], check=True)
+    subprocess.run(
+        ["git", "-C", str(upstream), "-c", "user.name=t", "-c", "user.email=t@t.invalid", "commit", "-q",
+         "--allow-empty", "-m", "c"],
+        check=True,
+    )  # fmt: skip
+    prefix = tmp_path / "prefix"
+    (prefix / "Cellar").mkdir(parents=True)
+    refused = subprocess.run(
+        ["git", "clone", "-q", str(upstream), str(prefix)], capture_output=True, text=True
+    )
+    assert refused.returncode != 0 and "not an empty directory" in refused.stderr
+    (prefix / "Cellar").rmdir()
+    subprocess.run(["git", "clone", "-q", str(upstream), str(prefix)], check=True)
+
+
 def test_intel_records_only_homebrews_own_new_paths_never_usr_local():
     existing = {"/usr/local/Frameworks"}  # made by some other installer before Homebrew
     paths = created_paths_for("/usr/local", existing)
@@ -161,6 +190,9 @@ def test_intel_records_only_homebrews_own_new_paths_never_usr_local():
         "/usr/local/Homebrew", "/usr/local/Cellar", "/usr/local/Caskroom", "/usr/local/var/homebrew",
         "/usr/local/bin/brew",
     ]  # fmt: skip
+    reset = RemovalAllowlist(
+        "dummy", "/Users/dummy", ("/Users",), "/var/db/sdenv", homebrew_prefix="/usr/local"
+    )
     for path in paths:
-        check_removable(path)  # the record accepts every one of them
+        assert reset.refusal(path) is None, path  # reset may delete every one of them
     assert "/usr/local" not in prefix_directories("/usr/local")

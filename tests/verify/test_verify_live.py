@@ -93,7 +93,6 @@ def build_spec(target, out_dir):
     spec = {
         "user": target.user,
         "webui_dir": target.vars["sdenv_webui_dir"],
-        "command": target.vars.get("sdenv_verify_live_command") or ["./webui.sh"],
         "extra_args": target.vars.get("sdenv_verify_live_args") or [],
         "cpu_only": cpu_only,
         "path": target.vars.get("sdenv_webui_run_path"),

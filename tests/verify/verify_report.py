@@ -1,14 +1,17 @@
 """The report of one `make verify` run: the table printed at the end and the HTML page beside the JUnit XML.
 
-A row is {"check", "host", "result", "detail"}; result is PASS, FAIL, ERROR or "NOT PROVISIONED" (the lock or
-settings define no such thing yet, so there is nothing to check: said plainly, never shown as a pass).
+A row is {"check", "host", "result", "detail"}; result is PASS, FAIL, ERROR, "NOT PROVISIONED" (the lock or
+settings define no such thing yet, or the dummy account it belongs to is not there, so there is nothing to
+check: said plainly, never shown as a pass) or ABSENT (the dummy account row on a host where it and
+everything of it are gone, e.g. after make remove-dummy: verify fails, because nothing is in place).
 """
 
 import html
 import os
 import shutil
+import textwrap
 
-RESULT_ORDER = {"FAIL": 0, "ERROR": 0, "NOT PROVISIONED": 1, "SKIP": 2, "PASS": 3}
+RESULT_ORDER = {"ABSENT": 0, "FAIL": 0, "ERROR": 0, "NOT PROVISIONED": 1, "SKIP": 2, "PASS": 3}
 
 
 def summarize(rows):
@@ -19,20 +22,29 @@ def summarize(rows):
 
 
 def table(rows, width=None):
-    """A plain-text table; long details are cut to the terminal width (the HTML page has them whole)."""
+    """A plain-text table. A passing row's detail is cut to the terminal width (the HTML page has it whole);
+    every other row's detail is shown whole, wrapped under its detail column (or under the row, indented,
+    when that column is too narrow to read), because it says what is wrong and what to do."""
     width = width or shutil.get_terminal_size((160, 20)).columns
     headers = ("check", "host", "result", "detail")
     cols = [max([len(h)] + [len(str(r[h])) for r in rows]) for h in headers[:3]]
     lines = [f"{headers[0]:<{cols[0]}}  {headers[1]:<{cols[1]}}  {headers[2]:<{cols[2]}}  {headers[3]}"]
     lines.append("-" * min(width, len(lines[0]) + 40))
-    room = max(width - sum(cols) - 6, 30)
+    indent = sum(cols) + 6
+    room = width - indent
     for row in rows:
         detail = " ".join(str(row["detail"]).split())
-        if len(detail) > room:
-            detail = detail[: room - 3] + "..."
-        lines.append(
-            f"{row['check']:<{cols[0]}}  {row['host']:<{cols[1]}}  {row['result']:<{cols[2]}}  {detail}".rstrip()
-        )
+        head = f"{row['check']:<{cols[0]}}  {row['host']:<{cols[1]}}  {row['result']:<{cols[2]}}  "
+        if row["result"] == "PASS":
+            cut = max(room, 30)
+            lines.append((head + (detail if len(detail) <= cut else detail[: cut - 3] + "...")).rstrip())
+        elif room >= 40:
+            wrapped = textwrap.wrap(detail, room, break_on_hyphens=False) or [""]
+            lines.append((head + wrapped[0]).rstrip())
+            lines += [" " * indent + part for part in wrapped[1:]]
+        else:
+            lines.append(head.rstrip())
+            lines += textwrap.wrap(detail, width - 4, initial_indent="    ", subsequent_indent="    ")
     return "\n".join(lines)
 
 
@@ -45,7 +57,7 @@ def html_page(rows, images, title, report_dir):
         f"<title>{esc(title)}</title>",
         "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
         "td,th{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}"
-        ".PASS{background:#e6f4e6}.FAIL,.ERROR{background:#fbe3e3}.NOT-PROVISIONED,.SKIP{background:#f4f0dc}"
+        ".PASS{background:#e6f4e6}.FAIL,.ERROR,.ABSENT{background:#fbe3e3}.NOT-PROVISIONED,.SKIP{background:#f4f0dc}"
         "figure{display:inline-block;margin:1em}img{max-width:512px;border:1px solid #ccc}</style>",
         "</head><body>",
         f"<h1>{esc(title)}</h1>",

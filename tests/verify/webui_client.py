@@ -19,6 +19,7 @@ import errno
 import json
 import os
 import re
+import shlex
 import signal
 import socket
 import struct
@@ -326,27 +327,30 @@ def free_loopback_port():
         return sock.getsockname()[1]
 
 
-# launch.py appends $COMMANDLINE_ARGS (exported by webui-user.sh, with its own --port) after its argv, and
-# argparse keeps the last value: flags given to webui.sh alone would lose. webui.sh runs $LAUNCH_SCRIPT
-# with the venv's Python after sourcing webui-user.sh, so this wrapper appends verify's flags last.
-LAUNCH_WRAPPER = """import os, runpy, sys
-os.environ["COMMANDLINE_ARGS"] = (os.environ.get("COMMANDLINE_ARGS", "") + " " + os.environ["SDENV_VERIFY_ARGS"]).strip()
-sys.argv[0] = "launch.py"
-runpy.run_path("launch.py", run_name="__main__")
-"""
+# webui.sh sources webui-user.sh, which sets COMMANDLINE_ARGS; launch.py appends those after its own argv and
+# argparse keeps the last value, so flags given to webui.sh itself would lose to the configured --port.
+# The toolkit's webui-user.sh appends $SDENV_EXTRA_COMMANDLINE_ARGS last: verify hands its flags over there
+# and otherwise starts the WebUI exactly as webui.sh does (its directory, its venv, launch.py from it).
+EXTRA_ARGS_VARIABLE = "SDENV_EXTRA_COMMANDLINE_ARGS"
 
 
 def verify_args(spec, port):
-    """The flags verify adds: API only, on a free loopback port; the CPU flags only on a host with no GPU."""
-    args = ["--api", "--nowebui", "--port", str(port), *spec.get("extra_args", [])]
+    """The flags verify adds: API only, on a free loopback port; the CPU flags only on a host with no GPU.
+
+    --server-name is what keeps it on loopback: with --nowebui, v1.10.1 hands uvicorn the host None unless
+    --server-name (or --listen) is given, and uvicorn then listens on every interface (0.0.0.0 and ::).
+    The UI mode (make run) binds 127.0.0.1 by itself (gradio's default).
+    """
+    args = ["--api", "--nowebui", "--port", str(port), "--server-name", "127.0.0.1"]
+    args += spec.get("extra_args", [])
     if spec.get("cpu_only"):
         args += ["--use-cpu", "all", "--no-half"]
     return args
 
 
-def server_argv(spec, port):
-    """The launch command (webui.sh, as `make run` starts it) plus verify's flags."""
-    argv = [*spec["command"], *verify_args(spec, port)]
+def server_argv(spec):
+    """webui.sh, as `make run` starts it (verify's flags travel in the environment, see above)."""
+    argv = ["bash", "webui.sh"]
     if spec.get("offline") == "sandbox":
         argv = ["sandbox-exec", "-p", sandbox_profile(), *argv]
     return argv
@@ -366,6 +370,17 @@ def start_server(spec, port, log_path):
     entry, groups = account_of(spec["user"])
     if entry.pw_uid == 0:
         raise LiveError("refusing to start the WebUI as root: the dummy user is root")
+    user_script = os.path.join(spec["webui_dir"], "webui-user.sh")
+    try:
+        with open(user_script, encoding="utf-8", errors="replace") as handle:
+            current = EXTRA_ARGS_VARIABLE in handle.read()
+    except OSError as exc:
+        raise LiveError(f"cannot read {user_script} ({exc.strerror}): run make provision first") from exc
+    if not current:
+        raise LiveError(
+            f"{user_script} was written by an older version of the toolkit (it does not pass "
+            f"{EXTRA_ARGS_VARIABLE} on to the WebUI): run make provision, then verify again"
+        )
     env = {
         "HOME": entry.pw_dir,
         "USER": entry.pw_name,
@@ -375,14 +390,9 @@ def start_server(spec, port, log_path):
         "LANG": os.environ.get("LANG", "C.UTF-8"),
         # Without it the log holds back "Model loaded" until exit.
         "PYTHONUNBUFFERED": "1",
-        "SDENV_VERIFY_ARGS": " ".join(verify_args(spec, port)),
+        EXTRA_ARGS_VARIABLE: shlex.join(verify_args(spec, port)),
         **spec.get("env", {}),
     }
-    wrapper = os.path.join(os.path.dirname(os.path.abspath(log_path)), "sdenv_verify_launch.py")
-    with open(wrapper, "w", encoding="utf-8") as handle:
-        handle.write(LAUNCH_WRAPPER)
-    os.chmod(wrapper, 0o644)
-    env["LAUNCH_SCRIPT"] = wrapper
     as_user = {}
     if os.geteuid() != entry.pw_uid:
         if os.geteuid() != 0:
@@ -391,7 +401,7 @@ def start_server(spec, port, log_path):
     log = open(log_path, "ab")  # noqa: SIM115 - the child keeps writing to it after this returns
     try:
         return subprocess.Popen(
-            server_argv(spec, port),
+            server_argv(spec),
             cwd=spec["webui_dir"],
             env=env,
             stdin=subprocess.DEVNULL,
@@ -405,22 +415,40 @@ def start_server(spec, port, log_path):
 
 
 def stop_server(proc, grace):
-    """SIGTERM to the whole process group (webui.sh and its python), wait, then SIGKILL."""
-    """Returns (stopped cleanly, what happened)."""
+    """SIGTERM to the whole process group, then wait until every process in it has exited; SIGKILL what is
+    left after `grace` seconds. Returns (stopped cleanly, what happened).
+
+    The group leader is webui.sh, a bash that dies at once on SIGTERM; the WebUI's python under it finishes
+    the request in progress and shuts down in its own time (uvicorn: about 2 s for v1.10.1 here). So the
+    leader's exit says nothing: only an empty group is a stopped WebUI.
+    """
     if proc.poll() is not None:
         return False, f"the WebUI had already exited (status {proc.returncode})"
     started = time.monotonic()
     with_signal(proc.pid, signal.SIGTERM)
     try:
-        proc.wait(timeout=grace)
-        return True, f"stopped by SIGTERM in {time.monotonic() - started:.1f} s"
-    except subprocess.TimeoutExpired:
-        with_signal(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-        return False, f"did not stop within {grace} s of SIGTERM: killed"
+        while time.monotonic() - started < grace:
+            proc.poll()  # reap the leader, or its zombie keeps the group alive
+            if not group_alive(proc.pid):
+                return True, f"stopped by SIGTERM in {time.monotonic() - started:.1f} s (every process of it)"
+            time.sleep(0.1)
+        return False, f"still running {grace} s after SIGTERM: killed"
     finally:
-        # Whatever the group leader did, nothing of the group may outlive verify.
+        # Whatever happened, nothing of the group may outlive verify.
         with_signal(proc.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while (proc.poll() is None or group_alive(proc.pid)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+
+def group_alive(pgid):
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # a process of another user in it: still there
+    return True
 
 
 def with_signal(pgid, sig):
@@ -524,7 +552,7 @@ def run_live(spec):
     try:
         proc = start_server(spec, port, log_path)
     except (LiveError, OSError) as exc:
-        checks.add("server starts", False, f"could not start {spec['command']}: {exc}")
+        checks.add("server starts", False, f"could not start webui.sh: {exc}")
         return {"checks": checks.items, "images": images, "log_tail": ""}
     client = WebUIClient(f"http://127.0.0.1:{port}", timeout=spec.get("request_timeout", 60))
     try:

@@ -15,6 +15,13 @@ options:
   prefix: {description: The Homebrew prefix., type: path, required: true}
   owner: {description: The brew user (the dummy)., type: str, required: true}
   group: {description: Group of the directories., type: str, default: admin}
+  before_clone:
+    description:
+      - Make only what must exist before brew is cloned. On Apple Silicon the prefix is the repository and
+        git clones only into an empty directory, so this makes the prefix alone; run the module again after
+        the clone for the rest.
+    type: bool
+    default: false
 """
 
 EXAMPLES = r"""
@@ -48,6 +55,7 @@ def main():
             "prefix": {"type": "path", "required": True},
             "owner": {"type": "str", "required": True},
             "group": {"type": "str", "default": "admin"},
+            "before_clone": {"type": "bool", "default": False},
         },
         supports_check_mode=True,
     )
@@ -67,7 +75,7 @@ def main():
         }
     created = created_paths_for(prefix, existing)
     touched = []
-    for directory in prefix_directories(prefix):
+    for directory in prefix_directories(prefix, before_clone=p["before_clone"]):
         try:
             info = os.stat(directory)
         except FileNotFoundError:

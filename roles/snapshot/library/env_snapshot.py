@@ -59,6 +59,14 @@ from ansible.module_utils.snapshot_retention import RetentionError, normalize_po
 from ansible.module_utils.snapshot_store import SnapshotError, Store
 
 
+def warn(module, warnings, most=20):
+    """The store's warnings through module.warn (exit_json's warnings= is deprecated, removed in 2.23)."""
+    for text in warnings[:most]:
+        module.warn(text)
+    if len(warnings) > most:
+        module.warn(f"... and {len(warnings) - most} more warning(s) like these.")
+
+
 def main():
     module = AnsibleModule(
         argument_spec={
@@ -118,7 +126,8 @@ def main():
             m = dict(
                 res["manifest"], facts={k: v for k, v in res["manifest"]["facts"].items() if k == "absent"}
             )
-            module.exit_json(changed=res["changed"], id=res["id"], manifest=m, warnings=res["warnings"][:20])
+            warn(module, res.pop("warnings", []))
+            module.exit_json(changed=res["changed"], id=res["id"], manifest=m)
         if p["state"] == "list":
             module.exit_json(changed=False, snapshots=store.list())
         if p["state"] == "check":
@@ -133,7 +142,8 @@ def main():
         if p["state"] == "prune":
             normalize_policy(p["retention"])
             res = store.prune(p["retention"], dry_run=module.check_mode)
-            module.exit_json(changed=res["changed"], prune=res, warnings=res.pop("warnings", [])[:20])
+            warn(module, res.pop("warnings", []))
+            module.exit_json(changed=res["changed"], prune=res)
         if p["state"] in ("pin", "unpin"):
             if module.check_mode:
                 m = store.load_manifest(store.resolve(p["to"]))
@@ -162,7 +172,7 @@ def main():
             "before": "",
             "after": "\n".join(lines + plan_lines) + "\n",
         }
-        res["warnings"] = res.get("warnings", [])[:20]
+        warn(module, res.pop("warnings", []))
         module.exit_json(id=res.get("before"), **res)
     except (SnapshotError, RetentionError) as e:
         module.fail_json(msg=str(e))

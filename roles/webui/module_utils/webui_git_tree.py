@@ -3,7 +3,8 @@
 Used for the WebUI clone and each of its sub-repositories under repositories/. The rules:
 - A missing tree is cloned in full (a shallow clone cannot check out an arbitrary commit) into a temporary
   sibling directory and renamed into place once it is checked out, so a kill leaves no half tree at the
-  final path; leftovers of a killed clone are removed on the next run.
+  final path; leftovers of a killed clone are removed on the next run. The tree gets the mode a plain
+  `git clone` gives it (0777 less the umask), not mkdtemp's 0700.
 - An existing tree at the pinned commit with no local changes is left alone: no fetch, no write.
 - Objects are fetched only when the pinned commit is not in the tree already.
 - Tracked files with local changes stop the run with one sentence naming them, unless force resets them.
@@ -30,16 +31,33 @@ def git_env():
     return env
 
 
-def run_git(args, cwd=None, git="git", check=True):
+def last_line(completed):
+    lines = (completed.stderr or completed.stdout).strip().splitlines()
+    return lines[-1] if lines else "no output"
+
+
+def run_git(args, cwd, git="git", check=True):
+    """git ARGS in the work tree cwd; a failure names that tree."""
     completed = subprocess.run(
         [git, *args], cwd=cwd, env=git_env(), capture_output=True, text=True, check=False
     )
     if check and completed.returncode != 0:
-        detail = (completed.stderr or completed.stdout).strip().splitlines()
-        raise GitTreeError(
-            f"git {' '.join(args)} failed in {cwd or os.getcwd()}: {detail[-1] if detail else 'no output'}"
-        )
+        raise GitTreeError(f"git {' '.join(args)} failed in {cwd}: {last_line(completed)}")
     return completed
+
+
+def unreachable(action, label, repo, dest, completed, source=""):
+    """The sentence for a clone or fetch that could not get the repository from its URL (or bundle copy)."""
+    if source:
+        return GitTreeError(
+            f"Could not {action} the {label} from the offline bundle's copy {source} into {dest} "
+            f"({last_line(completed)}): check the bundle with make bundle-check BUNDLE=<dir>."
+        )
+    return GitTreeError(
+        f"Could not {action} the {label} from {repo} into {dest} ({last_line(completed)}): check that this host "
+        "reaches that URL, or point the lock (sdenv_lock) at a mirror it does reach, or provision from an "
+        "offline bundle (make bundle on a connected machine, then BUNDLE=dir)."
+    )
 
 
 def is_clone(dest):
@@ -97,12 +115,35 @@ def describe(label, files):
     )
 
 
-def clone(dest, repo, commit, git="git"):
+def clone_mode():
+    """The mode `git clone` gives the directory it creates: 0777 less the umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o777 & ~umask
+
+
+def from_source(source):
+    """Transport options to read a local source repository owned by another user (an offline bundle's, root's):
+    git refuses it as "dubious ownership", and a `-c safe.directory` of the calling git does not reach the
+    upload-pack it runs, so upload-pack gets its own. --no-local: never hard-link or copy root's object files."""
+    if not source:
+        return []
+    return ["--no-local", f"--upload-pack=git -c safe.directory={os.path.abspath(source)} upload-pack"]
+
+
+def clone(dest, repo, commit, label="tree", git="git", source=""):
+    """Clone repo (or a local source holding the same commits: origin is then set to repo) at commit."""
     parent, name = os.path.split(os.path.abspath(dest))
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{name}{CLONE_PREFIX}", dir=parent)
     try:
-        run_git(["clone", "--quiet", "--no-checkout", repo, tmp], git=git)
+        os.chmod(tmp, clone_mode())
+        cloned = run_git(["clone", "--quiet", "--no-checkout", *from_source(source), source or repo, tmp],
+                         cwd=parent, git=git, check=False)  # fmt: skip
+        if cloned.returncode != 0:
+            raise unreachable("clone", label, repo, dest, cloned, source)
+        if source:
+            run_git(["remote", "set-url", "origin", repo], cwd=tmp, git=git)
         if not has_commit(tmp, commit, git=git):
             raise GitTreeError(
                 f"The pinned commit {commit} is not in {repo}: check the lock (sdenv_lock) for this repository."
@@ -118,7 +159,9 @@ def clone(dest, repo, commit, git="git"):
         raise
 
 
-def ensure_tree(dest, repo, commit, label="tree", force=False, managed=(), check_mode=False, git="git"):
+def ensure_tree(
+    dest, repo, commit, label="tree", force=False, managed=(), check_mode=False, git="git", source=""
+):
     """Bring dest to commit. Returns a dict: changed, action, before, after, fetched, reset_files."""
     result = {"changed": False, "action": "none", "before": None, "after": commit, "fetched": False,
               "reset_files": [], "stale_removed": []}  # fmt: skip
@@ -135,7 +178,7 @@ def ensure_tree(dest, repo, commit, label="tree", force=False, managed=(), check
     if not exists:
         result.update(changed=True, action="clone")
         if not check_mode:
-            clone(dest, repo, commit, git=git)
+            clone(dest, repo, commit, label=label, git=git, source=source)
         return result
 
     result["before"] = head(dest, git=git)
@@ -157,7 +200,14 @@ def ensure_tree(dest, repo, commit, label="tree", force=False, managed=(), check
     if check_mode:
         return result
     if not has_commit(dest, commit, git=git):
-        run_git(["fetch", "--quiet", "--tags", "origin"], cwd=dest, git=git)
+        if source:
+            upload_pack = from_source(source)[1:]  # fetch has no --no-local
+            fetch = ["fetch", "--quiet", *upload_pack, source, "+refs/heads/*:refs/remotes/sdenv-bundle/*"]
+        else:
+            fetch = ["fetch", "--quiet", "--tags", "origin"]
+        fetched = run_git(fetch, cwd=dest, git=git, check=False)
+        if fetched.returncode != 0:
+            raise unreachable("fetch", label, repo, dest, fetched, source)
         result["fetched"] = True
         if not has_commit(dest, commit, git=git):
             raise GitTreeError(
