@@ -186,7 +186,6 @@ def host(tmp_path):
     homes, state = tmp_path / "home", tmp_path / "state"
     for path in (homes / "dummy", homes / "alice", state / "models", state / "model-bundle"):
         path.mkdir(parents=True)
-    (state / "dummy.password").write_text("secret\n")
     return {"homes": homes, "state": state, "record": str(state / "state.json"), "root": tmp_path}
 
 
@@ -216,6 +215,8 @@ def test_the_plan_lists_what_the_record_names_inside_the_allow_list(host):
     # A password file an earlier version kept goes with the account whose password it held, on reset too:
     # the recreated account gets a new password, kept nowhere (issue 12).
     old_password = str(host["state"] / "dummy.password")
+    with open(old_password, "w") as handle:
+        handle.write("secret\n")
     for action in ("reset", "remove"):
         paths, refusals = plan(host, account, recorded, action=action)
         assert refusals == [] and paths == [str(webui), str(host["state"] / "models"), old_password]
