@@ -20,14 +20,18 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 yes_words := 1 yes true
 is_yes     = $(filter $(yes_words),$(1))
 
-PLAYBOOK = $(VENV)/bin/ansible-playbook -i $(INVENTORY) \
+# Every playbook starts with two checks before anything changes: scripts/inventory_check.py (the inventory
+# exists and parses, LIMIT matches a host: one sentence and exit 2 otherwise; then it becomes
+# ansible-playbook), and the playbook's first play, playbooks/preflight.yml (every setting and lock value).
+PLAYBOOK = $(VENV)/bin/python scripts/inventory_check.py '$(INVENTORY)' '$(LIMIT)' -- \
+	$(VENV)/bin/ansible-playbook -i $(INVENTORY) \
 	$(if $(LIMIT),--limit '$(LIMIT)') \
 	$(if $(call is_yes,$(CHECK)),--check --diff) \
 	-e sdenv_confirm=$(if $(call is_yes,$(CONFIRM)),yes,no) \
 	-e sdenv_force=$(if $(call is_yes,$(FORCE)),yes,no) \
 	$(ARGS)
 
-.PHONY: help controller provision reset-dummy test unit integration lint bench
+.PHONY: help controller provision reset-dummy remove-dummy test unit integration lint bench
 
 help: ## List the targets and the variables they read
 	@echo "Usage: make TARGET [VARIABLE=value ...]"
@@ -40,8 +44,8 @@ help: ## List the targets and the variables they read
 	@echo "  LIMIT=pattern    only these hosts of the inventory"
 	@echo "  CHECK=1          dry run with diff: report what would change, change nothing"
 	@echo "  ARGS='...'       extra ansible-playbook arguments (e.g. ARGS='-e sdenv_user_name=sd')"
-	@echo "  CONFIRM=yes      no prompt before destructive targets (reset-dummy, rollback, pin-models)"
-	@echo "  FORCE=yes        reset-dummy: act on a user the provision record does not name;"
+	@echo "  CONFIRM=yes      no prompt before destructive targets (reset-dummy, remove-dummy, rollback, pin-models)"
+	@echo "  FORCE=yes        reset-dummy, remove-dummy: act on a user the provision record does not name;"
 	@echo "                   provision: reset a WebUI tree that has local changes"
 	@grep -hE '^# var: ' $(MAKEFILE_LIST) | sed 's/^# var: //' | awk -F '  +' '{printf "  %-16s %s\n", $$1, $$2}'
 
@@ -53,6 +57,9 @@ provision: controller ## Bring every inventory host to the pinned state
 
 reset-dummy: controller ## Delete the dummy user and what provision made for it; recreate it clean
 	$(PLAYBOOK) playbooks/reset-dummy.yml
+
+remove-dummy: controller ## Delete the dummy user and what provision made for it, for good: back to zero
+	$(PLAYBOOK) playbooks/remove-dummy.yml
 
 test: lint unit integration ## The project's test suite (lint, unit, integration); CI runs exactly this
 

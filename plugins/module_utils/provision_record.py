@@ -11,13 +11,18 @@ One JSON file per host (root-owned, 0644: it holds no secret). Shape (format 1):
           "components": {"homebrew": {...}, "python": {...}, "webui": {...}},
           "created_paths": ["/opt/homebrew"]
         }
-      }
+      },
+      "shared": {"packages_installed_by_toolkit": ["cmake", "rustc"]}
     }
 
-Everything the toolkit makes belongs to one dummy user's entry: each role merges what it made into
-`components.<role>`, and lists paths it created outside the user's home in `created_paths` (inside the
-home they go with the home). Timestamps change only when something else changes, so a second provision
-leaves the file byte-identical and reports no change.
+Everything the toolkit makes for a dummy user belongs to that user's entry: each role merges what it made
+into `components.<role>`, and lists paths it created outside the user's home in `created_paths` (inside
+the home they go with the home). What the toolkit did for every user of the host alike (system packages it
+installed) goes into `shared`, which outlives any user's entry: reset-dummy and remove-dummy forget the
+user, not what the host still has. Timestamps change only when something else changes, so a second
+provision leaves the file byte-identical and reports no change.
+
+The record lives in the state directory, which every target creates the same way (ensure_state_dir).
 """
 
 import copy
@@ -26,24 +31,21 @@ import os
 import time
 
 try:
+    from ansible.module_utils.removal_allowlist import RemovalRefused, check_recordable
     from ansible.module_utils.sdenv_atomic import write_bytes_atomic
 except ImportError:  # unit tests import module_utils directly
+    from removal_allowlist import RemovalRefused, check_recordable
     from sdenv_atomic import write_bytes_atomic
 
 FORMAT = 1
 
-# Directories that are never removed as a whole, whatever a record says: a corrupted or hand-edited
-# record must not be able to delete a system tree. /usr/local is Homebrew's prefix on Intel Macs, where
-# Homebrew's own directories inside it are listed instead.
-PROTECTED_PATHS = frozenset(
-    [
-        "/", "/Applications", "/Library", "/System", "/Users", "/Volumes", "/bin", "/boot", "/dev",
-        "/etc", "/home", "/lib", "/lib64", "/opt", "/private", "/proc", "/root", "/run", "/sbin", "/srv",
-        "/sys", "/tmp", "/usr", "/usr/bin", "/usr/lib", "/usr/local", "/usr/local/bin", "/usr/local/lib",
-        "/usr/local/share", "/usr/local/etc", "/usr/local/include", "/usr/local/opt", "/usr/sbin",
-        "/usr/share", "/var", "/var/db", "/var/lib", "/var/tmp",
-    ]
-)  # fmt: skip
+# The state directory's one mode, whichever target creates it first: root-owned and readable by all (the
+# record holds no secret); what must stay root-only inside it (a generated password, the models' stat
+# cache) is 0600/0700 itself.
+STATE_DIR_MODE = 0o755
+
+# Facts that once sat in a user's entry but describe the whole host: moved to `shared` when read.
+LEGACY_SHARED_KEYS = (("homebrew", "packages_installed_by_toolkit"),)
 
 
 class RecordError(Exception):
@@ -73,6 +75,17 @@ def load(path):
         raise RecordError(
             f"The provision record {path} is not a format-{FORMAT} record: move it aside, then run again."
         )
+    return _move_legacy_shared(record)
+
+
+def _move_legacy_shared(record):
+    """Records written before `shared` existed kept the toolkit's system packages in the user's entry."""
+    for entry in record["users"].values():
+        for component, key in LEGACY_SHARED_KEYS:
+            legacy = ((entry.get("components") or {}).get(component) or {}).pop(key, None)
+            if legacy:
+                shared = record.setdefault("shared", {})
+                shared[key] = sorted(set(shared.get(key) or []) | set(legacy))
     return record
 
 
@@ -82,8 +95,38 @@ def dumps(record):
 
 def save(path, record, mode=0o644):
     """Write the record atomically (see sdenv_atomic), creating its directory when needed."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), mode=0o755, exist_ok=True)
+    ensure_state_dir(os.path.dirname(os.path.abspath(path)))
     write_bytes_atomic(path, dumps(record).encode("utf-8"), mode=mode)
+
+
+def ensure_state_dir(directory, check_mode=False):
+    """Create the state directory (and missing parents) root-owned with STATE_DIR_MODE, or correct it.
+
+    Explicit chmod: os.makedirs' mode is filtered by the umask, so a run under `umask 077` would otherwise
+    leave another mode than a run under 022. Returns (changed, mode before or None when it was missing).
+    """
+    try:
+        info = os.stat(directory)
+    except FileNotFoundError:
+        info = None
+    before = None if info is None else info.st_mode & 0o7777
+    owner_ok = info is not None and (os.geteuid() != 0 or (info.st_uid, info.st_gid) == (0, 0))
+    if info is not None and before == STATE_DIR_MODE and owner_ok:
+        return False, before
+    if check_mode:
+        return True, before
+    missing = []
+    current = directory
+    while not os.path.isdir(current):
+        missing.append(current)
+        current = os.path.dirname(current)
+    for path in reversed(missing):
+        os.mkdir(path, STATE_DIR_MODE)
+        os.chmod(path, STATE_DIR_MODE)
+    os.chmod(directory, STATE_DIR_MODE)
+    if os.geteuid() == 0:
+        os.chown(directory, 0, 0)
+    return True, before
 
 
 def now_utc():
@@ -101,13 +144,18 @@ def _merge(target, data):
             target[key] = copy.deepcopy(value)
 
 
-def update(record, user, data=None, component=None, created_paths=(), remove_paths=(), timestamp=None):
+def update(
+    record, user, data=None, component=None, created_paths=(), remove_paths=(), timestamp=None, shared=None
+):
     """Return a new record with the update applied to user's entry (created if missing).
 
     `data` is merged into the user entry itself, or into `components[component]` when a component is
-    named. `created_paths` are added to the user's list (absolute, never a protected directory).
+    named. `created_paths` are added to the user's list (absolute, normal, never a system directory).
+    `shared` is merged into the host-wide part, which forgetting a user keeps.
     """
     new = copy.deepcopy(record)
+    if shared:
+        _merge(new.setdefault("shared", {}), shared)
     entry = new["users"].setdefault(user, {"components": {}, "created_paths": []})
     entry.setdefault("components", {})
     entry.setdefault("created_paths", [])
@@ -115,7 +163,10 @@ def update(record, user, data=None, component=None, created_paths=(), remove_pat
         target = entry["components"].setdefault(component, {}) if component else entry
         _merge(target, data)
     for path in created_paths:
-        check_removable(path)
+        try:
+            check_recordable(path)
+        except RemovalRefused as exc:
+            raise RecordError(str(exc)) from exc
         if path not in entry["created_paths"]:
             entry["created_paths"].append(path)
     entry["created_paths"] = [p for p in entry["created_paths"] if p not in set(remove_paths)]
@@ -125,20 +176,7 @@ def update(record, user, data=None, component=None, created_paths=(), remove_pat
 
 
 def forget_user(record, user):
+    """The record without user's entry; `shared` (what the host keeps, e.g. packages) stays."""
     new = copy.deepcopy(record)
     new["users"].pop(user, None)
     return new
-
-
-def check_removable(path):
-    """Raise RecordError unless path is one a record may name for removal."""
-    if not isinstance(path, str) or not os.path.isabs(path):
-        raise RecordError(f"The path {path!r} in the provision record is not absolute: refusing to use it.")
-    normal = os.path.normpath(path)
-    if normal != path.rstrip("/") or ".." in path.split("/"):
-        raise RecordError(
-            f"The path {path!r} in the provision record is not in normal form: refusing to use it."
-        )
-    if normal in PROTECTED_PATHS or normal.count("/") < 2:
-        raise RecordError(f"The path {path} is a system directory: the toolkit never removes it whole.")
-    return normal

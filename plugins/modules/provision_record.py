@@ -8,20 +8,24 @@ description:
   - Keeps one JSON file per host naming, per dummy user, what the toolkit created (the account, a Homebrew
     prefix, the WebUI tree, ...). C(make reset-dummy) removes only what this record names.
   - Writes atomically and only when the content changes, so a second provision reports no change.
+  - A path given in I(created_paths) must be one C(make reset-dummy) may delete for the user (its home, its
+    WebUI tree, the Homebrew prefix the toolkit installed, its entries in the state directory), so a role
+    never records what no reset could act on.
+  - C(directory) only makes sure the state directory (the record's directory) exists, root-owned with the
+    one mode every target gives it.
 options:
   path:
     description: The record file.
     type: path
     required: true
   user:
-    description: The dummy user whose entry is read or updated.
+    description: The dummy user whose entry is read or updated (not used by C(directory)).
     type: str
-    required: true
   state:
-    description: C(present) merges I(data) and I(created_paths); C(absent) forgets the user's entry;
-      C(query) only reads.
+    description: C(present) merges I(data), I(created_paths) and I(shared); C(absent) forgets the user's entry
+      (the host-wide C(shared) part stays); C(query) only reads; C(directory) ensures the state directory.
     type: str
-    choices: [present, absent, query]
+    choices: [present, absent, query, directory]
     default: present
   component:
     description: Merge I(data) into C(components.<component>) instead of the user entry itself.
@@ -40,6 +44,11 @@ options:
     type: list
     elements: path
     default: []
+  shared:
+    description: Keys to merge into the host-wide part (what every user of the host shares, such as the
+      system packages the toolkit installed); forgetting a user keeps it.
+    type: dict
+    default: {}
 """
 
 EXAMPLES = r"""
@@ -50,6 +59,17 @@ EXAMPLES = r"""
     component: homebrew
     data: {prefix: /opt/homebrew, installed_by_toolkit: true}
     created_paths: [/opt/homebrew]
+
+- name: Remember, for the whole host, which system packages the toolkit installed
+  provision_record:
+    path: /var/lib/sdenv/state.json
+    user: dummy
+    shared: {packages_installed_by_toolkit: [cmake, rustc]}
+
+- name: The state directory exists, root-owned, mode 0755
+  provision_record:
+    path: /var/lib/sdenv/state.json
+    state: directory
 """
 
 RETURN = r"""
@@ -60,35 +80,82 @@ record:
 entry:
   description: The user's entry after the call (empty when absent).
   type: dict
-  returned: always
+  returned: state is not directory
 """
+
+import os
+import platform
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.provision_record import (
+    STATE_DIR_MODE,
     RecordError,
     dumps,
+    ensure_state_dir,
     forget_user,
     load,
     save,
     update,
 )
+from ansible.module_utils.removal_allowlist import HOME_ROOTS, allowlist_for
+
+
+def check_created_paths(p, after):
+    """Every newly recorded path must be one reset-dummy may delete for the user."""
+    entry = after["users"].get(p["user"], {})
+    allowlist = allowlist_for(
+        p["user"],
+        entry,
+        entry.get("home"),
+        HOME_ROOTS.get(platform.system(), ()),
+        os.path.dirname(os.path.abspath(p["path"])),
+    )
+    for path in p["created_paths"]:
+        reason = allowlist.refusal(path)
+        if reason:
+            raise RecordError(
+                f"Cannot record {path} as made for {p['user']}: reset-dummy could never delete it ({reason})."
+            )
+
+
+def ensure_directory(module):
+    directory = os.path.dirname(os.path.abspath(module.params["path"]))
+    changed, before = ensure_state_dir(directory, module.check_mode)
+    module.exit_json(
+        changed=changed,
+        path=directory,
+        diff={
+            "before": "absent\n" if before is None else f"mode {before:04o}\n",
+            "after": f"mode {STATE_DIR_MODE:04o}, owner root\n",
+            "before_header": directory,
+            "after_header": directory,
+        },
+    )
 
 
 def main():
     module = AnsibleModule(
         argument_spec={
             "path": {"type": "path", "required": True},
-            "user": {"type": "str", "required": True},
-            "state": {"type": "str", "choices": ["present", "absent", "query"], "default": "present"},
+            "user": {"type": "str"},
+            "state": {
+                "type": "str",
+                "choices": ["present", "absent", "query", "directory"],
+                "default": "present",
+            },
             "component": {"type": "str"},
             "data": {"type": "dict", "default": {}},
             "created_paths": {"type": "list", "elements": "path", "default": []},
             "remove_paths": {"type": "list", "elements": "path", "default": []},
+            "shared": {"type": "dict", "default": {}},
         },
+        required_if=[("state", s, ["user"]) for s in ("present", "absent", "query")],
         supports_check_mode=True,
     )
     p = module.params
     try:
+        if p["state"] == "directory":
+            ensure_directory(module)
         before = load(p["path"])
         if p["state"] == "query":
             after = before
@@ -96,8 +163,15 @@ def main():
             after = forget_user(before, p["user"])
         else:
             after = update(
-                before, p["user"], p["data"], p["component"], p["created_paths"], p["remove_paths"]
+                before,
+                p["user"],
+                p["data"],
+                p["component"],
+                p["created_paths"],
+                p["remove_paths"],
+                shared=p["shared"],
             )
+            check_created_paths(p, after)
         changed = dumps(before) != dumps(after)
         if changed and not module.check_mode:
             save(p["path"], after)

@@ -272,7 +272,10 @@ def _run_tasks(work: Path, plugins: Path, tasks: list) -> list:
         "ANSIBLE_MODULE_UTILS": os.pathsep.join(
             [str(ROLE / "module_utils"), str(ROOT / "plugins" / "module_utils")]
         ),
-        "ANSIBLE_ACTION_PLUGINS": str(ROLE / "action_plugins"),
+        # The role's action and the toolkit's (sdenv_secret_module, which it builds on).
+        "ANSIBLE_ACTION_PLUGINS": os.pathsep.join(
+            [str(ROLE / "action_plugins"), str(ROOT / "plugins" / "action")]
+        ),
         "ANSIBLE_CALLBACK_PLUGINS": str(plugins),
         "ANSIBLE_CALLBACKS_ENABLED": "sdenv_bench_timer",
         "ANSIBLE_PIPELINING": "true",

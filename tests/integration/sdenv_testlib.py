@@ -3,6 +3,7 @@
 import os
 import re
 import shutil
+import stat
 import subprocess
 from pathlib import Path
 
@@ -43,14 +44,18 @@ class MakeResult:
         return f"<make exit {self.returncode}>\n{self.output[-6000:]}"
 
 
-def run_make(target, inventory=None, timeout=1800, stdin=subprocess.DEVNULL, env=None, **variables):
-    """Run `make TARGET VAR=value...` in the repository; returns MakeResult (never raises on failure)."""
+def make_argv(target, inventory=None, **variables):
+    """`make TARGET [INVENTORY=...] VAR=value...` in the repository, as a user types it."""
     argv = ["make", "--no-print-directory", "-C", str(ROOT), target]
     if inventory:
         argv.append(f"INVENTORY={inventory}")
-    argv += [f"{key}={value}" for key, value in variables.items()]
+    return argv + [f"{key}={value}" for key, value in variables.items()]
+
+
+def run_make(target, inventory=None, timeout=1800, stdin=subprocess.DEVNULL, env=None, **variables):
+    """Run `make TARGET VAR=value...` in the repository; returns MakeResult (never raises on failure)."""
     completed = subprocess.run(
-        argv,
+        make_argv(target, inventory, **variables),
         stdin=stdin,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -88,3 +93,67 @@ def remove_payload_dirs_left_by_a_kill(module, before):
     for leftover in ansiballz_payload_dirs(module) - before:
         if [p.name for p in leftover.iterdir()] == [f"ansible_{module}_payload.zip"]:
             shutil.rmtree(leftover, ignore_errors=True)
+
+
+def files_holding(secret, roots, since, max_bytes=64 << 20):
+    """Paths under `roots` whose name or content holds `secret`, among the entries changed since `since` (epoch
+    seconds; a secret made during the test can only be in a file written after it). Files larger than
+    `max_bytes` are not read: what Ansible and the toolkit write around a secret (module payloads, job and
+    progress files, logs, records) is small, and the large files here are models."""
+    needle = secret.encode()
+    hits = []
+    for root in roots:
+        for directory, dirnames, filenames in os.walk(root, onerror=lambda _error: None):
+            for name in dirnames + filenames:
+                path = os.path.join(directory, name)
+                if secret in name:
+                    hits.append(path)
+                    continue
+                if name in dirnames:
+                    continue
+                try:
+                    info = os.lstat(path)
+                except OSError:
+                    continue
+                changed = max(info.st_mtime, info.st_ctime) >= since
+                small_file = stat.S_ISREG(info.st_mode) and info.st_size <= max_bytes
+                if changed and small_file and _holds(path, needle):
+                    hits.append(path)
+    return hits
+
+
+def _holds(path, needle):
+    tail = b""
+    try:
+        with open(path, "rb") as handle:
+            while block := handle.read(1 << 20):
+                if needle in tail + block:
+                    return True
+                tail = block[-len(needle) :]
+    except OSError:
+        return False
+    return False
+
+
+def processes_marked(marker):
+    """Live processes whose environment holds `marker`: everything one test started, however deep (the
+    Ansible workers leave make's process group, so a group is not enough) and nothing anyone else did."""
+    return _processes_whose("environ", marker)
+
+
+def command_lines_holding(secret):
+    """Live processes whose command line holds `secret` (a secret must never be an argument)."""
+    return _processes_whose("cmdline", secret)
+
+
+def _processes_whose(proc_file, text):
+    needle = text.encode()
+    found = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{entry}/{proc_file}", "rb") as handle:
+                if needle in handle.read():
+                    found.append(int(entry))
+        except OSError:
+            continue
+    return found

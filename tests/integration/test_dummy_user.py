@@ -1,13 +1,23 @@
-"""The dummy account's whole lifecycle through the real make targets, on this machine (root)."""
+"""The dummy account's whole lifecycle through the real make targets, on this machine (root).
 
+Destructive tests prove that nothing outside what they made was touched: the account database, /home and
+the state directory are listed before and after, and compared with what the test itself created and expects
+gone (other helpers' throwaway `sdt...` accounts come and go meanwhile, so they are left out of the listing).
+"""
+
+import contextlib
 import json
 import os
 import pwd
+import stat
 import struct
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
+import yaml
+from model_fixtures import random_safetensors
 from sdenv_testlib import remove_user, user_exists
 
 # The account's lifecycle on its own: the later roles (packages, WebUI, models) have their own tests.
@@ -46,16 +56,13 @@ def test_provision_creates_an_admin_account_and_is_idempotent(provisioned, make_
 
     entry = record(inventory)["users"][inventory.user]
     assert entry["uid"] == user["uid"] and entry["created_by_toolkit"] is True
-    password_file = inventory.state_dir / f"{inventory.user}.password"
-    info = os.stat(password_file)
-    assert (info.st_uid, info.st_mode & 0o777) == (0, 0o600)
     shadow = subprocess.run(["getent", "shadow", inventory.user], capture_output=True, text=True).stdout
     assert shadow.split(":")[1].startswith("$"), "the generated password was not set"
+    assert not (inventory.state_dir / f"{inventory.user}.password").exists()  # kept nowhere (issue 12)
 
     again = make_target("provision", inventory, ARGS=ONLY_THE_ACCOUNT)
     assert again.returncode == 0, again
     assert again.recap["changed"] == 0, again
-    assert password_file.read_text() not in again.output
 
     dry = make_target("provision", inventory, CHECK=1, ARGS=ONLY_THE_ACCOUNT)
     assert dry.returncode == 0 and dry.recap["changed"] == 0, dry
@@ -78,20 +85,242 @@ def test_reset_dummy_recreates_a_clean_account(provisioned, make_target):
     assert again.returncode == 0 and again.recap["changed"] == 0, again
 
 
-def test_reset_removes_recorded_paths_outside_the_home(provisioned, make_target, tmp_path):
+def host_listing(*roots, user):
+    """What a destructive test must leave alone: every path under `roots` (mode, owner, size, mtime; no
+    contents), and the account and group databases, without other tests' throwaway accounts but with ours."""
+
+    def mine_or_not_throwaway(name):
+        return name == user or not name.startswith("sdt")
+
+    listing = {}
+    for root in roots:
+        for directory, dirnames, filenames in os.walk(root):
+            if directory == "/home":
+                dirnames[:] = [d for d in dirnames if mine_or_not_throwaway(d)]
+            for name in dirnames + filenames:
+                path = os.path.join(directory, name)
+                info = os.lstat(path)
+                listing[path] = (stat.S_IMODE(info.st_mode), info.st_uid, info.st_size, info.st_mtime_ns)
+    for database in ("/etc/passwd", "/etc/group", "/etc/shadow"):
+        with open(database, encoding="utf-8") as handle:
+            for line in handle:
+                fields = line.rstrip("\n").split(":")
+                if not mine_or_not_throwaway(fields[0]):
+                    continue
+                if database == "/etc/group":  # members: throwaway accounts join and leave sudo meanwhile
+                    fields[3] = ",".join(m for m in fields[3].split(",") if m and not m.startswith("sdt"))
+                listing[f"{database}:{fields[0]}"] = ":".join(fields)
+    return listing
+
+
+def changes(before, after):
+    return {
+        "gone": sorted(set(before) - set(after)),
+        "new": sorted(set(after) - set(before)),
+        "changed": sorted(p for p in set(before) & set(after) if before[p] != after[p]),
+    }
+
+
+def under(paths, *roots):
+    return [p for p in paths if any(p == r or p.startswith(f"{r}/") or p.startswith(f"{r}:") for r in roots)]
+
+
+def test_reset_removes_what_the_record_lists_and_keeps_what_the_host_shares(
+    provisioned, make_target, tmp_path
+):
     inventory, _ = provisioned
-    made_for_it = tmp_path / "made-for-dummy"
-    (made_for_it / "bin").mkdir(parents=True)
+    # A WebUI tree the toolkit cloned outside the home, and the models' state there: both recorded.
+    webui = tmp_path / "srv" / "stable-diffusion-webui"
+    (webui / "models").mkdir(parents=True)
+    models_state = inventory.state_dir / "models"
+    models_state.mkdir(mode=0o700)
+    (models_state / "stat-cache.json").write_text("{}")
     state = record(inventory)
-    state["users"][inventory.user]["created_paths"] = [str(made_for_it)]
+    entry = state["users"][inventory.user]
+    entry["components"]["webui"] = {"path": str(webui)}
+    entry["created_paths"] = [str(webui), str(models_state)]
+    state["shared"] = {"packages_installed_by_toolkit": ["sdt-package-a", "sdt-package-b"]}
     (inventory.state_dir / "state.json").write_text(json.dumps(state))
-    bystander = tmp_path / "not-recorded"
+    bundle = inventory.state_dir / "model-bundle"  # kept across resets on purpose
+    bundle.mkdir()
+    (bundle / "keep.safetensors").write_bytes(b"keep")
+    bystander = tmp_path / "srv" / "not-recorded"
     bystander.mkdir()
+    old_password = inventory.state_dir / f"{inventory.user}.password"  # as earlier versions kept it
+    old_password.write_text("written-by-an-earlier-version\n")
 
     result = make_target("reset-dummy", inventory, CONFIRM="yes")
     assert result.returncode == 0, result
-    assert not made_for_it.exists() and bystander.exists()
-    assert record(inventory)["users"][inventory.user]["created_paths"] == []
+    assert not webui.exists() and not models_state.exists()
+    assert (bundle / "keep.safetensors").exists() and bystander.exists()
+    assert not old_password.exists(), "a password kept in plain text goes with the account it belonged to"
+    after = record(inventory)
+    assert after["users"][inventory.user]["created_paths"] == []
+    assert after["shared"] == {"packages_installed_by_toolkit": ["sdt-package-a", "sdt-package-b"]}
+    assert "the record keeps which ones the toolkit added: sdt-package-a sdt-package-b" in " ".join(
+        result.output.split()
+    )
+
+
+def test_a_record_naming_anything_outside_the_allow_list_is_refused_and_nothing_changes(
+    provisioned, make_target, tmp_path
+):
+    inventory, marker = provisioned
+    outside = tmp_path / "made-by-someone-else"
+    (outside / "bin").mkdir(parents=True)
+    models_state = inventory.state_dir / "models"
+    models_state.mkdir()
+    state = record(inventory)
+    # One path that may go, one that may not: the one refused stops the whole deletion.
+    state["users"][inventory.user]["created_paths"] = [str(models_state), str(outside)]
+    (inventory.state_dir / "state.json").write_text(json.dumps(state))
+    saved = (inventory.state_dir / "state.json").read_bytes()
+    uid = account(inventory.user)["uid"]
+    before = host_listing(str(tmp_path), "/home", user=inventory.user)
+
+    for force in ("no", "yes"):
+        result = make_target("reset-dummy", inventory, CONFIRM="yes", FORCE=force)
+        assert result.returncode != 0, result
+        words = " ".join(result.output.split())
+        assert (
+            f"Refusing to delete {outside} (the provision record lists it for {inventory.user}): it is outside"
+            " what reset-dummy may delete" in words
+        ), result
+        assert "Nothing was changed" in words
+        assert account(inventory.user)["uid"] == uid and os.path.exists(marker)
+        assert (inventory.state_dir / "state.json").read_bytes() == saved
+        assert changes(before, host_listing(str(tmp_path), "/home", user=inventory.user)) == {
+            "gone": [],
+            "new": [],
+            "changed": [],
+        }
+
+
+def test_remove_dummy_goes_back_to_zero_and_touches_nothing_else(provisioned, make_target, tmp_path):
+    inventory, _ = provisioned
+    user, state_dir = inventory.user, inventory.state_dir
+    home = account(user)["home"]
+    models_state = state_dir / "models"
+    models_state.mkdir(mode=0o700)
+    (models_state / "stat-cache.json").write_text("{}")
+    bundle = state_dir / "model-bundle"
+    bundle.mkdir()
+    (bundle / "keep.safetensors").write_bytes(b"keep")
+    state = record(inventory)
+    state["users"][user]["created_paths"] = [str(models_state)]
+    state["users"]["sdt-other-entry"] = {"uid": 4242, "created_by_toolkit": True, "created_paths": []}
+    state["shared"] = {"packages_installed_by_toolkit": ["sdt-package-a"]}
+    (state_dir / "state.json").write_text(json.dumps(state))
+    before = host_listing(str(tmp_path), "/home", user=user)
+
+    # The same refusals as reset, in remove's words, changing nothing.
+    unconfirmed = make_target("remove-dummy", inventory)
+    assert unconfirmed.returncode != 0 and "Not confirmed: nothing was changed" in unconfirmed.output
+    caller = make_target("remove-dummy", inventory, CONFIRM="yes", env={"SUDO_USER": user})
+    assert caller.returncode != 0, caller
+    assert f"Refusing to remove {user}: it is the account running this command" in caller.output
+    assert changes(before, host_listing(str(tmp_path), "/home", user=user)) == {
+        "gone": [],
+        "new": [],
+        "changed": [],
+    }
+
+    removed = make_target("remove-dummy", inventory, CONFIRM="yes")
+    assert removed.returncode == 0, removed
+    assert not user_exists(user) and not os.path.exists(home)
+    after = record(inventory)
+    assert user not in after["users"] and "sdt-other-entry" in after["users"]
+    assert after["shared"] == {"packages_installed_by_toolkit": ["sdt-package-a"]}
+    assert not json.dumps(after).count(user), "the record still mentions the removed account"
+    diff = changes(before, host_listing(str(tmp_path), "/home", user=user))
+    # Gone: exactly the account, its group, its home, its password and the recorded models state.
+    expected_gone = [home, str(models_state), str(state_dir / f"{user}.password")]
+    assert sorted(set(under(diff["gone"], *expected_gone)) | set(under(diff["gone"], "/etc"))) == diff["gone"]
+    assert under(diff["gone"], "/etc") == sorted(
+        f"{db}:{user}" for db in ("/etc/group", "/etc/passwd", "/etc/shadow")
+    ), diff
+    assert diff["new"] == []
+    # The record was rewritten (and the state directory's entries changed with it); nothing else did.
+    assert diff["changed"] == [str(state_dir), str(state_dir / "state.json")], diff
+    assert (bundle / "keep.safetensors").read_bytes() == b"keep"
+    assert stat.S_IMODE(os.stat(state_dir).st_mode) == 0o755
+
+    again = make_target("remove-dummy", inventory, CONFIRM="yes")
+    assert again.returncode == 0 and again.recap["changed"] == 0, again
+    assert "and the provision record has nothing for it: nothing to remove" in " ".join(again.output.split())
+
+
+def test_reset_of_an_account_that_does_not_exist_says_so(test_inventory, make_target):
+    inventory = test_inventory()
+    for force in ("no", "yes"):
+        result = make_target("reset-dummy", inventory, CONFIRM="yes", FORCE=force)
+        assert result.returncode != 0, result
+        words = " ".join(result.output.split())
+        assert (
+            f"There is no account {inventory.user} on this host and the provision record has nothing for it"
+            in words
+        )
+        assert "nothing to reset: `make provision` creates it" in words
+        assert "FORCE" not in words.split("There is no account")[1].split("PLAY RECAP")[0]
+    assert not user_exists(inventory.user)
+    assert not inventory.state_dir.exists(), "a refused reset created the state directory"
+
+
+@pytest.mark.parametrize("target", ["snapshot", "rollback"])
+def test_snapshot_and_rollback_before_the_account_exists_say_so(
+    test_inventory, make_target, tmp_path, target
+):
+    inventory = test_inventory()
+    result = make_target(target, inventory, CONFIRM="yes")
+    assert result.returncode != 0, result
+    words = " ".join(result.output.split())
+    assert f"There is no account {inventory.user} on localhost" in words, result
+    assert "run make provision first" in words
+    assert "Failed to change ownership" not in words and "Traceback" not in words
+    assert not (tmp_path / "snapshots").exists() and not inventory.state_dir.exists()
+
+
+@contextlib.contextmanager
+def umask(mask):
+    old = os.umask(mask)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def test_the_state_directory_has_one_mode_whichever_target_creates_it(test_inventory, make_target, tmp_path):
+    """pin-models (recommended before the first provision) and provision, each first on a fresh state
+    directory, under a umask that would otherwise leave 0700."""
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "sdtpin.safetensors").write_bytes(random_safetensors(512, seed=3))
+    lock_file = tmp_path / "lock.yml"
+    lock = {
+        "models": [
+            {"name": "sdtpin", "kind": "lora", "file": "sdtpin.safetensors", "urls": [], "sha256": None,
+             "size": None, "source": "test", "token_env": None},
+        ]
+    }  # fmt: skip
+    lock_file.write_text(yaml.safe_dump({"sdenv_lock": lock}))
+    modes = {}
+    for target, state_dir in (
+        ("pin-models", tmp_path / "first-pin"),
+        ("provision", tmp_path / "first-provision"),
+    ):
+        inventory = test_inventory(
+            sdenv_state_dir=str(state_dir),
+            sdenv_lock=lock,
+            sdenv_models_bundle_dirs=[str(bundle)],
+            sdenv_models_lock_file=str(lock_file),
+        )
+        with umask(0o077):
+            result = make_target(target, inventory, ARGS=ONLY_THE_ACCOUNT if target == "provision" else "")
+        assert result.returncode == 0, result
+        modes[target] = stat.S_IMODE(os.stat(state_dir).st_mode), os.stat(state_dir).st_uid
+    assert modes == {"pin-models": (0o755, 0), "provision": (0o755, 0)}, modes
+    # Either target afterwards leaves the mode alone (nothing to correct, nothing changed).
+    assert Path(tmp_path / "first-pin" / "models").is_dir()
 
 
 def utmp_console_login(path, user):
@@ -139,10 +368,15 @@ def test_reset_refusals_change_nothing(provisioned, make_target, tmp_path, case,
     assert account(inventory.user)["uid"] == uid
 
 
+# Root and system accounts are refused as the dummy by every target's preflight, before reset's own guard
+# (reset_refusal, unit-tested) is reached.
 def test_reset_refuses_root(test_inventory, make_target):
     inventory = test_inventory(sdenv_user_name="root")
     result = make_target("reset-dummy", inventory, CONFIRM="yes", FORCE="yes")
-    assert result.returncode != 0 and "it is the root account" in result.output, result
+    assert result.returncode != 0, result
+    assert (
+        "sets sdenv_user_name to 'root': expected the name of the dummy account, never root" in result.output
+    )
     assert os.path.isdir("/root")
 
 
@@ -150,7 +384,9 @@ def test_reset_refuses_a_system_account(test_inventory, make_target, throwaway_u
     subprocess.run(["useradd", "--system", "--no-create-home", throwaway_user], check=True)
     inventory = test_inventory()
     result = make_target("reset-dummy", inventory, CONFIRM="yes", FORCE="yes")
-    assert result.returncode != 0 and "the first regular uid" in result.output, result
+    assert result.returncode != 0 and f"{throwaway_user} is a system account here (uid" in result.output, (
+        result
+    )
     assert user_exists(throwaway_user)
 
 

@@ -6,6 +6,7 @@ installed it). Runs the interpreter resolution as the throwaway dummy, with a br
 offered first to show that candidates are run, not trusted by name.
 """
 
+import contextlib
 import json
 import os
 import pwd
@@ -101,8 +102,11 @@ def test_provision_installs_the_packages_writes_the_profile_once_and_picks_the_f
     homebrew = record(inventory)["users"][inventory.user]["components"]["homebrew"]
     assert homebrew["package_manager"] == "apt" and homebrew["installed_by_toolkit"] is False
     assert set(homebrew["packages"]) == {*packages, EXTRA_PACKAGE}
-    assert (EXTRA_PACKAGE in homebrew["packages_installed_by_toolkit"]) is (not extra_package)
-    assert "git" not in homebrew["packages_installed_by_toolkit"], "git was there before: not the toolkit's"
+    # Host-wide: the record's shared part, which outlives the dummy's entry.
+    added = record(inventory)["shared"]["packages_installed_by_toolkit"]
+    assert (EXTRA_PACKAGE in added) is (not extra_package)
+    assert "git" not in added, "git was there before: not the toolkit's"
+    assert "packages_installed_by_toolkit" not in homebrew
 
     python = record(inventory)["users"][inventory.user]["components"]["python"]
     assert python["path"] == "/usr/bin/python3.11" and python["version"].startswith("3.11.")
@@ -144,28 +148,66 @@ def test_a_profile_line_written_by_hand_is_not_repeated(provisioned, make_target
     ), result
 
 
-def test_reset_dummy_removes_only_what_the_record_says_the_toolkit_installed(
-    provisioned, make_target, tmp_path
-):
-    inventory, _, packages = provisioned
-    # What the macOS path records for a Homebrew it installed (a prefix outside the home), next to a
-    # directory nobody recorded: reset removes the first and leaves the second.
-    prefix = tmp_path / "homebrew-prefix"
-    (prefix / "bin").mkdir(parents=True)
+@contextlib.contextmanager
+def arm_homebrew_prefix():
+    """/opt/homebrew made by this test, with a marker (None when it exists: never somebody else's)."""
+    prefix = Path("/opt/homebrew")
+    try:
+        prefix.mkdir()
+    except FileExistsError:
+        yield None
+        return
+    marker = prefix / f".sdt-{os.getpid()}"
+    marker.write_text("made by test_homebrew_linux\n")
+    (prefix / "bin").mkdir()
     (prefix / "bin" / "brew").write_text("#!/bin/sh\n")
-    bystander = tmp_path / "someone-elses-homebrew"
-    bystander.mkdir()
+    try:
+        yield prefix
+    finally:
+        if marker.exists():
+            shutil.rmtree(prefix)
+
+
+def record_homebrew_prefix(inventory, prefix):
+    """What the macOS path records for a Homebrew it installed: the prefix, outside the home."""
     state = record(inventory)
     entry = state["users"][inventory.user]
     entry["components"]["homebrew"].update(prefix=str(prefix), installed_by_toolkit=True)
     entry["created_paths"] = [str(prefix)]
     (inventory.state_dir / "state.json").write_text(json.dumps(state))
 
-    result = make_target("reset-dummy", inventory, CONFIRM="yes")
-    assert result.returncode == 0, result
-    assert not prefix.exists(), "the Homebrew prefix the record names survived the reset"
-    assert bystander.exists()
-    # System packages are shared by every user: reset leaves them installed.
+
+def test_reset_dummy_removes_only_the_homebrew_prefix_the_toolkit_installs(
+    provisioned, make_target, tmp_path
+):
+    inventory, _, packages = provisioned
+    shared_before = record(inventory)["shared"]
+    # A prefix the toolkit never installs Homebrew into is refused, FORCE or not, and nothing changes.
+    elsewhere = tmp_path / "homebrew-prefix"
+    (elsewhere / "bin").mkdir(parents=True)
+    record_homebrew_prefix(inventory, elsewhere)
+    refused = make_target("reset-dummy", inventory, CONFIRM="yes", FORCE="yes")
+    assert refused.returncode != 0, refused
+    words = " ".join(refused.output.split())
+    assert f"Refusing to delete {elsewhere} (the provision record lists it for {inventory.user})" in words
+    assert "is not /opt/homebrew or /usr/local, the only prefixes the toolkit installs Homebrew into" in words
+    assert elsewhere.exists() and pwd.getpwnam(inventory.user)
+
+    # Apple Silicon's /opt/homebrew, the whole prefix: reset removes it and leaves an unrecorded bystander.
+    bystander = tmp_path / "someone-elses-homebrew"
+    bystander.mkdir()
+    with arm_homebrew_prefix() as prefix:
+        if prefix is None:
+            pytest.skip("/opt/homebrew exists on this machine: the test only deletes a prefix it made itself")
+        record_homebrew_prefix(inventory, prefix)
+        result = make_target("reset-dummy", inventory, CONFIRM="yes")
+        assert result.returncode == 0, result
+        assert not prefix.exists(), "the Homebrew prefix the record names survived the reset"
+    assert bystander.exists() and elsewhere.exists()
+    # System packages are shared by every user: reset leaves them installed, and the record keeps knowing
+    # which of them the toolkit added.
     for package in packages:
         assert installed(package), f"reset-dummy removed the system package {package}"
-    assert "homebrew" not in record(inventory)["users"][inventory.user].get("components", {})
+    after = record(inventory)
+    assert "homebrew" not in after["users"][inventory.user].get("components", {})
+    assert after["shared"] == shared_before

@@ -196,7 +196,7 @@ def test_kill_9_of_the_module_then_resume(test_inventory, webui, models, server,
     server.routes["__storage__/bucket/ckpt"].rate = 500_000
     inventory = test_inventory(**host_vars(webui, models, tmp_path))
     env = {"SDT_MODELS_TOKEN": TOKEN}
-    progress = inventory.state_dir / "models" / ".testckpt.safetensors.progress.json"
+    progress_files = (inventory.state_dir / "models").glob
     part = webui / "models" / "Stable-diffusion" / "testckpt.safetensors.part"
     payloads_before = ansiballz_payload_dirs("model_file")
     first = subprocess.Popen(
@@ -220,9 +220,9 @@ def test_kill_9_of_the_module_then_resume(test_inventory, webui, models, server,
             assert time.monotonic() < deadline, "the download did not start"
             time.sleep(0.1)
             try:
-                doc = json.loads(progress.read_text())
+                doc = json.loads(next(progress_files(".testckpt.safetensors.*.progress.json")).read_text())
                 pid = doc["pid"] if doc.get("phase") == "downloading" else None
-            except (OSError, ValueError, KeyError):
+            except (OSError, ValueError, KeyError, StopIteration):
                 pid = None
         os.kill(pid, signal.SIGKILL)  # the module process itself, mid-body
         output, _ = first.communicate(timeout=120)

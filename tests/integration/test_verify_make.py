@@ -24,8 +24,8 @@ from webui_fixtures import launch_records, serve_http
 
 @pytest.fixture
 def fixture_host(tmp_path, test_inventory):
-    """The fixture host of tests/fixtures/fixture_host.py (upstreams served over HTTP, two small models, the
-    FAKE API) under a world-readable directory, and an inventory pointing at it."""
+    """The fixture host of tests/fixtures/fixture_host.py (upstreams, the package index and two small models
+    served over HTTP) under a world-readable directory, and an inventory pointing at it."""
     root = Path(f"/tmp/sdt-verify-{os.getpid()}-{secrets.token_hex(4)}")
     try:
         host = FixtureHost(root)
@@ -154,7 +154,7 @@ def test_verify_passes_then_names_each_broken_thing(fixture_host, make_target, p
     # The server verify started is the tree's own launch, exactly as webui.sh runs it: the dummy, the tree
     # as working directory and first on sys.path, its venv, webui-user.sh's settings, nothing fetched; and
     # verify's flags come last in argv (after webui-user.sh's --port), so they are the ones in effect.
-    started = [r for r in launch_records(webui) if "--exit" not in r["argv"]][-1]
+    started = [r for r in launch_records(webui) if "--exit" not in r["argv"] and "event" not in r][-1]
     assert started["uid"] == pwd.getpwnam(inventory.user).pw_uid != 0
     assert started["cwd"] == started["sys_path0"] == str(webui), started
     assert started["prefix"] == str(webui / "venv") and started["network_actions"] == [], started
@@ -164,6 +164,12 @@ def test_verify_passes_then_names_each_broken_thing(fixture_host, make_target, p
     assert argv[last_port - 2 : last_port] == ["--api", "--nowebui"], argv
     assert started["port"] == int(argv[last_port + 1]) != inventory.variables["sdenv_webui_port"], argv
     assert str(inventory.variables["sdenv_webui_port"]) in argv[:last_port], argv
+    # On loopback only: with --nowebui alone, v1.10.1 (and so the fixture) listens on every interface.
+    assert started["host"] == "127.0.0.1", started
+    # Stopped as the real server stops: verify waited for the WebUI's own graceful shutdown (it recorded its
+    # end), not only for webui.sh, which dies at once on SIGTERM.
+    assert any(r.get("event") == "stopped" and r["pid"] == started["pid"] for r in launch_records(webui))
+    assert "(every process of it)" in rows["LIVE server stops"]["detail"], rows["LIVE server stops"]
 
     # 1. Another commit checked out.
     as_user(inventory.user, "git", "-C", str(webui), "checkout", "-q", upstream.webui_shas[1])
@@ -278,3 +284,21 @@ def test_lifecycle_provision_snapshot_rollback_reset(served_fixture_host, make_t
     record = json.loads((inventory.state_dir / "state.json").read_text())
     entry = record["users"][inventory.user]
     assert entry["created_by_toolkit"] is True and "webui" not in entry["components"], entry
+
+    # remove-dummy: back to zero, and verify says so plainly (one ABSENT row, the rest not provisioned,
+    # the shared system packages still checked), with a non-zero exit because nothing is in place.
+    removed = make_target("remove-dummy", inventory, CONFIRM="yes")
+    assert removed.returncode == 0, removed.output[-3000:]
+    record = json.loads((inventory.state_dir / "state.json").read_text())
+    assert inventory.user not in json.dumps(record["users"]), record
+    code, rows, result, _ = verify(make_target, inventory)
+    user_check = f"dummy user {inventory.user} exists, home and shell"
+    user_row = rows[user_check]
+    assert code != 0 and user_row["result"] == "ABSENT", (user_row, result)
+    assert "no entry in the provision record" in user_row["detail"] and "make provision" in user_row["detail"]
+    others = {
+        row["result"] for name, row in rows.items() if name != user_check and not name.startswith("package ")
+    }
+    assert others == {"NOT PROVISIONED"}, failing(rows)
+    assert all(row["result"] == "PASS" for name, row in rows.items() if name.startswith("package ")), rows
+    assert "1 absent" in result.output

@@ -14,6 +14,7 @@ import clip_tokenizer_files
 import pytest
 from fixture_host import free_port, real_lock
 from sdenv_testlib import ROOT, ansiballz_payload_dirs, remove_payload_dirs_left_by_a_kill
+from venv_index_fixtures import venv_lock_vars
 from webui_fixtures import SUBREPOS, build_webui_upstream, launch_records, offline, serve_http
 
 SHIPPED = ROOT / "roles" / "webui" / "files" / "clip-vit-large-patch14"
@@ -36,10 +37,7 @@ def upstream(tmp_path_factory):
 
 def webui_inventory(test_inventory, fixture, server, **extra):
     return test_inventory(
-        sdenv_lock=fixture.lock(server.url, real_lock()),
-        sdenv_webui_wheelhouse=str(fixture.wheelhouse),
-        sdenv_webui_port=free_port(),
-        **extra,
+        **venv_lock_vars(fixture, server.url, real_lock()), sdenv_webui_port=free_port(), **extra
     )
 
 
@@ -149,9 +147,10 @@ def test_provision_pins_the_webui_and_is_idempotent(test_inventory, make_target,
 def test_user_settings_survive_and_local_changes_are_refused(test_inventory, make_target, upstream):
     fixture, server = upstream
     inventory = webui_inventory(test_inventory, fixture, server, sdenv_webui_venv_bootstrap=False)
+    before = len(server.requests)  # resolving the fixture's venv locks read its index and git
     dry = make_target("provision", inventory, ARGS=TAGS, CHECK=1)
     assert dry.returncode == 0, dry
-    assert server.requests == [], "a dry run before the first provision talked to the upstream"
+    assert server.requests[before:] == [], "a dry run before the first provision talked to the upstream"
     assert make_target("provision", inventory, ARGS=TAGS).returncode == 0
     webui = Path(pwd.getpwnam(inventory.user).pw_dir) / "stable-diffusion-webui"
 
@@ -255,8 +254,9 @@ def test_make_run_starts_the_webui_as_the_dummy_and_ctrl_c_stops_it(test_invento
             assert f"the WebUI is running at {url}" in "".join(lines), "".join(lines[-40:])
             with urllib.request.urlopen(url, timeout=10) as response:
                 assert response.status == 200
-            record = [r for r in launch_records(webui) if "--exit" not in r["argv"]][-1]
+            record = [r for r in launch_records(webui) if "--exit" not in r["argv"] and "event" not in r][-1]
             assert record["uid"] == user.pw_uid != 0 and record["mode"] == "webui"
+            assert record["host"] == "127.0.0.1", record  # UI mode: gradio's loopback default
             assert record["cwd"] == record["sys_path0"] == str(webui) and record["network_actions"] == []
             for pid in (record["pid"], record["child_pid"]):
                 assert os.stat(f"/proc/{pid}").st_uid == user.pw_uid, "a WebUI process is not the dummy's"
@@ -270,3 +270,5 @@ def test_make_run_starts_the_webui_as_the_dummy_and_ctrl_c_stops_it(test_invento
     assert "sdenv: stopped." in rest, rest
     for pid in (record["pid"], record["child_pid"]):
         assert not os.path.exists(f"/proc/{pid}"), f"process {pid} outlived Ctrl-C"
+    # ... and the WebUI shut down by itself (it recorded its end), it was not killed mid-way.
+    assert any(r.get("event") == "stopped" and r["pid"] == record["pid"] for r in launch_records(webui))

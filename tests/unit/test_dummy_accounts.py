@@ -127,12 +127,28 @@ def test_darwin_console_owner():
     assert run.calls[0][0] == ["stat", "-f", "%Su", "/dev/console"]
 
 
-def test_home_is_removable_only_where_homes_live():
+def test_homes_live_where_each_system_makes_them():
+    # The allow-list deletes a home only there (removal_allowlist); see test_removal_allowlist.py.
+    assert DarwinAccounts(Recorder([])).home_roots == ("/Users",)
+    assert LinuxAccounts(Recorder([])).home_roots == ("/home",)
+
+
+def test_deleting_an_account_whose_home_is_gone():
+    linux = LinuxAccounts(Recorder([]))
+    assert linux.delete_commands("dummy") == [["userdel", "--remove", "dummy"]]
+    # userdel --remove fails (exit 12) on a missing home: the account still goes.
+    assert linux.delete_commands("dummy", remove_home=False) == [["userdel", "dummy"]]
+    # sysadminctl deletes the home with the account and does not mind a missing one.
     darwin = DarwinAccounts(Recorder([]))
-    assert darwin.home_is_removable({"name": "dummy", "home": "/Users/dummy"})
-    assert not darwin.home_is_removable({"name": "dummy", "home": "/Users"})
-    assert not darwin.home_is_removable({"name": "dummy", "home": "/var/root"})
-    assert not darwin.home_is_removable({"name": "dummy", "home": "/Users/other"})
+    assert darwin.delete_commands("dummy", remove_home=False) == [["sysadminctl", "-deleteUser", "dummy"]]
+
+
+def test_delete_checks_that_the_account_is_gone():
+    # sysadminctl exits 0 even when it did nothing: the account is read again afterwards.
+    run = Recorder([(["dscl"], (0, DSCL_READ_DUMMY, "")), (["dseditgroup"], (0, CHECKMEMBER_YES, ""))])
+    with pytest.raises(AccountError, match="still exists after deleting it"):
+        DarwinAccounts(run).delete({"name": "dummy", "uid": 502})
+    assert run.calls[0][0] == ["sysadminctl", "-deleteUser", "dummy"]
 
 
 def test_parse_getent_passwd():

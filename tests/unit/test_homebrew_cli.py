@@ -22,7 +22,7 @@ from homebrew_cli import (
     repository_for_prefix,
     shellenv_line,
 )
-from provision_record import check_removable
+from removal_allowlist import RemovalAllowlist
 
 GUIDE_FORMULAE = ["cmake", "protobuf", "rust", "python@3.10", "git", "wget"]
 
@@ -190,6 +190,9 @@ def test_intel_records_only_homebrews_own_new_paths_never_usr_local():
         "/usr/local/Homebrew", "/usr/local/Cellar", "/usr/local/Caskroom", "/usr/local/var/homebrew",
         "/usr/local/bin/brew",
     ]  # fmt: skip
+    reset = RemovalAllowlist(
+        "dummy", "/Users/dummy", ("/Users",), "/var/db/sdenv", homebrew_prefix="/usr/local"
+    )
     for path in paths:
-        check_removable(path)  # the record accepts every one of them
+        assert reset.refusal(path) is None, path  # reset may delete every one of them
     assert "/usr/local" not in prefix_directories("/usr/local")

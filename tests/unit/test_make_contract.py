@@ -5,8 +5,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 CONTRACT_TARGETS = [
-    "provision", "verify", "reset-dummy", "snapshot", "snapshots", "rollback", "snapshot-check",
-    "snapshot-prune", "run", "pin-models", "test", "lint", "bench", "help",
+    "provision", "verify", "reset-dummy", "remove-dummy", "snapshot", "snapshots", "rollback", "snapshot-check",
+    "snapshot-prune", "run", "pin-models", "test", "lint", "bench", "help", "lock-venv", "bundle", "bundle-check",
 ]  # fmt: skip
 CONTRACT_VARIABLES = [
     "INVENTORY=",
@@ -18,6 +18,9 @@ CONTRACT_VARIABLES = [
     "LABEL=",
     "TO=",
     "PATHS=",
+    "BUNDLE=",
+    "PLATFORM=",
+    "OUT=",
 ]
 
 
@@ -39,3 +42,14 @@ def test_readme_opens_with_the_two_commands():
         opening = (ROOT / readme).read_text(encoding="utf-8").splitlines()[:12]
         text = "\n".join(opening)
         assert "make provision" in text and "make test" in text, readme
+
+
+def test_both_readmes_have_a_row_for_every_contract_target():
+    for readme in ("README.md", "README.ja.md"):
+        rows = [
+            line
+            for line in (ROOT / readme).read_text(encoding="utf-8").splitlines()
+            if line.startswith("| `make ")
+        ]
+        missing = [t for t in CONTRACT_TARGETS if not any(f"`make {t}`" in row for row in rows)]
+        assert not missing, f"{readme}'s table of targets has no row for {missing}"

@@ -9,6 +9,7 @@ import importlib.util
 import json
 import os
 import pickle
+import time
 from pathlib import Path
 
 import model_download as md
@@ -17,8 +18,13 @@ from model_fixtures import random_safetensors, safetensors_bytes, sha256_hex
 
 
 def _action_plugin():
-    """The controller-side action plugin, loaded from its file (it is not a module_utils)."""
-    path = Path(__file__).resolve().parents[2] / "roles" / "models" / "action_plugins" / "model_file.py"
+    """The controller-side action plugin, loaded from its file (it is not a module_utils). It builds on the
+    toolkit's sdenv_secret_module action, which ansible.cfg puts on the action plugin path."""
+    from ansible.plugins.loader import action_loader
+
+    root = Path(__file__).resolve().parents[2]
+    action_loader.add_directory(str(root / "plugins" / "action"))
+    path = root / "roles" / "models" / "action_plugins" / "model_file.py"
     spec = importlib.util.spec_from_file_location("models_action_model_file", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -370,3 +376,110 @@ def test_owner_group_and_mode_parsing_shared_by_both_modules():
     assert model_fastpath.parse_mode(420) == 0o644
     with pytest.raises(ValueError):
         model_fastpath.parse_mode("rw-r--r--")
+
+
+# --- one writer per part, true sentences (issue 12) -----------------------------------------------------
+
+
+def _hold_the_lock(spec, pid_line="pid 4242"):
+    """Hold the download lock through a descriptor of our own: flock treats it as another process would be."""
+    lock = md.DownloadLock(spec.lock_file)
+    lock.acquire(on_wait=lambda holder: pytest.fail("nobody holds it yet"))
+    os.pwrite(lock.fd, f"{pid_line}\n".encode(), 0)
+    return lock
+
+
+def test_a_second_writer_waits_then_takes_what_the_first_installed(tmp_path, bundle):
+    import shutil
+    import threading
+
+    src, dest_dir, blob = bundle
+    progress = tmp_path / "progress.json"
+    spec = _spec(dest_dir, [src], sha256_hex(blob), tmp_path, progress_file=str(progress))
+    held = _hold_the_lock(spec)
+    assert md.install(spec, download=False)["downloading_elsewhere"] == "pid 4242"
+    outcome = {}
+    waiter = threading.Thread(target=lambda: outcome.update(md.install(spec)))
+    waiter.start()
+    deadline = time.monotonic() + 10
+    while not (progress.exists() and json.loads(progress.read_text())["phase"] == "waiting"):
+        assert time.monotonic() < deadline, "the second writer did not wait"
+        time.sleep(0.01)
+    assert "another run (pid 4242) is writing" in json.loads(progress.read_text())["detail"]
+    assert not (dest_dir / "model.safetensors.part").exists()  # it never wrote while waiting
+    shutil.copyfile(src / "model.safetensors", dest_dir / "model.safetensors")  # what the holder installs
+    held.release()
+    waiter.join(10)
+    assert outcome["verified_by"] == "hash" and outcome["waited_for"] == "pid 4242"
+    assert outcome["msg"].startswith(
+        "model.safetensors was installed by another run (pid 4242) while this one"
+    )
+    assert outcome["bytes_downloaded"] == 0 and not progress.exists()
+
+
+def test_after_waiting_for_a_run_that_failed_it_downloads_itself(tmp_path, bundle):
+    import threading
+
+    src, dest_dir, blob = bundle
+    spec = _spec(dest_dir, [src], sha256_hex(blob), tmp_path)
+    held = _hold_the_lock(spec)
+    outcome = {}
+    waiter = threading.Thread(target=lambda: outcome.update(md.install(spec)))
+    waiter.start()
+    time.sleep(0.2)
+    held.release()
+    waiter.join(10)
+    assert outcome["verified_by"] == "download" and (dest_dir / "model.safetensors").read_bytes() == blob
+
+
+def test_a_part_removed_by_something_else_is_one_sentence(tmp_path, bundle, monkeypatch):
+    src, dest_dir, blob = bundle
+    spec = _spec(dest_dir, [src], sha256_hex(blob), tmp_path)
+    copy = md.Installer._copy_local
+
+    def copy_then_lose_the_part(self, source, path):
+        copy(self, source, path)
+        os.unlink(spec.part)
+
+    monkeypatch.setattr(md.Installer, "_copy_local", copy_then_lose_the_part)
+    with pytest.raises(md.ModelFileError) as exc:
+        md.install(spec)
+    assert str(exc.value) == (
+        f"{spec.part} disappeared while model.safetensors was being downloaded (something other than this run "
+        "removed it); nothing was installed: run again to download it"
+    )
+
+
+def test_stopped_sentence_says_what_is_kept_as_it_is(tmp_path, bundle):
+    src, dest_dir, blob = bundle
+    installer = md.Installer(_spec(dest_dir, [src], sha256_hex(blob), tmp_path))
+    assert installer.stopped_sentence("it received SIGINT") == (
+        "model.safetensors was not installed: the run stopped because it received SIGINT; no partial file is kept"
+    )
+    Path(installer.spec.part).write_bytes(b"x" * 1234)
+    assert installer.stopped_sentence("the controller that started it went away") == (
+        "the download of model.safetensors stopped because the controller that started it went away; 1234 bytes "
+        f"are kept in {installer.spec.part}: run again to resume"
+    )
+    probe = md.install(installer.spec, download=False)
+    assert probe["partial_size"] == 1234 and probe["downloading_elsewhere"] is None
+
+
+def test_the_lock_lives_with_the_stat_cache_not_in_the_model_folder(tmp_path, bundle):
+    src, dest_dir, blob = bundle
+    spec = _spec(dest_dir, [src], sha256_hex(blob), tmp_path)
+    md.install(spec)
+    assert Path(spec.lock_file).parent == Path(spec.stat_cache).parent
+    assert sorted(p.name for p in dest_dir.iterdir()) == ["model.safetensors"]
+    assert oct(Path(spec.lock_file).stat().st_mode & 0o777) == "0o600"
+
+
+def test_controller_lines_for_waiting_and_for_a_dead_module():
+    plugin = _action_plugin()
+    waiting = {"name": "m", "phase": "waiting", "detail": "another run (pid 7) is writing /x.part; waiting"}
+    assert plugin.format_progress(waiting) == "m  waiting: another run (pid 7) is writing /x.part; waiting"
+    assert plugin.exit_reason(137) == "killed by SIGKILL"  # what /bin/sh reports for its killed child
+    assert plugin.exit_reason(-15) == "killed by SIGTERM"
+    assert plugin.exit_reason(1) == "exit status 1"
+    assert plugin.ended_without_result({"failed": True, "_ansible_parsed": False})
+    assert not plugin.ended_without_result({"failed": True, "msg": "a sentence"})

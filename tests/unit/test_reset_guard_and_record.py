@@ -1,19 +1,27 @@
-"""reset-dummy's refusals and the provision record, as pure logic."""
+"""reset-dummy's and remove-dummy's refusals, their deletion plan, and the provision record."""
 
 import json
 import os
 import stat
 
 import pytest
-from provision_record import RecordError, check_removable, forget_user, load, save, update
-from reset_guard import reset_refusal
+from provision_record import STATE_DIR_MODE, RecordError, ensure_state_dir, forget_user, load, save, update
+from reset_guard import deletion_plan, reset_refusal
 
 RECORDED = {"uid": 1001, "created_by_toolkit": True}
 ACCOUNT = {"uid": 1001}
 
 
-def refusal(name="dummy", account=ACCOUNT, invoking=("admin",), console=(), recorded=RECORDED, force=False):
-    return reset_refusal(name, account, 1000, list(invoking), set(console), recorded, force)
+def refusal(
+    name="dummy",
+    account=ACCOUNT,
+    invoking=("admin",),
+    console=(),
+    recorded=RECORDED,
+    force=False,
+    action="reset",
+):
+    return reset_refusal(name, account, 1000, list(invoking), set(console), recorded, force, action)
 
 
 def test_a_recorded_account_may_be_reset():
@@ -36,6 +44,9 @@ def test_a_recorded_account_may_be_reset():
 def test_refusals(kwargs, words):
     message = refusal(**kwargs)
     assert message and words in message and message.startswith("Refusing to reset")
+    # remove-dummy refuses the same accounts, in its own words.
+    message = refusal(**kwargs, action="remove")
+    assert message and words in message and message.startswith("Refusing to remove")
 
 
 def test_force_lifts_only_the_record_checks():
@@ -48,6 +59,19 @@ def test_force_lifts_only_the_record_checks():
 
 def test_an_account_already_gone_lets_the_record_leftovers_go():
     assert refusal(account=None) is None
+    # Whoever made it: the account is gone, what the record lists was the toolkit's.
+    assert refusal(account=None, recorded={"uid": 1001, "created_by_toolkit": False}) is None
+
+
+def test_resetting_an_account_that_does_not_exist_says_so():
+    message = refusal(account=None, recorded=None)
+    assert message.startswith("There is no account dummy on this host")
+    assert "nothing to reset" in message and "make provision" in message
+    assert "FORCE" not in refusal(account=None, recorded=None, force=True)
+    # remove-dummy: nothing to do is not an error (the module says "nothing to remove").
+    assert refusal(account=None, recorded=None, action="remove") is None
+    # Root and the caller are refused by name even when no such account exists.
+    assert "root account" in refusal(name="root", account=None, recorded=None, action="remove")
 
 
 def test_record_update_merge_and_idempotence(tmp_path):
@@ -85,6 +109,56 @@ def test_record_update_merge_and_idempotence(tmp_path):
     assert forget_user(record, "dummy")["users"] == {}
 
 
+def test_forgetting_a_user_keeps_what_the_host_shares():
+    record = update({"format": 1, "users": {}}, "dummy", {"uid": 1001}, timestamp="T0")
+    record = update(record, "dummy", shared={"packages_installed_by_toolkit": ["cmake", "rustc"]})
+    record = update(record, "other", {"uid": 1002}, timestamp="T0")
+    forgotten = forget_user(record, "dummy")
+    assert forgotten["shared"] == {"packages_installed_by_toolkit": ["cmake", "rustc"]}
+    assert list(forgotten["users"]) == ["other"]
+
+
+def test_a_legacy_record_moves_the_packages_list_to_the_shared_part(tmp_path):
+    path = tmp_path / "state.json"
+    legacy = {
+        "format": 1,
+        "users": {
+            "dummy": {
+                "uid": 1001,
+                "components": {
+                    "homebrew": {"package_manager": "apt", "packages_installed_by_toolkit": ["wget", "bc"]}
+                },
+            }
+        },
+    }
+    path.write_text(json.dumps(legacy))
+    record = load(path)
+    assert record["shared"] == {"packages_installed_by_toolkit": ["bc", "wget"]}
+    assert record["users"]["dummy"]["components"]["homebrew"] == {"package_manager": "apt"}
+
+
+def test_the_state_directory_gets_one_mode_whatever_the_umask(tmp_path):
+    old = os.umask(0o077)
+    try:
+        directory = tmp_path / "var" / "lib" / "sdenv"
+        assert ensure_state_dir(str(directory), check_mode=True) == (True, None)
+        assert not directory.exists()
+        assert ensure_state_dir(str(directory)) == (True, None)
+        assert stat.S_IMODE(os.stat(directory).st_mode) == STATE_DIR_MODE == 0o755
+        assert stat.S_IMODE(os.stat(directory.parent).st_mode) == 0o755
+        assert ensure_state_dir(str(directory)) == (False, 0o755)
+        # Made 0700 by an older run (or by hand): corrected, and said so.
+        os.chmod(directory, 0o700)
+        assert ensure_state_dir(str(directory)) == (True, 0o700)
+        assert stat.S_IMODE(os.stat(directory).st_mode) == 0o755
+        # Saving the record into a missing state directory creates it the same way.
+        other = tmp_path / "other" / "sdenv"
+        save(other / "state.json", {"format": 1, "users": {}})
+        assert stat.S_IMODE(os.stat(other).st_mode) == 0o755
+    finally:
+        os.umask(old)
+
+
 def test_record_refuses_unreadable_or_foreign_files(tmp_path):
     bad = tmp_path / "state.json"
     bad.write_text("{not json")
@@ -98,16 +172,125 @@ def test_record_refuses_unreadable_or_foreign_files(tmp_path):
 @pytest.mark.parametrize(
     "path", ["/", "/usr/local", "/opt", "/Users", "/home", "relative/path", "/opt/../etc", "/top", "/etc/"]
 )
-def test_removable_paths_refuse_system_directories(path):
+def test_a_record_never_names_a_system_directory(path):
     with pytest.raises(RecordError):
-        check_removable(path)
+        update({"format": 1, "users": {}}, "dummy", created_paths=[path])
 
 
-@pytest.mark.parametrize("path", ["/opt/homebrew", "/usr/local/Homebrew", "/var/lib/sdenv/extra"])
-def test_removable_paths_allow_what_the_toolkit_makes(path):
-    assert check_removable(path) == path
+# --- The deletion plan, on this machine's file system (a Linux layout under a temporary root) ---------
 
 
-def test_update_refuses_a_protected_created_path():
-    with pytest.raises(RecordError):
-        update({"format": 1, "users": {}}, "dummy", created_paths=["/usr/local"])
+@pytest.fixture
+def host(tmp_path):
+    """A home root with the dummy's home and another user's, a state directory, and a record path."""
+    homes, state = tmp_path / "home", tmp_path / "state"
+    for path in (homes / "dummy", homes / "alice", state / "models", state / "model-bundle"):
+        path.mkdir(parents=True)
+    return {"homes": homes, "state": state, "record": str(state / "state.json"), "root": tmp_path}
+
+
+def plan(host, account, recorded, action="reset"):
+    return deletion_plan(
+        "dummy",
+        action,
+        account,
+        recorded,
+        (str(host["homes"]),),
+        host["record"],
+        str(host["state"] / "dummy.password"),
+    )
+
+
+def test_the_plan_lists_what_the_record_names_inside_the_allow_list(host):
+    webui = host["root"] / "srv" / "webui"
+    webui.mkdir(parents=True)
+    recorded = {
+        "uid": 1001,
+        "created_by_toolkit": True,
+        "home": str(host["homes"] / "dummy"),
+        "components": {"webui": {"path": str(webui)}},
+        "created_paths": [str(webui), str(host["state"] / "models")],
+    }
+    account = {"name": "dummy", "uid": 1001, "home": str(host["homes"] / "dummy")}
+    # A password file an earlier version kept goes with the account whose password it held, on reset too:
+    # the recreated account gets a new password, kept nowhere (issue 12).
+    old_password = str(host["state"] / "dummy.password")
+    with open(old_password, "w") as handle:
+        handle.write("secret\n")
+    for action in ("reset", "remove"):
+        paths, refusals = plan(host, account, recorded, action=action)
+        assert refusals == [] and paths == [str(webui), str(host["state"] / "models"), old_password]
+    os.unlink(old_password)
+    paths, refusals = plan(host, account, recorded)
+    assert refusals == [] and paths == [str(webui), str(host["state"] / "models")]
+
+
+def test_remove_takes_the_accounts_uv_cache_along_and_reset_keeps_it(host):
+    cache, elsewhere = host["state"] / "uv-cache" / "dummy", host["root"] / "caches" / "uv"
+    for path in (cache, elsewhere):
+        path.mkdir(parents=True)
+    account = {"name": "dummy", "uid": 1001, "home": str(host["homes"] / "dummy")}
+    recorded = {
+        "uid": 1001,
+        "created_by_toolkit": True,
+        "home": account["home"],
+        "components": {"webui": {"uv": {"binary": "/x/uv", "cache": str(cache)}}},
+    }
+    assert plan(host, account, recorded) == ([], [])
+    paths, refusals = plan(host, account, recorded, action="remove")
+    assert refusals == [] and str(cache) in paths
+    # A cache the settings put elsewhere is the user's: never deleted, and no reason to refuse the removal.
+    recorded["components"]["webui"]["uv"]["cache"] = str(elsewhere)
+    paths, refusals = plan(host, account, recorded, action="remove")
+    assert refusals == [] and str(elsewhere) not in paths
+
+
+def test_the_plan_refuses_every_path_outside_the_allow_list_at_once(host):
+    recorded = {
+        "uid": 1001,
+        "created_by_toolkit": True,
+        "home": str(host["homes"] / "dummy"),
+        "created_paths": [
+            "/etc/ssh",
+            str(host["homes"] / "alice"),
+            str(host["state"] / "model-bundle"),
+            str(host["state"] / "models"),
+        ],
+    }
+    account = {"name": "dummy", "uid": 1001, "home": str(host["homes"] / "dummy")}
+    _, refusals = plan(host, account, recorded)
+    assert len(refusals) == 3, refusals
+    assert refusals[0].startswith(
+        "Refusing to delete /etc/ssh (the provision record lists it for dummy): it is"
+    )
+    assert all("outside what reset-dummy may delete" in r for r in refusals)
+    assert all(r.endswith(".") and r.count(". ") == 0 for r in refusals), "one sentence each"
+
+
+def test_the_plan_refuses_a_home_that_is_not_where_homes_live(host):
+    elsewhere = host["root"] / "srv" / "dummy"
+    elsewhere.mkdir(parents=True)
+    account = {"name": "dummy", "uid": 1001, "home": str(elsewhere)}
+    _, refusals = plan(host, account, RECORDED)
+    assert refusals == [
+        f"Refusing to reset dummy: dummy's home {elsewhere} is not {host['homes'] / 'dummy'}, the only place"
+        " reset-dummy deletes a home; delete it by hand if you mean it."
+    ]
+
+
+def test_the_plan_refuses_a_home_that_is_a_symbolic_link(host):
+    (host["homes"] / "dummy").rmdir()
+    (host["homes"] / "dummy").symlink_to(host["homes"] / "alice")
+    account = {"name": "dummy", "uid": 1001, "home": str(host["homes"] / "dummy")}
+    _, refusals = plan(host, account, RECORDED)
+    assert len(refusals) == 1 and "is a symbolic link" in refusals[0]
+
+
+def test_a_home_left_by_a_deletion_killed_half_way_goes_with_the_leftovers(host):
+    recorded = {"uid": 1001, "created_by_toolkit": True, "home": str(host["homes"] / "dummy")}
+    paths, refusals = plan(host, None, recorded)
+    assert refusals == [] and paths == [str(host["homes"] / "dummy")]
+    # A record whose home is somebody else's is refused, not followed.
+    recorded["home"] = str(host["homes"] / "alice")
+    _, refusals = plan(host, None, recorded)
+    assert len(refusals) == 1 and str(host["homes"] / "alice") in refusals[0]

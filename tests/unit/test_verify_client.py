@@ -137,13 +137,67 @@ def test_sandbox_profile_denies_network_but_loopback():
     assert lines.count("(") == 0 and all(line.count("(") == line.count(")") for line in lines)
 
 
-def test_verify_flags_add_cpu_flags_only_without_gpu_and_the_sandbox_wraps_webui_sh():
+def test_verify_args_keep_the_api_on_loopback_and_add_cpu_flags_only_without_gpu():
     spec = {"cpu_only": False}
-    assert webui_client.verify_args(spec, 1234) == ["--api", "--nowebui", "--port", "1234"]
+    # --nowebui without --server-name listens on every interface in v1.10.1 (uvicorn gets host None).
+    assert webui_client.verify_args(spec, 1234) == [
+        "--api", "--nowebui", "--port", "1234", "--server-name", "127.0.0.1",
+    ]  # fmt: skip
     assert webui_client.verify_args({**spec, "cpu_only": True}, 1)[-3:] == ["--use-cpu", "all", "--no-half"]
-    assert webui_client.server_argv(spec) == ["bash", "webui.sh"]
-    sandboxed = webui_client.server_argv({**spec, "offline": "sandbox"})
-    assert sandboxed == ["sandbox-exec", "-p", webui_client.sandbox_profile(), "bash", "webui.sh"]
+
+
+def test_server_argv_is_webui_sh_and_wraps_the_sandbox():
+    assert webui_client.server_argv({}) == ["bash", "webui.sh"]
+    sandboxed = webui_client.server_argv({"offline": "sandbox"})
+    assert sandboxed[:3] == ["sandbox-exec", "-p", webui_client.sandbox_profile()]
+    assert sandboxed[3:] == ["bash", "webui.sh"]
+
+
+# A process group shaped like webui.sh -> launch.py: a bash that dies at once on SIGTERM, and under it a
+# python that shuts down in its own time (v1.10.1's uvicorn takes ~2 s) or ignores SIGTERM altogether.
+GRACEFUL_CHILD = """
+import signal, sys, time
+def stop(*_):
+    time.sleep(1.0)
+    open(sys.argv[1], "w").write("finished")
+    sys.exit(0)
+signal.signal(signal.SIGTERM, stop if sys.argv[2] == "graceful" else signal.SIG_IGN)
+open(sys.argv[1] + ".ready", "w").close()
+while True:
+    time.sleep(0.1)
+"""
+
+
+def start_group(tmp_path, behaviour):
+    import subprocess
+    import time
+
+    marker = tmp_path / "marker"
+    child = tmp_path / "child.py"
+    child.write_text(GRACEFUL_CHILD)
+    proc = subprocess.Popen(
+        ["bash", "-c", f'"{sys.executable}" "{child}" "{marker}" {behaviour}; true'], start_new_session=True
+    )
+    deadline = time.monotonic() + 30
+    while not (tmp_path / "marker.ready").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return proc, marker
+
+
+def test_stop_server_waits_for_the_whole_group_not_just_webui_sh(tmp_path):
+    proc, marker = start_group(tmp_path, "graceful")
+    ok, detail = webui_client.stop_server(proc, grace=20)
+    # The WebUI's python finished its shutdown (it was not killed when bash exited) and nothing is left.
+    assert ok and "stopped by SIGTERM" in detail, detail
+    assert marker.read_text() == "finished"
+    assert not webui_client.group_alive(proc.pid)
+
+
+def test_stop_server_kills_and_fails_a_webui_that_ignores_sigterm(tmp_path):
+    proc, marker = start_group(tmp_path, "ignore")
+    ok, detail = webui_client.stop_server(proc, grace=2)
+    assert not ok and detail == "still running 2 s after SIGTERM: killed", detail
+    assert not marker.exists() and not webui_client.group_alive(proc.pid)
 
 
 def test_start_server_names_a_webui_user_sh_that_cannot_pass_verifys_flags(tmp_path):

@@ -63,3 +63,19 @@ def test_html_escapes_and_links_images(tmp_path):
     assert "&lt;lora:x:1&gt;" in page
     assert page.count("<tr class=") == len(ROWS)
     assert '<tr class="NOT-PROVISIONED">' in page
+
+
+def test_an_absent_account_is_counted_first_and_shown_as_a_failure():
+    rows = [
+        {"check": "package cmake", "host": "h", "result": "PASS", "detail": "3.25"},
+        {
+            "check": "WebUI at the pinned commit",
+            "host": "h",
+            "result": "NOT PROVISIONED",
+            "detail": "no dummy",
+        },
+        {"check": "dummy user dummy exists", "host": "h", "result": "ABSENT", "detail": "no account dummy"},
+    ]
+    assert verify_report.summarize(rows) == "1 absent, 1 not provisioned, 1 pass"
+    assert '<tr class="ABSENT">' in verify_report.html_page(rows, [], "t", ".")
+    assert ".FAIL,.ERROR,.ABSENT{background:#fbe3e3}" in verify_report.html_page(rows, [], "t", ".")

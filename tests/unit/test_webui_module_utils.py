@@ -12,7 +12,9 @@ import zipfile
 from pathlib import Path
 
 import clip_tokenizer_files as ctf
+import git_tree_id as gti
 import pytest
+import venv_lock
 import webui_config_merge as cm
 import webui_git_tree as gt
 import webui_venv_plan as vp
@@ -156,28 +158,31 @@ def test_the_cache_layout_is_huggingface_hubs():
 
 # --- venv inputs, marker and plan ---------------------------------------------------------------------
 
-PINS = {
-    "webui_commit": "a" * 40, "wheel": "0.45.1", "setuptools": "69.5.1",
-    "torch": {"torch": "2.1.2", "torchvision": "0.16.2", "index_url": ""},
-    "clip": {"url": "https://x/CLIP.zip", "file": "CLIP.zip", "sha256": ""},
-    "open_clip": {"url": "https://x/oc.zip", "file": "oc.zip", "sha256": ""},
-}  # fmt: skip
+
+def venv_inputs(**changes):
+    values = {"interpreter": "/usr/bin/python3.10", "interpreter_version": "3.10.14", "lock_sha256": "l" * 64,
+              "requirements_sha256": "r" * 64, "clip_tree": "t" * 40, "uv_version": "0.13.8", "extra": None}  # fmt: skip
+    values.update(changes)
+    return vp.inputs(*values.values())
 
 
 def test_the_inputs_digest_is_stable_and_moves_with_each_input():
-    base = vp.inputs("/usr/bin/python3.10", "3.10.14", PINS, "r" * 64)
+    base = venv_inputs()
     assert vp.digest(base) == vp.digest(json.loads(json.dumps(base, sort_keys=True)))
     changed = [
-        vp.inputs("/usr/bin/python3.11", "3.10.14", PINS, "r" * 64),
-        vp.inputs("/usr/bin/python3.10", "3.10.15", PINS, "r" * 64),
-        vp.inputs("/usr/bin/python3.10", "3.10.14", {**PINS, "setuptools": "70.0.0"}, "r" * 64),
-        vp.inputs("/usr/bin/python3.10", "3.10.14", PINS, "s" * 64),
+        venv_inputs(interpreter="/usr/bin/python3.11"),
+        venv_inputs(interpreter_version="3.10.15"),
+        venv_inputs(lock_sha256="m" * 64),
+        venv_inputs(requirements_sha256="s" * 64),
+        venv_inputs(clip_tree="u" * 40),
+        venv_inputs(uv_version="0.13.9"),
+        venv_inputs(extra={"jsonmerge": ["w" * 64]}),
     ]
-    assert len({vp.digest(base), *map(vp.digest, changed)}) == 5
+    assert len({vp.digest(base), *map(vp.digest, changed)}) == 8
 
 
 def test_a_venv_is_current_only_with_a_matching_marker(tmp_path):
-    wanted = vp.inputs("/p", "3.10.0", PINS, "r" * 64)
+    wanted = venv_inputs(interpreter="/p")
     assert not vp.is_current(str(tmp_path), wanted)
     vp.write_marker(str(tmp_path), wanted)
     assert vp.is_current(str(tmp_path), wanted)
@@ -186,32 +191,49 @@ def test_a_venv_is_current_only_with_a_matching_marker(tmp_path):
     assert not vp.is_current(str(tmp_path), wanted)
 
 
-def test_pip_sources():
-    assert vp.pip_source_args("", "/wh") == ["--no-index", "--find-links", "/wh"]
-    assert vp.pip_source_args("https://idx/simple", "") == ["--index-url", "https://idx/simple"]
-    assert vp.pip_source_args("", "") == []
+def test_package_sources():
+    assert vp.uv_source_args("", "/wh") == ["--offline", "--no-index", "--find-links", "/wh"]
+    assert vp.uv_source_args("https://idx/simple", "", "") == ["--index-url", "https://idx/simple"]
+    assert vp.uv_source_args("", "/wh", "https://torch") == [
+        "--offline",
+        "--no-index",
+        "--find-links",
+        "/wh",
+    ], "a wheelhouse bootstrap must not reach the torch index"
+    assert vp.uv_source_args("", "", "https://torch")[-4:] == [
+        "--extra-index-url", "https://torch", "--index-strategy", "unsafe-best-match"
+    ]  # fmt: skip
     assert vp.pip_source_env("https://idx", "/wh") == {"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": "/wh"}
 
 
-def test_the_build_steps_follow_the_upstream_fix_in_order():
-    pins = {**PINS, "torch": {**PINS["torch"], "index_url": "https://download.pytorch.org/whl/cpu"}}
-    steps = vp.build_steps(
-        "/py", "/w/venv", "/w", pins, {"clip": "/a/CLIP.zip", "open_clip": "/a/oc.zip"}, []
-    )
-    names = [name for name, _, _ in steps]
-    assert names == ["create the venv", "install wheel and setuptools", "install torch and torchvision",
-                     "install CLIP", "install open_clip", "install requirements_versions.txt"]  # fmt: skip
-    argv = {name: argv for name, argv, _ in steps}
-    assert argv["create the venv"] == ["/py", "-m", "venv", "/w/venv"]
-    assert argv["install wheel and setuptools"][-2:] == ["wheel==0.45.1", "setuptools==69.5.1"]
-    assert argv["install torch and torchvision"][-4:] == [
-        "--extra-index-url", "https://download.pytorch.org/whl/cpu", "torch==2.1.2", "torchvision==0.16.2"
+def test_the_build_steps_sync_the_lock_then_add_clip_from_its_archive():
+    steps = vp.build_steps("/py", "/w/venv", "/w", "/uv", "/l/lock.txt", "/a/CLIP.zip", ["--offline"])
+    assert [name for name, _, _ in steps] == [
+        "create the venv", "install the locked packages (uv pip sync --require-hashes)",
+        "install CLIP from its pinned archive",
     ]  # fmt: skip
-    assert argv["install CLIP"][-2:] == ["--no-build-isolation", "/a/CLIP.zip"]
-    assert argv["install open_clip"][-2:] == ["--no-build-isolation", "/a/oc.zip"]
-    assert all(a[0] == "/w/venv/bin/python" for n, a, _ in steps[1:])
-    offline = vp.build_steps("/py", "/w/venv", "/w", pins, {"clip": "c", "open_clip": "o"}, ["--no-index"])
-    assert "--extra-index-url" not in offline[2][1], "a wheelhouse bootstrap must not reach the torch index"
+    argv = [a for _, a, _ in steps]
+    assert argv[0] == ["/py", "-m", "venv", "--without-pip", "/w/venv"]
+    assert argv[1][:4] == ["/uv", "pip", "sync", "--require-hashes"] and argv[1][-2:] == [
+        "--offline",
+        "/l/lock.txt",
+    ]
+    assert "--no-deps" in argv[2] and "--no-build-isolation" in argv[2] and argv[2][-1] == "/a/CLIP.zip"
+
+
+def test_a_bundle_built_wheel_joins_its_locked_entry():
+    text = "a==1 \\\n    --hash=sha256:aa\n    # via x\nb_c==2 \\\n    --hash=sha256:bb\n"
+    out = vp.effective_lock(text, {"b-c": ["cc"]})
+    packages = venv_lock.parse_packages(out)
+    assert packages["b-c"]["hashes"] == ["cc", "bb"] and packages["a"]["hashes"] == ["aa"]
+    assert vp.effective_lock(text, {}) == text
+
+
+def zip_of(path, top, files):
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in files.items():
+            archive.writestr(f"{top}/{name}", data)
+    return path
 
 
 @pytest.fixture
@@ -238,34 +260,37 @@ def http_dir(tmp_path):
     server.server_close()
 
 
-def test_archives_download_once_and_are_checked(tmp_path, http_dir):
+def test_archives_download_once_and_are_checked_by_tree(tmp_path, http_dir):
     served, url, requests = http_dir
-    (served / "CLIP.zip").write_bytes(b"archive")
-    spec = {"url": f"{url}/CLIP.zip", "file": "CLIP.zip", "sha256": hashlib.sha256(b"archive").hexdigest()}
+    zip_of(served / "CLIP.zip", "CLIP-c", {"a.txt": b"a"})
+    tree = gti.zip_tree_id(served / "CLIP.zip")[0]
+    spec = {"url": f"{url}/CLIP.zip", "file": "CLIP.zip", "tree": tree, "sha256": ""}
     cache = tmp_path / "cache"
-    path, digest, fetched = vp.locate_archive(spec, "", str(cache))
-    assert fetched and Path(path).read_bytes() == b"archive" and digest == spec["sha256"]
+    _, digest, fetched = vp.locate_archive(spec, "", str(cache))
+    assert fetched and digest == hashlib.sha256((served / "CLIP.zip").read_bytes()).hexdigest()
     assert vp.locate_archive(spec, "", str(cache))[2] is False and len(requests) == 1
-    (cache / "CLIP.zip").write_bytes(b"changed")
+    zip_of(cache / "CLIP.zip", "CLIP-c", {"a.txt": b"altered"})
     assert vp.locate_archive(spec, "", str(cache))[2] is True, (
-        "a cached file with the wrong hash is re-fetched"
+        "a cached archive with another tree is re-fetched"
     )
-    bad = {**spec, "sha256": "0" * 64}
     (cache / "CLIP.zip").unlink()
-    with pytest.raises(vp.VenvError, match=r"gave a file with sha256 .* nothing was kept"):
-        vp.locate_archive(bad, "", str(cache))
+    with pytest.raises(vp.VenvError, match=r"gave an archive that is not the pinned one .*holds git tree"):
+        vp.locate_archive({**spec, "tree": "0" * 40}, "", str(cache))
     assert sorted(os.listdir(cache)) == []
 
 
-def test_a_wheelhouse_is_used_without_network(tmp_path):
-    (tmp_path / "CLIP.zip").write_bytes(b"a")
-    spec = {"url": "https://unreachable.invalid/CLIP.zip", "file": "CLIP.zip", "sha256": ""}
+def test_a_local_archive_directory_is_used_without_network(tmp_path):
+    zip_of(tmp_path / "CLIP.zip", "CLIP-c", {"a.txt": b"a"})
+    spec = {"url": "https://unreachable.invalid/CLIP.zip", "file": "CLIP.zip",
+            "tree": gti.zip_tree_id(tmp_path / "CLIP.zip")[0], "sha256": ""}  # fmt: skip
     assert vp.locate_archive(spec, str(tmp_path), str(tmp_path / "c"))[:3:2] == (
         str(tmp_path / "CLIP.zip"),
         False,
     )
-    with pytest.raises(vp.VenvError, match=r"The wheelhouse .* has no oc.zip"):
+    with pytest.raises(vp.VenvError, match=r"The directory .* has no oc.zip"):
         vp.locate_archive({**spec, "file": "oc.zip"}, str(tmp_path), str(tmp_path / "c"))
+    with pytest.raises(vp.VenvError, match=r"holds git tree .* the lock pins"):
+        vp.locate_archive({**spec, "tree": "1" * 40}, str(tmp_path), str(tmp_path / "c"))
     with pytest.raises(vp.VenvError, match=r"not http"):
         vp.locate_archive({**spec, "url": "ftp://x/y.zip", "file": "y.zip"}, "", str(tmp_path / "c"))
 
@@ -313,6 +338,23 @@ def test_a_tree_is_cloned_at_the_pin_and_then_left_alone(tmp_path, origin):
     assert (again["changed"], again["fetched"]) == (False, False)
     moved = gt.ensure_tree(str(dest), url, shas[1])
     assert moved["action"] == "checkout" and gt.head(str(dest)) == shas[1] and not moved["fetched"]
+
+
+def test_a_tree_comes_from_a_local_source_but_names_the_locks_url(tmp_path, origin):
+    """An offline bundle's bare repository is the source; origin still says the lock's URL."""
+    url, shas = origin
+    source = tmp_path / "bundle" / "tree.git"
+    git("clone", "-q", "--bare", url, str(source))
+    dest = tmp_path / "home" / "tree"
+    lock_url = "https://example.invalid/upstream.git"
+    result = gt.ensure_tree(str(dest), lock_url, shas[0], source=str(source))
+    assert result["action"] == "clone" and gt.head(str(dest)) == shas[0]
+    assert git("remote", "get-url", "origin", cwd=dest) == lock_url
+    assert gt.ensure_tree(str(dest), lock_url, shas[0], source=str(source))["changed"] is False
+    moved = gt.ensure_tree(str(dest), lock_url, shas[1], source=str(source))
+    assert moved["action"] == "checkout" and gt.head(str(dest)) == shas[1]
+    upload_pack = gt.from_source(str(source))
+    assert upload_pack == ["--no-local", f"--upload-pack=git -c safe.directory={source} upload-pack"]
 
 
 def test_check_mode_changes_nothing(tmp_path, origin):
@@ -432,3 +474,13 @@ def test_a_failing_git_command_names_the_tree_it_ran_in(tmp_path, origin):
     gt.ensure_tree(str(dest), url, shas[0])
     with pytest.raises(gt.GitTreeError, match=rf"^git rev-parse NOPE failed in {dest}: "):
         gt.run_git(["rev-parse", "NOPE"], cwd=str(dest))
+
+
+def test_the_launchers_own_preparation_is_judged_by_what_it_prints(tmp_path):
+    """v1.10.1's webui.sh exits 0 even when launch.py fails (its restart loop ends with a test)."""
+    log_path = tmp_path / "bootstrap.log"
+    with open(log_path, "w", encoding="utf-8") as log:
+        vp.run_launch(["sh", "-c", f"echo '{vp.LAUNCH_FINISHED}'"], str(tmp_path), dict(os.environ), log)
+        with pytest.raises(vp.VenvError, match=r"did not finish .*webui.sh exits 0 regardless"):
+            vp.run_launch(["sh", "-c", "echo RuntimeError: clone failed; exit 0"], str(tmp_path),
+                          dict(os.environ), log)  # fmt: skip

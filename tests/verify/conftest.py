@@ -92,6 +92,9 @@ def pytest_pyfunc_call(pyfuncitem):
     if not hasattr(pyfuncitem.function, "sdenv_check"):
         return None
     kwargs = {name: pyfuncitem.funcargs[name] for name in pyfuncitem._fixtureinfo.argnames}
+    target = kwargs.get("target")
+    if pyfuncitem.function.sdenv_check.needs_account and target is not None and target.account() is None:
+        pytest.skip(f"not provisioned: the dummy user {target.user} does not exist on this host")
     try:
         pyfuncitem.obj(**kwargs)
     except verify_lib.NotProvisionedError as exc:
@@ -138,6 +141,8 @@ def pytest_runtest_makereport(item, call):
         else:
             failed = call.excinfo.errisinstance((AssertionError, pytest.fail.Exception))
             result = "FAIL" if report.when == "call" and failed else "ERROR"
+            if call.excinfo.errisinstance(verify_lib.AccountAbsent):
+                result = "ABSENT"
             detail = verify_lib.failure_text(call.excinfo)
         title = value.label if isinstance(value, verify_lib.NotProvisioned) else spec.title(value)
         item.config.stash[ROWS_KEY].append(

@@ -8,7 +8,8 @@ dummy, never as root.
 import json
 import shlex
 
-from verify_lib import NotProvisionedError, check, expect, quote
+import venv_lock
+from verify_lib import AccountAbsent, NotProvisionedError, check, expect, quote
 
 # Where huggingface_hub keeps openai/clip-vit-large-patch14 under HF_HOME (the lock pins revision and files).
 CLIP_REPO_DIR = "hub/models--openai--clip-vit-large-patch14"
@@ -59,33 +60,34 @@ def read_json(target, path, what):
 # --- The dummy account ----------------------------------------------------------------------------------
 
 
-def account(target):
-    def read():
-        import dummy_accounts  # roles/dummy_user/module_utils: the same parsers the role uses
+def absent_account(target, item, tool):
+    """The account is gone: ABSENT when nothing of it is left (never provisioned, or make remove-dummy), a
+    failure naming the leftover otherwise."""
+    home = target.vars["sdenv_user_home"]
+    entry, where = target.record_entry()
+    expect(
+        entry is None,
+        f"the dummy user {item} does not exist ({tool} finds no such account), but the provision record {where}"
+        " still has an entry for it (deleted by hand, or a deletion was interrupted): run make remove-dummy to"
+        " finish removing it, or make provision to bring it back",
+    )
+    expect(
+        not target.host.file(home).exists,
+        f"the dummy user {item} does not exist ({tool} finds no such account), but its home {home} is still"
+        " there: run make remove-dummy to finish removing it, or make provision to bring it back",
+    )
+    raise AccountAbsent(
+        f"no account {item} on this host ({tool}), no home {home}, no entry in the provision record: not"
+        " provisioned here, or removed with make remove-dummy; make provision sets it up"
+    )
 
-        if target.darwin:
-            out = target.run(
-                "dscl . -read %s UniqueID NFSHomeDirectory UserShell RealName", f"/Users/{target.user}"
-            )
-            if out.rc != 0:
-                return None
-            values = dummy_accounts.parse_dscl_read(out.stdout)
-            return {
-                "uid": values.get("UniqueID"),
-                "home": values.get("NFSHomeDirectory"),
-                "shell": values.get("UserShell"),
-            }
-        out = target.run("getent passwd %s", target.user)
-        return dummy_accounts.parse_getent_passwd(out.stdout) if out.rc == 0 else None
 
-    return target.cached("account", read)
-
-
-@check("dummy user {item} exists, home and shell", items=lambda t: [t.user])
+@check("dummy user {item} exists, home and shell", items=lambda t: [t.user], needs_account=False)
 def test_user(target, item, note):
-    found = account(target)
+    found = target.account()
     tool = "dscl" if target.darwin else "getent"
-    expect(found is not None, f"the dummy user {item} does not exist ({tool} finds no such account)")
+    if found is None:
+        absent_account(target, item, tool)
     home, shell = target.vars["sdenv_user_home"], target.vars["sdenv_user_shell"]
     expect(found["home"] == home, f"{item}'s home is {found['home']}, settings say {home}")
     expect(found["shell"] == shell, f"{item}'s shell is {found['shell']}, settings say {shell}")
@@ -97,7 +99,6 @@ def test_user(target, item, note):
 
 @check("dummy user {item} is an admin (sudo)", items=lambda t: [t.user])
 def test_admin(target, item, note):
-    expect(account(target) is not None, f"the dummy user {item} does not exist")
     if target.darwin:
         out = target.run("dseditgroup -o checkmember -m %s admin", item)
         expect(out.stdout.startswith("yes "), f"{item} is not a member of admin: {out.stdout.strip()}")
@@ -145,7 +146,10 @@ def test_formula(target, item, note):
     note(out.stdout.strip())
 
 
-@check("package {item}", items=lambda t: [] if t.darwin else t.var("sdenv_linux_packages"))
+# System packages are shared by every account: checked whether or not the dummy is there.
+@check(
+    "package {item}", items=lambda t: [] if t.darwin else t.var("sdenv_linux_packages"), needs_account=False
+)
 def test_linux_package(target, item, note):
     out = target.run("dpkg-query -W -f='${Status} ${Version}' %s", item)
     expect(
@@ -379,6 +383,57 @@ def test_venv_torch(target, item, note):
     note(f"torch {versions[0]}, torchvision {versions[1]} in {python}")
 
 
+# The venv's Python version and every installed distribution, as JSON (run with the venv's Python).
+VENV_SET_SCRIPT = r"""
+import importlib.metadata as m, json, sys
+print(json.dumps({"python": "%d.%d" % sys.version_info[:2],
+                  "dists": {d.metadata["Name"]: d.version for d in m.distributions()}}))
+"""
+
+
+@check("venv holds exactly the locked set")
+def test_venv_matches_lock(target, item, note):
+    lock_dir = target.vars.get("sdenv_webui_host_lock_dir")
+    if lock_dir is None or not target.vars.get("sdenv_webui_venv_bootstrap", True):
+        raise NotProvisionedError("role webui builds no venv here (sdenv_webui_venv_bootstrap)")
+    python = f"{target.var('sdenv_webui_venv_dir')}/bin/python"
+    out = target.run_as_user(quote(python, "-B", "-c", VENV_SET_SCRIPT))
+    expect(out.rc == 0, f"the venv's Python {python} does not run: {out.stderr.strip()[-200:]}")
+    found = json.loads(out.stdout)
+    name = venv_lock.lock_file_name(target.vars.get("sdenv_webui_platform"), found["python"])
+    text = target.run("cat %s", f"{lock_dir}/{name}")
+    expect(text.rc == 0, f"the host has no venv lock {lock_dir}/{name}: provision again")
+    wanted = {key: p["version"] for key, p in venv_lock.parse_packages(text.stdout).items()}
+    installed = {venv_lock.normalize(n): v for n, v in found["dists"].items()}
+    extra = sorted(set(installed) - set(wanted) - set(venv_lock.ARCHIVE_PACKAGES))
+    missing = sorted(set(wanted) - set(installed))
+    other = sorted(
+        f"{k} {installed[k]} (lock {v})" for k, v in wanted.items() if k in installed and installed[k] != v
+    )
+    absent_archives = sorted(set(venv_lock.ARCHIVE_PACKAGES) - set(installed))
+    expect(not missing, f"the venv lacks locked packages: {', '.join(missing[:8])}")
+    expect(not other, f"the venv has other versions than the lock: {', '.join(other[:8])}")
+    expect(not extra, f"the venv has packages the lock does not list: {', '.join(extra[:8])}")
+    expect(
+        not absent_archives,
+        f"the venv lacks {', '.join(absent_archives)} (installed from its pinned archive)",
+    )
+    note(
+        f"{len(wanted)} locked packages + {', '.join(sorted(venv_lock.ARCHIVE_PACKAGES))} from its archive, as {name}"
+    )
+
+
+@check("venv passes pip check")
+def test_venv_pip_check(target, item, note):
+    if not target.vars.get("sdenv_webui_venv_bootstrap", True):
+        raise NotProvisionedError("role webui builds no venv here (sdenv_webui_venv_bootstrap)")
+    python = f"{target.var('sdenv_webui_venv_dir')}/bin/python"
+    # -B: verify must not change the venv (pip, installed by uv without bytecode, would write its .pyc files).
+    out = target.run_as_user(quote(python, "-B", "-m", "pip", "check", "--disable-pip-version-check"))
+    expect(out.rc == 0, f"pip check in {python}: {(out.stdout or out.stderr).strip()[-300:]}")
+    note(out.stdout.strip() or "pip check: no broken requirements")
+
+
 def clip_pins(target):
     pinned = target.lock("clip_tokenizer")
     return pinned["revision"], dict(pinned["sha256"])
@@ -412,8 +467,7 @@ def test_hf_cache(target, item, note):
 def test_record(target, item, note):
     entry, where = target.record_entry()
     expect(entry is not None, where)
-    found = account(target)
-    expect(found is not None, f"the record {where} names {target.user}, but the account does not exist")
+    found = target.account()
     expect(
         str(entry.get("uid")) == str(found["uid"]),
         f"{where}: uid {entry.get('uid')}, the account has {found['uid']}",

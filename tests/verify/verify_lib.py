@@ -27,9 +27,14 @@ class NotProvisionedError(Exception):
     pass
 
 
+class AccountAbsent(Exception):
+    """The dummy account is not on the host and nothing of it is left: the row says ABSENT, verify fails."""
+
+
 class CheckSpec:
-    def __init__(self, title, items, label):
+    def __init__(self, title, items, label, needs_account=True):
         self.title_format, self.items, self.label_fn = title, items, label
+        self.needs_account = needs_account
 
     def title(self, item):
         return self.title_format.format(item=item_text(item))
@@ -46,12 +51,14 @@ def item_text(item):
     return str(item)
 
 
-def check(title, items=None, label=None):
+def check(title, items=None, label=None, needs_account=True):
     """Declare a check: `title` (with {item}) names the row; `items(target)` lists what to check per host
-    (raise NotProvisionedError when the settings/lock have no such thing)."""
+    (raise NotProvisionedError when the settings/lock have no such thing). A check that needs the dummy
+    account says NOT PROVISIONED on a host without it (one row, the account's, says why), instead of
+    failing on everything the account would own."""
 
     def decorate(function):
-        function.sdenv_check = CheckSpec(title, items, label)
+        function.sdenv_check = CheckSpec(title, items, label, needs_account)
         return function
 
     return decorate
@@ -122,6 +129,29 @@ class Target:
         """Run as the dummy, never as root (brew refuses root; files must be readable by the dummy)."""
         with self.host.sudo(self.user):
             return self.host.run(command, *args)
+
+    def account(self):
+        """The dummy account as the host's own tools see it ({uid, home, shell}), or None when absent."""
+
+        def read():
+            import dummy_accounts  # roles/dummy_user/module_utils: the same parsers the role uses
+
+            if self.darwin:
+                out = self.run(
+                    "dscl . -read %s UniqueID NFSHomeDirectory UserShell RealName", f"/Users/{self.user}"
+                )
+                if out.rc != 0:
+                    return None
+                values = dummy_accounts.parse_dscl_read(out.stdout)
+                return {
+                    "uid": values.get("UniqueID"),
+                    "home": values.get("NFSHomeDirectory"),
+                    "shell": values.get("UserShell"),
+                }
+            out = self.run("getent passwd %s", self.user)
+            return dummy_accounts.parse_getent_passwd(out.stdout) if out.rc == 0 else None
+
+        return self.cached("account", read)
 
     def cached(self, key, compute):
         if key not in self._cache:

@@ -335,8 +335,14 @@ EXTRA_ARGS_VARIABLE = "SDENV_EXTRA_COMMANDLINE_ARGS"
 
 
 def verify_args(spec, port):
-    """The flags verify adds: API only, on a free loopback port; the CPU flags only on a host with no GPU."""
-    args = ["--api", "--nowebui", "--port", str(port), *spec.get("extra_args", [])]
+    """The flags verify adds: API only, on a free loopback port; the CPU flags only on a host with no GPU.
+
+    --server-name is what keeps it on loopback: with --nowebui, v1.10.1 hands uvicorn the host None unless
+    --server-name (or --listen) is given, and uvicorn then listens on every interface (0.0.0.0 and ::).
+    The UI mode (make run) binds 127.0.0.1 by itself (gradio's default).
+    """
+    args = ["--api", "--nowebui", "--port", str(port), "--server-name", "127.0.0.1"]
+    args += spec.get("extra_args", [])
     if spec.get("cpu_only"):
         args += ["--use-cpu", "all", "--no-half"]
     return args
@@ -409,22 +415,40 @@ def start_server(spec, port, log_path):
 
 
 def stop_server(proc, grace):
-    """SIGTERM to the whole process group (webui.sh and its python), wait, then SIGKILL."""
-    """Returns (stopped cleanly, what happened)."""
+    """SIGTERM to the whole process group, then wait until every process in it has exited; SIGKILL what is
+    left after `grace` seconds. Returns (stopped cleanly, what happened).
+
+    The group leader is webui.sh, a bash that dies at once on SIGTERM; the WebUI's python under it finishes
+    the request in progress and shuts down in its own time (uvicorn: about 2 s for v1.10.1 here). So the
+    leader's exit says nothing: only an empty group is a stopped WebUI.
+    """
     if proc.poll() is not None:
         return False, f"the WebUI had already exited (status {proc.returncode})"
     started = time.monotonic()
     with_signal(proc.pid, signal.SIGTERM)
     try:
-        proc.wait(timeout=grace)
-        return True, f"stopped by SIGTERM in {time.monotonic() - started:.1f} s"
-    except subprocess.TimeoutExpired:
-        with_signal(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-        return False, f"did not stop within {grace} s of SIGTERM: killed"
+        while time.monotonic() - started < grace:
+            proc.poll()  # reap the leader, or its zombie keeps the group alive
+            if not group_alive(proc.pid):
+                return True, f"stopped by SIGTERM in {time.monotonic() - started:.1f} s (every process of it)"
+            time.sleep(0.1)
+        return False, f"still running {grace} s after SIGTERM: killed"
     finally:
-        # Whatever the group leader did, nothing of the group may outlive verify.
+        # Whatever happened, nothing of the group may outlive verify.
         with_signal(proc.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while (proc.poll() is None or group_alive(proc.pid)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+
+def group_alive(pgid):
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # a process of another user in it: still there
+    return True
 
 
 def with_signal(pgid, sig):

@@ -3,28 +3,42 @@
 
 DOCUMENTATION = r"""
 module: dummy_account
-short_description: Create, check for reset, or delete the dummy admin account (macOS and Linux)
+short_description: Create, check for deletion, or delete the dummy admin account (macOS and Linux)
 description:
   - C(present) creates the account with a home and admin rights (macOS sysadminctl + createhomedir and the
     admin group; Linux useradd with the sudo/wheel group) and sets its password on creation only; an existing
     account gets its shell, full name and admin membership corrected.
-  - C(check_reset) runs the reset safety checks and fails with one sentence when reset is refused; it never
-    changes anything.
+  - C(check) runs the safety checks of C(absent) (the account may be deleted; every path it would delete is
+    on the allow-list) and fails with one sentence per refusal; it never changes anything.
   - C(absent) runs the same checks, stops the user's processes, deletes the account and its home, and
-    removes the paths the provision record lists for it outside the home.
-  - The password is never put on a command line; when none is given, one is generated once and kept in
-    I(password_file) (root-only, 0600).
+    removes what the provision record lists for it outside the home, each path only when the allow-list
+    (removal_allowlist) admits it. Anything else makes it refuse before deleting anything, FORCE or not.
+    When the account does not exist and the record has nothing for it, C(action=reset) refuses with a
+    sentence saying so and C(action=remove) reports that there is nothing to remove.
+  - The password is never put on a command line (chpasswd and dscl read it on standard input) nor into any
+    file; the role's action plugin passes it over pipelining only. When none is given, the new account gets a
+    random password that is set and then forgotten: nobody can log in with it until an administrator sets
+    one (C(passwd), System Settings).
+  - I(password_file) is where earlier versions kept a generated password in plain text. It is never read or
+    written: C(present) names it in a warning while it exists, and C(absent) deletes it with the account
+    whose password it held (reset recreates the account with a new one).
 options:
   name: {description: Account name., type: str, required: true}
   fullname: {description: Full name., type: str, default: Dummy}
   shell: {description: Login shell., type: path, default: /bin/zsh}
   admin: {description: Member of the admin group (macOS) or sudo/wheel (Linux)., type: bool, default: true}
-  password: {description: Password; empty means use or create I(password_file)., type: str, default: ''}
-  password_file: {description: Where a generated password is kept on the host., type: path}
-  state: {description: What to do., type: str, choices: [present, check_reset, absent], default: present}
-  record_path: {description: The provision record (for check_reset and absent)., type: path}
-  invoking_users: {description: Users running this command; never reset., type: list, elements: str, default: []}
-  force: {description: Reset an account the provision record does not name., type: bool, default: false}
+  password: {description: Password; empty means a random one that is never stored or shown., type: str, default: ''}
+  password_file: {description: Where earlier versions kept a generated password (never read or written)., type: path}
+  state: {description: What to do., type: str, choices: [present, check, absent], default: present}
+  action:
+    description: C(reset) (make reset-dummy, which recreates the account afterwards) or C(remove) (make
+      remove-dummy); the words of every message.
+    type: str
+    choices: [reset, remove]
+    default: reset
+  record_path: {description: The provision record (for check and absent)., type: path}
+  invoking_users: {description: Users running this command; never deleted., type: list, elements: str, default: []}
+  force: {description: Delete an account the provision record does not name., type: bool, default: false}
   console_probe_file:
     description: Test seam, Linux only. A utmp file for C(who) to read instead of the system's.
     type: path
@@ -42,9 +56,11 @@ EXAMPLES = r"""
 RETURN = r"""
 account: {description: The account after the call (name, uid, home, shell, admin)., type: dict, returned: success}
 created: {description: The account was created by this call., type: bool, returned: state=present}
-password_generated: {description: A new password was generated and stored in password_file., type: bool,
+password_generated: {description: The account was created with a random password nobody knows., type: bool,
   returned: state=present}
 removed_paths: {description: Paths removed for the account outside its home., type: list, returned: state=absent}
+nothing_to_remove: {description: The account does not exist and the record has nothing for it., type: bool,
+  returned: state=absent}
 """
 
 import os
@@ -53,27 +69,19 @@ import shutil
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.dummy_accounts import AccountError, backend_for, check_password, generate_password
-from ansible.module_utils.provision_record import RecordError, check_removable, load
-from ansible.module_utils.reset_guard import reset_refusal
+from ansible.module_utils.provision_record import RecordError, load
+from ansible.module_utils.reset_guard import deletion_plan, reset_refusal
 
 
-def read_or_make_password(path, check_mode):
-    """The stored password, or a new one written root-only (0600 file in a 0700 directory)."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return handle.read().strip(), False
-    except FileNotFoundError:
-        pass
-    password = generate_password()
-    if not check_mode:
-        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-        fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(password + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(path + ".tmp", path)
-    return password, True
+def warn_about_an_old_password_file(module):
+    """Earlier versions kept a generated password in plain text; it is never read or written any more."""
+    path = module.params["password_file"]
+    if path and os.path.lexists(path):
+        module.warn(
+            f"{path} holds a password in plain text, written by an earlier version of this toolkit, which no "
+            "longer keeps passwords in files (nor reads this one): note it somewhere safe if you still need it, "
+            "then delete the file (make reset-dummy and make remove-dummy delete it with the account)"
+        )
 
 
 def ensure_present(module, accounts):
@@ -83,9 +91,8 @@ def ensure_present(module, accounts):
     if account is None:
         password, generated = p["password"], False
         if not password:
-            if not p["password_file"]:
-                raise AccountError("No password given and no password_file to keep a generated one in.")
-            password, generated = read_or_make_password(p["password_file"], module.check_mode)
+            # Kept nowhere: a copy in a file (however private) ends up in backups and snapshots of the disk.
+            password, generated = generate_password(), True
         check_password(password)
         result.update(created=True, password_generated=generated)
         if module.check_mode:
@@ -103,10 +110,10 @@ def ensure_present(module, accounts):
 
 
 def guard(module, accounts):
-    """Run the reset checks; fail the module with the refusal sentence, else return the facts."""
+    """Run the account checks and the deletion plan; fail the module with the refusal, else return facts."""
     p = module.params
     account = accounts.get(p["name"])
-    record = load(p["record_path"]) if p["record_path"] else {"users": {}}
+    record = load(p["record_path"])
     recorded = record["users"].get(p["name"])
     refusal = reset_refusal(
         p["name"],
@@ -116,40 +123,52 @@ def guard(module, accounts):
         accounts.console_users(p["console_probe_file"]),
         recorded,
         p["force"],
+        p["action"],
     )
     if refusal:
         module.fail_json(msg=refusal, refused=True)
-    return account, recorded
+    plan, refusals = deletion_plan(
+        p["name"], p["action"], account, recorded, accounts.home_roots, p["record_path"], p["password_file"]
+    )
+    if refusals:
+        module.fail_json(
+            msg=" ".join(refusals)
+            + f" Nothing was changed; if the provision record {p['record_path']} is wrong, correct that entry"
+            " by hand, then run again.",
+            refused=True,
+        )
+    return account, recorded, plan
 
 
-def remove_path(path):
-    normal = check_removable(path)
-    if os.path.islink(normal) or os.path.isfile(normal):
-        os.unlink(normal)
-    elif os.path.isdir(normal):
-        shutil.rmtree(normal)
+def delete_path(path):
+    """Delete a file, a link (never what it points to) or a directory tree; False when it is not there."""
+    if os.path.islink(path) or (os.path.lexists(path) and not os.path.isdir(path)):
+        os.unlink(path)
+    elif os.path.isdir(path):
+        shutil.rmtree(path)
     else:
         return False
     return True
 
 
 def ensure_absent(module, accounts):
-    account, recorded = guard(module, accounts)
-    leftovers = list((recorded or {}).get("created_paths", []))
-    for path in leftovers:
-        check_removable(path)  # refuse a bad record before deleting anything
+    account, recorded, plan = guard(module, accounts)
+    if account is None and recorded is None:
+        return {"changed": False, "removed_paths": [], "account": None, "nothing_to_remove": True}
     if module.check_mode:
-        return {"changed": account is not None or bool(leftovers), "removed_paths": leftovers}
-    removed = []
+        return {"changed": True, "removed_paths": plan, "account": account, "nothing_to_remove": False}
     if account is not None:
         accounts.stop_processes(account)
-        accounts.delete(account)
-        if os.path.isdir(account["home"]) and accounts.home_is_removable(account):
-            shutil.rmtree(account["home"])
-    for path in leftovers:
-        if remove_path(path):
-            removed.append(path)
-    return {"changed": account is not None or bool(removed), "removed_paths": removed, "account": account}
+        accounts.delete(account, remove_home=os.path.isdir(account["home"]))
+        if os.path.lexists(account["home"]):
+            delete_path(account["home"])  # on the allow-list (checked above); the system tool left it
+    removed = [path for path in plan if delete_path(path)]
+    return {
+        "changed": account is not None or bool(removed),
+        "removed_paths": removed,
+        "account": account,
+        "nothing_to_remove": False,
+    }
 
 
 def main():
@@ -161,12 +180,14 @@ def main():
             "admin": {"type": "bool", "default": True},
             "password": {"type": "str", "default": "", "no_log": True},
             "password_file": {"type": "path", "no_log": False},
-            "state": {"type": "str", "choices": ["present", "check_reset", "absent"], "default": "present"},
+            "state": {"type": "str", "choices": ["present", "check", "absent"], "default": "present"},
+            "action": {"type": "str", "choices": ["reset", "remove"], "default": "reset"},
             "record_path": {"type": "path"},
             "invoking_users": {"type": "list", "elements": "str", "default": []},
             "force": {"type": "bool", "default": False},
             "console_probe_file": {"type": "path"},
         },
+        required_if=[("state", "check", ["record_path"]), ("state", "absent", ["record_path"])],
         supports_check_mode=True,
     )
 
@@ -176,10 +197,16 @@ def main():
     try:
         accounts = backend_for(platform.system(), run)
         if module.params["state"] == "present":
+            warn_about_an_old_password_file(module)
             result = ensure_present(module, accounts)
-        elif module.params["state"] == "check_reset":
-            account, _ = guard(module, accounts)
-            result = {"changed": False, "account": account}
+        elif module.params["state"] == "check":
+            account, recorded, plan = guard(module, accounts)
+            result = {
+                "changed": False,
+                "account": account,
+                "removed_paths": plan,
+                "nothing_to_remove": account is None and recorded is None,
+            }
         else:
             result = ensure_absent(module, accounts)
     except (AccountError, RecordError, OSError) as exc:

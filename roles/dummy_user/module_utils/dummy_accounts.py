@@ -9,9 +9,13 @@ through dscl's interactive mode on standard input (`dscl .` reading `passwd /Use
 process arguments are visible to every local user.
 """
 
-import os
 import re
 import secrets
+
+try:
+    from ansible.module_utils.removal_allowlist import HOME_ROOTS
+except ImportError:  # unit tests import module_utils directly
+    from removal_allowlist import HOME_ROOTS
 
 PASSWORD_FORBIDDEN = re.compile(r"[\s\"'\\]")
 
@@ -118,7 +122,11 @@ class Accounts:
 
     platform = None
     first_regular_uid = 1000
-    regular_home_roots = ()
+
+    @property
+    def home_roots(self):
+        """Where homes live here: the only place reset deletes a home (removal_allowlist)."""
+        return HOME_ROOTS[self.platform]
 
     def __init__(self, run):
         self.run = run
@@ -143,21 +151,15 @@ class Accounts:
             # Exit 1 from pkill means "nothing matched": the goal is reached either way.
             self.run(argv)
 
-    def delete(self, account):
-        for argv in self.delete_commands(account["name"]):
+    def delete(self, account, remove_home=True):
+        for argv in self.delete_commands(account["name"], remove_home):
             self.must(argv, what=f"Deleting the account {account['name']}")
         if self.get(account["name"]) is not None:
             raise AccountError(f"The account {account['name']} still exists after deleting it.")
 
-    def home_is_removable(self, account):
-        """A leftover home is removed only where homes live and only when it is this user's."""
-        home = os.path.normpath(account.get("home") or "")
-        return os.path.dirname(home) in self.regular_home_roots and os.path.basename(home) == account["name"]
-
 
 class LinuxAccounts(Accounts):
     platform = "Linux"
-    regular_home_roots = ("/home",)
 
     def __init__(self, run, login_defs="/etc/login.defs"):
         super().__init__(run)
@@ -208,8 +210,9 @@ class LinuxAccounts(Accounts):
     def stop_commands(self, account):
         return [["pkill", "-KILL", "-u", str(account["uid"])]]
 
-    def delete_commands(self, name):
-        return [["userdel", "--remove", name]]
+    def delete_commands(self, name, remove_home=True):
+        # --remove only when the home is there: userdel fails (exit 12) on a missing one.
+        return [["userdel", "--remove", name] if remove_home else ["userdel", name]]
 
     def console_users(self, who_file=None):
         _, out, _ = self.run(["who", who_file] if who_file else ["who"])
@@ -221,7 +224,6 @@ class DarwinAccounts(Accounts):
 
     platform = "Darwin"
     first_regular_uid = 501
-    regular_home_roots = ("/Users",)
     read_keys = ("UniqueID", "PrimaryGroupID", "NFSHomeDirectory", "UserShell", "RealName")
 
     def admin_group(self):
@@ -277,7 +279,8 @@ class DarwinAccounts(Accounts):
             ["pkill", "-KILL", "-U", str(account["uid"])],
         ]
 
-    def delete_commands(self, name):
+    def delete_commands(self, name, remove_home=True):
+        # sysadminctl deletes the home with the account (-keepHome would keep it); a missing home is fine.
         return [["sysadminctl", "-deleteUser", name]]
 
     def console_users(self, who_file=None):

@@ -1,42 +1,103 @@
-"""The safety checks before reset-dummy deletes an account: one sentence per refusal, or None.
+"""The safety checks before reset-dummy or remove-dummy deletes an account: one sentence per refusal, or None.
 
-Kept apart from the code that deletes, as a pure function of facts, so every refusal is unit-tested and
-the module can run it both before asking for confirmation and again right before acting.
+Kept apart from the code that deletes, so every refusal is unit-tested and the module can run the checks
+both before asking for confirmation and again right before acting: reset_refusal() about the account (a
+pure function of facts), deletion_plan() about every path the deletion takes along (the allow-list of
+removal_allowlist, judged on the live file system).
 """
 
+import os
 
-def reset_refusal(name, account, first_regular_uid, invoking_users, console_users, recorded, force):
-    """Return why resetting `name` is refused, or None when it may go ahead.
+try:
+    from ansible.module_utils.removal_allowlist import allowlist_for, homebrew_links
+except ImportError:  # unit tests import module_utils directly
+    from removal_allowlist import allowlist_for, homebrew_links
+
+
+def reset_refusal(
+    name, account, first_regular_uid, invoking_users, console_users, recorded, force, action="reset"
+):
+    """Return why resetting (action "reset") or removing (action "remove") `name` is refused, or None.
 
     account: the live account ({"uid": ...}) or None when it does not exist (nothing left to delete;
       the record's leftovers may still be removed, so a reset killed half-way converges).
     invoking_users: who runs make (USER, SUDO_USER, the SSH login user).
     recorded: the provision record's entry for `name`, or None.
-    force: FORCE=yes, which lifts only the "not made by the toolkit" check.
+    force: FORCE=yes, which lifts only the "not made by the toolkit" checks.
     """
     if name == "root" or (account is not None and account["uid"] == 0):
-        return f"Refusing to reset {name}: it is the root account."
+        return f"Refusing to {action} {name}: it is the root account."
     if name in {u for u in invoking_users if u}:
+        return f"Refusing to {action} {name}: it is the account running this command; run it from another account."
+    if account is None:
+        if recorded or action == "remove":
+            return None  # leftovers of the record go (or, for remove, there is nothing to do: the module says so)
         return (
-            f"Refusing to reset {name}: it is the account running this command; run it from another account."
+            f"There is no account {name} on this host and the provision record has nothing for it, so there is"
+            " nothing to reset: `make provision` creates it."
         )
-    if account is not None:
-        if account["uid"] < first_regular_uid:
-            return (
-                f"Refusing to reset {name}: its uid {account['uid']} is below {first_regular_uid}, the first"
-                " regular uid on this system, so it is a system account."
-            )
-        if name in console_users:
-            return f"Refusing to reset {name}: it is logged in at the console; log it out first."
+    if account["uid"] < first_regular_uid:
+        return (
+            f"Refusing to {action} {name}: its uid {account['uid']} is below {first_regular_uid}, the first"
+            " regular uid on this system, so it is a system account."
+        )
+    if name in console_users:
+        return f"Refusing to {action} {name}: it is logged in at the console; log it out first."
     if not force:
         if not recorded or not recorded.get("created_by_toolkit"):
             return (
-                f"Refusing to reset {name}: the provision record does not say this toolkit created it;"
+                f"Refusing to {action} {name}: the provision record does not say this toolkit created it;"
                 " run with FORCE=yes if you are sure."
             )
-        if account is not None and recorded.get("uid") != account["uid"]:
+        if recorded.get("uid") != account["uid"]:
             return (
-                f"Refusing to reset {name}: its uid is {account['uid']} but the provision record says"
+                f"Refusing to {action} {name}: its uid is {account['uid']} but the provision record says"
                 f" {recorded.get('uid')}, so it is not the account the toolkit created; FORCE=yes to override."
             )
     return None
+
+
+def deletion_plan(name, action, account, recorded, home_roots, record_path, password_file=None):
+    """What deleting `name` removes besides the account itself, in order, and the refusals (sentences).
+
+    Every path is judged by the allow-list as the file system resolves it, before anything is deleted: one
+    refusal stops the whole deletion, so a wrong record never half-applies. action: "reset" | "remove".
+    `password_file`: where earlier versions kept a generated password in plain text; it goes with the
+    account whose password it held (reset recreates the account with a new one, kept nowhere).
+    """
+    home = account["home"] if account else (recorded or {}).get("home")
+    allowlist = allowlist_for(
+        name, recorded, home, home_roots, os.path.dirname(os.path.abspath(record_path)), f"{action}-dummy"
+    )
+    refusals, paths = [], []
+    if account is not None:
+        # The system tool (userdel --remove, sysadminctl -deleteUser) deletes the home with the account.
+        if allowlist.home is None:
+            refusals.append(
+                f"Refusing to {action} {name}: {allowlist.unusable[home]}; delete it by hand if you mean it."
+            )
+        elif os.path.islink(home):
+            refusals.append(
+                f"Refusing to {action} {name}: its home {home} is a symbolic link (to {os.readlink(home)}), which"
+                " deleting the account would follow; delete it by hand if you mean it."
+            )
+        elif allowlist.live_refusal(home):
+            refusals.append(f"Refusing to {action} {name}: its home {home}: {allowlist.live_refusal(home)}.")
+    elif home and os.path.lexists(home):
+        paths.append((home, "the home the provision record names"))  # a deletion killed half-way
+    for path in (recorded or {}).get("created_paths", []):
+        paths.append((path, "the provision record lists it"))
+    if password_file and os.path.lexists(password_file):
+        paths.append((password_file, "the password an earlier version kept for it"))
+    uv_cache = ((((recorded or {}).get("components") or {}).get("webui") or {}).get("uv") or {}).get("cache")
+    if action == "remove" and uv_cache and os.path.lexists(uv_cache) and not allowlist.live_refusal(uv_cache):
+        # Its uv cache, kept by reset for the account it recreates; one set elsewhere than the state
+        # directory is the user's to keep (it is not the toolkit's to delete).
+        paths.append((uv_cache, "its uv cache"))
+    for path in sorted(homebrew_links(allowlist)):
+        paths.append((path, "a link brew made into its own trees"))
+    for path, source in paths:
+        reason = allowlist.live_refusal(path)
+        if reason:
+            refusals.append(f"Refusing to delete {path} ({source} for {name}): {reason}.")
+    return [path for path, _ in paths], refusals

@@ -7,9 +7,15 @@ AnsibleModule.run_command in the module, a recorder in tests.
 
 import os
 
-# Apple Silicon and Intel defaults, as Homebrew's installer chooses them.
-ARM64_PREFIX = "/opt/homebrew"
-INTEL_PREFIX = "/usr/local"
+# Homebrew's prefixes and its own entries in /usr/local are defined once, beside what reset may delete.
+try:
+    from ansible.module_utils import removal_allowlist
+except ImportError:  # unit tests import module_utils directly
+    import removal_allowlist
+
+ARM64_PREFIX = removal_allowlist.HOMEBREW_ARM64_PREFIX
+INTEL_PREFIX = removal_allowlist.HOMEBREW_INTEL_PREFIX
+INTEL_OWN_PATHS = removal_allowlist.HOMEBREW_INTEL_OWN_PATHS
 
 # The directories Homebrew keeps in its prefix (the geerlingguy.mac role creates the same ones before
 # cloning), made owned by the brew user so that brew, running as that user, can write and link there.
@@ -61,11 +67,6 @@ def prefix_directories(prefix, before_clone=False):
     if before_clone:
         return [prefix]
     return [prefix] + [os.path.join(prefix, name) for name in PREFIX_DIRECTORIES if name != "Homebrew"]
-
-
-# Homebrew's own top-level entries in /usr/local on Intel: the only ones reset-dummy may remove there,
-# because /usr/local is shared with other software.
-INTEL_OWN_PATHS = ("Homebrew", "Cellar", "Caskroom", "Frameworks", "var/homebrew", "bin/brew")
 
 
 def created_paths_for(prefix, existing):

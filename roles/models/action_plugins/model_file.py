@@ -1,31 +1,52 @@
-# Controller side of model_file: the token from the controller's environment, and download progress.
+# Controller side of model_file: the token from the controller's environment, download progress, and a
+# download that stops with the run.
 #
 # 1. The token: `token_env` names a variable in the environment of `make provision` (the controller). It is
-#    passed to the module as the no_log `token` argument, which travels in the module's arguments (stdin with
-#    pipelining, or a 0600 temp file), never on a command line or in `environment:` where -vvv and `ps` show it.
-# 2. Progress: the small model_file_check module runs first: a present file the stat cache vouches for is
-#    then done (one small module run, no polling). Otherwise the module runs synchronously with
-#    download=false, which is the whole job when the present file hashes right. When a download is needed, the
-#    module runs again under async_wrapper with a progress file; this plugin polls that file (and the async
-#    job file) with one small raw command every few seconds and prints percent, MB/s and ETA.
+#    passed as the no_log `token` argument of the one module call that downloads, over pipelining only (the
+#    base class, plugins/action/sdenv_secret_module.py): it travels on the interpreter's standard input and
+#    never touches a file, a command line or `environment:`. The calls that only look (model_file_check,
+#    the probe) do not get it.
+# 2. The run: the small model_file_check module first; a present file the stat cache vouches for is then
+#    done. Otherwise model_file runs with download=false (the whole job when the present file hashes right;
+#    it also says how much an interrupted download left in the .part). When a download is needed, model_file
+#    runs again, synchronously: never under async_wrapper, which would detach it from the run (it went on
+#    for hours after Ctrl-C), write its arguments into a module file and its result into a job file.
+# 3. While it runs, a thread of this worker process shows progress: every few seconds one `cat` of the
+#    module's progress file over a second copy of the connection (its own become state, so the two commands
+#    never share one), printed as percent, MB/s and ETA.
+# 4. Stopping: Ctrl-C and SIGTERM reach the worker through ansible-playbook, and the worker signals its
+#    process group, the module included (local connection). kill -9 of make's whole process group reaches
+#    no worker (each is in its own session): the thread sees its parent ansible-playbook gone and sends
+#    SIGTERM to this worker, which does the same. Over SSH the module is not in any controller process
+#    group: it finds out through its stdout heartbeat (module_utils/sdenv_interrupt.py) once the worker, and
+#    so the ssh session, is gone. The module then stops within seconds, keeps the .part, removes its payload.
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shlex
+import signal
+import threading
 import time
+import uuid
 
-from ansible.errors import AnsibleError
-from ansible.plugins.action import ActionBase
+from ansible.plugins.loader import action_loader
 from ansible.utils.display import Display
 from ansible.utils.vars import merge_hash
 
 display = Display()
 
+SecretModuleAction = action_loader.get("sdenv_secret_module", class_only=True)
+if SecretModuleAction is None:  # ansible.cfg's action_plugins names plugins/action, where it lives
+    raise ImportError(
+        "the sdenv_secret_module action (plugins/action) is not on Ansible's action plugin path"
+    )
+
 POLL_SECONDS = 2.0
 PRINT_SECONDS = 5.0
-# How long a download may take before the async wrapper gives up (the module's own timeouts come first).
-ASYNC_LIMIT = 6 * 3600
+# How often the progress thread checks that ansible-playbook is still there.
+PARENT_SECONDS = 0.5
 MB = 1_000_000
 # What model_file_check takes of model_file's arguments.
 CHECK_ARGS = ("dest", "sha256", "size", "name", "owner", "group", "mode", "stat_cache", "addnet_hash")
@@ -33,6 +54,8 @@ CHECK_ARGS = ("dest", "sha256", "size", "name", "owner", "group", "mode", "stat_
 
 def format_progress(doc):
     """One line: name, phase, percent, MB, MB/s, ETA (the module_utils has the same for its own use)."""
+    if doc.get("detail"):
+        return f"{doc.get('name') or 'model'}  {doc.get('phase') or ''}: {doc['detail']}"
     received = doc.get("received") or 0
     total = doc.get("total")
     rate = doc.get("rate") or 0.0
@@ -48,12 +71,28 @@ def format_progress(doc):
     return "  ".join(p for p in parts if p)
 
 
-class ActionModule(ActionBase):
-    _supports_check_mode = True
-    _supports_async = False
+def ended_without_result(result):
+    """True when the module process died before writing its result (killed, out of memory)."""
+    return result.get("_ansible_parsed") is False
+
+
+def exit_reason(rc):
+    """Words for how a process ended: shells report death by signal N as 128 + N."""
+    if isinstance(rc, int) and rc < 0:
+        rc = 128 - rc
+    if isinstance(rc, int) and rc > 128:
+        try:
+            return f"killed by {signal.Signals(rc - 128).name}"
+        except ValueError:
+            pass
+    return f"exit status {rc}"
+
+
+class ActionModule(SecretModuleAction):
+    SECRET_ARGS = ("token",)
 
     def run(self, tmp=None, task_vars=None):
-        result = super().run(tmp, task_vars)
+        result = super(SecretModuleAction, self).run(tmp, task_vars)
         del tmp
         args = dict(self._task.args)
         token_env = args.get("token_env")
@@ -61,6 +100,7 @@ class ActionModule(ActionBase):
             token = os.environ.get(token_env)
             if token:
                 args["token"] = token
+        looking = {k: v for k, v in args.items() if k != "token"}
         if args.get("sha256") and not args.get("deep"):
             # The re-run fast path first, in the small model_file_check module: a present, unchanged model
             # then costs about a no-op task (model_file's payload carries the whole download machinery).
@@ -73,90 +113,115 @@ class ActionModule(ActionBase):
                 self._remove_tmp_path(self._connection._shell.tmpdir)
                 return merge_hash(result, quick)
         probe = self._execute_module(
-            module_name="model_file", module_args={**args, "download": False}, task_vars=task_vars
+            module_name="model_file", module_args={**looking, "download": False}, task_vars=task_vars
         )
         if probe.get("failed") or not probe.get("needs_download") or self._task.check_mode:
             self._remove_tmp_path(self._connection._shell.tmpdir)
             return merge_hash(result, probe)
-        progress_file = args.get("progress_file") or self._default_progress_file(args)
-        args["progress_file"] = progress_file
-        final = self._download_with_progress(args, progress_file, task_vars)
+        final = self._download(args, looking, probe, task_vars)
+        self._remove_tmp_path(self._connection._shell.tmpdir)
         return merge_hash(result, final)
 
-    @staticmethod
-    def _default_progress_file(args):
+    def _progress_file(self, args):
+        """This run's own progress file: two runs on one model each show their own state."""
+        if args.get("progress_file"):
+            return args["progress_file"]
         cache = args.get("stat_cache")
         base = os.path.dirname(cache) if cache else os.path.dirname(args["dest"])
-        return os.path.join(base, "." + os.path.basename(args["dest"]) + ".progress.json")
+        return os.path.join(base, f".{os.path.basename(args['dest'])}.{uuid.uuid4().hex[:8]}.progress.json")
 
-    def _download_with_progress(self, args, progress_file, task_vars):
+    def _download(self, args, looking, probe, task_vars):
         name = args.get("name") or os.path.basename(args["dest"])
         host = task_vars.get("inventory_hostname", "?")
-        saved_async = self._task.async_val
-        self._task.async_val = ASYNC_LIMIT
+        progress_file = self._progress_file(args)
+        kept = probe.get("partial_size")
+        if probe.get("downloading_elsewhere"):
+            what = f"another run ({probe['downloading_elsewhere']}) is downloading it: waiting for that run"
+        elif kept:
+            what = f"downloading, resuming from {kept / MB:.1f} MB kept in {args['dest']}.part"
+        else:
+            what = "downloading"
+        display.display(f"[{host}] {name}: {what}")
+        watch = _DownloadWatch(self, progress_file, host)
+        watch.start()
         try:
-            started = self._execute_module(
-                module_name="model_file", module_args=args, task_vars=task_vars, wrap_async=True
+            final = self._execute_module_piped(
+                "model_file", {**args, "progress_file": progress_file}, task_vars
             )
         finally:
-            self._task.async_val = saved_async
-        if started.get("failed") or not started.get("ansible_job_id"):
-            return started
-        jid = started["ansible_job_id"]
-        job_file = started.get("results_file")
-        display.display(f"[{host}] {name}: downloading (job {jid})")
-        last_print = 0.0
-        while True:
-            time.sleep(POLL_SECONDS)
-            progress, finished = self._poll(progress_file, job_file)
-            now = time.monotonic()
-            if progress and now - last_print >= PRINT_SECONDS and not finished:
-                display.display(f"[{host}] {format_progress(progress)}")
-                last_print = now
-            if finished:
-                break
-        status = self._execute_module(
-            module_name="ansible.legacy.async_status",
-            module_args={"jid": jid, "_async_dir": os.path.dirname(job_file)},
-            task_vars=task_vars,
-        )
-        self._execute_module(
-            module_name="ansible.legacy.async_status",
-            module_args={"jid": jid, "mode": "cleanup", "_async_dir": os.path.dirname(job_file)},
-            task_vars=task_vars,
-        )
-        self._remove_tmp_path(self._connection._shell.tmpdir)
-        for key in ("ansible_job_id", "results_file", "started", "finished", "stdout", "stdout_lines"):
-            status.pop(key, None)
-        if status.get("failed") and "attempts" not in status and "sha256" not in status:
-            # The module died without a result (killed, out of memory): async_wrapper reports its own
-            # traceback; replace the whole result with what that means for the user.
-            return {
-                "failed": True,
-                "changed": False,
-                "msg": (
-                    f"the download of {name} ended without a result (the module process was killed or crashed); "
-                    f"its partial file is kept: run again to resume"
-                ),
-            }
-        if status.get("finished") is False:
-            raise AnsibleError(f"the download job for {name} did not finish")
-        return status
+            watch.stop()
+        if ended_without_result(final):
+            return self._after_a_crash(name, looking, final, progress_file, task_vars)
+        return final
 
-    def _poll(self, progress_file, job_file):
-        """(progress dict or None, finished bool) from one raw command on the target."""
-        sep = "--sdenv-job--"
-        cmd = f"cat {shlex.quote(progress_file)} 2>/dev/null; echo; echo {sep}; cat {shlex.quote(job_file)} 2>/dev/null"
-        out = self._low_level_execute_command(cmd, sudoable=True).get("stdout", "")
-        progress_text, _, job_text = out.partition(sep)
+    def _after_a_crash(self, name, looking, crashed, progress_file, task_vars):
+        """The module died without a result: say what it left, as it is now (looked at, not assumed)."""
+        self._low_level_execute_command(f"rm -f {shlex.quote(progress_file)}", sudoable=True)
+        after = self._execute_module(
+            module_name="model_file", module_args={**looking, "download": False}, task_vars=task_vars
+        )
+        if not after.get("failed") and not after.get("needs_download"):
+            return after  # it was installed before the process died
+        how = exit_reason(crashed.get("rc"))
+        kept = after.get("partial_size")
+        part = looking["dest"] + ".part"
+        left = (
+            f"{kept} bytes are kept in {part}: run again to resume"
+            if kept
+            else "no partial file is left: run again to start over"
+        )
+        return {
+            "failed": True,
+            "changed": False,
+            "msg": f"the download of {name} ended without a result (the module process was {how}); {left}",
+            "partial_size": kept,
+        }
+
+
+class _DownloadWatch(threading.Thread):
+    """While model_file downloads: stop this worker if ansible-playbook is gone, and show progress."""
+
+    def __init__(self, action, progress_file, host):
+        super().__init__(name="sdenv-download-watch", daemon=True)
+        self.progress_file = progress_file
+        self.host = host
+        self.parent = os.getppid()
+        self.done = threading.Event()
+        # A copy of the connection with its own become plugin: become keeps per-command state (the success
+        # marker it waits for), which two commands running at once must not share.
+        side = copy.copy(action)
+        side._connection = copy.copy(action._connection)
+        if side._connection.become is not None:
+            side._connection.become = copy.copy(side._connection.become)
+        self.side = side
+
+    def stop(self):
+        self.done.set()
+
+    def run(self):
+        next_poll = time.monotonic() + POLL_SECONDS
+        last_print = 0.0
+        while not self.done.wait(PARENT_SECONDS):
+            if os.getppid() != self.parent:
+                # ansible-playbook was killed without a word (kill -9 of make's process group). The worker's
+                # own SIGTERM handler signals its process group and exits, which stops the module.
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+            now = time.monotonic()
+            if now < next_poll:
+                continue
+            next_poll = now + POLL_SECONDS
+            doc = self._read_progress()
+            if doc and (now - last_print >= PRINT_SECONDS) and not self.done.is_set():
+                display.display(f"[{self.host}] {format_progress(doc)}")
+                last_print = now
+
+    def _read_progress(self):
         try:
-            progress = json.loads(progress_text.strip() or "null")
-        except ValueError:
-            progress = None
-        try:
-            job = json.loads(job_text.strip() or "null")
-        except ValueError:
-            job = None
-        # async_wrapper writes {"started": true, "finished": false} first and the module's result when done.
-        finished = isinstance(job, dict) and not ("started" in job and job.get("finished") is False)
-        return progress, finished
+            out = self.side._low_level_execute_command(
+                f"cat {shlex.quote(self.progress_file)} 2>/dev/null", sudoable=True
+            ).get("stdout", "")
+            doc = json.loads(out.strip() or "null")
+        except Exception:  # progress is a courtesy: a failed poll never fails the download
+            return None
+        return doc if isinstance(doc, dict) else None

@@ -18,8 +18,13 @@ description:
   - A file with the wrong SHA256 is kept at C(<dest>.rejected) for inspection; nothing is installed.
   - .ckpt/.pt files are pickles and are refused unless I(allow_ckpt); then their pickle imports are
     scanned and anything but the globals a checkpoint needs is refused.
+  - One writer per C(<dest>.part): a download holds an exclusive lock (a small root-only file beside the
+    stat cache) until the file is installed; a second run on the same file waits for it, then accepts the
+    installed file or resumes what the first run left.
+  - Stops within seconds when the run is interrupted (SIGINT, SIGTERM, SIGHUP, or the controller gone: a
+    newline written to stdout every second fails), keeping the partial file for the next run to resume.
   - The role's action plugin of the same name shows download progress on the controller and passes the
-    token from the controller's environment variable named by I(token_env).
+    token from the controller's environment variable named by I(token_env), over pipelining only.
 version_added: "0.1.0"
 options:
   dest:
@@ -129,6 +134,18 @@ needs_download:
   description: True when the file is missing or wrong (check mode, or download=false).
   type: bool
   returned: always
+partial_size:
+  description: Bytes kept in C(<dest>.part) by an earlier, interrupted download (null when none).
+  type: int
+  returned: when needs_download and nothing was downloaded
+downloading_elsewhere:
+  description: Another run holding this file's download lock (its pid), seen without waiting (download=false).
+  type: str
+  returned: when needs_download and nothing was downloaded
+waited_for:
+  description: The other run (its pid) this one waited for, when the file's download lock was held.
+  type: str
+  returned: when it waited
 source:
   description: The source the file came from (query strings removed).
   type: str
@@ -148,6 +165,7 @@ attempts:
 """
 
 import os
+import sys
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.model_fastpath import parse_mode, resolve_ids
@@ -203,6 +221,7 @@ def main():
     # The re-run fast path (a present file the stat cache vouches for) is model_file_check's, which the action
     # plugin runs first; the Installer below accepts such a file the same way when this module runs alone.
     from ansible.module_utils.model_download import Installer, ModelFileError, Spec
+    from ansible.module_utils.sdenv_interrupt import Interrupted, InterruptGuard, ansiballz_payload_dir
 
     token = p["token"] or (os.environ.get(p["token_env"]) if p["token_env"] else None)
     spec = Spec(
@@ -225,10 +244,26 @@ def main():
         name=p["name"],
     )
     installer = Installer(spec, check_mode=module.check_mode)
+    # AnsiballZ passes the path of this run's payload zip as a global; the guard's last resort removes it.
+    guard = InterruptGuard(payload_dir=ansiballz_payload_dir(globals().get("_modlib_path"), "model_file"))
     try:
-        result = installer.run(download=p["download"])
+        with guard:
+            result = installer.run(download=p["download"])
     except ModelFileError as exc:
+        installer.progress.remove()
         module.fail_json(msg=str(exc), dest=spec.dest, name=spec.name, attempts=installer.result["attempts"])
+    except Interrupted:
+        installer.progress.remove()
+        if guard.controller_lost:
+            sys.exit(1)  # nobody reads a result any more; exiting still runs AnsiballZ's cleanup
+        module.fail_json(
+            msg=installer.stopped_sentence(guard.reason),
+            dest=spec.dest,
+            name=spec.name,
+            interrupted=True,
+            partial_size=installer.partial_size(),
+            attempts=installer.result["attempts"],
+        )
     result["warnings"] = warnings + result.get("warnings", [])
     for warning in result.pop("warnings"):
         module.warn(warning)

@@ -10,6 +10,9 @@
 # - `<dest>.part` survives an interruption (kill -9, cut connection) and is resumed with Range next time;
 #   its SHA256 state is rebuilt by reading the part once, because hashlib state cannot be saved.
 # - A file whose SHA256 is wrong is kept at `<dest>.rejected` for inspection and never installed.
+# - One writer per `.part`: a download holds an exclusive lock (flock on `<state>/.<file>.lock`) from before
+#   it touches the part until the file is installed; a second run on the same file waits, then accepts what
+#   the first one installed (or resumes what it left).
 from __future__ import annotations
 
 import contextlib
@@ -87,6 +90,7 @@ class Spec:
         allow_unpinned=False,
         timeout=60.0,
         name=None,
+        lock_file=None,
     ):
         self.dest = os.path.abspath(dest)
         self.urls = list(urls or [])
@@ -105,6 +109,10 @@ class Spec:
         self.allow_unpinned = allow_unpinned
         self.timeout = timeout
         self.name = name or os.path.basename(self.dest)
+        # Beside the stat cache (the root-only state directory), not in the WebUI's model folder.
+        self.lock_file = lock_file or os.path.join(
+            os.path.dirname(self.stat_cache), "." + os.path.basename(self.dest) + ".lock"
+        )
 
     @property
     def part(self):
@@ -192,6 +200,7 @@ class Progress:
         self.name = name
         self.clock = clock
         self.phase = "starting"
+        self.detail = None
         self.source = None
         self.total = None
         self.received = 0
@@ -199,8 +208,9 @@ class Progress:
         self.started = clock()
         self._last = 0.0
 
-    def begin(self, phase, source=None, total=None, offset=0):
+    def begin(self, phase, source=None, total=None, offset=0, detail=None):
         self.phase = phase
+        self.detail = detail
         self.source = source
         self.total = total
         self.received = offset
@@ -225,6 +235,7 @@ class Progress:
         return {
             "name": self.name,
             "phase": self.phase,
+            "detail": self.detail,
             "source": _redact(self.source) if self.source else None,
             "received": self.received,
             "total": self.total,
@@ -262,6 +273,64 @@ def _redact(url):
             host = "%s:%d" % (host, parts.port)
         return f"{parts.scheme}://{host}{parts.path}"
     return url
+
+
+# --- one writer per part -------------------------------------------------------------------------------
+
+
+class DownloadLock:
+    """An exclusive flock held for a whole download, so two runs never write the same `.part`. The lock
+    file is never removed (removing it would race with a run that has it open and waits on it); the kernel
+    releases the lock when its holder exits, also on kill -9. It holds only the holder's pid, for the
+    waiting run's message."""
+
+    def __init__(self, path):
+        self.path = path
+        self.fd = None
+        self.waited_for = None  # the holder's pid line when this run had to wait, else None
+
+    def acquire(self, on_wait):
+        import fcntl
+
+        os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)  # as the stat cache beside it
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                self.waited_for = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another run"
+                on_wait(self.waited_for)
+                fcntl.flock(fd, fcntl.LOCK_EX)  # a stop signal interrupts the wait
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()}\n".encode(), 0)
+        except BaseException:
+            os.close(fd)
+            raise
+        self.fd = fd
+
+    def release(self):
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    @staticmethod
+    def holder(path):
+        """Who holds the lock now (their pid line), or None; takes nothing and creates nothing."""
+        import fcntl
+
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another run"
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
+        return None
 
 
 # --- HTTP -----------------------------------------------------------------------------------------------
@@ -381,11 +450,64 @@ class Installer:
         self.result["diff"] = {"before": before, "after": self._describe_wanted()}
         if self.check_mode or not download:
             self.result["msg"] = f"{spec.name} would be downloaded"
+            self.result["partial_size"] = self.partial_size()
+            self.result["downloading_elsewhere"] = DownloadLock.holder(spec.lock_file)
             return self.result
-        self._download_any()
+        with self._one_writer() as lock:
+            if lock.waited_for is not None:
+                # The other run has installed the file, failed, or been stopped (its part is kept): look again.
+                self.cache = StatCache(spec.stat_cache)
+                present = self._accept_present()
+                if present is not None:
+                    self._finish_present(present, before)
+                    self.result["msg"] = (
+                        f"{spec.name} was installed by another run ({lock.waited_for}) while this one waited; "
+                        f"it is present and verified ({self.result['verified_by']})"
+                    )
+                    return self.result
+            self._download_any()
         self.result["needs_download"] = False
         self.result["diff"]["after"] = self._describe(self._lstat(spec.dest))
         return self.result
+
+    def partial_size(self):
+        """Bytes kept in `<dest>.part` (None when there is no partial file)."""
+        st = self._lstat(self.spec.part)
+        return st.st_size if st is not None and stat.S_ISREG(st.st_mode) else None
+
+    def stopped_sentence(self, reason):
+        """What an interrupted run leaves, in one true sentence (it looks at the part as it is now)."""
+        spec = self.spec
+        kept = self.partial_size()
+        if kept:
+            return (
+                f"the download of {spec.name} stopped because {reason}; {kept} bytes are kept in {spec.part}: "
+                "run again to resume"
+            )
+        return f"{spec.name} was not installed: the run stopped because {reason}; no partial file is kept"
+
+    @contextlib.contextmanager
+    def _one_writer(self):
+        spec = self.spec
+        lock = DownloadLock(spec.lock_file)
+        try:
+            lock.acquire(on_wait=self._waiting)
+        except OSError as exc:
+            raise ModelFileError(
+                f"cannot take the download lock {spec.lock_file} for {spec.name} ({exc.strerror or exc})"
+            ) from None
+        try:
+            yield lock
+        finally:
+            lock.release()
+
+    def _waiting(self, holder):
+        self.result["waited_for"] = holder
+        self.progress.begin(
+            "waiting",
+            source=self.spec.part,
+            detail=f"another run ({holder}) is writing {self.spec.part}; waiting for it to finish",
+        )
 
     # -- checks before anything moves --
 
@@ -554,12 +676,23 @@ class Installer:
         )
 
     def _from_source(self, source):
-        local = _local_path(source, os.path.basename(self.spec.dest))
-        if local is not None:
-            self._copy_local(source, local)
-        else:
-            self._fetch_http(source)
-        self._verify_and_install(source)
+        spec = self.spec
+        local = _local_path(source, os.path.basename(spec.dest))
+        try:
+            if local is not None:
+                self._copy_local(source, local)
+            else:
+                self._fetch_http(source)
+            self._verify_and_install(source)
+        except FileNotFoundError as exc:
+            if spec.part not in (exc.filename, exc.filename2):
+                raise
+            # Nothing in this run removes the part while it holds the lock: something else did.
+            raise SourceError(
+                f"{spec.part} disappeared while {spec.name} was being downloaded (something other than this run "
+                "removed it); nothing was installed: run again to download it",
+                fatal=True,
+            ) from None
 
     def _copy_local(self, source, path):
         spec = self.spec

@@ -13,6 +13,8 @@ description:
 options:
   dest: {description: The work tree., type: path, required: true}
   repo: {description: The origin URL (set when it differs)., type: str, required: true}
+  source: {description: "A local repository with the same commits to clone or fetch from instead of repo (an
+    offline bundle's git/<name>.git); origin still says repo.", type: path, default: ""}
   commit: {description: The full pinned commit., type: str, required: true}
   label: {description: What the tree is, for messages., type: str, default: tree}
   force: {description: Reset tracked files with local changes., type: bool, default: false}
@@ -51,6 +53,7 @@ def main():
         argument_spec={
             "dest": {"type": "path", "required": True},
             "repo": {"type": "str", "required": True},
+            "source": {"type": "path", "default": ""},
             "commit": {"type": "str", "required": True},
             "label": {"type": "str", "default": "tree"},
             "force": {"type": "bool", "default": False},
@@ -66,7 +69,7 @@ def main():
     git = module.get_bin_path("git", required=True)
     try:
         result = ensure_tree(p["dest"], p["repo"], p["commit"], p["label"], p["force"], p["managed"],
-                             module.check_mode, git)  # fmt: skip
+                             module.check_mode, git, p["source"])  # fmt: skip
     except (GitTreeError, OSError) as exc:
         module.fail_json(msg=str(exc))
     module.exit_json(

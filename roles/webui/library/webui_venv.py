@@ -3,30 +3,39 @@
 
 DOCUMENTATION = r"""
 module: webui_venv
-short_description: Build the WebUI's venv from pinned inputs, then run the WebUI's own preparation with --exit
+short_description: Build the WebUI's venv from its hashed lock with uv, then run the WebUI's own preparation
 description:
-  - The venv's inputs (interpreter real path and version, a digest of the lock entries it is built from, the
-    sha256 of requirements_versions.txt) are recorded in a marker file written last. While they are unchanged
-    the venv is not touched and pip never runs.
-  - Otherwise the venv is removed and built again, in order - wheel and the pinned setuptools, this platform's
-    torch/torchvision pins, the pinned CLIP and open_clip archives with --no-build-isolation (setuptools >= 82
-    broke them), requirements_versions.txt - and the WebUI's own webui.sh --exit finishes the preparation.
-    A kill at any point leaves no marker, so the next run starts over and converges.
-  - With I(wheelhouse) every package and archive comes from that directory and nothing uses the network.
+  - The venv's inputs (interpreter real path and version, the lock file's sha256, the sha256 of
+    requirements_versions.txt, the CLIP archive's tree, uv's version) are recorded in a marker file written last.
+    While they are unchanged the venv is not touched and nothing is installed or fetched.
+  - Otherwise the venv is removed and built again - C(uv pip sync --require-hashes) of the lock (exactly the
+    locked set, every file checked), CLIP from its pinned archive (--no-deps, --no-build-isolation) - and the
+    WebUI's own webui.sh --exit finishes the preparation. A kill at any point leaves no marker, so the next run
+    starts over and converges.
+  - The lock must have been resolved from this tree's requirements_versions.txt (its header says), else the
+    run stops with one sentence (run make lock-venv).
+  - With I(wheelhouse) every package comes from that directory and nothing uses the network.
   - Run it as the WebUI's user (become_user).
 options:
   webui_dir: {description: The WebUI tree., type: path, required: true}
   venv_dir: {description: The venv., type: path, required: true}
   python: {description: The interpreter the venv is made with., type: str, required: true}
-  pins:
-    description: "The lock's pins - webui_commit, wheel, setuptools, torch {torch, torchvision, index_url},
-      clip and open_clip {url, file, sha256}."
-    type: dict
-    required: true
-  index_url: {description: A pip index instead of PyPI., type: str, default: ""}
-  wheelhouse: {description: A local directory of wheels and the archives; no network when set., type: path, default: ""}
+  lock_path: {description: "The platform's venv lock for this Python's X.Y, or a directory holding
+    <platform>-py<X.Y>.txt files.", type: path, required: true}
+  platform: {description: "This host's platform key (<system>-<machine>), to pick the lock file.", type: str,
+    required: true}
+  uv: {description: The uv executable., type: path, required: true}
+  uv_cache_dir: {description: uv's cache (kept outside the home so a reset-dummy keeps it warm)., type: path,
+    required: true}
+  clip: {description: "The pinned CLIP archive {url, file, tree, sha256}.", type: dict, required: true}
+  archive_dir: {description: A local directory holding the archive (no network)., type: path, default: ""}
+  index_url: {description: A package index instead of PyPI., type: str, default: ""}
+  torch_index_url: {description: An extra index for torch (lock.yml's torch index_url)., type: str, default: ""}
+  wheelhouse: {description: A local directory of wheels; no network when set., type: path, default: ""}
+  bundle: {description: "An offline bundle: the wheels it built from locked sdists (its manifest's built list)
+    are accepted besides the lock's hashes.", type: path, default: ""}
   cache_dir: {description: Where downloaded archives are kept., type: path, required: true}
-  log_path: {description: pip's and the launcher's output for the last bootstrap., type: path, required: true}
+  log_path: {description: uv's and the launcher's output for the last bootstrap., type: path, required: true}
   launch: {description: Finish with the WebUI's own webui.sh --exit., type: bool, default: true}
 """
 
@@ -35,8 +44,12 @@ EXAMPLES = r"""
   webui_venv:
     webui_dir: /home/dummy/stable-diffusion-webui
     venv_dir: /home/dummy/stable-diffusion-webui/venv
-    python: /opt/homebrew/bin/python3.10
-    pins: "{{ sdenv_webui_venv_pins }}"
+    python: /usr/bin/python3.11
+    lock_path: /home/dummy/.cache/sdenv/venv-lock
+    platform: Linux-x86_64
+    uv: /var/lib/sdenv/tools/uv-0.13.8/uv
+    uv_cache_dir: /var/lib/sdenv/uv-cache/dummy
+    clip: "{{ sdenv_lock.webui_venv.clip }}"
     cache_dir: /home/dummy/.cache/sdenv/archives
     log_path: /home/dummy/.cache/sdenv/webui-venv-bootstrap.log
 """
@@ -44,28 +57,34 @@ EXAMPLES = r"""
 RETURN = r"""
 inputs: {description: The venv's recorded inputs., type: dict, returned: always}
 digest: {description: Digest of the inputs (recorded in the provision record)., type: str, returned: always}
+lock: {description: The lock file the venv holds., type: str, returned: always}
 rebuilt_because: {description: Why the venv was (or would be) built; empty when it was left alone., type: str,
   returned: always}
 """
 
+import json
 import os
 import shutil
 import subprocess
+import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.venv_lock import LockError, lock_file_name, parse_header
 from ansible.module_utils.webui_venv_plan import (
     VenvError,
     build_steps,
     digest,
+    effective_lock,
     inputs,
     is_current,
     locate_archive,
-    pip_source_args,
     pip_source_env,
     read_marker,
+    run_launch,
     run_step,
     sha256_file,
     tail,
+    uv_source_args,
     write_marker,
 )
 
@@ -85,15 +104,70 @@ def interpreter_identity(module, python):
     return os.path.realpath(path), completed.stdout.strip()
 
 
+def lock_for(module, lock_path, platform, version, requirements_sha256):
+    """(path, text) of the lock for this platform and Python, checked against the tree's requirements."""
+    python = ".".join(version.split(".")[:2])
+    path = (
+        os.path.join(lock_path, lock_file_name(platform, python)) if os.path.isdir(lock_path) else lock_path
+    )
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except OSError:
+        module.fail_json(msg=f"There is no venv lock for {platform} / Python {python} ({path}): run make lock-venv "
+                         "(it needs PyPI) and commit the new file.")  # fmt: skip
+    try:
+        _, recorded = parse_header(text)
+    except LockError as exc:
+        module.fail_json(
+            msg=f"The venv lock {path} is not one make lock-venv wrote ({exc}): run make lock-venv."
+        )
+    if recorded.get("requirements_sha256") != requirements_sha256 or recorded.get("python") != python:
+        module.fail_json(msg=f"The venv lock {os.path.basename(path)} was resolved from another requirements_versions.txt "
+                         "or Python than this WebUI tree has: run make lock-venv (it needs PyPI) and commit the new files.")  # fmt: skip
+    return path, text
+
+
+def built_wheels(module, bundle):
+    """{package: [wheel sha256]} the bundle built from locked sdists (recorded in its manifest)."""
+    if not bundle:
+        return {}
+    try:
+        with open(os.path.join(bundle, "manifest.json"), encoding="utf-8") as handle:
+            rows = json.load(handle).get("built", [])
+    except (OSError, ValueError) as exc:
+        module.fail_json(
+            msg=f"The bundle {bundle} has no readable manifest.json ({exc}): run make bundle-check."
+        )
+    extra = {}
+    for row in rows:
+        extra.setdefault(row["package"], []).append(row["wheel_sha256"])
+    return extra
+
+
+def uv_version(module, uv):
+    completed = subprocess.run([uv, "--version"], capture_output=True, text=True, check=False)
+    if completed.returncode != 0:
+        module.fail_json(msg=f"uv at {uv} does not run ({completed.stderr.strip()[-200:]}): provision again.")
+    return completed.stdout.split()[1]
+
+
 def main():
     module = AnsibleModule(
         argument_spec={
             "webui_dir": {"type": "path", "required": True},
             "venv_dir": {"type": "path", "required": True},
             "python": {"type": "str", "required": True},
-            "pins": {"type": "dict", "required": True},
+            "lock_path": {"type": "path", "required": True},
+            "platform": {"type": "str", "required": True},
+            "uv": {"type": "path", "required": True},
+            "uv_cache_dir": {"type": "path", "required": True},
+            "clip": {"type": "dict", "required": True},
+            "archive_dir": {"type": "path", "default": ""},
             "index_url": {"type": "str", "default": ""},
+            "torch_index_url": {"type": "str", "default": ""},
             "wheelhouse": {"type": "path", "default": ""},
+            "bundle": {"type": "path", "default": ""},
             "cache_dir": {"type": "path", "required": True},
             "log_path": {"type": "path", "required": True},
             "launch": {"type": "bool", "default": True},
@@ -106,8 +180,11 @@ def main():
         module.fail_json(msg=f"The WebUI tree {p['webui_dir']} has no requirements_versions.txt: it is not the "
                          "pinned WebUI.")  # fmt: skip
     python, version = interpreter_identity(module, p["python"])
-    wanted = inputs(python, version, p["pins"], sha256_file(requirements))
-    result = {"inputs": wanted, "digest": digest(wanted), "rebuilt_because": ""}
+    requirements_sha256 = sha256_file(requirements)
+    lock_path, lock_text = lock_for(module, p["lock_path"], p["platform"], version, requirements_sha256)
+    wanted = inputs(python, version, sha256_file(lock_path), requirements_sha256, p["clip"].get("tree", ""),
+                    uv_version(module, p["uv"]), built_wheels(module, p["bundle"]))  # fmt: skip
+    result = {"inputs": wanted, "digest": digest(wanted), "lock": lock_path, "rebuilt_because": ""}
     if is_current(p["venv_dir"], wanted):
         module.exit_json(changed=False, **result)
     marker = read_marker(p["venv_dir"])
@@ -121,25 +198,25 @@ def main():
         module.exit_json(changed=True, **result)
 
     env = dict(os.environ)
-    env.update({"PIP_DISABLE_PIP_VERSION_CHECK": "1", "PYTHONUNBUFFERED": "1"})
+    env.update({"PIP_DISABLE_PIP_VERSION_CHECK": "1", "PYTHONUNBUFFERED": "1", "UV_CACHE_DIR": p["uv_cache_dir"],
+                "UV_NO_CONFIG": "1", "UV_PYTHON_DOWNLOADS": "never", "UV_NO_PROGRESS": "1"})  # fmt: skip
     env.update(pip_source_env(p["index_url"], p["wheelhouse"]))
     try:
         if os.path.lexists(p["venv_dir"]):
             shutil.rmtree(p["venv_dir"])
-        archives = {
-            key: locate_archive(p["pins"][key], p["wheelhouse"], p["cache_dir"])[0]
-            for key in ("clip", "open_clip")
-        }
-        source = pip_source_args(p["index_url"], p["wheelhouse"])
+        clip, _, _ = locate_archive(p["clip"], p["archive_dir"], p["cache_dir"])
         os.makedirs(os.path.dirname(p["log_path"]), exist_ok=True)
-        with open(p["log_path"], "w", encoding="utf-8") as log:
-            for description, argv, cwd in build_steps(
-                python, p["venv_dir"], p["webui_dir"], p["pins"], archives, source
-            ):
-                run_step(description, argv, cwd, env, log)
-            if p["launch"]:
-                run_step("finish with the WebUI's own preparation (webui.sh --exit)",
-                         ["bash", "webui.sh", "--exit"], p["webui_dir"], env, log)  # fmt: skip
+        with tempfile.TemporaryDirectory(prefix="sdenv-venv-") as tmp:
+            lock_file = os.path.join(tmp, os.path.basename(lock_path))
+            with open(lock_file, "w", encoding="utf-8") as handle:
+                handle.write(effective_lock(lock_text, built_wheels(module, p["bundle"])))
+            source = uv_source_args(p["index_url"], p["wheelhouse"], p["torch_index_url"])
+            with open(p["log_path"], "w", encoding="utf-8") as log:
+                for description, argv, cwd in build_steps(python, p["venv_dir"], p["webui_dir"], p["uv"], lock_file,
+                                                          clip, source):  # fmt: skip
+                    run_step(description, argv, cwd, env, log)
+                if p["launch"]:
+                    run_launch(["bash", "webui.sh", "--exit"], p["webui_dir"], env, log)
         write_marker(p["venv_dir"], wanted)
     except (VenvError, OSError) as exc:
         module.fail_json(msg=str(exc), log_tail=tail(p["log_path"]))

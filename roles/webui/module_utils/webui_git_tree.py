@@ -46,8 +46,13 @@ def run_git(args, cwd, git="git", check=True):
     return completed
 
 
-def unreachable(action, label, repo, dest, completed):
-    """The sentence for a clone or fetch that could not get the repository from its URL."""
+def unreachable(action, label, repo, dest, completed, source=""):
+    """The sentence for a clone or fetch that could not get the repository from its URL (or bundle copy)."""
+    if source:
+        return GitTreeError(
+            f"Could not {action} the {label} from the offline bundle's copy {source} into {dest} "
+            f"({last_line(completed)}): check the bundle with make bundle-check BUNDLE=<dir>."
+        )
     return GitTreeError(
         f"Could not {action} the {label} from {repo} into {dest} ({last_line(completed)}): check that this host "
         "reaches that URL, or point the lock (sdenv_lock) at a mirror it does reach, or provision from an "
@@ -117,15 +122,28 @@ def clone_mode():
     return 0o777 & ~umask
 
 
-def clone(dest, repo, commit, label="tree", git="git"):
+def from_source(source):
+    """Transport options to read a local source repository owned by another user (an offline bundle's, root's):
+    git refuses it as "dubious ownership", and a `-c safe.directory` of the calling git does not reach the
+    upload-pack it runs, so upload-pack gets its own. --no-local: never hard-link or copy root's object files."""
+    if not source:
+        return []
+    return ["--no-local", f"--upload-pack=git -c safe.directory={os.path.abspath(source)} upload-pack"]
+
+
+def clone(dest, repo, commit, label="tree", git="git", source=""):
+    """Clone repo (or a local source holding the same commits: origin is then set to repo) at commit."""
     parent, name = os.path.split(os.path.abspath(dest))
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{name}{CLONE_PREFIX}", dir=parent)
     try:
         os.chmod(tmp, clone_mode())
-        cloned = run_git(["clone", "--quiet", "--no-checkout", repo, tmp], cwd=parent, git=git, check=False)
+        cloned = run_git(["clone", "--quiet", "--no-checkout", *from_source(source), source or repo, tmp],
+                         cwd=parent, git=git, check=False)  # fmt: skip
         if cloned.returncode != 0:
-            raise unreachable("clone", label, repo, dest, cloned)
+            raise unreachable("clone", label, repo, dest, cloned, source)
+        if source:
+            run_git(["remote", "set-url", "origin", repo], cwd=tmp, git=git)
         if not has_commit(tmp, commit, git=git):
             raise GitTreeError(
                 f"The pinned commit {commit} is not in {repo}: check the lock (sdenv_lock) for this repository."
@@ -141,7 +159,9 @@ def clone(dest, repo, commit, label="tree", git="git"):
         raise
 
 
-def ensure_tree(dest, repo, commit, label="tree", force=False, managed=(), check_mode=False, git="git"):
+def ensure_tree(
+    dest, repo, commit, label="tree", force=False, managed=(), check_mode=False, git="git", source=""
+):
     """Bring dest to commit. Returns a dict: changed, action, before, after, fetched, reset_files."""
     result = {"changed": False, "action": "none", "before": None, "after": commit, "fetched": False,
               "reset_files": [], "stale_removed": []}  # fmt: skip
@@ -158,7 +178,7 @@ def ensure_tree(dest, repo, commit, label="tree", force=False, managed=(), check
     if not exists:
         result.update(changed=True, action="clone")
         if not check_mode:
-            clone(dest, repo, commit, label=label, git=git)
+            clone(dest, repo, commit, label=label, git=git, source=source)
         return result
 
     result["before"] = head(dest, git=git)
@@ -180,9 +200,14 @@ def ensure_tree(dest, repo, commit, label="tree", force=False, managed=(), check
     if check_mode:
         return result
     if not has_commit(dest, commit, git=git):
-        fetched = run_git(["fetch", "--quiet", "--tags", "origin"], cwd=dest, git=git, check=False)
+        if source:
+            upload_pack = from_source(source)[1:]  # fetch has no --no-local
+            fetch = ["fetch", "--quiet", *upload_pack, source, "+refs/heads/*:refs/remotes/sdenv-bundle/*"]
+        else:
+            fetch = ["fetch", "--quiet", "--tags", "origin"]
+        fetched = run_git(fetch, cwd=dest, git=git, check=False)
         if fetched.returncode != 0:
-            raise unreachable("fetch", label, repo, dest, fetched)
+            raise unreachable("fetch", label, repo, dest, fetched, source)
         result["fetched"] = True
         if not has_commit(dest, commit, git=git):
             raise GitTreeError(

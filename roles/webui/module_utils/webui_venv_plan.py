@@ -1,28 +1,35 @@
 """The WebUI's venv: what it is built from, how, and when it is left alone.
 
-A venv is rebuilt only when its recorded inputs change: the interpreter (real path and version), the
-digest of the lock entries that go into it (WebUI commit, this platform's torch pins, setuptools/wheel
-pins, CLIP/open_clip archives) and the digest of the WebUI's requirements_versions.txt. The record is a
-marker file written last, after the WebUI's own `--exit` preparation succeeded; a venv without a matching
-marker (a killed bootstrap, a venv made by hand) is removed and built again from nothing, so every run
-converges on the same result.
+The venv holds exactly the platform's hashed lock (venv_lock: `<platform>-py<X.Y>.txt`), installed by uv
+(`uv pip sync --require-hashes`, which also removes anything not in the lock), plus CLIP from its pinned
+archive (--no-deps, --no-build-isolation: setuptools >= 82 broke its setup.py). A venv is rebuilt only
+when its recorded inputs change: the interpreter (real path and version), the sha256 of the lock file, the
+sha256 of the WebUI's requirements_versions.txt (which must be the one the lock was resolved from), the
+CLIP archive's tree and uv's version. The record is a marker file written last, after the WebUI's own
+`--exit` preparation succeeded; a venv without a matching marker (a killed bootstrap, a venv made by hand)
+is removed and built again from nothing, so every run converges on the same result.
 
-Pinned source archives (CLIP, open_clip) come from the wheelhouse when one is configured (no network),
-else from the lock's URL into a per-user download cache, checked against the lock's sha256 when it pins one.
+The CLIP archive comes from a local directory when one is configured (a bundle's archives/, a wheelhouse;
+no network), else from the lock's URL into a per-user download cache. Either way it is checked by the git
+tree its files reproduce (git_tree_id), and by sha256 too when the lock pins one.
 """
 
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import tempfile
+import time
 import urllib.parse
 import urllib.request
 
 try:
+    from ansible.module_utils.git_tree_id import TreeIdError, zip_tree_id
+    from ansible.module_utils.package_index import PackageIndexError, fetch, normalize
     from ansible.module_utils.webui_files import sha256_file
 except ImportError:  # unit tests import the module_utils directories directly
+    from git_tree_id import TreeIdError, zip_tree_id
+    from package_index import PackageIndexError, fetch, normalize
     from webui_files import sha256_file
 
 MARKER = ".sdenv-venv.json"
@@ -40,12 +47,17 @@ def digest(data):
     return hashlib.sha256(canonical(data).encode("utf-8")).hexdigest()
 
 
-def inputs(interpreter, interpreter_version, lock_pins, requirements_sha256):
+def inputs(
+    interpreter, interpreter_version, lock_sha256, requirements_sha256, clip_tree, uv_version, extra=None
+):
     return {
         "interpreter": interpreter,
         "interpreter_version": interpreter_version,
-        "lock_digest": digest(lock_pins),
+        "lock_sha256": lock_sha256,
         "requirements_sha256": requirements_sha256,
+        "clip_tree": clip_tree,
+        "uv_version": uv_version,
+        "built_wheels": digest(extra or {}),
     }
 
 
@@ -77,13 +89,14 @@ def write_marker(venv_dir, wanted_inputs):
     os.replace(tmp, path)
 
 
-def pip_source_args(index_url="", wheelhouse=""):
-    """pip options choosing where packages come from; a wheelhouse means no network at all."""
+def uv_source_args(index_url="", wheelhouse="", torch_index_url=""):
+    """uv options choosing where packages come from; a wheelhouse means no network at all."""
     if wheelhouse:
-        return ["--no-index", "--find-links", wheelhouse]
-    if index_url:
-        return ["--index-url", index_url]
-    return []
+        return ["--offline", "--no-index", "--find-links", wheelhouse]
+    args = ["--index-url", index_url] if index_url else []
+    if torch_index_url:
+        args += ["--extra-index-url", torch_index_url, "--index-strategy", "unsafe-best-match"]
+    return args
 
 
 def pip_source_env(index_url="", wheelhouse=""):
@@ -95,36 +108,63 @@ def pip_source_env(index_url="", wheelhouse=""):
     return {}
 
 
-def build_steps(
-    python, venv_dir, webui_dir, pins, archives, source, requirements="requirements_versions.txt"
-):
-    """[(description, argv, cwd)] for everything after the venv itself is created."""
+def effective_lock(text, extra_hashes):
+    """The lock text with the sha256 of wheels a bundle built from locked sdists added to their entries
+    (right after the `name==version \\` line, so the entry's continuation stays whole)."""
+    if not extra_hashes:
+        return text
+    out = []
+    for line in text.splitlines():
+        out.append(line)
+        if line and not line[0].isspace() and "==" in line and line.rstrip().endswith("\\"):
+            for sha in extra_hashes.get(normalize(line.split("==", 1)[0].strip()), []):
+                out.append(f"    --hash=sha256:{sha} \\")
+    return "\n".join(out) + "\n"
+
+
+def build_steps(python, venv_dir, webui_dir, uv, lock_file, clip_archive, source):
+    """[(description, argv, cwd)] for everything the venv is built with."""
     vpy = os.path.join(venv_dir, "bin", "python")
-    pip = [vpy, "-m", "pip", "install", "--disable-pip-version-check", "--prefer-binary", *source]
-    torch = pins["torch"]
-    torch_extra = (
-        ["--extra-index-url", torch["index_url"]]
-        if torch.get("index_url") and "--no-index" not in source
-        else []
-    )
     return [
-        ("create the venv", [python, "-m", "venv", venv_dir], webui_dir),
-        ("install wheel and setuptools", [*pip, f"wheel=={pins['wheel']}", f"setuptools=={pins['setuptools']}"], webui_dir),
-        ("install torch and torchvision", [*pip, *torch_extra, f"torch=={torch['torch']}", f"torchvision=={torch['torchvision']}"], webui_dir),
-        # setuptools >= 82 dropped pkg_resources, which CLIP's setup.py imports: build against the pinned one.
-        ("install CLIP", [*pip, "--no-build-isolation", archives["clip"]], webui_dir),
-        ("install open_clip", [*pip, "--no-build-isolation", archives["open_clip"]], webui_dir),
-        ("install requirements_versions.txt", [*pip, "-r", requirements], webui_dir),
+        ("create the venv", [python, "-m", "venv", "--without-pip", venv_dir], webui_dir),
+        ("install the locked packages (uv pip sync --require-hashes)",
+         [uv, "pip", "sync", "--require-hashes", "--python", vpy, *source, lock_file], webui_dir),
+        # setuptools >= 82 dropped pkg_resources, which CLIP's setup.py imports: build against the locked one.
+        ("install CLIP from its pinned archive",
+         [uv, "pip", "install", "--no-deps", "--no-build-isolation", "--offline", "--no-index", "--python", vpy,
+          clip_archive], webui_dir),
     ]  # fmt: skip
 
 
 def run_step(description, argv, cwd, env, log):
     log.write(f"\n### {description}: {' '.join(argv)}\n")
     log.flush()
+    started = time.monotonic()
     completed = subprocess.run(argv, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, check=False)
+    log.write(f"### exit {completed.returncode} after {time.monotonic() - started:.1f} s\n")
+    log.flush()
     if completed.returncode != 0:
         raise VenvError(f"The WebUI venv bootstrap could not {description} (exit {completed.returncode}): "
-                        f"see {log.name} for pip's output.")  # fmt: skip
+                        f"see {log.name} for its output.")  # fmt: skip
+
+
+# What v1.10.1's prepare_environment() prints last with --exit (modules/launch_utils.py). webui.sh's own exit
+# status says nothing: its restart loop ends with a test, so it exits 0 even when launch.py failed.
+LAUNCH_FINISHED = "Exiting because of --exit argument"
+
+
+def run_launch(argv, cwd, env, log):
+    """The WebUI's own preparation, judged by what launch.py prints, not by webui.sh's exit status."""
+    log.flush()
+    start = log.tell()
+    run_step("finish with the WebUI's own preparation (webui.sh --exit)", argv, cwd, env, log)
+    with open(log.name, encoding="utf-8", errors="replace") as handle:
+        handle.seek(start)
+        if LAUNCH_FINISHED not in handle.read():
+            raise VenvError(
+                "The WebUI's own preparation (webui.sh --exit) did not finish (launch.py never said "
+                f"{LAUNCH_FINISHED!r}; webui.sh exits 0 regardless): see {log.name} for its output."
+            )
 
 
 def tail(path, lines=15):
@@ -135,50 +175,61 @@ def tail(path, lines=15):
         return ""
 
 
-def locate_archive(spec, wheelhouse, cache_dir, check_mode=False):
-    """(path, sha256, fetched) for a pinned archive {url, file, sha256}."""
+def check_archive(path, spec):
+    """Raise VenvError unless the archive reproduces the lock's git tree (and its sha256, when pinned)."""
+    try:
+        tree, _ = zip_tree_id(path)
+    except TreeIdError as exc:
+        raise VenvError(
+            f"The archive {path} cannot be checked ({exc}): replace it with the pinned one."
+        ) from exc
+    if spec.get("tree") and tree != spec["tree"]:
+        raise VenvError(
+            f"The archive {path} holds git tree {tree}, the lock pins {spec['tree']}: it is not the pinned "
+            f"source ({spec['url']}); nothing was installed from it."
+        )
+    actual = sha256_file(path)
+    if spec.get("sha256") and actual != spec["sha256"]:
+        raise VenvError(
+            f"The archive {path} has sha256 {actual}, the lock pins {spec['sha256']}: replace it with the pinned archive."
+        )
+    return actual
+
+
+def locate_archive(spec, local_dir, cache_dir, check_mode=False):
+    """(path, sha256, fetched) for a pinned archive {url, file, tree, sha256}: from local_dir (no network) when
+    given, else the download cache, else the lock's URL."""
     name = spec["file"]
-    wanted = spec.get("sha256") or ""
-    if wheelhouse:
-        path = os.path.join(wheelhouse, name)
+    if local_dir:
+        path = os.path.join(local_dir, name)
         if not os.path.isfile(path):
             raise VenvError(
-                f"The wheelhouse {wheelhouse} has no {name}: add it (from {spec['url']}) or unset the wheelhouse."
+                f"The directory {local_dir} has no {name}: add it (from {spec['url']}) or unset it."
             )
-        actual = sha256_file(path)
-        if wanted and actual != wanted:
-            raise VenvError(
-                f"{path} has sha256 {actual}, the lock pins {wanted}: replace it with the pinned archive."
-            )
-        return path, actual, False
+        return path, check_archive(path, spec), False
     path = os.path.join(cache_dir, name)
     if os.path.isfile(path):
-        actual = sha256_file(path)
-        if not wanted or actual == wanted:
-            return path, actual, False
+        try:
+            return path, check_archive(path, spec), False
+        except VenvError:
+            pass
     if check_mode:
-        return path, wanted, True
+        return path, spec.get("sha256") or "", True
     if urllib.parse.urlsplit(spec["url"]).scheme not in ("https", "http", "file"):
         raise VenvError(f"The archive URL {spec['url']} is not http(s) or file: fix the lock.")
-    os.makedirs(cache_dir, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".sdenv-dl-", dir=cache_dir)
-    try:
-        with os.fdopen(fd, "wb") as handle, urllib.request.urlopen(spec["url"], timeout=60) as response:  # noqa: S310 - scheme checked above
-            shutil.copyfileobj(response, handle, 1 << 20)
-            handle.flush()
-            os.fsync(handle.fileno())
-        actual = sha256_file(tmp)
-        if wanted and actual != wanted:
+    checked = {}
+
+    def pinned(tmp):
+        try:
+            checked["sha256"] = check_archive(tmp, spec)
+        except VenvError as exc:
             raise VenvError(
-                f"{spec['url']} gave a file with sha256 {actual}, the lock pins {wanted}: nothing was kept."
-            )
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise VenvError(
-            f"{spec['url']} could not be downloaded ({exc}): check the network or use a wheelhouse."
-        ) from exc
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+                f"{spec['url']} gave an archive that is not the pinned one ({exc}); nothing was kept."
+            ) from exc
+
+    try:
+        fetch(spec["url"], path, check=pinned)
+    except PackageIndexError as exc:
+        raise VenvError(str(exc)) from exc
+    actual = checked["sha256"]
     return path, actual, True

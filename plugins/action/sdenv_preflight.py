@@ -1,0 +1,269 @@
+# The preflight (playbooks/preflight.yml, the first play of every playbook): checks every value the target
+# will use on this host, before any task that changes a host, and fails with one sentence per bad value.
+#
+# On the controller, because only the controller knows where a value came from. It:
+# 1. reads the argument specs of the entry points the target runs (`uses`, narrowed by --tags/--skip-tags)
+#    and those roles' defaults (the derived values), so the specs stay the one list of what is used;
+# 2. reads the facts the settings are made from and the host's accounts (module preflight_facts, one run,
+#    reads only: the play gathers no facts of its own);
+# 3. resolves each value for this host with Ansible's own templating (facts, group_vars, host vars, -e);
+# 4. names where each value was set from the origin Ansible 2.19 records on every value it loads (file and
+#    line, "-e", an environment variable), falling back to reading the inventory's files for values that
+#    carry no origin (null and booleans cannot carry one);
+# 5. runs the rules (plugins/module_utils/sdenv_preflight*.py) and fails with their sentences.
+from __future__ import annotations
+
+import os
+import re
+import sys
+from pathlib import Path
+
+from ansible import constants as C
+from ansible import context
+from ansible.errors import AnsibleError
+from ansible.plugins.action import ActionBase
+
+try:  # Ansible >= 2.19 records where each value was loaded from (the pinned ansible-core is 2.19).
+    from ansible._internal._datatag._tags import Origin
+except ImportError:  # pragma: no cover - an older or newer layout: fall back to reading the files
+    Origin = None
+
+ROOT = Path(__file__).resolve().parents[2]
+# The rules are plain module_utils, imported here as Ansible imports them on a host (and as the unit tests do).
+for _directory in [ROOT / "plugins" / "module_utils", *sorted(ROOT.glob("roles/*/module_utils"))]:
+    if str(_directory) not in sys.path:
+        sys.path.append(str(_directory))
+
+import sdenv_preflight as engine  # noqa: E402
+import sdenv_preflight_rules as rules  # noqa: E402
+from dummy_accounts import DarwinAccounts, parse_login_defs_uid_min  # noqa: E402
+
+
+def first_line(error):
+    text = str(getattr(error, "message", None) or error).strip().splitlines()
+    return text[0].rstrip(".") if text else type(error).__name__
+
+
+def given_by(setting, otherwise):
+    """A value make hands over (LABEL=, MODELS=, ...) is named by its make variable."""
+    made_by = rules.MAKE_VARIABLES.get(setting)
+    return f"make's {made_by}=" if made_by else otherwise
+
+
+def tag_of(value):
+    """The origin of a value; a list or mapping made by a template (a split, a combine) carries none itself,
+    but its items keep theirs."""
+    origin = Origin.get_tag(value)
+    if origin is None and isinstance(value, (list, tuple, dict)):
+        items = value.values() if isinstance(value, dict) else value
+        origin = next((o for o in map(tag_of, items) if o is not None), None)
+    return origin
+
+
+class ActionModule(ActionBase):
+    TRANSFERS_FILES = False
+    _supports_check_mode = True
+    _supports_async = False
+
+    def run(self, tmp=None, task_vars=None):
+        result = super().run(tmp, task_vars)
+        del tmp
+        uses = self._task.args.get("uses") or []
+        uses = [uses] if isinstance(uses, str) else list(uses)
+        if not uses:
+            raise AnsibleError(
+                "sdenv_preflight needs `uses`: the entry points the target runs (role or role:entry)."
+            )
+        roles = self._role_dirs(uses, task_vars)
+        uses = engine.selected_by_tags(
+            uses, task_vars.get("ansible_run_tags"), task_vars.get("ansible_skip_tags"), set(roles)
+        )
+        documents = {use.partition(":")[0]: self._spec_document(use, roles) for use in uses}
+        options = engine.load_entry_points(documents, uses)
+
+        host = self._host(task_vars)
+        if "failed" in host:
+            return {**result, **host}
+        facts = {**host.pop("facts"), **(task_vars.get("ansible_facts") or {})}
+
+        defaults = {}
+        for use in uses:
+            name = use.partition(":")[0]
+            path = roles.get(name, Path("/nonexistent")) / "defaults" / "main.yml"
+            if name in roles and path.is_file():
+                for key, value in (
+                    self._loader.load_from_file(str(path), trusted_as_template=True) or {}
+                ).items():
+                    defaults.setdefault(key, value)
+        # The facts as a play that gathered them would have them (ansible_facts and the ansible_* names).
+        variables = {
+            **defaults,
+            **{f"ansible_{k}": v for k, v in facts.items()},
+            **task_vars,
+            "ansible_facts": facts,
+        }
+        templar = self._templar.copy_with_new_env(available_variables=variables)
+
+        names = [*options, *rules.EXTRA_VALUES]
+        values, origins, references = {}, {}, {}
+        for name in names:
+            if name not in variables:
+                continue
+            raw = variables[name]
+            try:
+                values[name] = templar.template(raw)
+            except AnsibleError as error:
+                values[name] = engine.Unresolved(raw, first_line(error))
+            origins[name] = self._origin(name, raw, values[name], variables)
+            references[name] = engine.template_references(raw)
+
+        problems = engine.check(
+            options,
+            values,
+            origins,
+            rules.RULES,
+            rules.CROSS,
+            host,
+            rules.SYSTEM_PATHS,
+            uses,
+            origin_of=self._nested_origin,
+            references=references,
+        )
+        if problems:
+            return {**result, "failed": True, "msg": "\n".join(problems)}
+        return {
+            **result,
+            "changed": False,
+            "msg": f"{len(values)} values checked for {', '.join(uses)}",
+            "ansible_facts": {"sdenv_preflight_passed": True},
+        }
+
+    # --- where things are ------------------------------------------------------------------------------
+
+    def _role_dirs(self, uses, task_vars):
+        """{role: its directory} for the role entry points; a use with a '/' is a spec file in the repository."""
+        search = [
+            Path(task_vars.get("playbook_dir", ".")) / "roles",
+            *map(Path, C.DEFAULT_ROLES_PATH),
+            ROOT / "roles",
+        ]
+        found = {}
+        for use in uses:
+            name = use.partition(":")[0]
+            if "/" in name:
+                continue
+            directory = next((d / name for d in search if (d / name / "meta").is_dir()), None)
+            if directory is None:
+                raise AnsibleError(f"sdenv_preflight: no role {name} in {', '.join(map(str, search))}.")
+            found[name] = directory
+        return found
+
+    def _spec_document(self, use, roles):
+        name = use.partition(":")[0]
+        path = roles[name] / "meta" / "argument_specs.yml" if name in roles else ROOT / name
+        return self._loader.load_from_file(str(path))
+
+    # --- where a value was set -------------------------------------------------------------------------
+
+    def _describe(self, origin, setting=None):
+        """(words, derived) for an Ansible origin, or None when it says nothing."""
+        if origin is None or (Origin is not None and origin == Origin.UNKNOWN):
+            return None
+        if origin.path:
+            shown = engine.relative_to(origin.path, os.getcwd())
+            derived = bool(re.search(r"/roles/[^/]+/defaults/", origin.path))
+            return (f"{shown} line {origin.line_num}" if origin.line_num else shown), derived
+        description = origin.description or ""
+        if description.startswith("<CLI option"):
+            return given_by(setting, "-e on the command line"), False
+        variable = re.match(r"<environment variable '(.+)'>", description)
+        if variable:
+            return given_by(setting, f"the environment variable {variable.group(1)}"), False
+        return description, False
+
+    def _nested_origin(self, value):
+        """Where a value inside a setting (a lock entry's field) was written; None for one a role default made
+        (the setting's own origin says more)."""
+        described = self._describe(Origin.get_tag(value)) if Origin is not None else None
+        return described[0] if described and not described[1] else None
+
+    def _origin(self, name, raw, value, variables):
+        """Where `name` was set: the value's own origin when it came from the command line or the environment
+        through a template (make's LABEL= reaches sdenv_snapshot_label so); for a role default made from such
+        a value (make's MODELS= reaches sdenv_models_pin_names through sdenv_models_pin_list), that value's;
+        else where the setting is written; else the first file that writes it."""
+        given = ("make's", "-e", "the environment")
+        if Origin is not None:
+            resolved = None if isinstance(value, engine.Unresolved) else self._describe(tag_of(value), name)
+            if resolved and resolved[0].startswith(given):
+                return resolved
+            written = self._describe(Origin.get_tag(raw), name) or resolved
+            if written and written[1]:
+                for used in sorted(engine.template_references(raw)):
+                    source = self._describe(tag_of(variables.get(used)), name) if used in variables else None
+                    if source and source[0].startswith(given):
+                        return source
+                for variable in re.findall(
+                    r"lookup\(\s*'(?:ansible\.builtin\.)?env'\s*,\s*'(\w+)'", str(raw)
+                ):
+                    if os.environ.get(variable):
+                        return given_by(name, f"the environment variable {variable}"), False
+            if written:
+                return written
+        found = self._written_in(name, variables)
+        return (found, False) if found else (None, False)
+
+    def _written_in(self, name, task_vars):
+        """For a value without an origin (null, true/false): the first file that sets it, in Ansible's order
+        of precedence: -e, host_vars, the inventory file, group_vars. A name set for several groups or hosts
+        in one inventory file is attributed to its first line there."""
+        if any(
+            re.search(rf"(^|[\s{{,\"']){re.escape(name)}\b", str(e))
+            for e in context.CLIARGS.get("extra_vars") or ()
+        ):
+            return given_by(name, "-e on the command line")
+        inventory_dir = Path(task_vars.get("inventory_dir") or ".")
+        host = task_vars.get("inventory_hostname", "")
+        candidates = [
+            *sorted((inventory_dir / "host_vars").glob(f"{host}*")),
+            Path(task_vars.get("inventory_file") or "/nonexistent"),
+            *sorted((inventory_dir / "group_vars").rglob("*")),
+        ]
+        pattern = re.compile(rf"^\s*{re.escape(name)}\s*:")
+        for path in candidates:
+            files = sorted(path.rglob("*")) if path.is_dir() else [path]
+            for file in files:
+                if not file.is_file():
+                    continue
+                try:
+                    lines = file.read_text(encoding="utf-8", errors="replace").splitlines()
+                except OSError:
+                    continue
+                for number, line in enumerate(lines, 1):
+                    if pattern.match(line):
+                        return f"{engine.relative_to(str(file), os.getcwd())} line {number}"
+        return None
+
+    # --- the host ----------------------------------------------------------------------------------------
+
+    def _host(self, task_vars):
+        probe = self._execute_module(module_name="preflight_facts", module_args={}, task_vars=task_vars)
+        self._remove_tmp_path(self._connection._shell.tmpdir)
+        if probe.get("failed"):
+            return {
+                "failed": True,
+                "msg": f"Could not read this host's facts and accounts: {probe.get('msg')}",
+            }
+        facts = {k.removeprefix("ansible_"): v for k, v in (probe.get("ansible_facts") or {}).items()}
+        system = facts.get("system")
+        return {
+            "facts": facts,
+            "system": system,
+            "os_family": facts.get("os_family"),
+            "distribution": facts.get("distribution"),
+            "accounts": probe.get("accounts") or [],
+            "first_regular_uid": DarwinAccounts.first_regular_uid
+            if system == "Darwin"
+            else parse_login_defs_uid_min(probe.get("login_defs") or ""),
+            "home_root": probe.get("useradd_home"),
+        }

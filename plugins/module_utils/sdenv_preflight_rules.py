@@ -1,0 +1,576 @@
+"""The preflight's rules, as data: what the argument specs' types cannot say about a value.
+
+Shape, and why: the argument specs (roles/*/meta/argument_specs.yml) stay the one list of which settings a
+role entry point uses and of what type; Ansible validates them at role start too. This file adds, per
+setting name, one rule object built from a small vocabulary (Path, Pattern, Number, Url, Fields, ListOf,
+Nullable, EmptyOr, ...), plus checks across settings (CROSS). Rules are keyed by name and not written into
+the argument specs because (1) Ansible's spec format has no place for ranges, patterns or path semantics
+(ansible-lint's schema refuses unknown keys there), and (2) the lock is one value shared by two roles whose
+inner structure would have to be written out twice as nested spec options.
+
+To add a check: a new setting goes into its role's argument_specs.yml (name, type, description) and gets a
+line in RULES (a unit test fails for any spec option without one); a new lock section gets an entry in
+LOCK; a rule over several settings or the host goes into CROSS.
+"""
+
+from sdenv_preflight import (
+    Choice,
+    Cross,
+    EmptyOr,
+    Fields,
+    Flag,
+    ListOf,
+    Nullable,
+    Number,
+    OneOf,
+    Path,
+    Pattern,
+    Problem,
+    SystemPaths,
+    Text,
+    Url,
+    home_of_new_account,
+    inside,
+    is_normal_absolute,
+    plain,
+)
+
+# --- What belongs to the operating system ---------------------------------------------------------
+SYSTEM_PATHS = SystemPaths(
+    directories=[
+        # Debian/Ubuntu (FHS)
+        "/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib32", "/lib64", "/libx32", "/lost+found",
+        "/media", "/mnt", "/opt", "/proc", "/root", "/run", "/sbin", "/snap", "/srv", "/sys", "/tmp", "/usr",
+        "/usr/bin", "/usr/games", "/usr/include", "/usr/lib", "/usr/lib32", "/usr/lib64", "/usr/libexec",
+        "/usr/local", "/usr/local/bin", "/usr/local/etc", "/usr/local/games", "/usr/local/include",
+        "/usr/local/lib", "/usr/local/man", "/usr/local/sbin", "/usr/local/share", "/usr/local/src", "/usr/sbin",
+        "/usr/share", "/usr/src", "/var", "/var/backups", "/var/cache", "/var/lib", "/var/local", "/var/lock",
+        "/var/log", "/var/mail", "/var/opt", "/var/run", "/var/spool", "/var/tmp", "/var/www",
+        # macOS (/etc, /tmp and /var are links into /private there)
+        "/Applications", "/Library", "/Library/Application Support", "/Library/LaunchAgents",
+        "/Library/LaunchDaemons", "/Library/Preferences", "/Network", "/System", "/Users", "/Users/Shared",
+        "/Volumes", "/cores", "/private", "/private/etc", "/private/tmp", "/private/var", "/private/var/db",
+        "/private/var/folders", "/private/var/root", "/var/db", "/var/empty", "/var/folders", "/var/root",
+        "/var/vm",
+        # Homebrew's prefixes (Apple Silicon, Intel) and its own directories in /usr/local
+        "/opt/homebrew", "/usr/local/Caskroom", "/usr/local/Cellar", "/usr/local/Homebrew", "/usr/local/opt",
+        "/usr/local/var",
+    ],
+    trees=[
+        "/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/proc", "/run", "/sbin",
+        "/snap", "/sys", "/usr", "/var/cache/apt", "/var/lib/apt", "/var/lib/dpkg",
+        "/System", "/private/etc", "/opt/homebrew", "/usr/local/Caskroom", "/usr/local/Cellar",
+        "/usr/local/Homebrew",
+    ],
+    # /usr/local belongs to the local administrator, not to the distribution (Homebrew's parts excepted).
+    except_under=["/usr/local"],
+)  # fmt: skip
+
+# --- Words ---------------------------------------------------------------------------------------------
+SHA256 = Pattern(r"[0-9a-f]{64}", "64 lowercase hexadecimal digits (a SHA256)")
+COMMIT = Pattern(r"[0-9a-f]{40}", "a full git commit id (40 lowercase hexadecimal digits)")
+VERSION = Pattern(r"[0-9][0-9A-Za-z.+!_-]*", "a version number such as 2.1.2")
+ENV_NAME = Pattern(r"[A-Za-z_][A-Za-z0-9_]*", "an environment variable name (letters, digits and _)")
+FILE_NAME = Pattern(r"(?!\.\.?$)[^/\x00-\x1f]+", "a file name (no /)")
+MODEL_NAME = Pattern(r"[A-Za-z0-9][A-Za-z0-9._-]*", "a name of letters, digits, '.', '_' and '-'")
+# POSIX portable user names, as useradd's default NAME_REGEX and macOS short names allow them.
+SHORT_NAME = Pattern(r"[a-z_][a-z0-9_-]{0,31}", "a short account name (a-z, 0-9, _ and -, 1-32, no capitals)")
+COMMAND_NAME = Pattern(r"[A-Za-z0-9_][A-Za-z0-9._+-]*", "a command name")
+URL = Url()
+YES_NO = Choice("yes", "no")
+PORT = Number(1024, 65535, expected="a port number from 1024 to 65535 (below 1024 needs root, and the WebUI never runs as root)")  # fmt: skip
+COUNT = Number(0, expected="a whole number, 0 or more (0 = no limit)")
+SECONDS = Number(1, 86400, expected="a number of seconds from 1 to 86400")
+# The WebUI's own limits (v1.10.1 modules/ui.py): sizes 64-2048 in steps of 8, 1-150 sampling steps.
+STEPS = Number(1, 150, expected="a number of sampling steps from 1 to 150")
+LABEL_WORDS = "1-64 letters, digits, '.', '_' or '-', starting with a letter or digit (or nothing)"
+
+
+class ImageSide(Number):
+    def __init__(self):
+        super().__init__(64, 2048, expected="a size in pixels from 64 to 2048, a multiple of 8")
+
+    def ok(self, value, ctx):
+        return super().ok(value, ctx) and int(value) % 8 == 0
+
+
+class SnapshotLabel(Text):
+    """Whatever the snapshot store itself accepts (its validate_label is the one definition)."""
+
+    def __init__(self):
+        super().__init__(empty=True, expected=LABEL_WORDS)
+
+    def ok(self, value, ctx):
+        from snapshot_store import SnapshotError, validate_label
+
+        try:
+            validate_label(value)
+        except (SnapshotError, TypeError):
+            return False
+        return super().ok(value, ctx)  # and one line: the store's pattern lets a trailing newline through
+
+
+EXECUTABLE = Path("file")
+IMAGE = Fields(required={"width": ImageSide(), "height": ImageSide(), "steps": STEPS})
+# A source archive is checked by the git tree its files reproduce (tree), and by its bytes once recorded.
+ARCHIVE = Fields(
+    required={
+        "url": URL,
+        "file": FILE_NAME,
+        "tree": Pattern(r"[0-9a-f]{40}", "a git tree id (40 lowercase hexadecimal digits)"),
+        "sha256": EmptyOr(SHA256, "while it is not pinned"),
+    }
+)
+PLATFORM = Pattern(r"(Darwin|Linux)-[A-Za-z0-9_]+", "a platform such as Darwin-arm64 or Linux-x86_64")
+
+MODEL = Fields(
+    required={
+        "name": MODEL_NAME,
+        "kind": Choice("checkpoint", "lora"),
+        "file": FILE_NAME,
+        "sha256": Nullable(SHA256, "until make pin-models records it"),
+    },
+    optional={
+        "urls": ListOf(URL),
+        "size": Nullable(Number(1, expected="a number of bytes (a positive whole number)"), "until known"),
+        "source": Text(empty=True),
+        "trigger_words": ListOf(Text()),
+        "token_env": Nullable(ENV_NAME, "when the download needs no token"),
+        "allow_ckpt": Flag(),
+    },
+    what="a model entry",
+)
+
+# The lock (lock.yml): each section is checked when present; CROSS says which entry points need which.
+LOCK = Fields(
+    optional={
+        "webui": Fields(required={"repo": URL, "commit": COMMIT}, optional={"version": Text()}),
+        "repositories": ListOf(
+            Fields(
+                required={
+                    "dir": FILE_NAME,
+                    "env": Pattern(
+                        r"[A-Z][A-Z0-9_]*", "the launcher's variable prefix (capitals, digits, _)"
+                    ),
+                    "repo": URL,
+                    "commit": COMMIT,
+                }
+            ),
+            unique=lambda entry: entry.get("dir") if isinstance(entry, dict) else None,
+            unique_words="a directory no other entry uses",
+        ),
+        "webui_venv": Fields(
+            required={
+                "wheel": VERSION,
+                "setuptools": VERSION,
+                "pip": VERSION,
+                "torch": Fields(
+                    other=Fields(
+                        required={"torch": VERSION, "torchvision": VERSION},
+                        optional={"index_url": EmptyOr(URL)},
+                    ),
+                    key=PLATFORM,
+                    what="pins by platform",
+                ),
+                "clip": ARCHIVE,
+                "open_clip": ARCHIVE,
+            }
+        ),
+        "uv": Fields(
+            required={
+                "version": VERSION,
+                "wheels": Fields(
+                    other=Fields(
+                        required={
+                            "file": Pattern(
+                                r"uv-[0-9][^/\x00-\x1f]*\.whl", "uv's wheel file name (uv-*.whl)"
+                            ),
+                            "sha256": SHA256,
+                        }
+                    ),
+                    key=PLATFORM,
+                    what="uv's wheels by platform",
+                ),
+            }
+        ),
+        "clip_tokenizer": Fields(
+            required={
+                "repo_id": Pattern(
+                    r"[A-Za-z0-9][\w.-]*/[\w.-]+", "a Hugging Face repository id (owner/name)"
+                ),
+                "revision": COMMIT,
+                "sha256": Fields(other=SHA256, key=FILE_NAME, what="SHA256s by file name"),
+            }
+        ),
+        "models": ListOf(
+            MODEL,
+            unique=lambda entry: entry.get("name") if isinstance(entry, dict) else None,
+            unique_words="a name no other entry has",
+        ),
+    },
+    what="the lock",
+)
+
+# --- Rules by setting name ---------------------------------------------------------------------------
+# Every option of every argument spec has an entry (tests/unit/test_preflight.py checks it); None means its
+# type from the spec says all there is to say.
+RULES = {
+    # dummy_user
+    "sdenv_user_name": SHORT_NAME,
+    "sdenv_user_fullname": Text(forbid=":,"),
+    "sdenv_user_shell": EXECUTABLE,
+    "sdenv_user_password": None,  # checked through its effective value (CROSS: the dummy password)
+    "sdenv_user_password_env": ENV_NAME,
+    "sdenv_user_home": Path("dummy"),
+    "sdenv_state_dir": Path("place"),
+    "sdenv_confirm": YES_NO,
+    "sdenv_force": YES_NO,
+    "sdenv_console_probe_file": Path("file"),
+    # homebrew
+    "sdenv_homebrew_formulae": ListOf(
+        Pattern(r"[a-z0-9][a-z0-9@+._/-]*", "a Homebrew formula name such as python@3.10")
+    ),
+    "sdenv_homebrew_repo_url": URL,
+    "sdenv_linux_packages": ListOf(
+        Pattern(r"[a-z0-9][a-z0-9+.-]+(:[a-z0-9]+)?", "a Debian package name such as python3-venv")
+    ),
+    "sdenv_user_python_interpreter": EXECUTABLE,
+    "sdenv_homebrew_prefix": Path("local"),
+    "sdenv_homebrew_repository": Path("local"),
+    "sdenv_homebrew_brew": Path("local"),
+    "sdenv_state_file": Path("local"),
+    "sdenv_login_profile": Path("local"),
+    "sdenv_login_profile_lines": ListOf(Text()),
+    # python
+    "sdenv_python_fallback": EXECUTABLE,
+    "sdenv_python_extra_candidates": ListOf(
+        OneOf(EXECUTABLE, COMMAND_NAME, expected="an absolute path or a command name")
+    ),
+    # webui
+    "sdenv_lock": LOCK,
+    "sdenv_webui_dir": Path("dummy"),
+    "sdenv_webui_python": EmptyOr(EXECUTABLE, "for the interpreter role python provides"),
+    "sdenv_python": None,  # set by role python during the run
+    "sdenv_webui_port": PORT,
+    "sdenv_webui_extra_args": ListOf(Text()),
+    "sdenv_webui_ui_defaults": Fields(
+        required={
+            "checkpoint": FILE_NAME,
+            "auto_launch_browser": Choice("Disable", "Local", "Remote"),
+            "sampler": Text(),
+            "scheduler": Text(),
+            "steps": STEPS,
+            "width": ImageSide(),
+            "height": ImageSide(),
+        }
+    ),
+    "sdenv_webui_venv_bootstrap": Flag(),
+    "sdenv_webui_pip_index_url": EmptyOr(URL, "for PyPI"),
+    "sdenv_webui_wheelhouse": EmptyOr(Path("file"), "to use an index"),
+    "sdenv_webui_hf_home": Path("dummy"),
+    "sdenv_run_spec": Path("local"),
+    "sdenv_webui_venv_lock_dir": Path("local"),
+    "sdenv_tools_dir": Path("place"),
+    "sdenv_webui_uv_cache_dir": Path("place"),
+    # offline_bundle (make bundle on the controller; make provision BUNDLE=dir on the host)
+    "sdenv_bundle": EmptyOr(Path("file"), "for no bundle"),
+    "sdenv_bundle_out": Path("local"),
+    "sdenv_bundle_platform": EmptyOr(PLATFORM, "for this machine's platform"),
+    # models
+    "sdenv_models_enabled": ListOf(MODEL_NAME),
+    "sdenv_models_bundle_dirs": ListOf(Path("place")),
+    "sdenv_models_deep": Flag(),
+    "sdenv_models_tokens": Fields(other=Text(), key=ENV_NAME, what="tokens by environment variable name"),
+    "sdenv_models_state_dir": Path("local"),
+    "sdenv_models_stat_cache": Path("local"),
+    "sdenv_models_kind_dirs": Fields(other=Path("local"), what="folders by kind"),
+    "sdenv_models_pin_names": ListOf(MODEL_NAME),
+    "sdenv_models_lock_file": Path("local"),
+    # snapshot
+    "sdenv_snapshot_store": Path("place"),
+    "sdenv_snapshot_paths": ListOf(Path("place")),
+    "sdenv_snapshot_homebrew": Flag(),
+    "sdenv_snapshot_tmutil": Flag(),
+    "sdenv_snapshot_retention": Fields(
+        required={
+            "keep_last": COUNT,
+            "keep_hourly_hours": COUNT,
+            "keep_daily_days": COUNT,
+            "keep_weekly_weeks": COUNT,
+        }
+    ),
+    "sdenv_snapshot_known_good": Flag(),
+    "sdenv_snapshot_label": SnapshotLabel(),
+    "sdenv_snapshot_kind": None,  # choices in the spec
+    "sdenv_snapshot_pinned": Flag(),
+    "sdenv_snapshot_to": Text(),  # which ids exist is the store's to say (make rollback names them)
+    "sdenv_snapshot_only_paths": ListOf(Path("local")),
+    "sdenv_snapshot_deep": Flag(),
+    # make verify (tests/verify/argument_specs.yml)
+    "sdenv_verify_out": Path("local"),
+    "sdenv_verify_prompt": Text(),
+    "sdenv_verify_image": Fields(
+        required={"width": ImageSide(), "height": ImageSide(), "steps": STEPS},
+        optional={"seed": Number(-1, 4294967295), "cfg_scale": Number(1, 30, whole=False)},
+    ),
+    "sdenv_verify_small": Flag(),
+    "sdenv_verify_small_image": IMAGE,
+    "sdenv_verify_ready_timeout": SECONDS,
+    "sdenv_verify_generate_timeout": SECONDS,
+    "sdenv_verify_live_args": ListOf(Text()),
+    "sdenv_verify_probe": ListOf(Text()),
+}
+
+# Values that are no argument of any entry point but that a check below reads (role defaults).
+EXTRA_VALUES = ("sdenv_user_password_value", "sdenv_webui_platform")
+
+# What make hands to Ansible, for naming where a value came from: a setting given on the command line
+# (-e) or through the environment by one of these make variables is named by the make variable.
+MAKE_VARIABLES = {
+    "sdenv_confirm": "CONFIRM",
+    "sdenv_force": "FORCE",
+    "sdenv_snapshot_label": "LABEL",
+    "sdenv_snapshot_to": "TO",
+    "sdenv_snapshot_only_paths": "PATHS",
+    "sdenv_snapshot_deep": "DEEP",
+    "sdenv_models_pin_names": "MODELS",
+    "sdenv_bundle": "BUNDLE",
+    "sdenv_bundle_out": "OUT",
+    "sdenv_bundle_platform": "PLATFORM",
+}
+
+# Which lock sections each entry point reads.
+LOCK_SECTIONS = {
+    "webui:main": ("webui", "repositories", "webui_venv", "uv", "clip_tokenizer"),
+    "offline_bundle:bundle_checks": ("webui", "repositories", "webui_venv", "uv", "clip_tokenizer"),
+    "models:main": ("models",),
+    "models:bundle": ("models",),
+    "models:pin": ("models",),
+}
+
+
+# --- Checks across settings and the host ---------------------------------------------------------------
+
+
+def dummy_is_a_regular_account(ctx):
+    name = ctx.user_name
+    account = ctx.account(name)
+    if name == "root" or (account and account["uid"] == 0):
+        yield Problem("sdenv_user_name", name, "the name of the dummy account, never root (uid 0)")
+    elif account and account["uid"] < ctx.first_regular_uid:
+        yield Problem(
+            "sdenv_user_name",
+            name,
+            f"the name of a regular account or of a new one; {name} is a system account here (uid"
+            f" {account['uid']}, below {ctx.first_regular_uid})",
+        )
+
+
+def home_is_the_accounts(ctx):
+    home, name = ctx.values["sdenv_user_home"], ctx.user_name
+    account = ctx.account(name)
+    expected = (
+        account["home"]
+        if account
+        else home_of_new_account(name, ctx.host.get("system"), ctx.host.get("home_root"))
+    )
+    if home != expected:
+        how = "the account has" if account else "the system gives a new account"
+        yield Problem(
+            "sdenv_user_home", home, f"{expected}, the home {how} here (the toolkit does not choose it)"
+        )
+
+
+def dummy_password_is_usable(ctx):
+    # The module's own rule (dummy_accounts.check_password): one definition, checked here before any change.
+    from dummy_accounts import AccountError, check_password
+
+    password = ctx.values.get("sdenv_user_password_value")
+    if not isinstance(password, str) or not password:
+        return  # empty: the role generates one
+    try:
+        check_password(password)
+    except AccountError as error:
+        where = ctx.origin_of("sdenv_user_password_value") or "the vault or the environment"
+        yield Problem("sdenv_user_password", None, "", text=f"{str(error)[:-1]} (the password from {where}).")
+
+
+def not_in_the_lock(setting, wanted, lock, shown=None):
+    """A Problem when names in `wanted` are not entries of the lock's models, else None."""
+    names = [m.get("name") for m in lock.get("models") or [] if isinstance(m, dict)]
+    unknown = [name for name in wanted if name not in names]
+    if not unknown:
+        return None
+    return Problem(
+        setting,
+        wanted if shown is None else shown,
+        f"names the lock lists in sdenv_lock.models ({', '.join(map(str, names)) or 'none'}); it has no "
+        + ", ".join(map(str, unknown)),
+    )
+
+
+def models_are_in_the_lock(ctx):
+    enabled, lock = ctx.values["sdenv_models_enabled"], ctx.values["sdenv_lock"]
+    unknown = not_in_the_lock("sdenv_models_enabled", enabled, lock)
+    if unknown:
+        yield unknown
+        return
+    unpinned = [
+        m["name"] for m in lock.get("models") or [] if m.get("name") in enabled and not m.get("sha256")
+    ]
+    if unpinned:
+        # The sentence README's "First run" quotes.
+        one = len(unpinned) == 1
+        yield Problem(
+            "sdenv_lock.models",
+            None,
+            "",
+            text=f"{', '.join(unpinned)} {'has' if one else 'have'} no pinned SHA256 in lock.yml: run `make pin-models`"
+            " to download and show name, size, SHA256 and source, then `make pin-models CONFIRM=yes` to record"
+            f" them; or remove {'it' if one else 'them'} from sdenv_models_enabled in settings.yml.",
+        )
+
+
+def pin_names_are_in_the_lock(ctx):
+    wanted = ctx.values["sdenv_models_pin_names"]
+    unknown = not_in_the_lock(
+        "sdenv_models_pin_names", wanted, ctx.values["sdenv_lock"], " ".join(map(str, wanted))
+    )
+    if unknown:
+        yield unknown
+
+
+def lock_has_what_the_target_reads(ctx):
+    lock = ctx.values["sdenv_lock"]
+    for entry_point, sections in LOCK_SECTIONS.items():
+        if entry_point not in ctx.uses:
+            continue
+        for section in sections:
+            if section not in lock:
+                yield Problem(
+                    "sdenv_lock",
+                    None,
+                    "",
+                    text=f"{ctx.origin_of('sdenv_lock') or 'The lock'} has no sdenv_lock.{section}: expected it"
+                    f" there, because {entry_point.replace(':main', '')} reads it (see the lock.yml this toolkit ships).",
+                )
+
+
+def venv_is_pinned_for_this_host(ctx):
+    """The venv is built on this host: torch and uv must be pinned for its platform."""
+    if ctx.values.get("sdenv_webui_venv_bootstrap") not in (True, "true", "yes", "True"):
+        return
+    lock, platform = ctx.values["sdenv_lock"], ctx.values.get("sdenv_webui_platform")
+    torch = (lock.get("webui_venv") or {}).get("torch") or {}
+    if platform not in torch:
+        yield Problem(
+            "sdenv_lock.webui_venv.torch",
+            plain(sorted(torch)),
+            f"torch and torchvision pins for this host's platform {platform} as well",
+        )
+        return  # a platform the lock does not know at all: one sentence is enough
+    uv_wheels = (lock.get("uv") or {}).get("wheels") or {}
+    if "uv" in lock and platform not in uv_wheels:
+        yield Problem(
+            "sdenv_lock.uv.wheels",
+            plain(sorted(uv_wheels)),
+            f"uv's wheel for this host's platform {platform} as well (file and sha256, from PyPI's uv release)",
+        )
+
+
+# Settings whose directory the dummy owns (it could replace anything below them).
+DUMMY_PLACES = ("sdenv_user_home", "sdenv_webui_dir", "sdenv_webui_hf_home")
+
+
+def places_are_apart(ctx):
+    """The state directory and the snapshot store hold what the dummy must not change and what a rollback
+    must not overwrite: no other path setting is them or above them, and neither lies in a directory the
+    dummy owns or a snapshot captures."""
+    values = ctx.values
+
+    def paths(name):
+        if name in ctx.failed or name not in ctx.options or values.get(name) is None:
+            return []
+        return [
+            (suffix, path)
+            for suffix, path in Path.in_value(RULES.get(name), values[name])
+            if is_normal_absolute(path)
+        ]
+
+    state_dir = values["sdenv_state_dir"]
+    for name in RULES:
+        if name == "sdenv_state_dir":
+            continue
+        for suffix, path in paths(name):
+            if inside(state_dir, path):
+                if name in DUMMY_PLACES:
+                    yield Problem(
+                        "sdenv_state_dir",
+                        state_dir,
+                        f"the state directory outside {path} ({name}), which the dummy owns",
+                    )
+                else:
+                    yield Problem(
+                        name + suffix,
+                        path,
+                        f"a path that is neither the state directory {state_dir} nor a directory above it",
+                    )
+                return
+
+    captured = [path for _, path in paths("sdenv_snapshot_paths")]
+    store = dict(paths("sdenv_snapshot_store")).get("")
+    if store:
+        for name in DUMMY_PLACES:
+            for _, place in paths(name):
+                if inside(store, place):
+                    yield Problem(
+                        "sdenv_snapshot_store",
+                        store,
+                        f"the snapshot store outside {place} ({name}), which the dummy owns",
+                    )
+                    return
+    for name, path in (("sdenv_state_dir", state_dir), ("sdenv_snapshot_store", store)):
+        for root in captured if path else ():
+            if inside(path, root) or (name == "sdenv_snapshot_store" and inside(root, path)):
+                what = "the state directory" if name == "sdenv_state_dir" else "the snapshot store"
+                yield Problem(
+                    name, path, f"{what} apart from {root}, which snapshots capture (sdenv_snapshot_paths)"
+                )
+                return
+
+
+def host_is_supported(ctx):
+    system, family = ctx.host.get("system"), ctx.host.get("os_family")
+    if system != "Darwin" and family != "Debian":
+        yield Problem(
+            "inventory",
+            None,
+            "",
+            text=f"This host runs {ctx.host.get('distribution') or system} ({family or system}), but the toolkit"
+            " provisions macOS and Debian/Ubuntu only: remove it from the inventory or leave it out with LIMIT.",
+        )
+
+
+CROSS = [
+    Cross("the dummy is a regular account", ["sdenv_user_name"], dummy_is_a_regular_account),
+    Cross("the dummy's home is its account's", ["sdenv_user_name", "sdenv_user_home"], home_is_the_accounts),
+    Cross("the dummy password", ["sdenv_user_password_env"], dummy_password_is_usable, ["dummy_user:main"]),
+    Cross("the host's platform", ["sdenv_homebrew_formulae"], host_is_supported, ["homebrew:main"]),
+    Cross("the lock's sections", ["sdenv_lock"], lock_has_what_the_target_reads),
+    Cross(
+        "enabled models",
+        ["sdenv_models_enabled", "sdenv_lock"],
+        models_are_in_the_lock,
+        ["models:main", "models:bundle"],
+    ),
+    Cross(
+        "models to pin", ["sdenv_models_pin_names", "sdenv_lock"], pin_names_are_in_the_lock, ["models:pin"]
+    ),
+    Cross(
+        "torch and uv pins",
+        ["sdenv_lock", "sdenv_webui_venv_bootstrap"],
+        venv_is_pinned_for_this_host,
+        ["webui:main"],
+    ),
+    Cross("places apart", ["sdenv_state_dir"], places_are_apart),
+]

@@ -1,0 +1,86 @@
+#!/usr/bin/python
+"""Ansible module: what the preflight needs to know about a host, in one module run; it changes nothing."""
+
+DOCUMENTATION = r"""
+module: preflight_facts
+short_description: The host facts the settings are made from, and the host's accounts, for the preflight
+description:
+  - Gathers the facts the settings and the roles' defaults are made from (platform, distribution, user,
+    python: Ansible's own fact collectors, exactly as M(ansible.builtin.setup) runs them, returned as
+    C(ansible_facts)), so the preflight needs one module run and no separate fact gathering. Not the
+    environment: it may hold the tokens and the password, and no setting is made from it.
+  - Returns every account the host's user database lists (name, uid, home) through getpwall(3), which reads
+    /etc/passwd on Linux and Open Directory on macOS; and, on Linux, the UID_MIN lines of /etc/login.defs
+    and the HOME line of /etc/default/useradd (where useradd puts a new home).
+  - Only reads. The preflight (action sdenv_preflight) runs it before any task that changes the host.
+options: {}
+"""
+
+EXAMPLES = r"""
+- name: Read what the preflight needs
+  preflight_facts:
+  register: host
+"""
+
+RETURN = r"""
+ansible_facts:
+  description: The platform, distribution, user and python facts, as setup returns them.
+  type: dict
+  returned: always
+accounts:
+  description: "[{name, uid, home}] for every account."
+  type: list
+  returned: always
+login_defs:
+  description: The UID_MIN line(s) of /etc/login.defs, or null when the file does not exist (macOS).
+  type: str
+  returned: always
+useradd_home:
+  description: HOME from /etc/default/useradd (the parent of new homes), or null.
+  type: str
+  returned: always
+"""
+
+import pwd
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.facts import ansible_collector, default_collectors
+from ansible.module_utils.facts.namespace import PrefixFactNamespace
+
+# Cheap collectors (no subprocess but uname and the distribution's release files): every fact the shipped
+# settings and the roles' defaults are made from (system, architecture, machine, os_family, ...).
+FACTS = frozenset(["platform", "distribution", "user", "python"])
+
+
+def read_lines(path, prefix):
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            return "".join(line for line in handle if line.lstrip().startswith(prefix))
+    except OSError:
+        return None
+
+
+def main():
+    module = AnsibleModule(argument_spec={}, supports_check_mode=True)
+    collector = ansible_collector.get_ansible_collector(
+        all_collector_classes=default_collectors.collectors,
+        namespace=PrefixFactNamespace(namespace_name="ansible", prefix="ansible_"),
+        filter_spec=[],
+        gather_subset=["!all"],
+        gather_timeout=10,
+        minimal_gather_subset=FACTS,
+    )
+    accounts = [{"name": e.pw_name, "uid": e.pw_uid, "home": e.pw_dir} for e in pwd.getpwall()]
+    home_line = read_lines("/etc/default/useradd", "HOME=")
+    home = home_line.strip().splitlines()[-1].partition("=")[2].strip().strip("\"'") if home_line else None
+    module.exit_json(
+        changed=False,
+        ansible_facts=collector.collect(module=module),
+        accounts=accounts,
+        login_defs=read_lines("/etc/login.defs", "UID_MIN"),
+        useradd_home=home or None,
+    )
+
+
+if __name__ == "__main__":
+    main()

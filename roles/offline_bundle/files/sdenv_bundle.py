@@ -1,0 +1,70 @@
+#!/usr/bin/env python3
+"""make lock-venv / make bundle / make bundle-check, on the controller.
+
+    sdenv_bundle.py lock-venv --lock LOCK.yml [--index-url URL] [--platform KEY ...]
+    sdenv_bundle.py bundle --spec SPEC.json --out DIR [--index-url URL]
+    sdenv_bundle.py check --lock LOCK.yml --bundle DIR
+
+The logic lives in the roles' module_utils (unit-tested there); this file only wires it to a command line.
+Progress goes to stderr; one sentence and exit 1 on any failure.
+"""
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[3]
+for path in [ROOT / "plugins" / "module_utils", *sorted(ROOT.glob("roles/*/module_utils"))]:
+    sys.path.insert(0, str(path))
+
+import bundle_build  # noqa: E402
+import yaml  # noqa: E402
+
+
+def read_lock(path):
+    with open(path, encoding="utf-8") as handle:
+        return yaml.safe_load(handle)["sdenv_lock"]
+
+
+def main(argv):
+    parser = argparse.ArgumentParser(prog="sdenv_bundle")
+    sub = parser.add_subparsers(dest="command", required=True)
+    lock = sub.add_parser("lock-venv")
+    lock.add_argument("--lock", required=True)
+    lock.add_argument("--index-url", default="")
+    lock.add_argument("--platform", action="append", default=[])
+    lock.add_argument("--cache", default=os.path.expanduser("~/.cache/sdenv"))
+    build = sub.add_parser("bundle")
+    build.add_argument("--spec", required=True)
+    build.add_argument("--out", required=True)
+    build.add_argument("--index-url", default="")
+    build.add_argument("--cache", default=os.path.expanduser("~/.cache/sdenv"))
+    build.add_argument("--archive", action="store_true")
+    check = sub.add_parser("check")
+    check.add_argument("--lock", required=True)
+    check.add_argument("--bundle", required=True)
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "lock-venv":
+            lock_path = Path(args.lock)
+            bundle_build.lock_venv(
+                read_lock(lock_path),
+                lock_path.parent / "venv-lock",
+                args.cache,
+                args.index_url,
+                args.platform,
+            )
+        elif args.command == "bundle":
+            bundle_build.build_bundle(args.spec, args.out, args.cache, args.index_url, args.archive)
+        else:
+            lock_path = Path(args.lock)
+            bundle_build.check_bundle(read_lock(lock_path), lock_path.parent / "venv-lock", args.bundle)
+    except bundle_build.BUNDLE_ERRORS as exc:
+        print(f"sdenv: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
