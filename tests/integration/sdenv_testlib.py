@@ -1,6 +1,8 @@
 """Helpers shared by the integration tests: run make targets, manage throwaway accounts."""
 
+import contextlib
 import os
+import pwd
 import re
 import shutil
 import stat
@@ -93,6 +95,20 @@ def remove_payload_dirs_left_by_a_kill(module, before):
     for leftover in ansiballz_payload_dirs(module) - before:
         if [p.name for p in leftover.iterdir()] == [f"ansible_{module}_payload.zip"]:
             shutil.rmtree(leftover, ignore_errors=True)
+
+
+def system_tmp_dirs():
+    """Ansible's temp directories in /var/tmp: where a task run as an unprivileged become user keeps its module
+    when it is not piped (ANSIBLE_REMOTE_TMP does not apply to those; keep_remote_files keeps them for good)."""
+    return set(Path("/var/tmp").glob("ansible-tmp-*"))
+
+
+def remove_system_tmp_dirs_of(user, before):
+    """Remove the directories of system_tmp_dirs() that `user` (a test's throwaway account) made since `before`."""
+    for leftover in system_tmp_dirs() - before:
+        with contextlib.suppress(OSError, KeyError):
+            if pwd.getpwuid(leftover.stat().st_uid).pw_name == user:
+                shutil.rmtree(leftover, ignore_errors=True)
 
 
 def files_holding(secret, roots, since, max_bytes=64 << 20):

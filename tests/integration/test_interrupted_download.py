@@ -31,7 +31,15 @@ from pathlib import Path
 
 import pytest
 from model_fixtures import ModelServer, random_safetensors, sha256_hex
-from sdenv_testlib import command_lines_holding, files_holding, make_argv, processes_marked, run_make
+from sdenv_testlib import (
+    command_lines_holding,
+    files_holding,
+    make_argv,
+    processes_marked,
+    remove_system_tmp_dirs_of,
+    run_make,
+    system_tmp_dirs,
+)
 from test_models_role import host_vars, webui  # noqa: F401 (webui is a fixture)
 
 TOKEN = "sdt-token-" + os.urandom(12).hex()
@@ -371,17 +379,23 @@ def test_two_runs_on_one_model_download_it_once(setup, server, tmp_path):
 
 
 def test_where_ansible_cannot_pipe_the_token_is_not_passed(setup, server, tmp_path):
-    remote_tmp = tmp_path / "remote-tmp"  # keep_remote_files keeps the other modules' files here
-    result = run_make(
-        "provision",
-        setup["inventory"],
-        ARGS="--tags models",
-        env={TOKEN_VAR: TOKEN, "ANSIBLE_KEEP_REMOTE_FILES": "1", "ANSIBLE_REMOTE_TMP": str(remote_tmp)},
-    )
-    assert result.returncode != 0
-    assert (
-        "refusing to run model_file on localhost: its token would end up in a file, because "
-        "ANSIBLE_KEEP_REMOTE_FILES keeps every module and its arguments on the host: unset it"
-    ) in result.output, result
-    assert server.requests == []
-    assert files_holding(TOKEN, [str(remote_tmp), *token_roots(setup)], since=setup["started"]) == []
+    # keep_remote_files keeps the other modules' files here, and those of the tasks run as the dummy in
+    # /var/tmp (scanned for the token, then removed).
+    remote_tmp = tmp_path / "remote-tmp"
+    kept_before = system_tmp_dirs()
+    try:
+        result = run_make(
+            "provision",
+            setup["inventory"],
+            ARGS="--tags models",
+            env={TOKEN_VAR: TOKEN, "ANSIBLE_KEEP_REMOTE_FILES": "1", "ANSIBLE_REMOTE_TMP": str(remote_tmp)},
+        )
+        assert result.returncode != 0
+        assert (
+            "refusing to run model_file on localhost: its token would end up in a file, because "
+            "ANSIBLE_KEEP_REMOTE_FILES keeps every module and its arguments on the host: unset it"
+        ) in result.output, result
+        assert server.requests == []
+        assert files_holding(TOKEN, [str(remote_tmp), *token_roots(setup)], since=setup["started"]) == []
+    finally:
+        remove_system_tmp_dirs_of(setup["inventory"].user, kept_before)
