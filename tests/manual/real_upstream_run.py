@@ -23,7 +23,6 @@ weights. `inventory` pins whatever *.safetensors MODELS_DIR holds (sha256, size)
 file (> 1 GB) is the checkpoint, the rest are LoRAs. Run make as root with INVENTORY=OUT/inventory/hosts.yml.
 """
 
-import hashlib
 import http.server
 import json
 import os
@@ -33,6 +32,10 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+# The toolkit's own streaming hash (module_utils are plain modules once on the path).
+sys.path[:0] = [str(ROOT / "plugins" / "module_utils"), str(ROOT / "roles" / "webui" / "module_utils")]
+from webui_files import sha256_file  # noqa: E402
+
 GIT_ENV = {**os.environ, "GIT_CONFIG_NOSYSTEM": "1"}
 
 
@@ -186,14 +189,6 @@ def serve(out):
     server.serve_forever()
 
 
-def sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def inventory(out, url, user, models_dir):
     import yaml
 
@@ -209,7 +204,7 @@ def inventory(out, url, user, models_dir):
     for path in sorted(Path(models_dir).glob("*.safetensors"), key=lambda p: -p.stat().st_size):
         kind = "checkpoint" if not data["models"] and path.stat().st_size > 1 << 30 else "lora"
         data["models"].append({
-            "name": path.stem, "kind": kind, "file": path.name, "urls": [], "sha256": sha256(path),
+            "name": path.stem, "kind": kind, "file": path.name, "urls": [], "sha256": sha256_file(path),
             "size": path.stat().st_size, "source": "generated locally (random weights)",
             "trigger_words": [] if kind == "checkpoint" else ["glasses"], "token_env": None,
         })  # fmt: skip
