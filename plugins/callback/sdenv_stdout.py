@@ -5,8 +5,9 @@ prints a failed task three times over (the exception with its origin and a sourc
 message again in the result dump) and a "NO MORE HOSTS LEFT" banner per play after the failure. This
 callback keeps everything else of the default (it subclasses it, so its options and behaviour carry over)
 and, below verbosity 1 (`ARGS=-v` shows them again):
-- prints a failure's message once: the exception block is dropped when the result carries a `msg` (the
-  toolkit's modules and checks put their sentence there; a crash with no `msg` still shows its traceback);
+- prints a failure's message once, as written (one sentence a line, never folded or re-quoted by a YAML
+  dump): the exception block is dropped when the result carries a `msg` (the toolkit's modules and checks
+  put their sentence there; a crash with no `msg` still shows its traceback);
 - prints no "NO MORE HOSTS LEFT" banner (the recap that follows says which hosts failed).
 """
 
@@ -25,7 +26,13 @@ DOCUMENTATION = """
       - set as stdout_callback in ansible.cfg
 """
 
+from ansible import constants as C
 from ansible.plugins.callback.default import CallbackModule as DefaultCallback
+
+# Keys that say nothing beyond the message once it is printed.
+_SAID_BY_THE_MESSAGE = frozenset(
+    {"msg", "changed", "failed", "exception", "invocation", "warnings", "deprecations"}
+)
 
 
 class CallbackModule(DefaultCallback):
@@ -34,10 +41,28 @@ class CallbackModule(DefaultCallback):
     CALLBACK_NAME = "sdenv_stdout"
 
     def v2_runner_on_failed(self, result, ignore_errors=False):
-        if self._display.verbosity < 1 and result.result.get("msg"):
-            # The message is printed in the result dump below; the exception would repeat it.
-            result.result.pop("exception", None)
-        super().v2_runner_on_failed(result, ignore_errors=ignore_errors)
+        msg = result.result.get("msg")
+        looped = result.task.loop and "results" in result.result
+        if self._display.verbosity >= 1 or not isinstance(msg, str) or not msg.strip() or looped:
+            super().v2_runner_on_failed(result, ignore_errors=ignore_errors)
+            return
+        if self._last_task_banner != result.task._uuid:
+            self._print_task_banner(result.task)
+        self._handle_warnings(result.result)
+        # The message as written, each sentence on its own unwrapped line: a YAML or JSON dump would fold
+        # long sentences and escape quotes, and the exception block would print the same words again.
+        lines = [f"fatal: [{self.host_label(result)}]: FAILED!"]
+        lines += ["  " + line for line in msg.strip().splitlines()]
+        rest = {key: value for key, value in result.result.items() if key not in _SAID_BY_THE_MESSAGE}
+        self._clean_results(rest, result.task.action)
+        rest = {key: value for key, value in rest.items() if not key.startswith("_ansible")}
+        if rest:
+            lines.append(self._dump_results(rest))
+        self._display.display(
+            "\n".join(lines), color=C.COLOR_ERROR, stderr=self.get_option("display_failed_stderr")
+        )
+        if ignore_errors:
+            self._display.display("...ignoring", color=C.COLOR_SKIP)
 
     def v2_runner_item_on_failed(self, result):
         if self._display.verbosity < 1 and result.result.get("msg"):

@@ -14,7 +14,9 @@ PLAYBOOK = """
   tasks:
     - name: Fail with a sentence
       ansible.builtin.fail:
-        msg: The one sentence that says why.
+        msg: |-
+          The one sentence that says why.
+          A second sentence, long enough that a YAML dump would fold it, naming 'a quoted value' and /a/path/that/goes/on/and/on/for/a/while/so/the/line/is/well/past/eighty/columns.
 - name: Second play
   hosts: localhost
   gather_facts: false
@@ -52,6 +54,11 @@ def test_failure_sentence_printed_once_without_banners(tmp_path):
     assert result.returncode != 0
     assert output.count("The one sentence that says why.") == 1, output
     assert "NO MORE HOSTS LEFT" not in output and "PLAY RECAP" in output, output
+    # Each sentence on a line of its own, as written: never folded, never re-quoted (tests and users grep it).
+    assert (
+        "  A second sentence, long enough that a YAML dump would fold it, naming 'a quoted value' and "
+        "/a/path/that/goes/on/and/on/for/a/while/so/the/line/is/well/past/eighty/columns.\n" in output
+    ), output
 
 
 def test_verbose_run_keeps_the_exception_detail(tmp_path):
