@@ -29,9 +29,19 @@ DOCUMENTATION = """
 from ansible import constants as C
 from ansible.plugins.callback.default import CallbackModule as DefaultCallback
 
-# Keys that say nothing beyond the message once it is printed.
+# Keys that say nothing beyond the message once it is printed (an item's label is in its header line).
 _SAID_BY_THE_MESSAGE = frozenset(
-    {"msg", "changed", "failed", "exception", "invocation", "warnings", "deprecations"}
+    {
+        "msg",
+        "changed",
+        "failed",
+        "exception",
+        "invocation",
+        "warnings",
+        "deprecations",
+        "item",
+        "ansible_loop_var",
+    }
 )
 
 
@@ -40,19 +50,21 @@ class CallbackModule(DefaultCallback):
     CALLBACK_TYPE = "stdout"
     CALLBACK_NAME = "sdenv_stdout"
 
-    def v2_runner_on_failed(self, result, ignore_errors=False):
+    def _as_written(self, result):
+        """The failure's message when this callback prints it itself, else None (the default's output)."""
         msg = result.result.get("msg")
-        looped = result.task.loop and "results" in result.result
-        if self._display.verbosity >= 1 or not isinstance(msg, str) or not msg.strip() or looped:
-            super().v2_runner_on_failed(result, ignore_errors=ignore_errors)
-            return
+        if self._display.verbosity >= 1 or not isinstance(msg, str) or not msg.strip():
+            return None
+        return msg
+
+    def _print_failure(self, result, header, msg):
+        """The header, then the message as written, each sentence on its own unwrapped line: a YAML or JSON
+        dump would fold long sentences and escape quotes, and the exception block would print the same words
+        again. Whatever else the result holds follows, dumped as the default does."""
         if self._last_task_banner != result.task._uuid:
             self._print_task_banner(result.task)
         self._handle_warnings(result.result)
-        # The message as written, each sentence on its own unwrapped line: a YAML or JSON dump would fold
-        # long sentences and escape quotes, and the exception block would print the same words again.
-        lines = [f"fatal: [{self.host_label(result)}]: FAILED!"]
-        lines += ["  " + line for line in msg.strip().splitlines()]
+        lines = [header] + ["  " + line for line in msg.strip().splitlines()]
         rest = {key: value for key, value in result.result.items() if key not in _SAID_BY_THE_MESSAGE}
         self._clean_results(rest, result.task.action)
         rest = {key: value for key, value in rest.items() if not key.startswith("_ansible")}
@@ -61,13 +73,24 @@ class CallbackModule(DefaultCallback):
         self._display.display(
             "\n".join(lines), color=C.COLOR_ERROR, stderr=self.get_option("display_failed_stderr")
         )
+
+    def v2_runner_on_failed(self, result, ignore_errors=False):
+        msg = self._as_written(result)
+        if msg is None or (result.task.loop and "results" in result.result):
+            super().v2_runner_on_failed(result, ignore_errors=ignore_errors)
+            return
+        self._print_failure(result, f"fatal: [{self.host_label(result)}]: FAILED!", msg)
         if ignore_errors:
             self._display.display("...ignoring", color=C.COLOR_SKIP)
 
     def v2_runner_item_on_failed(self, result):
-        if self._display.verbosity < 1 and result.result.get("msg"):
-            result.result.pop("exception", None)
-        super().v2_runner_item_on_failed(result)
+        msg = self._as_written(result)
+        if msg is None:
+            super().v2_runner_item_on_failed(result)
+            return
+        self._print_failure(
+            result, f"failed: [{self.host_label(result)}] (item={self._get_item_label(result.result)})", msg
+        )
 
     def v2_playbook_on_no_hosts_remaining(self):
         """The recap names the failed hosts; a banner per remaining play adds nothing."""

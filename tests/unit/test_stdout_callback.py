@@ -66,3 +66,39 @@ def test_verbose_run_keeps_the_exception_detail(tmp_path):
     result = run_playbook(tmp_path, "-v")
     output = result.stdout + result.stderr
     assert output.count("The one sentence that says why.") == 2, output
+
+
+def test_a_loop_item_failure_prints_its_sentence_unfolded(tmp_path):
+    playbook = tmp_path / "loop.yml"
+    playbook.write_text(
+        """
+- name: Loop
+  hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: Fail per item
+      ansible.builtin.fail:
+        msg: "could not reach {{ item }} (Connection refused): add a reachable mirror URL or a local bundle directory holding it to this model's sources"
+      loop: [one.example, two.example]
+"""
+    )
+    env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
+    result = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "ansible-playbook"),
+            "-i",
+            "localhost,",
+            "-c",
+            "local",
+            str(playbook),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
+    assert "failed: [localhost] (item=two.example)" in result.stdout, result.stdout
+    assert (
+        "  could not reach two.example (Connection refused): add a reachable mirror URL or a local bundle "
+        "directory holding it to this model's sources\n" in result.stdout
+    ), result.stdout
