@@ -6,7 +6,7 @@ module: preflight_facts
 short_description: The host facts the settings are made from, and the host's accounts, for the preflight
 description:
   - Gathers the facts the settings and the roles' defaults are made from (platform, distribution, user,
-    python: Ansible's own fact collectors, exactly as M(ansible.builtin.setup) runs them, returned as
+    python - Ansible's own fact collectors, exactly as M(ansible.builtin.setup) runs them, returned as
     C(ansible_facts)), so the preflight needs one module run and no separate fact gathering. Not the
     environment: it may hold the tokens and the password, and no setting is made from it.
   - Returns every account the host's user database lists (name, uid, home) through getpwall(3), which reads

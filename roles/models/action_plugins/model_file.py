@@ -37,8 +37,12 @@ from ansible.utils.vars import merge_hash
 
 display = Display()
 
-SecretModuleAction = action_loader.get("sdenv_secret_module", class_only=True)
-if SecretModuleAction is None:  # ansible.cfg's action_plugins names plugins/action, where it lives
+# Run from this repository, ansible.cfg's action_plugins names plugins/action, where it lives; installed as
+# the Ansible collection sdenv.toolkit (galaxy.yml), it is the collection's.
+SecretModuleAction = action_loader.get("sdenv_secret_module", class_only=True) or action_loader.get(
+    "sdenv.toolkit.sdenv_secret_module", class_only=True
+)
+if SecretModuleAction is None:
     raise ImportError(
         "the sdenv_secret_module action (plugins/action) is not on Ansible's action plugin path"
     )
@@ -91,6 +95,13 @@ def exit_reason(rc):
 class ActionModule(SecretModuleAction):
     SECRET_ARGS = ("token",)
 
+    def _sibling(self, name):
+        """`name` as the task's own module is named: `sdenv.toolkit.<name>` when the task called the collection's
+        `sdenv.toolkit.model_file`, the plain name (found on the role's library path) when it called `model_file`."""
+        resolved = getattr(self._task, "resolved_action", None) or self._task.action
+        namespace = resolved.rpartition(".")[0]
+        return f"{namespace}.{name}" if namespace and namespace != "ansible.legacy" else name
+
     def run(self, tmp=None, task_vars=None):
         result = super(SecretModuleAction, self).run(tmp, task_vars)
         del tmp
@@ -105,7 +116,7 @@ class ActionModule(SecretModuleAction):
             # The re-run fast path first, in the small model_file_check module: a present, unchanged model
             # then costs about a no-op task (model_file's payload carries the whole download machinery).
             quick = self._execute_module(
-                module_name="model_file_check",
+                module_name=self._sibling("model_file_check"),
                 module_args={k: args[k] for k in CHECK_ARGS if args.get(k) is not None},
                 task_vars=task_vars,
             )
@@ -113,7 +124,9 @@ class ActionModule(SecretModuleAction):
                 self._remove_tmp_path(self._connection._shell.tmpdir)
                 return merge_hash(result, quick)
         probe = self._execute_module(
-            module_name="model_file", module_args={**looking, "download": False}, task_vars=task_vars
+            module_name=self._sibling("model_file"),
+            module_args={**looking, "download": False},
+            task_vars=task_vars,
         )
         if probe.get("failed") or not probe.get("needs_download") or self._task.check_mode:
             self._remove_tmp_path(self._connection._shell.tmpdir)
@@ -146,7 +159,7 @@ class ActionModule(SecretModuleAction):
         watch.start()
         try:
             final = self._execute_module_piped(
-                "model_file", {**args, "progress_file": progress_file}, task_vars
+                self._sibling("model_file"), {**args, "progress_file": progress_file}, task_vars
             )
         finally:
             watch.stop()
@@ -158,7 +171,9 @@ class ActionModule(SecretModuleAction):
         """The module died without a result: say what it left, as it is now (looked at, not assumed)."""
         self._low_level_execute_command(f"rm -f {shlex.quote(progress_file)}", sudoable=True)
         after = self._execute_module(
-            module_name="model_file", module_args={**looking, "download": False}, task_vars=task_vars
+            module_name=self._sibling("model_file"),
+            module_args={**looking, "download": False},
+            task_vars=task_vars,
         )
         if not after.get("failed") and not after.get("needs_download"):
             return after  # it was installed before the process died

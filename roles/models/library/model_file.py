@@ -168,7 +168,13 @@ import os
 import sys
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.model_fastpath import parse_mode, resolve_ids
+
+# Run from this repository, the role's module_utils are ansible.module_utils.*; installed as the Ansible
+# collection sdenv.toolkit (galaxy.yml), they are the collection's plugins/module_utils.
+try:
+    from ansible.module_utils.model_fastpath import parse_mode, resolve_ids
+except ImportError:
+    from ansible_collections.sdenv.toolkit.plugins.module_utils.model_fastpath import parse_mode, resolve_ids
 
 
 def _ids(module):
@@ -220,8 +226,20 @@ def main():
     mode = _mode(module)
     # The re-run fast path (a present file the stat cache vouches for) is model_file_check's, which the action
     # plugin runs first; the Installer below accepts such a file the same way when this module runs alone.
-    from ansible.module_utils.model_download import Installer, ModelFileError, Spec
-    from ansible.module_utils.sdenv_interrupt import Interrupted, InterruptGuard, ansiballz_payload_dir
+    try:
+        from ansible.module_utils.model_download import Installer, ModelFileError, Spec
+        from ansible.module_utils.sdenv_interrupt import Interrupted, InterruptGuard, ansiballz_payload_dir
+    except ImportError:  # installed as the Ansible collection sdenv.toolkit
+        from ansible_collections.sdenv.toolkit.plugins.module_utils.model_download import (
+            Installer,
+            ModelFileError,
+            Spec,
+        )
+        from ansible_collections.sdenv.toolkit.plugins.module_utils.sdenv_interrupt import (
+            Interrupted,
+            InterruptGuard,
+            ansiballz_payload_dir,
+        )
 
     token = p["token"] or (os.environ.get(p["token_env"]) if p["token_env"] else None)
     spec = Spec(

@@ -35,7 +35,15 @@ settled:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.model_fastpath import parse_mode, resolve_ids, settled_result
+
+try:
+    from ansible.module_utils.model_fastpath import parse_mode, resolve_ids, settled_result
+except ImportError:  # installed as the Ansible collection sdenv.toolkit (galaxy.yml)
+    from ansible_collections.sdenv.toolkit.plugins.module_utils.model_fastpath import (
+        parse_mode,
+        resolve_ids,
+        settled_result,
+    )
 
 
 def main():

@@ -34,12 +34,29 @@ try:
     from ansible.module_utils.sdenv_atomic import fsync_dir
     from ansible.module_utils.sdenv_pipeline import HashWritePipeline
     from ansible.module_utils.stat_cache import StatCache, write_json_atomic
-except ImportError:  # unit tests import the module_utils directories directly
-    from model_fastpath import cached_entry, default_stat_cache
-    from safetensors_check import SafetensorsError, check_file, describe_non_model
-    from sdenv_atomic import fsync_dir
-    from sdenv_pipeline import HashWritePipeline
-    from stat_cache import StatCache, write_json_atomic
+except ImportError:
+    try:  # installed as the Ansible collection sdenv.toolkit (galaxy.yml)
+        from ansible_collections.sdenv.toolkit.plugins.module_utils.model_fastpath import (
+            cached_entry,
+            default_stat_cache,
+        )
+        from ansible_collections.sdenv.toolkit.plugins.module_utils.safetensors_check import (
+            SafetensorsError,
+            check_file,
+            describe_non_model,
+        )
+        from ansible_collections.sdenv.toolkit.plugins.module_utils.sdenv_atomic import fsync_dir
+        from ansible_collections.sdenv.toolkit.plugins.module_utils.sdenv_pipeline import HashWritePipeline
+        from ansible_collections.sdenv.toolkit.plugins.module_utils.stat_cache import (
+            StatCache,
+            write_json_atomic,
+        )
+    except ImportError:  # unit tests import the module_utils directories directly
+        from model_fastpath import cached_entry, default_stat_cache
+        from safetensors_check import SafetensorsError, check_file, describe_non_model
+        from sdenv_atomic import fsync_dir
+        from sdenv_pipeline import HashWritePipeline
+        from stat_cache import StatCache, write_json_atomic
 
 CHUNK = 1 << 20
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -1058,8 +1075,14 @@ class Installer:
         else:
             try:
                 from ansible.module_utils.pickle_scan import PickleScanError, check_checkpoint
-            except ImportError:  # unit tests import the module_utils directories directly
-                from pickle_scan import PickleScanError, check_checkpoint
+            except ImportError:
+                try:  # installed as the Ansible collection sdenv.toolkit
+                    from ansible_collections.sdenv.toolkit.plugins.module_utils.pickle_scan import (
+                        PickleScanError,
+                        check_checkpoint,
+                    )
+                except ImportError:  # unit tests import the module_utils directories directly
+                    from pickle_scan import PickleScanError, check_checkpoint
             try:
                 check_checkpoint(path)
             except PickleScanError as exc:

@@ -11,8 +11,11 @@ import stat
 
 try:
     from ansible.module_utils.stat_cache import StatCache
-except ImportError:  # unit tests import the module_utils directories directly
-    from stat_cache import StatCache
+except ImportError:
+    try:  # installed as the Ansible collection sdenv.toolkit
+        from ansible_collections.sdenv.toolkit.plugins.module_utils.stat_cache import StatCache
+    except ImportError:  # unit tests import the module_utils directories directly
+        from stat_cache import StatCache
 
 
 def resolve_ids(owner, group):

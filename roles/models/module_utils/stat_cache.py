@@ -105,8 +105,11 @@ def write_json_atomic(path, doc, mode=0o644, uid=-1, gid=-1):
     """Write JSON to `path` atomically: temp file in the same directory, fsync, rename, fsync directory."""
     try:
         from ansible.module_utils.sdenv_atomic import write_bytes_atomic
-    except ImportError:  # unit tests import module_utils directly
-        from sdenv_atomic import write_bytes_atomic
+    except ImportError:
+        try:  # installed as the Ansible collection sdenv.toolkit
+            from ansible_collections.sdenv.toolkit.plugins.module_utils.sdenv_atomic import write_bytes_atomic
+        except ImportError:  # unit tests import module_utils directly
+            from sdenv_atomic import write_bytes_atomic
 
     data = (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode("utf-8")
     write_bytes_atomic(path, data, mode=mode, uid=uid, gid=gid)

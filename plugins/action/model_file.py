@@ -1,0 +1,1 @@
+../../roles/models/action_plugins/model_file.py

@@ -1,0 +1,1 @@
+../../roles/models/module_utils/safetensors_check.py

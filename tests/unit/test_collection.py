@@ -1,0 +1,118 @@
+"""The repository root is an Ansible collection (galaxy.yml): built, installed elsewhere, and used by a
+playbook outside the repository as `sdenv.toolkit.model_file`, with none of the repository's ansible.cfg."""
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from model_fixtures import random_safetensors
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+PLAYBOOK = """
+- name: Use the toolkit's model_file from the installed collection
+  hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: Install a model pinned by SHA256 from a bundle directory
+      sdenv.toolkit.model_file:
+        dest: "{{ dest }}"
+        urls: ["{{ bundle }}"]
+        sha256: "{{ sha256 }}"
+        stat_cache: "{{ cache }}"
+      register: installed
+    - name: Keep the result for the test
+      ansible.builtin.copy:
+        content: "{{ installed | to_json }}"
+        dest: "{{ out }}"
+        mode: "0600"
+"""
+
+
+@pytest.fixture(scope="module")
+def installed_collection(tmp_path_factory):
+    work = tmp_path_factory.mktemp("collection")
+    built = subprocess.run(
+        [BIN / "ansible-galaxy", "collection", "build", "--output-path", work / "dist", ROOT],
+        capture_output=True,
+        text=True,
+        cwd=work,
+    )
+    assert built.returncode == 0, built.stdout + built.stderr
+    (tarball,) = (work / "dist").glob("sdenv-toolkit-*.tar.gz")
+    installed = subprocess.run(
+        [BIN / "ansible-galaxy", "collection", "install", "-p", work / "collections", tarball],
+        capture_output=True,
+        text=True,
+        cwd=work,
+    )
+    assert installed.returncode == 0, installed.stdout + installed.stderr
+    return work
+
+
+def run_elsewhere(work, variables):
+    elsewhere = work / "elsewhere"
+    elsewhere.mkdir(exist_ok=True)
+    (elsewhere / "play.yml").write_text(PLAYBOOK)
+    (elsewhere / "ansible.cfg").write_text("[defaults]\nretry_files_enabled = false\n")
+    env = {key: value for key, value in os.environ.items() if not key.startswith("ANSIBLE_")} | {
+        "ANSIBLE_CONFIG": str(elsewhere / "ansible.cfg"),
+        "ANSIBLE_COLLECTIONS_PATH": str(work / "collections"),
+    }
+    return subprocess.run(
+        [
+            BIN / "ansible-playbook",
+            "-i",
+            "localhost,",
+            "-c",
+            "local",
+            "-e",
+            json.dumps(variables),
+            "play.yml",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=elsewhere,
+        env=env,
+    )
+
+
+def test_built_collection_carries_the_model_file_module_and_its_action(installed_collection):
+    root = installed_collection / "collections" / "ansible_collections" / "sdenv" / "toolkit"
+    for path in (
+        "plugins/modules/model_file.py",
+        "plugins/action/model_file.py",
+        "meta/runtime.yml",
+        "roles/models",
+    ):
+        assert (root / path).exists(), path
+    assert not (root / "tests").exists() and not (root / ".venv").exists()
+
+
+def test_a_playbook_elsewhere_installs_a_model_with_the_fqcn(installed_collection, tmp_path):
+    data = random_safetensors(4096, seed=7)
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "tiny.safetensors").write_bytes(data)
+    variables = {
+        "ansible_python_interpreter": sys.executable,
+        "dest": str(tmp_path / "models" / "tiny.safetensors"),
+        "bundle": str(bundle),
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "cache": str(tmp_path / "stat-cache.json"),
+        "out": str(tmp_path / "result.json"),
+    }
+    (tmp_path / "models").mkdir()
+    first = run_elsewhere(installed_collection, variables)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert (tmp_path / "models" / "tiny.safetensors").read_bytes() == data
+    assert json.loads((tmp_path / "result.json").read_text())["sha256"] == variables["sha256"]
+    # The second run takes the collection's model_file_check fast path (the action names its sibling module).
+    second = run_elsewhere(installed_collection, variables)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert json.loads((tmp_path / "result.json").read_text())["verified_by"] == "stat-cache"
