@@ -86,13 +86,16 @@ def test_paths_naming_the_users_work_rolls_it_back_naming_the_root_does_not(webu
     store, live, keep = webui
     store.snapshot([str(live)], label="base")
     user_work(live)
-    store.rollback("base", [str(live)], keep=keep)
+    res = store.rollback("base", [str(live)], keep=keep)
     assert (live / "outputs" / "txt2img-images" / "new.png").exists(), (
         "naming the WebUI tree is not naming outputs/"
     )
+    assert set(res["plan"][str(live)]["kept"]) == {"outputs", "log"}
+    res = store.rollback("base", [str(live / "venv")], keep=keep)
+    assert res["plan"][str(live)]["kept"] == {}, "what PATHS= does not reach is not reported as kept"
     res = store.rollback("base", [str(live / "outputs" / "txt2img-images")], keep=keep)
     assert not (live / "outputs" / "txt2img-images" / "new.png").exists()
-    assert res["plan"][str(live)]["kept"] == {"log": {"added": [0, 0], "changed": [1, 8], "deleted": [0, 0]}}
+    assert res["plan"][str(live)]["kept"] == {}  # log/ is kept too, but PATHS= did not reach it
     assert (live / "log" / "images.csv").read_text() == "a,b\nc,d\n"
     store.rollback("base", [str(live / "log")], keep=keep)
     assert (live / "log" / "images.csv").read_text() == "a,b\n"

@@ -131,7 +131,11 @@ def _selection(target: dict, only_paths: list[str] | None, keep: list[str] | Non
         if root is None or any(n == k or n.startswith(k + "/") for n in named):
             continue
         kept.setdefault(root, []).append(k[len(root) + 1 :])
-    return {r: (prefixes, kept.get(r, [])) for r, prefixes in _prefixes(roots, only_paths).items()}
+    out = {}
+    for r, prefixes in _prefixes(roots, only_paths).items():
+        # Only what the selection reaches is kept (and reported): PATHS=<webui>/venv says nothing of outputs/.
+        out[r] = (prefixes, [k for k in kept.get(r, []) if prefixes is None or _in_selection(k, prefixes)])
+    return out
 
 
 def _prefixes(roots: list[str], only_paths: list[str] | None) -> dict:
