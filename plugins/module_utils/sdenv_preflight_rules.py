@@ -111,6 +111,11 @@ class SnapshotLabel(Text):
 
 
 EXECUTABLE = Path("file")
+_COMPONENT = r"(?!\.\.?(?:/|$))[^/\x00-\x1f]+"
+RELATIVE_PATH = Pattern(
+    f"{_COMPONENT}(?:/{_COMPONENT})*",
+    "a path relative to the WebUI directory (no leading /, '.', '..' or '//')",
+)
 IMAGE = Fields(required={"width": ImageSide(), "height": ImageSide(), "steps": STEPS})
 # A source archive is checked by the git tree its files reproduce (tree), and by its bytes once recorded.
 ARCHIVE = Fields(
@@ -306,6 +311,8 @@ RULES = {
     "sdenv_snapshot_to": Text(),  # which ids exist is the store's to say (make rollback names them)
     "sdenv_snapshot_only_paths": ListOf(Path("local")),
     "sdenv_snapshot_deep": Flag(),
+    "sdenv_snapshot_user_data": ListOf(RELATIVE_PATH),
+    "sdenv_snapshot_json_file": EmptyOr(Path("local"), "for the table"),
     # make verify (tests/verify/argument_specs.yml)
     "sdenv_verify_out": Path("local"),
     "sdenv_verify_prompt": Text(),

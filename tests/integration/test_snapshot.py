@@ -1,8 +1,10 @@
 """Snapshots for real, as root: churn + rollback + undo, kill -9 during snapshot and rollback, bad inputs,
 and the make targets end to end against a throwaway user's WebUI-shaped tree."""
 
+import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -13,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import snapshot_store as ss
-from sdenv_testlib import ROOT
+from sdenv_testlib import ROOT, make_argv
 from snapshot_fixtures import tree_state
 from snapshot_store import snapshotter
 
@@ -319,3 +321,94 @@ def test_make_targets_end_to_end(tmp_path, test_inventory, webui_user, make_targ
     assert r.returncode == 0 and "re-hashed" in r.output, r
     r = make_target("snapshot-prune", inv)
     assert r.returncode == 0 and "Forgot 0 snapshot(s)" in r.output, r
+
+
+def test_rollback_keeps_the_users_outputs_prints_its_plan_and_takes_labels(
+    tmp_path, test_inventory, webui_user, make_target, throwaway_user
+):
+    home, webui = webui_user
+    inv = test_inventory(
+        sdenv_user_home=str(home),
+        sdenv_webui_dir=str(webui),
+        sdenv_snapshot_store=str(tmp_path / "store"),
+    )
+    store = ss.Store(str(tmp_path / "store"))
+    assert make_target("snapshot", inv, LABEL="first").returncode == 0
+    (first,) = store.list()
+    # After the snapshot the user generates an image, and an upgrade breaks a file of the venv.
+    image = webui / "outputs" / "txt2img-images" / "2026-12-07" / "00000-1.png"
+    subprocess.run(["runuser", "-u", throwaway_user, "--", "mkdir", "-p", str(image.parent)], check=True)
+    subprocess.run(["runuser", "-u", throwaway_user, "--", "cp", "/dev/null", str(image)], check=True)
+    image.write_bytes(b"\x89PNG" + b"p" * 2044)
+    (webui / "venv" / "lib" / "f1.py").write_text("broken = 1\n")
+
+    def outside_git():  # the facts read as the dummy run `git status`, which may refresh .git/index
+        return {p: v for p, v in state(webui).items() if p != ".git" and not p.startswith(".git/")}
+
+    before = outside_git()
+
+    r = make_target("rollback", inv, TO="first", CHECK="1")
+    assert r.returncode == 0, r
+    assert outside_git() == before and len(store.list()) == 1, "CHECK=1 changed something"
+    assert f"Rollback plan, to snapshot {first['id']} (label first, {first['time']}):" in r.output
+    assert f"{webui}/venv/: replace 1 file (6 B)." in r.output, r.output
+    kept = (
+        "Kept as it is (user data, not rolled back; name it in PATHS= to roll it back): "
+        f"{webui}/outputs: 1 file new (2.0 KiB) since the snapshot."
+    )
+    assert kept in r.output and "CHECK=1: that is the plan only; nothing was changed." in r.output
+
+    r = make_target("rollback", inv, TO="first", CONFIRM="yes")
+    assert r.returncode == 0, r
+    assert image.read_bytes() == b"\x89PNG" + b"p" * 2044, "the rollback lost the user's image"
+    assert (webui / "venv" / "lib" / "f1.py").read_text() == "x = 1\n"
+    undo = store.list()[-1]
+    assert undo["kind"] == "before-rollback"
+    out = r.output
+    assert out.index("Rollback plan, to snapshot") < out.index("Rolled back to snapshot"), (
+        "no plan before the change"
+    )
+    assert (
+        f"Rolled back to snapshot {first['id']} (label first, {first['time']}): replaced 1 file (6 B)." in out
+    )
+    assert kept in out[out.index("Rolled back to snapshot") :]
+    assert f"to go back to it: make rollback TO={undo['id']}" in out
+    assert "'removed':" not in out and "'bytes_written':" not in out, "the result is still a Python dict"
+
+    # PATHS= naming the outputs rolls them back after all.
+    r = make_target("rollback", inv, TO="first", PATHS=str(webui / "outputs"), CONFIRM="yes")
+    assert r.returncode == 0 and not image.exists(), r
+
+    # A label given twice means the newest, and the run says so; an unknown one names what exists.
+    (webui / "venv" / "lib" / "f2.py").write_text("second\n")
+    assert make_target("snapshot", inv, LABEL="first").returncode == 0
+    second = store.list()[-1]["id"]
+    r = make_target("rollback", inv, TO="first", CHECK="1")
+    assert (
+        r.returncode == 0
+        and f"The label 'first' names 2 snapshots ({first['id']}, {second}): the newest" in r.output
+    )
+    r = make_target("rollback", inv, TO="frist", CONFIRM="yes")
+    assert r.returncode != 0
+    assert (
+        "There is no snapshot 'frist'" in r.output
+        and "the labels there are before-rollback, first;" in r.output
+    )
+
+    r = make_target("snapshots", inv)
+    assert r.returncode == 0, r
+    header = next(ln for ln in r.output.splitlines() if re.search(r"\bid +time +kind +label +files", ln))
+    indent = len(header) - len(header.lstrip())
+    rows = [ln[indent:] for ln in r.output.splitlines() if re.match(r" *\d{8}T\d{6}\.\d{6}Z-", ln)]
+    assert len(rows) == len(store.list()) == 4, r.output
+    cells = [re.split(r" {2,}", row) for row in [header[indent:], *rows]]
+    assert {len(c) for c in cells} == {8}, r.output
+    assert {row.index(c[1]) for row, c in zip([header[indent:], *rows], cells)} == {
+        header[indent:].index("time")
+    }
+
+    listed = subprocess.run(
+        make_argv("snapshots", inv, JSON="1"), capture_output=True, text=True, check=False, timeout=600
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert json.loads(listed.stdout) == {"localhost": store.list()}

@@ -460,3 +460,15 @@ def test_every_playbook_starts_with_the_preflight_of_what_it_runs(playbook):
     uses = first["vars"]["sdenv_preflight_uses"]
     assert entry_points_run_by(plays[1:]) <= set(uses), playbook
     engine.load_entry_points(documents(), uses)  # each one exists
+
+
+@pytest.mark.parametrize("bad", [["/home/dummy/outputs"], ["../x"], ["outputs/"], ["a//b"]])
+def test_user_data_is_named_relative_to_the_webui_directory(bad):
+    sentence = one(uses=["snapshot:rollback"], sdenv_snapshot_user_data=bad)
+    assert "sdenv_snapshot_user_data" in sentence and "relative to the WebUI directory" in sentence, sentence
+
+
+def test_user_data_below_the_webui_directory_passes():
+    assert (
+        run(uses=["snapshot:rollback"], sdenv_snapshot_user_data=["outputs", "log", "extensions/x/out"]) == []
+    )

@@ -24,12 +24,22 @@ options:
     description: Take no new snapshot (changed=false) when the newest of the same kind holds the same contents.
     type: bool
     default: false
-  to: {description: Snapshot id, unique id prefix or latest (rollback, pin, unpin)., type: str, default: latest}
+  to:
+    description: Snapshot id, label (the newest snapshot carrying it), unique id prefix or latest (rollback, pin, unpin).
+    type: str
+    default: latest
   only_paths: {description: Roll back only these absolute paths (inside the snapshot's roots)., type: list, elements: path, default: []}
   deep: {description: check re-hashes every pack, object and tree., type: bool, default: false}
   retention: {description: keep_last, keep_hourly_hours, keep_daily_days, keep_weekly_weeks., type: dict, default: {}}
   facts: {description: Facts gathered by state=facts, recorded in the manifest., type: dict, default: {}}
   webui_dir: {description: The WebUI tree (facts; rollback refuses while it runs)., type: path}
+  user_data:
+    description:
+      - Paths relative to O(webui_dir) a rollback leaves as they are (the user's work), unless O(only_paths) names
+        them or a path inside them.
+    type: list
+    elements: str
+    default: []
   brew: {description: The brew executable for facts (only when the toolkit installed Homebrew)., type: path}
   lock_digest: {description: SHA-256 of the lock the host was provisioned from., type: str}
 """
@@ -46,17 +56,25 @@ RETURN = r"""
 id: {description: The snapshot taken, or the before-rollback snapshot., type: str, returned: snapshot, rollback}
 manifest: {description: The manifest written (facts omitted)., type: dict, returned: snapshot}
 snapshots: {description: id, time, label, kind, files, logical_bytes, new_bytes, pinned of each snapshot., type: list, returned: list}
+table: {description: The snapshots as the lines of an aligned table with a header., type: list, returned: list}
+lines: {description: "The rollback's plan (check mode) or its result and the command that undoes it, as sentences.", type: list, returned: rollback}
+target: {description: The id of the snapshot rolled back to., type: str, returned: rollback}
 check: {description: ok, errors, garbage counts., type: dict, returned: check}
-plan: {description: Per root, what a rollback removes, writes, links, creates and fixes., type: dict, returned: rollback}
+plan:
+  description: Per root, what a rollback removes, writes, links, creates and fixes, per top-level entry (groups) and what it keeps (kept).
+  type: dict
+  returned: rollback
 facts: {description: The gathered facts., type: dict, returned: facts}
 prune: {description: Snapshots forgotten and bytes freed., type: dict, returned: prune}
 """
 
+import os
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.snapshot_facts import diff_facts, gather, homebrew_roots, running_webui
 from ansible.module_utils.snapshot_retention import RetentionError, normalize_policy
 from ansible.module_utils.snapshot_store import SnapshotError, Store
+from ansible.module_utils.snapshot_store.report import plan_text, result_lines, snapshot_table
 
 
 def warn(module, warnings, most=20):
@@ -93,6 +111,7 @@ def main():
             "retention": {"type": "dict", "default": {}},
             "facts": {"type": "dict", "default": {}},
             "webui_dir": {"type": "path"},
+            "user_data": {"type": "list", "elements": "str", "default": []},
             "brew": {"type": "path"},
             "lock_digest": {"type": "str"},
         },
@@ -129,7 +148,8 @@ def main():
             warn(module, res.pop("warnings", []))
             module.exit_json(changed=res["changed"], id=res["id"], manifest=m)
         if p["state"] == "list":
-            module.exit_json(changed=False, snapshots=store.list())
+            snapshots = store.list()
+            module.exit_json(changed=False, snapshots=snapshots, table=snapshot_table(snapshots))
         if p["state"] == "check":
             res = store.check(p["deep"])
             if not res["ok"]:
@@ -157,21 +177,21 @@ def main():
                 "back; nothing was changed.",
                 running=running,
             )
-        target_id = store.resolve(p["to"])
+        target_id, note = store.resolve_ref(p["to"])
         target = store.load_manifest(target_id)
-        res = store.rollback(target_id, p["only_paths"] or None, dry_run=module.check_mode, facts=facts)
+        keep = [os.path.join(p["webui_dir"], rel) for rel in p["user_data"]] if p["webui_dir"] else []
+        res = store.rollback(
+            target_id, p["only_paths"] or None, dry_run=module.check_mode, facts=facts, keep=keep
+        )
         before_facts = facts if module.check_mode else store.load_manifest(res["before"])["facts"]
-        lines = diff_facts(before_facts, target["facts"])
-        plan_lines = [
-            f"{root}: " + ", ".join(f"{k} {v}" for k, v in s.items() if k != "examples")
-            for root, s in res["plan"].items()
-        ]
+        plan = plan_text(res["plan"], target, note)
         res["diff"] = {
             "before_header": "live environment",
             "after_header": f"snapshot {target_id}",
             "before": "",
-            "after": "\n".join(lines + plan_lines) + "\n",
+            "after": "\n".join(diff_facts(before_facts, target["facts"]) + plan) + "\n",
         }
+        res["lines"] = plan if module.check_mode else ([note] if note else []) + result_lines(res, target)
         warn(module, res.pop("warnings", []))
         module.exit_json(id=res.get("before"), **res)
     except (SnapshotError, RetentionError) as e:

@@ -1,6 +1,6 @@
 """The store's command line, for the benchmark and for debugging on a host:
     python3 -m snapshot_store STORE snapshot ROOT... [--label L]
-    python3 -m snapshot_store STORE list | check [--deep] | prune | restore ID DEST | rollback ID [--path P]
+    python3 -m snapshot_store STORE list | check [--deep] | prune | restore ID DEST | rollback ID [--path P] [--keep P]
 (or `python3 .../module_utils/snapshot_store STORE ...`). Output is JSON; an error is one line on stderr.
 """
 
@@ -35,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     b = sub.add_parser("rollback")
     b.add_argument("id")
     b.add_argument("--path", action="append")
+    b.add_argument("--keep", action="append", help="an absolute path of user data left as it is")
     a = ap.parse_args(argv)
     st = Store(a.store)
     try:
@@ -50,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         elif a.cmd == "restore":
             out = st.restore(a.id, a.dest, threads=a.threads)
         else:
-            out = st.rollback(a.id, a.path)
+            out = st.rollback(a.id, a.path, keep=a.keep)
     except SnapshotError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -34,7 +34,7 @@ TMP_PREFIX = ".sdenv-rb."
 # Matched with fullmatch: `$` also matches before a trailing newline, so re.match(r"^...$") accepted "base\n".
 LABEL_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 SNAPID_RE = re.compile(r"\d{8}T\d{6}\.\d{6}Z-[0-9a-f]{4}")
-REF_RE = re.compile(r"[0-9A-Za-z.-]{1,40}")
+REF_RE = re.compile(r"[0-9A-Za-z._-]{1,64}")  # an id, a prefix of one, or a label
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 MODEL_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 

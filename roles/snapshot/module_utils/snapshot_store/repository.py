@@ -449,24 +449,56 @@ class Store:
         return [self.load_manifest(i) for i in self.snapshot_ids()]
 
     def resolve(self, ref: str) -> str:
-        """'latest', a full id or a unique prefix -> id; one clear sentence otherwise."""
+        """'latest', a full id, a label or a unique id prefix -> id; one clear sentence otherwise."""
+        return self.resolve_ref(ref)[0]
+
+    def resolve_ref(self, ref: str) -> tuple[str, str]:
+        """(id, note) for 'latest', a full id, a label (the newest snapshot carrying it) or a unique id prefix,
+        in that order; the note is a sentence when the choice needs saying (a label on several snapshots),
+        else "". One clear sentence naming what exists otherwise."""
         ids = self.snapshot_ids()
         if not ids:
             raise SnapshotError(
                 f"The snapshot store at {self.path} holds no snapshot yet: run make snapshot first."
             )
         if ref in (None, "", "latest"):
-            return ids[-1]
+            return ids[-1], ""
         if not REF_RE.fullmatch(str(ref)) or ".." in str(ref):
-            raise SnapshotError(f"{ref!r} is not a snapshot id: use an id from make snapshots, or latest.")
+            raise SnapshotError(
+                f"{ref!r} is not a snapshot id or label: use an id or a label from make snapshots, or latest."
+            )
+        if ref in ids:
+            return ref, ""
+        labels = self.labels()
+        named = [i for i, label in labels if label == ref]
+        if named:
+            if len(named) == 1:
+                return named[0], ""
+            return named[-1], (
+                f"The label {ref!r} names {len(named)} snapshots ({', '.join(named)}): the newest, {named[-1]}, "
+                "is used (give an id to choose another)."
+            )
         hits = [i for i in ids if i.startswith(ref)]
         if len(hits) == 1:
-            return hits[0]
+            return hits[0], ""
         if not hits:
+            names = sorted({label for _, label in labels if label}, key=str.lower)
+            known = f"the labels there are {', '.join(names)}" if names else "no snapshot there has a label"
             raise SnapshotError(
-                f"There is no snapshot {ref!r} in {self.path}: run make snapshots to list them."
+                f"There is no snapshot {ref!r} in {self.path} (no id or label matches): {known}; the newest id "
+                f"is {ids[-1]} (make snapshots lists all {len(ids)}); or use latest."
             )
         raise SnapshotError(f"Snapshot id {ref!r} is ambiguous ({len(hits)} match): give more of the id.")
+
+    def labels(self) -> list[tuple[str, str]]:
+        """(id, label) of every snapshot, oldest first (a manifest that cannot be read has no label)."""
+        out = []
+        for snapid in self.snapshot_ids():
+            try:
+                out.append((snapid, self.load_manifest(snapid).get("label", "") or ""))
+            except (SnapshotError, ValueError):
+                out.append((snapid, ""))
+        return out
 
     def write_manifest(self, manifest: dict) -> None:
         data = json.dumps(manifest, indent=1, sort_keys=True).encode()
@@ -584,10 +616,12 @@ class Store:
         dry_run: bool = False,
         facts: dict | None = None,
         before_snapshot: bool = True,
+        keep: list[str] | None = None,
     ) -> dict:
+        """Roll the live roots (or only_paths in them) back to a snapshot; `keep` (user data) stays as it is."""
         from .rollback import rollback
 
-        return rollback(self, ref, only_paths, dry_run, facts, before_snapshot)
+        return rollback(self, ref, only_paths, dry_run, facts, before_snapshot, keep)
 
     def restore(self, ref: str, dest: str, threads: int | None = None, sync: bool = True) -> dict:
         """Restore one snapshot's roots under a new directory DEST (DEST/<root path without leading '/'>)."""

@@ -34,15 +34,16 @@ BATCH_FILES = 4096
 BATCH_BYTES = 4 << 30
 
 
-def rollback(store, ref, only_paths=None, dry_run=False, facts=None, before_snapshot=True) -> dict:
-    """The rollback operation (Store.rollback)."""
+def rollback(store, ref, only_paths=None, dry_run=False, facts=None, before_snapshot=True, keep=None) -> dict:
+    """The rollback operation (Store.rollback). `keep`: absolute paths of user data (the WebUI's outputs/,
+    log/) left as they are, unless only_paths names them or a path inside them."""
     from .snapshotter import Snapshotter
 
     store.require()
     if dry_run:
         with store.locked(False):
             target = store.load_manifest(store.resolve(ref))
-            selection = _selection(target, only_paths)
+            selection = _selection(target, only_paths, keep)
             live = Snapshotter(store, [r["path"] for r in target["roots"]], dry_run=True)
             live.run()
             plan = _plan(store, target, live.listings, selection)
@@ -56,7 +57,7 @@ def rollback(store, ref, only_paths=None, dry_run=False, facts=None, before_snap
         notes = store.recover()
         store.upgrade()  # its record of what it wrote is a version-2 tree and stat-cache file
         target = store.load_manifest(store.resolve(ref))
-        selection = _selection(target, only_paths)
+        selection = _selection(target, only_paths, keep)
         roots = [r["path"] for r in target["roots"]]
         before = None
         walked: list = []
@@ -117,9 +118,27 @@ def recover_rollback(journal: str) -> str:
     )
 
 
-def _selection(target: dict, only_paths: list[str] | None) -> dict:
-    """root -> list of relative prefixes to restore (None = the whole root); refuses paths outside the roots."""
+def _selection(target: dict, only_paths: list[str] | None, keep: list[str] | None = None) -> dict:
+    """root -> (relative prefixes to restore (None = the whole root), relative prefixes kept as they are);
+    refuses paths outside the roots. A kept path (user data) inside a root stays kept unless only_paths names
+    it or a path inside it: naming the WebUI directory does not roll back its outputs."""
     roots = [r["path"] for r in target["roots"]]
+    named = [os.path.normpath(p) for p in only_paths or [] if isinstance(p, str)]
+    kept: dict = {}
+    for k in keep or []:
+        k = os.path.normpath(k)
+        root = next((r for r in roots if k.startswith(r + "/")), None)
+        if root is None or any(n == k or n.startswith(k + "/") for n in named):
+            continue
+        kept.setdefault(root, []).append(k[len(root) + 1 :])
+    out = {}
+    for r, prefixes in _prefixes(roots, only_paths).items():
+        # Only what the selection reaches is kept (and reported): PATHS=<webui>/venv says nothing of outputs/.
+        out[r] = (prefixes, [k for k in kept.get(r, []) if prefixes is None or _in_selection(k, prefixes)])
+    return out
+
+
+def _prefixes(roots: list[str], only_paths: list[str] | None) -> dict:
     if not only_paths:
         return {r: None for r in roots}
     sel: dict = {}
@@ -167,7 +186,7 @@ def _plan(store, target: dict, current: dict, selection: dict) -> dict:
         root = r["path"]
         if root not in selection:
             continue
-        prefixes = selection[root]
+        prefixes, kept = selection[root]
         want_lines = store.read_tree(r["tree"]) if r.get("present") and r.get("tree") else []
         have_lines = current.get(root, [])
         if prefixes is None:
@@ -183,6 +202,12 @@ def _plan(store, target: dict, current: dict, selection: dict) -> dict:
             diff_at, have_other = [], {}
             want = {t[0]: t for t in map(parse_line, want_lines)}
             have = {t[0]: t for t in map(parse_line, have_lines)}
+        kept_report = {}
+        if kept:
+            # User data is left as it is: out of both maps, so nothing below removes, writes or re-dates it.
+            kept_report = _kept_report(root, kept, want, have)
+            want = {p: t for p, t in want.items() if not _in_selection(p, kept)}
+            have = {p: t for p, t in have.items() if not _in_selection(p, kept)}
         if prefixes is not None:
             for q in prefixes:
                 if q not in want:
@@ -239,6 +264,8 @@ def _plan(store, target: dict, current: dict, selection: dict) -> dict:
                 "ops": ops,
                 "dirs": dirs,
                 "prefixes": prefixes,
+                # the listing after the rollback is the target's (in its order) only when nothing was kept
+                "exact": prefixes is None and not kept,
                 "want_lines": want_lines,
                 "have_lines": have_lines,
                 # whole root: the positions in want_lines of what may differ now (lines unlike the ones
@@ -251,9 +278,91 @@ def _plan(store, target: dict, current: dict, selection: dict) -> dict:
         for op, _, _ in ops:
             kinds[op] = kinds.get(op, 0) + 1
         kinds["examples"] = [f"remove {p}" for p in removals[:5]] + [f"{op} {p}" for op, p, _ in ops[:10]]
+        kinds["groups"] = _groups(want, have, removals, ops)
+        kinds["kept"] = kept_report
         summary[root] = kinds
         count += len(removals) + len(ops)
     return {"roots": roots, "count": count, "summary": summary}
+
+
+def _top(p: str, t: tuple) -> str:
+    """The top-level entry of the root a path belongs to for the plan's words: its first component, or "."
+    for the root itself and the files directly in it."""
+    if "/" in p:
+        return p.split("/", 1)[0]
+    return p if t[1] == "d" else "."
+
+
+def _group(groups: dict, p: str, t: tuple) -> dict:
+    top = _top(p, t)
+    if top not in groups:
+        groups[top] = {
+            "dir": top != ".",
+            "replace": [0, 0],
+            "add": [0, 0],
+            "delete": [0, 0],
+            "dirs_add": 0,
+            "dirs_delete": 0,
+            "meta": 0,
+        }
+    return groups[top]
+
+
+def _groups(want: dict, have: dict, removals: list, ops: list) -> dict:
+    """Per top-level entry: files (and symlinks) to replace, add and delete as [count, bytes]; directories
+    to create and remove; entries whose mode, owner or time alone is set back. Bytes are the snapshot's size
+    of a file written and the live size of a file deleted."""
+    groups: dict = {}
+    for p in removals:
+        c = have[p]
+        t = want.get(p)
+        if t is not None and t[1] != "d" and c[1] != "d":
+            continue  # a file or symlink of another kind: counted as replaced with its write below
+        g = _group(groups, p, c)
+        if c[1] == "d":
+            g["dirs_delete"] += 1
+        else:
+            g["delete"][0] += 1
+            g["delete"][1] += c[5] if c[1] == "f" else 0
+    for op, p, t in ops:
+        g = _group(groups, p, t)
+        if op == "mkdir":
+            g["dirs_add"] += 1
+        elif op == "meta":
+            g["meta"] += 1
+        else:
+            c = have.get(p)
+            slot = g["replace" if c is not None and c[1] != "d" else "add"]
+            slot[0] += 1
+            slot[1] += t[5] if t[1] == "f" else 0
+    return groups
+
+
+def _kept_report(root: str, kept: list, want: dict, have: dict) -> dict:
+    """Per kept path (relative): its files new, changed and deleted since the snapshot, as [count, bytes]
+    (the live size; a deleted file's the snapshot's). A kept path that exists in neither is not reported."""
+    out = {}
+    for k in kept:
+        r = {"added": [0, 0], "changed": [0, 0], "deleted": [0, 0]}
+        under = [p for p in set(want) | set(have) if p == k or p.startswith(k + "/")]
+        for p in under:
+            c, t = have.get(p), want.get(p)
+            x = c or t
+            if x[1] == "d" and (c is None or t is None or c[1] == t[1]):
+                continue
+            if t is None:
+                key, size = "added", c
+            elif c is None:
+                key, size = "deleted", t
+            elif c[1] != t[1] or c[9] != t[9] or c[5] != t[5] or comparable(c) != comparable(t):
+                key, size = "changed", c
+            else:
+                continue
+            r[key][0] += 1
+            r[key][1] += size[5] if size[1] == "f" else 0
+        if under or os.path.lexists(os.path.join(root, k)):
+            out[k] = r
+    return out
 
 
 def _apply(store, target: dict, plan: dict, before_id: str | None) -> dict:
@@ -436,7 +545,7 @@ def _now_listing(rp: dict, fresh: dict) -> list:
     """The root's listing now: the lines compared with (have), less what was removed, with the fresh lines
     of what was written; in walk order."""
     have_lines, want_lines = rp["have_lines"], rp["want_lines"]
-    if rp["prefixes"] is None:
+    if rp["exact"]:
         # Whole root: every path now is a path of the target, in the target's order. A path the rollback did
         # not touch has the line compared with (the target's line, or one equal to it but for its key).
         out = list(want_lines)
