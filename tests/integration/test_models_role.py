@@ -122,10 +122,22 @@ def recap(output):
     return {k: int(v) for k, v in (item.split("=") for item in line.split(":", 1)[1].split())}
 
 
+def token_hosts_for(lock):
+    """The allow-list a user would write for these entries: each token may go to its entry's own download
+    host (the local server under 127.0.0.1), as CIVITAI_TOKEN may go to civitai.com."""
+    hosts = {}
+    for entry in lock:
+        if entry.get("token_env"):
+            scheme, rest = entry["urls"][0].split("://", 1)
+            hosts.setdefault(entry["token_env"], []).append(f"{scheme}://{rest.split('/', 1)[0]}")
+    return hosts
+
+
 def host_vars(webui, models, tmp_path, **extra):
     return {
         "sdenv_webui_dir": str(webui),
         "sdenv_lock": {"models": models["lock"]},
+        "sdenv_models_token_hosts": token_hosts_for(models["lock"]),
         "sdenv_models_enabled": [m["name"] for m in models["lock"]],
         "sdenv_models_bundle_dirs": [str(tmp_path / "bundle")],
         "sdenv_user_python_interpreter": "/usr/bin/python3",
