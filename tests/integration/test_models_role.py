@@ -290,6 +290,26 @@ def test_no_network_is_one_sentence_naming_the_alternatives(test_inventory, webu
     assert not list((webui / "models" / "Stable-diffusion").iterdir())
 
 
+def test_a_rejected_download_is_kept_root_only_in_the_state_directory(
+    test_inventory, webui, models, server, tmp_path, throwaway_user
+):
+    # Issue 19 item 5: what a URL sent and the pin refused is never left where the dummy can read or move it.
+    lora = dict(models["lock"][1], sha256="f" * 64)
+    inventory = test_inventory(**host_vars(webui, {"lock": [lora]}, tmp_path))
+    result = run_role(inventory, tmp_path)
+    assert result.returncode != 0
+    rejected = inventory.state_dir / "models" / "rejected" / "testlora.safetensors.rejected"
+    assert f"it was kept at {rejected} (readable by root only) for inspection" in result.stdout
+    assert rejected.read_bytes() == models["lora"]
+    assert (rejected.stat().st_uid, rejected.stat().st_mode & 0o777) == (0, 0o600)
+    assert (rejected.parent.stat().st_uid, rejected.parent.stat().st_mode & 0o777) == (0, 0o700)
+    assert [p for p in webui.rglob("*") if p.is_file()] == []  # nothing in the WebUI tree
+    as_dummy = subprocess.run(
+        ["runuser", "-u", throwaway_user, "--", "cat", str(rejected)], capture_output=True
+    )
+    assert as_dummy.returncode != 0 and as_dummy.stdout == b""
+
+
 def test_bundle_directory_serves_an_offline_machine(test_inventory, webui, models, tmp_path):
     bundle = tmp_path / "bundle"
     bundle.mkdir()

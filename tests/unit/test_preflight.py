@@ -502,6 +502,7 @@ def test_a_file_url_outside_the_bundle_directories_is_refused_in_one_sentence():
 def test_token_hosts_are_origins_a_token_may_safely_go_to(value, words):
     sentence = one(sdenv_models_token_hosts=value)
     assert "sdenv_models_token_hosts" in sentence and words in sentence, sentence
+    assert "not shown" not in sentence  # where a token may go is no secret: the bad entry is named
     for uses in (["models:pin"], ["models:bundle"]):
         assert words in " ".join(run(uses=uses, sdenv_models_token_hosts=value, sdenv_bundle_out="/srv/out"))
 
