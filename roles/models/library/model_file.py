@@ -123,6 +123,7 @@ EXAMPLES = r"""
       - https://civitai.com/api/download/models/177164
     sha256: 1a17bcd93dc12034b4b8e6b2787f34a7ca250fb3344cb036768d3525745adb8c
     token_env: CIVITAI_TOKEN
+    token_hosts: [civitai.com]
     owner: dummy
     mode: "0644"
 """

@@ -375,7 +375,8 @@ def _connect(url, timeout):
 
 def open_http(url, headers, token, timeout):
     """GET `url` following redirects; Authorization goes only to the original origin (scheme, host, port),
-    and never again once a redirect has left it. Returns (connection, response, final_url)."""
+    and never again once a redirect has left it. The caller passes a token only for an origin the token's
+    allow-list names (Installer._token_for). Returns (connection, response, final_url)."""
     origin = _origin(url)
     trusted = True
     current = url
