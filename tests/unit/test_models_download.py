@@ -572,3 +572,17 @@ def test_a_rejected_directory_that_is_a_link_is_not_used(bundle, tmp_path):
     message = _refused(dest_dir, [str(src)], "0" * 64, tmp_path)
     assert f"it was removed, since {tmp_path / 'state' / 'rejected'} cannot hold it" in message
     assert list(elsewhere.iterdir()) == [] and list(dest_dir.iterdir()) == []
+
+
+def test_a_part_removed_before_it_is_set_aside_is_the_disappeared_sentence(bundle, tmp_path, monkeypatch):
+    src, dest_dir, _blob = bundle
+    spec = _spec(dest_dir, [src], "0" * 64, tmp_path)
+    private_dir = md._private_dir
+
+    def lose_the_part_first(path):
+        os.unlink(spec.part)
+        return private_dir(path)
+
+    monkeypatch.setattr(md, "_private_dir", lose_the_part_first)
+    with pytest.raises(md.ModelFileError, match=r"disappeared while model\.safetensors was being downloaded"):
+        md.install(spec)
