@@ -299,7 +299,8 @@ def test_a_rejected_download_is_kept_root_only_in_the_state_directory(
     result = run_role(inventory, tmp_path)
     assert result.returncode != 0
     rejected = inventory.state_dir / "models" / "rejected" / "testlora.safetensors.rejected"
-    assert f"it was kept at {rejected} (readable by root only) for inspection" in result.stdout
+    said = " ".join(result.stdout.split())  # the failure's msg may be wrapped over lines (YAML result format)
+    assert f"it was kept at {rejected} (readable by root only) for inspection" in said
     assert rejected.read_bytes() == models["lora"]
     assert (rejected.stat().st_uid, rejected.stat().st_mode & 0o777) == (0, 0o600)
     assert (rejected.parent.stat().st_uid, rejected.parent.stat().st_mode & 0o777) == (0, 0o700)
