@@ -23,7 +23,8 @@ from urllib.parse import urlsplit
 # Ansible's own words for booleans (module_utils.parsing.convert_bool), so `-e x=yes` stays valid.
 TRUE_WORDS = {"yes", "on", "1", "true", "y", "t"}
 FALSE_WORDS = {"no", "off", "0", "false", "n", "f"}
-SECRET_NAME = re.compile(r"(password|token|secret)(?!_env)")  # ..._env names a variable: no secret
+# ..._env names a variable and ..._token_hosts where a token may go: no secret.
+SECRET_NAME = re.compile(r"(password|token|secret)(?!_env|_hosts)")
 # A value set by a vars plugin, set_fact or a lookup carries no origin Ansible recorded, and no file here has it.
 UNKNOWN_PLACE = "a place the preflight cannot name (not settings.yml, lock.yml, the inventory or -e)"
 

@@ -26,6 +26,7 @@ from sdenv_preflight import (
     Path,
     Pattern,
     Problem,
+    Rule,
     SystemPaths,
     Text,
     Url,
@@ -33,6 +34,7 @@ from sdenv_preflight import (
     inside,
     is_normal_absolute,
     plain,
+    strictly_inside,
 )
 
 # --- What belongs to the operating system ---------------------------------------------------------
@@ -108,6 +110,24 @@ class SnapshotLabel(Text):
         except (SnapshotError, TypeError):
             return False
         return super().ok(value, ctx)  # and one line: the store's pattern lets a trailing newline through
+
+
+class TokenHost(Rule):
+    """An entry of sdenv_models_token_hosts, as the download reads it (token_hosts.parse_entry)."""
+
+    @property
+    def expected(self):
+        from token_hosts import EXPECTED
+
+        return EXPECTED
+
+    def problems(self, value, ctx, suffix=""):
+        from token_hosts import TokenHostError, parse_entry
+
+        try:
+            parse_entry(value)
+        except TokenHostError as error:
+            yield suffix, value, str(error)
 
 
 EXECUTABLE = Path("file")
@@ -286,6 +306,9 @@ RULES = {
     "sdenv_models_bundle_dirs": ListOf(Path("place")),
     "sdenv_models_deep": Flag(),
     "sdenv_models_tokens": Fields(other=Text(), key=ENV_NAME, what="tokens by environment variable name"),
+    "sdenv_models_token_hosts": Fields(
+        other=ListOf(TokenHost()), key=ENV_NAME, what="lists of hosts by token variable name"
+    ),
     "sdenv_models_state_dir": Path("local"),
     "sdenv_models_stat_cache": Path("local"),
     "sdenv_models_kind_dirs": Fields(other=Path("local"), what="folders by kind"),
@@ -438,6 +461,33 @@ def models_are_in_the_lock(ctx):
         )
 
 
+def model_files_are_in_a_bundle(ctx):
+    """A lock's file:// URL names a file inside a bundle directory (sdenv_models_bundle_dirs, or BUNDLE='s
+    models/), the only local places a model is read from: file:///etc/shadow would otherwise be copied,
+    fail its SHA256 and be kept for inspection. The download refuses it too (model_download)."""
+    from urllib.parse import unquote, urlsplit
+
+    bundles = [d for d in ctx.values["sdenv_models_bundle_dirs"] if isinstance(d, str)]
+    bundle = ctx.values.get("sdenv_bundle")
+    if isinstance(bundle, str) and bundle:
+        bundles.append(bundle.rstrip("/") + "/models")
+    for index, entry in enumerate(ctx.values["sdenv_lock"].get("models") or []):
+        urls = entry.get("urls") if isinstance(entry, dict) else None
+        for number, url in enumerate(urls if isinstance(urls, list) else []):
+            if not (isinstance(url, str) and url.startswith("file:")):
+                continue
+            path = unquote(urlsplit(url).path)
+            if is_normal_absolute(path) and any(strictly_inside(path, d) for d in bundles):
+                continue
+            yield Problem(
+                f"sdenv_lock.models[{index}].urls[{number}]",
+                url,
+                f"a file:// URL naming a file inside a bundle directory ({', '.join(bundles) or 'none'}, from"
+                " sdenv_models_bundle_dirs or BUNDLE=), the only places a model file is read from; or an"
+                " https:// URL",
+            )
+
+
 def pin_names_are_in_the_lock(ctx):
     wanted = ctx.values["sdenv_models_pin_names"]
     unknown = not_in_the_lock(
@@ -569,6 +619,12 @@ CROSS = [
         ["sdenv_models_enabled", "sdenv_lock"],
         models_are_in_the_lock,
         ["models:main", "models:bundle"],
+    ),
+    Cross(
+        "model files from the bundle directories only",
+        ["sdenv_lock", "sdenv_models_bundle_dirs"],
+        model_files_are_in_a_bundle,
+        ["models:main", "models:bundle", "models:pin"],
     ),
     Cross(
         "models to pin", ["sdenv_models_pin_names", "sdenv_lock"], pin_names_are_in_the_lock, ["models:pin"]

@@ -142,7 +142,17 @@ def test_cross_host_redirect_does_not_forward_authorization(server, model, dest_
     blob, sha = model
     storage = server.add("/storage/m", data=blob)
     url = server.add("/api/download/1", token="s3cret", redirect=storage.replace("127.0.0.1", "localhost"))
-    md.install(spec(dest_dir, [url], sha, tmp_path, token="s3cret", token_env="CIVITAI_TOKEN"))
+    md.install(
+        spec(
+            dest_dir,
+            [url],
+            sha,
+            tmp_path,
+            token="s3cret",
+            token_env="CIVITAI_TOKEN",
+            token_hosts=[server.origin()],
+        )
+    )
     assert (dest_dir / "m.safetensors").read_bytes() == blob
     (api,) = server.requests_to("/api/download/1")
     (obj,) = server.requests_to("/storage/m")
@@ -154,7 +164,7 @@ def test_same_host_redirect_keeps_authorization(server, model, dest_dir, tmp_pat
     blob, sha = model
     server.add("/final", data=blob, token="t")
     url = server.add("/start", token="t", redirect="/final")
-    md.install(spec(dest_dir, [url], sha, tmp_path, token="t"))
+    md.install(spec(dest_dir, [url], sha, tmp_path, token="t", token_hosts=[server.origin()]))
     assert server.requests_to("/final")[0]["authorization"] == "Bearer t"
 
 
@@ -162,7 +172,7 @@ def test_expired_presigned_url_asks_the_original_again(server, model, dest_dir, 
     blob, sha = model
     server.add_storage("/bucket/m", data=blob)
     url = server.add("/api/download/2", token="t", presign="/bucket/m", expire_first=1)
-    md.install(spec(dest_dir, [url], sha, tmp_path, token="t"))
+    md.install(spec(dest_dir, [url], sha, tmp_path, token="t", token_hosts=[server.origin()]))
     assert (dest_dir / "m.safetensors").read_bytes() == blob
     assert len(server.requests_to("/api/download/2")) == 2
     assert [r["status"] for r in server.requests_to("/bucket/m")] == [403, 200]
@@ -172,11 +182,40 @@ def test_presigned_url_cut_mid_body_resumes_through_a_fresh_signature(server, mo
     blob, sha = model
     server.add_storage("/bucket/m", data=blob, cut_after=2_000_000)
     url = server.add("/api/download/3", token="t", presign="/bucket/m")
-    md.install(spec(dest_dir, [url], sha, tmp_path, token="t"))
+    md.install(spec(dest_dir, [url], sha, tmp_path, token="t", token_hosts=[server.origin()]))
     first, second = server.requests_to("/bucket/m")
     assert first["query"] != second["query"]  # a new signature, from the original URL
     assert second["range"] == "bytes=2000000-" and server.body_bytes("/bucket/m") == len(blob)
     assert all(r["authorization"] is None for r in server.requests_to("/bucket/m"))
+
+
+def test_the_token_reaches_only_the_allowed_host_not_a_mirror(server, model, dest_dir, tmp_path):
+    # Issue 19 item 5: two loopback host names on one server, the allow-list naming 127.0.0.1 only. The
+    # mirror (localhost) is tried first and fails; the allowed host then serves the file.
+    blob, sha = model
+    mirror = server.add("/mirror/m.safetensors", status=404, body=b"{}", content_type="application/json")
+    mirror = mirror.replace("127.0.0.1", "localhost")
+    allowed = server.add("/api/download/9", token="s3cret", data=blob)
+    s = spec(dest_dir, [mirror, allowed], sha, tmp_path, token="s3cret", token_hosts=[server.origin()])
+    md.install(s)
+    assert (dest_dir / "m.safetensors").read_bytes() == blob
+    seen = [(r["host"].split(":")[0], r["authorization"]) for r in server.requests]
+    assert seen == [("localhost", None), ("127.0.0.1", "Bearer s3cret")]
+
+
+def test_a_host_not_on_the_allow_list_never_gets_the_token(server, model, dest_dir, tmp_path):
+    # The reverse: the allow-list names localhost; the URL's host is 127.0.0.1 (the same socket).
+    _blob, sha = model
+    url = server.add("/api/download/10", token="s3cret")
+    s = spec(dest_dir, [url], sha, tmp_path, token="s3cret", token_env="CIVITAI_TOKEN",
+             token_hosts=[server.origin("localhost")])  # fmt: skip
+    message = failure(s)
+    assert [r["authorization"] for r in server.requests] == [None]
+    assert (
+        f"the token in CIVITAI_TOKEN is sent only to http://localhost:{server.port} (the hosts"
+        f" sdenv_models_token_hosts allows for it), not to http://127.0.0.1:{server.port}"
+    ) in message
+    assert "s3cret" not in message
 
 
 # --- bad input: one sentence each, nothing at the final path --------------------------------------------
@@ -206,7 +245,17 @@ def test_json_401(server, model, dest_dir, tmp_path):
     message = failure(spec(dest_dir, [url], sha, tmp_path, token_env="CIVITAI_TOKEN"))
     assert "refused m.safetensors with HTTP 401 (a JSON message (error: Unauthorized))" in message
     assert "CIVITAI_TOKEN" in message and nothing_installed(dest_dir)
-    message = failure(spec(dest_dir, [url], sha, tmp_path, token="wrong", token_env="CIVITAI_TOKEN"))
+    message = failure(
+        spec(
+            dest_dir,
+            [url],
+            sha,
+            tmp_path,
+            token="wrong",
+            token_env="CIVITAI_TOKEN",
+            token_hosts=[server.origin()],
+        )
+    )
     assert "the token in CIVITAI_TOKEN was refused" in message
     assert "wrong" not in message
 
@@ -252,8 +301,9 @@ def test_wrong_hash_names_both_and_keeps_the_file_aside(server, model, dest_dir,
     pinned = "f" * 64
     message = failure(spec(dest_dir, [url], pinned, tmp_path))
     assert f"has SHA256 {sha256_hex(blob)} but the lock pins {pinned}" in message
-    assert (dest_dir / "m.safetensors.rejected").read_bytes() == blob
-    assert nothing_installed(dest_dir)
+    rejected = tmp_path / "state" / "rejected" / "m.safetensors.rejected"
+    assert f"it was kept at {rejected} (readable by root only) for inspection" in message
+    assert rejected.read_bytes() == blob and nothing_installed(dest_dir) and list(dest_dir.iterdir()) == []
 
 
 def test_header_too_large(server, dest_dir, tmp_path):

@@ -122,10 +122,22 @@ def recap(output):
     return {k: int(v) for k, v in (item.split("=") for item in line.split(":", 1)[1].split())}
 
 
+def token_hosts_for(lock):
+    """The allow-list a user would write for these entries: each token may go to its entry's own download
+    host (the local server under 127.0.0.1), as CIVITAI_TOKEN may go to civitai.com."""
+    hosts = {}
+    for entry in lock:
+        if entry.get("token_env"):
+            scheme, rest = entry["urls"][0].split("://", 1)
+            hosts.setdefault(entry["token_env"], []).append(f"{scheme}://{rest.split('/', 1)[0]}")
+    return hosts
+
+
 def host_vars(webui, models, tmp_path, **extra):
     return {
         "sdenv_webui_dir": str(webui),
         "sdenv_lock": {"models": models["lock"]},
+        "sdenv_models_token_hosts": token_hosts_for(models["lock"]),
         "sdenv_models_enabled": [m["name"] for m in models["lock"]],
         "sdenv_models_bundle_dirs": [str(tmp_path / "bundle")],
         "sdenv_user_python_interpreter": "/usr/bin/python3",
@@ -276,6 +288,27 @@ def test_no_network_is_one_sentence_naming_the_alternatives(test_inventory, webu
     )
     assert "Traceback" not in result.stdout
     assert not list((webui / "models" / "Stable-diffusion").iterdir())
+
+
+def test_a_rejected_download_is_kept_root_only_in_the_state_directory(
+    test_inventory, webui, models, server, tmp_path, throwaway_user
+):
+    # Issue 19 item 5: what a URL sent and the pin refused is never left where the dummy can read or move it.
+    lora = dict(models["lock"][1], sha256="f" * 64)
+    inventory = test_inventory(**host_vars(webui, {"lock": [lora]}, tmp_path))
+    result = run_role(inventory, tmp_path)
+    assert result.returncode != 0
+    rejected = inventory.state_dir / "models" / "rejected" / "testlora.safetensors.rejected"
+    said = " ".join(result.stdout.split())  # the failure's msg may be wrapped over lines (YAML result format)
+    assert f"it was kept at {rejected} (readable by root only) for inspection" in said
+    assert rejected.read_bytes() == models["lora"]
+    assert (rejected.stat().st_uid, rejected.stat().st_mode & 0o777) == (0, 0o600)
+    assert (rejected.parent.stat().st_uid, rejected.parent.stat().st_mode & 0o777) == (0, 0o700)
+    assert [p for p in webui.rglob("*") if p.is_file()] == []  # nothing in the WebUI tree
+    as_dummy = subprocess.run(
+        ["runuser", "-u", throwaway_user, "--", "cat", str(rejected)], capture_output=True
+    )
+    assert as_dummy.returncode != 0 and as_dummy.stdout == b""
 
 
 def test_bundle_directory_serves_an_offline_machine(test_inventory, webui, models, tmp_path):

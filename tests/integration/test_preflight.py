@@ -133,6 +133,12 @@ CASES = [
      "expected a URL starting with http:// or https:// or file://."),
     ("model URL ftp", "provision", {}, [("lock.yml", "- https://civitai.com/api/download/models/177164", "- ftp://civitai.com/x")], {},
      "sets sdenv_lock.models[0].urls[0] to 'ftp://civitai.com/x': expected a URL starting with http://"),
+    ("model URL file:///etc/shadow", "provision", {}, [("lock.yml", "- https://civitai.com/api/download/models/177164", "- file:///etc/shadow")], {},
+     "{group_vars}/lock.yml line %d sets sdenv_lock.models[0].urls[0] to 'file:///etc/shadow': expected a file:// URL naming"
+     " a file inside a bundle directory ({state}/model-bundle, from sdenv_models_bundle_dirs or BUNDLE=), the only"
+     " places a model file is read from; or an https:// URL." % lock_line("- https://civitai.com/api/download/models/177164")),
+    ("model token host over http", "pin-models", {"sdenv_models_token_hosts": {"CIVITAI_TOKEN": ["http://civitai.com"]}}, [], {},
+     "sets sdenv_models_token_hosts.CIVITAI_TOKEN[0] to 'http://civitai.com': expected a host name such as civitai.com"),
     ("model size negative", "provision", {}, [("lock.yml", "size: 4265146304", "size: -1")], {},
      "sets sdenv_lock.models[2].size to -1: expected a number of bytes (a positive whole number), or null"),
     ("lock key misspelt", "provision", {}, [("lock.yml", "      sha256: 6ce0", "      sha265: 6ce0")], {},

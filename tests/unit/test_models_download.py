@@ -4,6 +4,7 @@ The HTTP behaviour (Range, 416, redirects, tokens, cut connections, kill -9) is 
 tests/integration/test_models_http.py, against a local server.
 """
 
+import errno
 import hashlib
 import importlib.util
 import json
@@ -152,9 +153,14 @@ def test_wrong_hash_is_kept_aside_and_named(tmp_path, bundle):
         md.install(_spec(dest_dir, [src], expected, tmp_path))
     message = str(exc.value)
     assert expected in message and sha256_hex(blob) in message
-    assert "model.safetensors.rejected" in message
+    rejected = tmp_path / "state" / "rejected" / "model.safetensors.rejected"
+    assert f"it was kept at {rejected} (readable by" in message
     assert not (dest_dir / "model.safetensors").exists()
-    assert (dest_dir / "model.safetensors.rejected").read_bytes() == blob
+    assert rejected.read_bytes() == blob
+    # Not in the WebUI's model folder (the dummy's), but 0600 in a 0700 directory of this run's user.
+    assert sorted(p.name for p in dest_dir.iterdir()) == []
+    assert (rejected.stat().st_mode & 0o777, rejected.stat().st_uid) == (0o600, os.geteuid())
+    assert (rejected.parent.stat().st_mode & 0o777, rejected.parent.stat().st_uid) == (0o700, os.geteuid())
 
 
 def test_next_source_after_a_failure(tmp_path, bundle):
@@ -162,7 +168,13 @@ def test_next_source_after_a_failure(tmp_path, bundle):
     empty = tmp_path / "empty-bundle"
     empty.mkdir()
     result = md.install(
-        _spec(dest_dir, [empty, f"file://{src}/model.safetensors"], sha256_hex(blob), tmp_path)
+        _spec(
+            dest_dir,
+            [empty, f"file://{src}/model.safetensors"],
+            sha256_hex(blob),
+            tmp_path,
+            bundle_dirs=[str(src)],
+        )
     )
     assert [a["error"] is None for a in result["attempts"]] == [False, True]
     assert "is not in" in result["attempts"][0]["error"]
@@ -186,7 +198,8 @@ def test_bad_structure_with_matching_hash_is_refused(tmp_path):
     with pytest.raises(md.ModelFileError, match="is not a valid safetensors file: there is a hole"):
         md.install(_spec(dest_dir, [src], sha256_hex(blob), tmp_path, filename="bad.safetensors"))
     assert not (dest_dir / "bad.safetensors").exists()
-    assert (dest_dir / "bad.safetensors.rejected").exists()
+    assert list(dest_dir.iterdir()) == []
+    assert (tmp_path / "state" / "rejected" / "bad.safetensors.rejected").exists()
 
 
 def test_size_mismatch(tmp_path, bundle):
@@ -437,8 +450,8 @@ def test_a_part_removed_by_something_else_is_one_sentence(tmp_path, bundle, monk
     spec = _spec(dest_dir, [src], sha256_hex(blob), tmp_path)
     copy = md.Installer._copy_local
 
-    def copy_then_lose_the_part(self, source, path):
-        copy(self, source, path)
+    def copy_then_lose_the_part(self, source, path, root):
+        copy(self, source, path, root)
         os.unlink(spec.part)
 
     monkeypatch.setattr(md.Installer, "_copy_local", copy_then_lose_the_part)
@@ -483,3 +496,93 @@ def test_controller_lines_for_waiting_and_for_a_dead_module():
     assert plugin.exit_reason(1) == "exit status 1"
     assert plugin.ended_without_result({"failed": True, "_ansible_parsed": False})
     assert not plugin.ended_without_result({"failed": True, "msg": "a sentence"})
+
+
+# --- issue 19 item 5: local files only inside the bundle directories, with no link below them ---------
+
+
+def _refused(dest_dir, urls, sha, tmp_path, **kw):
+    with pytest.raises(md.ModelFileError) as exc:
+        md.install(_spec(dest_dir, urls, sha, tmp_path, **kw))
+    return str(exc.value)
+
+
+def test_file_url_outside_the_bundle_directories_is_never_read(bundle, tmp_path):
+    src, dest_dir, _blob = bundle
+    message = _refused(dest_dir, ["file:///etc/shadow"], "0" * 64, tmp_path, bundle_dirs=[str(src)])
+    assert "file:///etc/shadow is outside the bundle directories (%s)" % src in message
+    assert "nothing was read from it" in message
+    # Nothing copied anywhere: no part, no rejected copy of /etc/shadow.
+    assert list(dest_dir.iterdir()) == [] and not (tmp_path / "state" / "rejected").exists()
+
+
+def test_dot_dot_out_of_a_bundle_directory_is_outside_it(bundle, tmp_path):
+    src, dest_dir, _blob = bundle
+    message = _refused(dest_dir, [f"file://{src}/../../../etc/shadow"], "0" * 64, tmp_path,
+                       bundle_dirs=[str(src)])  # fmt: skip
+    assert "is outside the bundle directories" in message and list(dest_dir.iterdir()) == []
+
+
+def test_a_link_inside_a_bundle_directory_is_not_followed(bundle, tmp_path):
+    src, dest_dir, blob = bundle
+    secret = tmp_path / "root-only"
+    secret.write_bytes(blob)
+    (src / "model.safetensors").unlink()
+    (src / "model.safetensors").symlink_to(secret)
+    (src / "sub").symlink_to(tmp_path)
+    for url in (str(src), f"file://{src}/sub/root-only"):
+        message = _refused(dest_dir, [url], sha256_hex(blob), tmp_path, bundle_dirs=[str(src)])
+        assert f"goes through a symbolic link inside {src}" in message, message
+    assert list(dest_dir.iterdir()) == []
+
+
+def test_file_url_inside_a_bundle_directory_installs(bundle, tmp_path):
+    src, dest_dir, blob = bundle
+    url = f"file://{src}/model.safetensors"
+    result = md.install(_spec(dest_dir, [url], sha256_hex(blob), tmp_path, bundle_dirs=[str(src)]))
+    assert result["verified_by"] == "download" and (dest_dir / "model.safetensors").read_bytes() == blob
+
+
+# --- a rejected download: root-only, in the state directory ---------------------------------------------
+
+
+def test_rejected_on_another_file_system_is_copied_then_removed(bundle, tmp_path, monkeypatch):
+    src, dest_dir, blob = bundle
+    real_replace = os.replace
+
+    def cross_device(source, target, **kw):
+        if kw.get("dst_dir_fd") is not None and kw.get("src_dir_fd") is None:
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+        return real_replace(source, target, **kw)
+
+    monkeypatch.setattr(md.os, "replace", cross_device)
+    message = _refused(dest_dir, [str(src)], "0" * 64, tmp_path)
+    rejected = tmp_path / "state" / "rejected" / "model.safetensors.rejected"
+    assert f"it was kept at {rejected}" in message
+    assert rejected.read_bytes() == blob and rejected.stat().st_mode & 0o777 == 0o600
+    assert list(dest_dir.iterdir()) == [] and os.listdir(rejected.parent) == [rejected.name]
+
+
+def test_a_rejected_directory_that_is_a_link_is_not_used(bundle, tmp_path):
+    src, dest_dir, _blob = bundle
+    (tmp_path / "state").mkdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / "state" / "rejected").symlink_to(elsewhere)
+    message = _refused(dest_dir, [str(src)], "0" * 64, tmp_path)
+    assert f"it was removed, since {tmp_path / 'state' / 'rejected'} cannot hold it" in message
+    assert list(elsewhere.iterdir()) == [] and list(dest_dir.iterdir()) == []
+
+
+def test_a_part_removed_before_it_is_set_aside_is_the_disappeared_sentence(bundle, tmp_path, monkeypatch):
+    src, dest_dir, _blob = bundle
+    spec = _spec(dest_dir, [src], "0" * 64, tmp_path)
+    private_dir = md._private_dir
+
+    def lose_the_part_first(path):
+        os.unlink(spec.part)
+        return private_dir(path)
+
+    monkeypatch.setattr(md, "_private_dir", lose_the_part_first)
+    with pytest.raises(md.ModelFileError, match=r"disappeared while model\.safetensors was being downloaded"):
+        md.install(spec)

@@ -472,3 +472,53 @@ def test_user_data_below_the_webui_directory_passes():
     assert (
         run(uses=["snapshot:rollback"], sdenv_snapshot_user_data=["outputs", "log", "extensions/x/out"]) == []
     )
+
+
+# --- issue 19 item 5: a token only to its own host, local files only from the bundle directories -------
+
+
+def test_a_file_url_outside_the_bundle_directories_is_refused_in_one_sentence():
+    changed = lock()
+    changed["models"][2]["urls"] = ["file:///etc/shadow"]
+    sentence = one(sdenv_lock=changed)
+    assert sentence == (
+        "settings.yml line 1 sets sdenv_lock.models[2].urls[0] to 'file:///etc/shadow': expected a file:// URL"
+        " naming a file inside a bundle directory (/var/lib/sdenv/model-bundle, from sdenv_models_bundle_dirs"
+        " or BUNDLE=), the only places a model file is read from; or an https:// URL."
+    )
+    for uses in (["models:pin"], ["models:bundle"]):
+        assert sentence in run(uses=uses, sdenv_lock=changed, sdenv_bundle_out="/srv/out")
+    # Out by '..', or by percent-encoding it, is still out; a file in a bundle directory or BUNDLE= is fine.
+    for url in (
+        "file:///var/lib/sdenv/model-bundle/../../../etc/shadow",
+        "file:///var/lib/sdenv/model-bundle/%2e%2e/x",
+    ):
+        changed["models"][2]["urls"] = [url]
+        assert "expected a file:// URL naming a file inside a bundle directory" in one(sdenv_lock=changed)
+    changed["models"][2]["urls"] = ["file:///var/lib/sdenv/model-bundle/v1-5.safetensors"]
+    assert run(sdenv_lock=changed) == []
+    changed["models"][2]["urls"] = ["file:///media/usb/bundle/models/v1-5.safetensors"]
+    assert run(sdenv_lock=changed, sdenv_bundle="/media/usb/bundle") == []
+
+
+@pytest.mark.parametrize(
+    ("value", "words"),
+    [
+        ({"CIVITAI_TOKEN": ["http://civitai.com"]}, "could be read by anyone on the way: use https"),
+        ({"CIVITAI_TOKEN": ["*.civitai.com"]}, "a host name such as civitai.com (https)"),
+        ({"CIVITAI_TOKEN": ["https://civitai.com/api"]}, "a host name such as civitai.com (https)"),
+        ({"CIVITAI_TOKEN": "civitai.com"}, "a list of which each is"),
+        ({"CIVITAI TOKEN": ["civitai.com"]}, "an environment variable name"),
+    ],
+)
+def test_token_hosts_are_origins_a_token_may_safely_go_to(value, words):
+    sentence = one(sdenv_models_token_hosts=value)
+    assert "sdenv_models_token_hosts" in sentence and words in sentence, sentence
+    assert "not shown" not in sentence  # where a token may go is no secret: the bad entry is named
+    for uses in (["models:pin"], ["models:bundle"]):
+        assert words in " ".join(run(uses=uses, sdenv_models_token_hosts=value, sdenv_bundle_out="/srv/out"))
+
+
+def test_token_hosts_shipped_default_and_loopback_http():
+    assert shipped("settings.yml")["sdenv_models_token_hosts"] == {"CIVITAI_TOKEN": ["civitai.com"]}
+    assert run(sdenv_models_token_hosts={"CIVITAI_TOKEN": ["civitai.com", "http://127.0.0.1:8080"]}) == []

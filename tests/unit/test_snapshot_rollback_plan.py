@@ -216,18 +216,14 @@ def test_the_snapshot_list_is_a_table_whose_header_and_rows_have_the_same_column
         ["manual", "-"],
         ["before-rollback", "before-rollback"],
     ]
-    # Aligned: each left column starts, each number column ends, at the same offset on every line.
+    # Aligned: each left column starts, each number column ends, at the same offset on every line. The
+    # spans are the cells' own (runs of text between gaps of two or more spaces), never a search for a
+    # cell's text, which could match inside an earlier cell (a "-" label in the time's date).
+    spans = [[m.span() for m in re.finditer(r"\S+(?: \S+)*", ln)] for ln in lines]
     for i, name in enumerate(cells[0]):
-        if name in ("files", "size", "new"):
-            ends = {
-                ln.index(c[i], ln.index(c[i - 1]) + len(c[i - 1])) + len(c[i]) for ln, c in zip(lines, cells)
-            }
-            assert len(ends) == 1, (name, lines)
-        else:
-            starts = {
-                ln.index(c[i], ln.index(c[i - 1]) + len(c[i - 1]) if i else 0) for ln, c in zip(lines, cells)
-            }
-            assert len(starts) == 1, (name, lines)
+        edge = 1 if name in ("files", "size", "new") else 0
+        offsets = {row[i][edge] for row in spans}
+        assert len(offsets) == 1, (name, lines)
     assert cells[2][5] == "3.0 MiB" and cells[1][7] == "no"
 
 

@@ -15,7 +15,12 @@ description:
     verifies size, SHA256 and the safetensors structure, then renames atomically with owner and mode set.
   - Sources are tried in order; each is an http(s) URL, a file:// URL, an absolute file path, or a
     local bundle directory (the file is looked up there by the basename of I(dest)).
-  - A file with the wrong SHA256 is kept at C(<dest>.rejected) for inspection; nothing is installed.
+  - A file with the wrong SHA256, size or structure is never installed; it is kept for inspection in
+    I(rejected_dir) (a 0700 directory of the running user, the file 0600), never beside I(dest).
+  - The token is sent only to the origins I(token_hosts) allows (https, or http to a loopback host), never
+    to another source of the same file, and never across a redirect to another origin.
+  - A file:// URL or a file path is read only inside a bundle directory (one among the sources, or in
+    I(bundle_dirs)), opened with no symbolic link followed below that directory.
   - .ckpt/.pt files are pickles and are refused unless I(allow_ckpt); then their pickle imports are
     scanned and anything but the globals a checkpoint needs is refused.
   - One writer per C(<dest>.part): a download holds an exclusive lock (a small root-only file beside the
@@ -53,6 +58,19 @@ options:
   token:
     description: The bearer token itself (set by the action plugin; never logged).
     type: str
+  token_hosts:
+    description:
+      - Where the token may go - host names (https, port 443) or origins C(https://host[:port]), or
+        C(http://host[:port]) for a loopback host. An exact match only; default C(civitai.com).
+    type: list
+    elements: str
+  bundle_dirs:
+    description: Directories besides the bundle directories among I(urls) that file:// URLs may name files in.
+    type: list
+    elements: path
+  rejected_dir:
+    description: Where a rejected download is kept. Default C(rejected/) beside I(stat_cache).
+    type: path
   owner:
     description: Owner of the installed file (name). Default the current owner / the running user.
     type: str
@@ -105,6 +123,7 @@ EXAMPLES = r"""
       - https://civitai.com/api/download/models/177164
     sha256: 1a17bcd93dc12034b4b8e6b2787f34a7ca250fb3344cb036768d3525745adb8c
     token_env: CIVITAI_TOKEN
+    token_hosts: [civitai.com]
     owner: dummy
     mode: "0644"
 """
@@ -207,6 +226,9 @@ def main():
             name=dict(type="str"),
             token_env=dict(type="str", no_log=False),
             token=dict(type="str", no_log=True),
+            token_hosts=dict(type="list", elements="str"),
+            bundle_dirs=dict(type="list", elements="path"),
+            rejected_dir=dict(type="path"),
             owner=dict(type="str"),
             group=dict(type="str"),
             mode=dict(type="raw", default="0644"),
@@ -249,6 +271,9 @@ def main():
         size=p["size"],
         token=token or None,
         token_env=p["token_env"],
+        token_hosts=p["token_hosts"],
+        bundle_dirs=p["bundle_dirs"],
+        rejected_dir=p["rejected_dir"],
         uid=uid,
         gid=gid,
         mode=mode,

@@ -9,7 +9,11 @@
 #   recorded for the pinned SHA256; otherwise it is hashed.
 # - `<dest>.part` survives an interruption (kill -9, cut connection) and is resumed with Range next time;
 #   its SHA256 state is rebuilt by reading the part once, because hashlib state cannot be saved.
-# - A file whose SHA256 is wrong is kept at `<dest>.rejected` for inspection and never installed.
+# - A file whose SHA256, size or structure is wrong is never installed; it is kept for inspection in
+#   `<state>/models/rejected/` (beside the stat cache: 0700 directory, 0600 file), never in the WebUI's
+#   model folder, where the dummy could read or move what a URL sent.
+# - The token goes only to the hosts allowed for it (token_hosts.py), never to a mirror, a bundle, plain
+#   http or across a redirect; local files are read only inside the bundle directories, with no link below.
 # - One writer per `.part`: a download holds an exclusive lock (flock on `<state>/.<file>.lock`) from before
 #   it touches the part until the file is installed; a second run on the same file waits, then accepts what
 #   the first one installed (or resumes what it left).
@@ -34,6 +38,7 @@ try:
     from ansible.module_utils.sdenv_atomic import fsync_dir
     from ansible.module_utils.sdenv_pipeline import HashWritePipeline
     from ansible.module_utils.stat_cache import StatCache, write_json_atomic
+    from ansible.module_utils.token_hosts import DEFAULT_TOKEN_HOSTS, origin_of, show_origin, token_allowed
 except ImportError:
     try:  # installed as the Ansible collection sdenv.toolkit (galaxy.yml)
         from ansible_collections.sdenv.toolkit.plugins.module_utils.model_fastpath import (
@@ -51,12 +56,19 @@ except ImportError:
             StatCache,
             write_json_atomic,
         )
+        from ansible_collections.sdenv.toolkit.plugins.module_utils.token_hosts import (
+            DEFAULT_TOKEN_HOSTS,
+            origin_of,
+            show_origin,
+            token_allowed,
+        )
     except ImportError:  # unit tests import the module_utils directories directly
         from model_fastpath import cached_entry, default_stat_cache
         from safetensors_check import SafetensorsError, check_file, describe_non_model
         from sdenv_atomic import fsync_dir
         from sdenv_pipeline import HashWritePipeline
         from stat_cache import StatCache, write_json_atomic
+        from token_hosts import DEFAULT_TOKEN_HOSTS, origin_of, show_origin, token_allowed
 
 CHUNK = 1 << 20
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -96,6 +108,7 @@ class Spec:
         size=None,
         token=None,
         token_env=None,
+        token_hosts=None,
         uid=-1,
         gid=-1,
         mode=0o644,
@@ -108,6 +121,8 @@ class Spec:
         timeout=60.0,
         name=None,
         lock_file=None,
+        bundle_dirs=None,
+        rejected_dir=None,
     ):
         self.dest = os.path.abspath(dest)
         self.urls = list(urls or [])
@@ -115,6 +130,8 @@ class Spec:
         self.size = size
         self.token = token
         self.token_env = token_env
+        # Where the token may go (token_hosts.py): Civitai's download host unless the caller says otherwise.
+        self.token_hosts = list(DEFAULT_TOKEN_HOSTS if token_hosts is None else token_hosts)
         self.uid = uid
         self.gid = gid
         self.mode = mode
@@ -126,6 +143,12 @@ class Spec:
         self.allow_unpinned = allow_unpinned
         self.timeout = timeout
         self.name = name or os.path.basename(self.dest)
+        # Local files (file:// URLs, file paths) are read only inside these and the bundle directories among
+        # the sources.
+        self.bundle_dirs = [os.path.abspath(d) for d in bundle_dirs or ()]
+        # A rejected download is kept beside the stat cache (the root-only state directory), never in the
+        # WebUI's model folder, where the dummy could read or move it (it may be anything a URL sent).
+        self.rejected_dir = rejected_dir or os.path.join(os.path.dirname(self.stat_cache), "rejected")
         # Beside the stat cache (the root-only state directory), not in the WebUI's model folder.
         self.lock_file = lock_file or os.path.join(
             os.path.dirname(self.stat_cache), "." + os.path.basename(self.dest) + ".lock"
@@ -137,7 +160,7 @@ class Spec:
 
     @property
     def rejected(self):
-        return self.dest + ".rejected"
+        return os.path.join(self.rejected_dir, os.path.basename(self.dest) + ".rejected")
 
     @property
     def is_safetensors(self):
@@ -375,7 +398,8 @@ def _connect(url, timeout):
 
 def open_http(url, headers, token, timeout):
     """GET `url` following redirects; Authorization goes only to the original origin (scheme, host, port),
-    and never again once a redirect has left it. Returns (connection, response, final_url)."""
+    and never again once a redirect has left it. The caller passes a token only for an origin the token's
+    allow-list names (Installer._token_for). Returns (connection, response, final_url)."""
     origin = _origin(url)
     trusted = True
     current = url
@@ -697,7 +721,7 @@ class Installer:
         local = _local_path(source, os.path.basename(spec.dest))
         try:
             if local is not None:
-                self._copy_local(source, local)
+                self._copy_local(source, local, self._local_root(source, local))
             else:
                 self._fetch_http(source)
             self._verify_and_install(source)
@@ -711,16 +735,80 @@ class Installer:
                 fatal=True,
             ) from None
 
-    def _copy_local(self, source, path):
+    def _bundle_dirs(self):
+        """The directories local files may come from: the bundle directories among the sources (an absolute
+        path that is a directory) and those the caller names (spec.bundle_dirs)."""
         spec = self.spec
-        if not os.path.isfile(path):
-            raise SourceError(f"{spec.name} is not in {_redact(source)}")
-        total = os.path.getsize(path)
-        self._check_space(total)
-        self._discard_part()
+        found = [os.path.normpath(d) for d in spec.bundle_dirs]
+        found += [os.path.normpath(s) for s in spec.urls if s.startswith("/") and os.path.isdir(s)]
+        return list(dict.fromkeys(found))
+
+    def _local_root(self, source, path):
+        """The bundle directory holding `path`. A file:// URL (the lock's) or a file path elsewhere is refused
+        before anything is opened: a file:///etc/shadow entry must not become a copy the dummy can read."""
+        path = os.path.normpath(path)
+        roots = self._bundle_dirs()
+        for root in roots:
+            if path == root or path.startswith(root.rstrip("/") + "/"):
+                return root
+        if source.startswith("/") and not os.path.lexists(source):
+            raise SourceError(
+                f"{self.spec.name} is not in {_redact(source)}"
+            )  # a bundle directory not made yet
+        raise SourceError(
+            f"{_redact(source)} is outside the bundle directories ({', '.join(roots) or 'none'}): a file:// URL"
+            f" or a file path for {self.spec.name} must name a file inside one of them; nothing was read from it"
+        )
+
+    def _open_local(self, source, root, path):
+        """A descriptor of the regular file `path` below `root`, opened one component at a time with no
+        symbolic link followed below the bundle directory (openat + O_NOFOLLOW: nothing can swap a link in
+        between a check and the open)."""
+        spec = self.spec
+        relative = os.path.relpath(os.path.normpath(path), root)
+        parts = [] if relative == "." else relative.split("/")
+        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            for index, part in enumerate(parts):
+                last = index == len(parts) - 1
+                flags = (
+                    os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_NONBLOCK if last else os.O_DIRECTORY)
+                )
+                next_fd = os.open(part, flags, dir_fd=fd)
+                os.close(fd)
+                fd = next_fd
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise SourceError(f"{_redact(source)} is not a regular file, so it is not {spec.name}")
+        except FileNotFoundError:
+            os.close(fd)
+            raise SourceError(f"{spec.name} is not in {_redact(source)}") from None
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR, errno.EMLINK):
+                raise SourceError(
+                    f"{_redact(source)} goes through a symbolic link inside {root}; only regular files in a bundle"
+                    f" directory are read: copy {spec.name} there instead of linking it"
+                ) from None
+            raise SourceError(f"cannot read {_redact(source)} ({exc.strerror or exc})") from None
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def _copy_local(self, source, path, root):
+        spec = self.spec
+        fd = self._open_local(source, root, path)
+        try:
+            os.set_blocking(fd, True)
+            total = os.fstat(fd).st_size
+            self._check_space(total)
+            self._discard_part()
+        except BaseException:
+            os.close(fd)
+            raise
         self.progress.begin("copying", source=path, total=total)
         hasher = StreamHash(addnet=spec.addnet_hash and spec.is_safetensors)
-        with open(path, "rb") as src, self._writing_part(keep=False, offset=0, hasher=hasher) as pipe:
+        with os.fdopen(fd, "rb") as src, self._writing_part(keep=False, offset=0, hasher=hasher) as pipe:
             while True:
                 n = src.readinto(pipe.take())
                 if not n:
@@ -763,7 +851,7 @@ class Installer:
         if offset:
             headers["Range"] = "bytes=%d-" % offset
         try:
-            conn, resp, final_url = open_http(url, headers, spec.token, spec.timeout)
+            conn, resp, final_url = open_http(url, headers, self._token_for(url), spec.timeout)
         except SourceError:
             raise
         except ssl.SSLCertVerificationError as exc:
@@ -911,14 +999,28 @@ class Installer:
                 self.spec.name,
                 status,
                 what,
-                self._token_advice(),
+                self._token_advice(url),
             )
         if status in (404, 410):
             return "%s has no %s (HTTP %d)" % (_redact(url), self.spec.name, status)
         return "%s answered HTTP %d %s for %s" % (_redact(url), status, resp.reason, self.spec.name)
 
-    def _token_advice(self):
+    def _token_for(self, url):
+        """The token when `url` is a host allowed for it (never a mirror, a bundle or plain http), else None."""
+        return self.spec.token if self.spec.token and token_allowed(url, self.spec.token_hosts) else None
+
+    def _token_advice(self, url):
         spec = self.spec
+        if spec.token and not self._token_for(url):
+            origin = origin_of(url)
+            return (
+                "the token in %s is sent only to %s (the hosts sdenv_models_token_hosts allows for it), not to %s"
+                % (
+                    spec.token_env or "the token",
+                    ", ".join(spec.token_hosts) or "no host",
+                    show_origin(origin) if origin else _redact(url),
+                )
+            )
         if spec.token:
             return "the token in %s was refused; check it on civitai.com (Account settings, API keys)" % (
                 spec.token_env or "the token"
@@ -930,14 +1032,14 @@ class Installer:
         return "Civitai needs a token: set token_env for this model and export the token in that variable"
 
     def _web_page_sentence(self, url):
-        return f"the server sent a web page, not a model, for {self.spec.name} from {_redact(url)}: {self._token_advice()}"
+        return f"the server sent a web page, not a model, for {self.spec.name} from {_redact(url)}: {self._token_advice(url)}"
 
     def _not_a_model_sentence(self, url, what):
         if what.startswith("a web page"):
             return self._web_page_sentence(url)
         if what.startswith("a Git LFS pointer"):
             return f"{_redact(url)} sent {what} instead of {self.spec.name}: use the repository's resolve/ (LFS) URL"
-        return f"{_redact(url)} sent {what} instead of {self.spec.name}: {self._token_advice()}"
+        return f"{_redact(url)} sent {what} instead of {self.spec.name}: {self._token_advice(url)}"
 
     # -- the .part file --
 
@@ -1043,24 +1145,22 @@ class Installer:
             )
         actual = hasher.hexdigest()
         if spec.size is not None and size != spec.size:
-            self._reject()
+            kept = self._reject()
             raise SourceError(
-                "%s from %s is %d bytes, not the pinned %d bytes; it was kept at %s for inspection"
-                % (spec.name, _redact(source), size, spec.size, spec.rejected)
+                "%s from %s is %d bytes, not the pinned %d bytes; %s"
+                % (spec.name, _redact(source), size, spec.size, kept)
             )
         if spec.sha256 is not None and actual != spec.sha256:
-            self._reject()
+            kept = self._reject()
             raise SourceError(
-                f"{spec.name} from {_redact(source)} has SHA256 {actual} but the lock pins {spec.sha256}; it was kept at {spec.rejected} for inspection and nothing "
+                f"{spec.name} from {_redact(source)} has SHA256 {actual} but the lock pins {spec.sha256}; {kept} and nothing "
                 "was installed"
             )
         try:
             self._check_structure(spec.part)
         except SourceError as exc:
-            self._reject()
-            raise SourceError(
-                f"{spec.name} from {_redact(source)} {exc}; it was kept at {spec.rejected} for inspection"
-            ) from None
+            kept = self._reject()
+            raise SourceError(f"{spec.name} from {_redact(source)} {exc}; {kept}") from None
         self._install(actual, hasher.addnet_hexdigest(), size)
 
     def _check_structure(self, path):
@@ -1089,8 +1189,41 @@ class Installer:
                 raise SourceError(f"was refused: {exc}") from None
 
     def _reject(self):
-        os.replace(self.spec.part, self.spec.rejected)
-        fsync_dir(os.path.dirname(self.spec.dest))
+        """Move the part out of the model folder into the rejected directory (0700, this run's user's; the
+        file 0600), and say where it is; when it cannot be kept there, it is removed and the words say so."""
+        spec = self.spec
+        try:
+            dir_fd = _private_dir(spec.rejected_dir)
+        except OSError as exc:
+            self._discard_part()
+            return f"it was removed, since {spec.rejected_dir} cannot hold it ({exc.strerror or exc})"
+        name = os.path.basename(spec.rejected)
+        try:
+            try:
+                os.replace(spec.part, name, dst_dir_fd=dir_fd)
+            except OSError as exc:
+                if exc.errno != errno.EXDEV:
+                    raise
+                _copy_into(spec.part, dir_fd, name)  # the state directory is on another file system
+                os.unlink(spec.part)
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+            try:
+                os.fchown(fd, os.geteuid(), os.getegid())  # a part the dummy had made becomes this run's
+                os.fchmod(fd, 0o600)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.fsync(dir_fd)
+        except OSError as exc:
+            if isinstance(exc, FileNotFoundError) and exc.filename == spec.part:
+                raise  # removed by something else: _from_source says so
+            self._discard_part()
+            return f"it was removed, since {spec.rejected_dir} cannot hold it ({exc.strerror or exc})"
+        finally:
+            os.close(dir_fd)
+        with contextlib.suppress(OSError):
+            fsync_dir(os.path.dirname(spec.dest))
+        return f"it was kept at {spec.rejected} (readable by {_who()} only) for inspection"
 
     def _install(self, sha256, addnet, size):
         spec = self.spec
@@ -1116,6 +1249,52 @@ class Installer:
         )
         if addnet:
             self.result["addnet_sha256"] = addnet
+
+
+def _private_dir(path):
+    """A descriptor of directory `path`, made if needed, owned by this process's user, mode 0700 and not a
+    symbolic link; OSError otherwise."""
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        if os.fstat(fd).st_uid != os.geteuid():
+            raise OSError(errno.EPERM, "it belongs to another user")
+        os.fchmod(fd, 0o700)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _copy_into(path, dir_fd, name):
+    """Copy the file at `path` to `name` in `dir_fd` (a temporary name, fsync, rename)."""
+    temp = f".{name}.{os.getpid()}.tmp"
+    src = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        dst = os.open(
+            temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dir_fd
+        )
+        try:
+            while True:
+                block = os.read(src, CHUNK)
+                if not block:
+                    break
+                while block:
+                    block = block[os.write(dst, block) :]
+            os.fsync(dst)
+        finally:
+            os.close(dst)
+        os.replace(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp, dir_fd=dir_fd)
+        raise
+    finally:
+        os.close(src)
+
+
+def _who():
+    return "root" if os.geteuid() == 0 else "its owner"
 
 
 def _receive(resp, view):

@@ -1,0 +1,1 @@
+../../roles/models/module_utils/token_hosts.py
