@@ -74,7 +74,7 @@ def verify(make_target, inventory, **variables):
     match = re.search(r"^Report: (.+)/index\.html$", result.output, re.M)
     assert match, result
     report = Path(match.group(1))
-    rows = json.loads((report / "checks.json").read_text())
+    rows = json.loads((report / "checks.json").read_text())["checks"]
     return result.returncode, {row["check"]: row for row in rows}, result, report
 
 
