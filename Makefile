@@ -31,7 +31,7 @@ PLAYBOOK = $(VENV)/bin/python scripts/inventory_check.py '$(INVENTORY)' '$(LIMIT
 	-e sdenv_force=$(if $(call is_yes,$(FORCE)),yes,no) \
 	$(ARGS)
 
-.PHONY: help controller provision reset-dummy remove-dummy test unit integration lint bench
+.PHONY: help controller provision reset-dummy remove-dummy test unit integration lint role-docs bench
 
 help: ## List the targets and the variables they read
 	@echo "Usage: make TARGET [VARIABLE=value ...]"
@@ -47,7 +47,9 @@ help: ## List the targets and the variables they read
 	@echo "  CONFIRM=yes      no prompt before destructive targets (reset-dummy, remove-dummy, rollback, pin-models)"
 	@echo "  FORCE=yes        reset-dummy, remove-dummy: act on a user the provision record does not name;"
 	@echo "                   provision: reset a WebUI tree that has local changes"
-	@grep -hE '^# var: ' $(MAKEFILE_LIST) | sed 's/^# var: //' | awk -F '  +' '{printf "  %-16s %s\n", $$1, $$2}'
+	@# A variable several targets read (DEEP=1) is listed once, each target's meaning on a line of its own.
+	@grep -hE '^# var: ' $(MAKEFILE_LIST) | sed 's/^# var: //' | awk -F '  +' \
+		'{name = ($$1 in seen) ? "" : $$1; seen[$$1] = 1; printf "  %-16s %s\n", name, $$2}'
 
 controller: ## Set up .venv from requirements.txt (every target does this first)
 	@bash scripts/controller-venv.sh
@@ -69,13 +71,17 @@ unit: controller ## Unit tests only (no root needed)
 integration: controller ## Integration tests (root: real users, packages, git, HTTP on this machine)
 	$(VENV)/bin/python -m pytest tests/integration
 
-lint: controller ## ansible-lint (production profile), yamllint, ruff, jactionlint (+ shellcheck) on .github/workflows
+lint: controller ## ansible-lint (production profile), yamllint, ruff, role READMEs == argument specs, jactionlint
 	$(VENV)/bin/yamllint --strict .
 	$(VENV)/bin/ansible-lint --profile production
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/python scripts/role_docs.py --check
 	$(VENV)/bin/jactionlint --no-online --strict-exit --no-color \
 		--shellcheck=$(VENV)/bin/shellcheck --ruff=$(VENV)/bin/ruff .github/workflows/*.yml
+
+role-docs: controller ## Write each role's README variable tables from its meta/argument_specs.yml
+	$(VENV)/bin/python scripts/role_docs.py
 
 # var: BENCH=name     make bench: only this benchmark (e.g. BENCH=models)
 bench: controller ## Benchmarks, with ratios against peers measured in the same run

@@ -1,0 +1,61 @@
+"""plugins/callback/sdenv_stdout.py: a failure's sentence once, no "NO MORE HOSTS LEFT" banners."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+PLAYBOOK = """
+- name: First play
+  hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: Fail with a sentence
+      ansible.builtin.fail:
+        msg: The one sentence that says why.
+- name: Second play
+  hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: Never reached
+      ansible.builtin.debug:
+        msg: unreachable
+"""
+
+
+def run_playbook(tmp_path, *extra):
+    playbook = tmp_path / "play.yml"
+    playbook.write_text(PLAYBOOK)
+    env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
+    return subprocess.run(
+        [
+            str(Path(sys.executable).parent / "ansible-playbook"),
+            "-i",
+            "localhost,",
+            "-c",
+            "local",
+            *extra,
+            str(playbook),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
+
+
+def test_failure_sentence_printed_once_without_banners(tmp_path):
+    result = run_playbook(tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert output.count("The one sentence that says why.") == 1, output
+    assert "NO MORE HOSTS LEFT" not in output and "PLAY RECAP" in output, output
+
+
+def test_verbose_run_keeps_the_exception_detail(tmp_path):
+    """ARGS=-v shows the exception block again (with where the task is), as Ansible's default does."""
+    result = run_playbook(tmp_path, "-v")
+    output = result.stdout + result.stderr
+    assert output.count("The one sentence that says why.") == 2, output
