@@ -142,6 +142,7 @@ def causes_text(rows, width=None):
                 max(width - 6, 40),
                 initial_indent="      ",
                 subsequent_indent="      ",
+                break_on_hyphens=False,
             )
             if folded:
                 names = ", ".join(row["check"] for row in folded[:6])
@@ -158,6 +159,7 @@ def causes_text(rows, width=None):
                     max(width - 6, 40),
                     initial_indent="      ",
                     subsequent_indent="        ",
+                    break_on_hyphens=False,
                 )
     return "\n".join(lines)
 
@@ -257,6 +259,7 @@ pre,code{white-space:pre-wrap;overflow-wrap:anywhere;margin:0;font-size:.9em}
 .image .infotext{flex:1;min-width:0}
 table{border-collapse:collapse;width:100%;table-layout:fixed}
 td,th{border:1px solid #ccc;padding:3px 6px;text-align:left;vertical-align:top}
+details.all{margin-top:12px}
 col.check{width:30%}col.host{width:12%}col.result{width:11%}
 .PASS{background:#e6f4e6}.FAIL,.ERROR,.ABSENT{background:#fbe3e3}.NOT-PROVISIONED,.SKIP,.PENDING{background:#f4f0dc}
 """
