@@ -188,3 +188,15 @@ def test_the_page_puts_summary_causes_images_then_the_folded_table_and_wraps_det
     assert '<details class="all" id="table-0">' in page
     assert "overflow-wrap:anywhere" in page and "white-space:pre-wrap" in page
     assert "Model hash: 6ce0161689" in page  # the infotext beside its image
+
+
+def test_several_hosts_get_an_overview_of_their_summary_lines_first():
+    rows = [row("user", "PASS", host="a"), row("user", "ABSENT", host="b", detail="no account")]
+    page = verify_report.html_page(rows, [], "t", ".")
+    overview = page.index('<ul class="overview">')
+    assert overview < page.index('id="host-0"') < page.index('id="host-1"')
+    assert page.index("a: everything in place (1 pass)") < page.index('id="host-0"')
+    assert page.index("b: 1 of 1 checks fail, from 1 root cause (1 absent)") < page.index('id="host-0"')
+    assert '<li class="bad"><a href="#host-1">' in page
+    one_host = verify_report.html_page(rows[:1], [], "t", ".")
+    assert "overview" not in one_host.split("</style>")[1]

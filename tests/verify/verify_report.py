@@ -260,6 +260,8 @@ pre,code{white-space:pre-wrap;overflow-wrap:anywhere;margin:0;font-size:.9em}
 table{border-collapse:collapse;width:100%;table-layout:fixed}
 td,th{border:1px solid #ccc;padding:3px 6px;text-align:left;vertical-align:top}
 details.all{margin-top:12px}
+.overview{margin:4px 0 10px;padding-left:20px}.overview .bad a{color:#c62828}.overview .good a{color:#2e7d32}
+.host+.host{border-top:2px solid #999;margin-top:16px}
 col.check{width:30%}col.host{width:12%}col.result{width:11%}
 .PASS{background:#e6f4e6}.FAIL,.ERROR,.ABSENT{background:#fbe3e3}.NOT-PROVISIONED,.SKIP,.PENDING{background:#f4f0dc}
 """
@@ -278,6 +280,17 @@ def html_page(rows, images, title, report_dir):
         "</head><body>",
         f"<h1>{esc(title)}</h1>",
     ]
+    if len(hosts_of(rows)) > 1:
+        # Several hosts: each one's summary line first, linked to its section, so a failing host further
+        # down is seen on the first screen too.
+        body.append('<ul class="overview">')
+        for number, host in enumerate(hosts_of(rows)):
+            mine = [row for row in rows if row["host"] == host]
+            css = "bad" if any(row["result"] in BAD for row in mine) else "good"
+            body.append(
+                f'<li class="{css}"><a href="#host-{number}">{esc(host_summary(host, mine))}</a></li>'
+            )
+        body.append("</ul>")
     for number, host in enumerate(hosts_of(rows) or [""]):
         mine = [row for row in rows if row["host"] == host]
         shown = [image for image in images if image["host"] == host]
