@@ -200,3 +200,12 @@ def test_several_hosts_get_an_overview_of_their_summary_lines_first():
     assert '<li class="bad"><a href="#host-1">' in page
     one_host = verify_report.html_page(rows[:1], [], "t", ".")
     assert "overview" not in one_host.split("</style>")[1]
+
+
+def test_a_host_where_nothing_fails_but_not_all_passes_is_not_called_in_place():
+    rows = [row("user", "PASS"), row("snapshot", "NOT PROVISIONED", detail="no store")]
+    assert verify_report.host_summary("h", rows) == (
+        "h: nothing fails, but 1 of 2 checks did not pass (1 not provisioned, 1 pass)"
+    )
+    assert verify_report.verdict(rows) == "open" and verify_report.verdict(rows[:1]) == "good"
+    assert '<p class="summary open" id="summary-0">' in verify_report.html_page(rows, [], "t", ".")

@@ -84,8 +84,13 @@ def causes(rows):
 def host_summary(host, rows):
     """One line: the verdict, then the counts."""
     bad = [row for row in rows if row["result"] in BAD]
-    if not bad:
+    if all(row["result"] == "PASS" for row in rows):
         return _("{host}: everything in place ({counts})").format(host=host, counts=summarize(rows))
+    if not bad:  # nothing fails, but not everything was checked (NOT PROVISIONED) or is done (PENDING)
+        other = sum(1 for row in rows if row["result"] != "PASS")
+        return _("{host}: nothing fails, but {other} of {total} checks did not pass ({counts})").format(
+            host=host, other=other, total=len(rows), counts=summarize(rows)
+        )
     roots = len(causes(rows))
     return ngettext(
         "{host}: {bad} of {total} checks fail, from {roots} root cause ({counts})",
@@ -250,6 +255,7 @@ pre,code{white-space:pre-wrap;overflow-wrap:anywhere;margin:0;font-size:.9em}
 .summary{font-size:1.1em;font-weight:600;padding:8px 12px;border-radius:6px;margin:4px 0}
 .summary.bad{background:#fbe3e3;border-left:6px solid #c62828}
 .summary.good{background:#e6f4e6;border-left:6px solid #2e7d32}
+.summary.open{background:#f4f0dc;border-left:6px solid #a07d00}
 .cause{border:1px solid #e0b4b4;border-radius:6px;padding:6px 10px;margin:6px 0;background:#fff8f8}
 .cause .result{font-weight:700;color:#c62828;margin-right:8px}
 .cause details{margin-top:4px}.cause ul{margin:4px 0;padding-left:20px}
@@ -260,7 +266,7 @@ pre,code{white-space:pre-wrap;overflow-wrap:anywhere;margin:0;font-size:.9em}
 table{border-collapse:collapse;width:100%;table-layout:fixed}
 td,th{border:1px solid #ccc;padding:3px 6px;text-align:left;vertical-align:top}
 details.all{margin-top:12px}
-.overview{margin:4px 0 10px;padding-left:20px}.overview .bad a{color:#c62828}.overview .good a{color:#2e7d32}
+.overview{margin:4px 0 10px;padding-left:20px}.overview .bad a{color:#c62828}.overview .good a{color:#2e7d32}.overview .open a{color:#7a5f00}
 .host+.host{border-top:2px solid #999;margin-top:16px}
 col.check{width:30%}col.host{width:12%}col.result{width:11%}
 .PASS{background:#e6f4e6}.FAIL,.ERROR,.ABSENT{background:#fbe3e3}.NOT-PROVISIONED,.SKIP,.PENDING{background:#f4f0dc}
@@ -286,9 +292,8 @@ def html_page(rows, images, title, report_dir):
         body.append('<ul class="overview">')
         for number, host in enumerate(hosts_of(rows)):
             mine = [row for row in rows if row["host"] == host]
-            css = "bad" if any(row["result"] in BAD for row in mine) else "good"
             body.append(
-                f'<li class="{css}"><a href="#host-{number}">{esc(host_summary(host, mine))}</a></li>'
+                f'<li class="{verdict(mine)}"><a href="#host-{number}">{esc(host_summary(host, mine))}</a></li>'
             )
         body.append("</ul>")
     for number, host in enumerate(hosts_of(rows) or [""]):
@@ -299,12 +304,18 @@ def html_page(rows, images, title, report_dir):
     return "\n".join(body)
 
 
+def verdict(rows):
+    """The summary's colour: bad (something fails), good (all pass) or open (nothing fails, not all pass)."""
+    if any(row["result"] in BAD for row in rows):
+        return "bad"
+    return "good" if all(row["result"] == "PASS" for row in rows) else "open"
+
+
 def host_section(number, host, rows, images, report_dir):
     esc = html.escape
-    bad = any(row["result"] in BAD for row in rows)
     out = [
         f'<section class="host" id="host-{number}">',
-        f'<p class="summary {"bad" if bad else "good"}" id="summary-{number}">{esc(host_summary(host, rows))}</p>',
+        f'<p class="summary {verdict(rows)}" id="summary-{number}">{esc(host_summary(host, rows))}</p>',
     ]
     found = causes(rows)
     if found:
