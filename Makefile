@@ -33,23 +33,17 @@ PLAYBOOK = $(VENV)/bin/python scripts/inventory_check.py '$(INVENTORY)' '$(LIMIT
 
 .PHONY: help controller provision reset-dummy remove-dummy test unit integration lint role-docs bench
 
+# var: INVENTORY=path  hosts to act on (default inventory/localhost.yml)
+# var: LIMIT=pattern  only these hosts of the inventory
+# var: CHECK=1        dry run with diff: report what would change, change nothing
+# var: ARGS='...'     extra ansible-playbook arguments (e.g. ARGS='-e sdenv_user_name=sd')
+# var: CONFIRM=yes    no prompt before destructive targets (reset-dummy, remove-dummy, rollback, pin-models)
+# var: FORCE=yes      reset-dummy, remove-dummy: act on a user the provision record does not name;
+# var: FORCE=yes      provision: reset a WebUI tree that has local changes
+# The help text comes from the `## ` and `# var: ` lines, through the translation catalogs (locale/): with
+# LANG=ja_JP.UTF-8 it is Japanese. Python of the .venv when it exists, else the system's (no .venv needed).
 help: ## List the targets and the variables they read
-	@echo "Usage: make TARGET [VARIABLE=value ...]"
-	@echo
-	@echo "Targets:"
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sort -u | awk -F ':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
-	@echo
-	@echo "Variables:"
-	@echo "  INVENTORY=path   hosts to act on (default inventory/localhost.yml)"
-	@echo "  LIMIT=pattern    only these hosts of the inventory"
-	@echo "  CHECK=1          dry run with diff: report what would change, change nothing"
-	@echo "  ARGS='...'       extra ansible-playbook arguments (e.g. ARGS='-e sdenv_user_name=sd')"
-	@echo "  CONFIRM=yes      no prompt before destructive targets (reset-dummy, remove-dummy, rollback, pin-models)"
-	@echo "  FORCE=yes        reset-dummy, remove-dummy: act on a user the provision record does not name;"
-	@echo "                   provision: reset a WebUI tree that has local changes"
-	@# A variable several targets read (DEEP=1) is listed once, each target's meaning on a line of its own.
-	@grep -hE '^# var: ' $(MAKEFILE_LIST) | sed 's/^# var: //' | awk -F '  +' \
-		'{name = ($$1 in seen) ? "" : $$1; seen[$$1] = 1; printf "  %-16s %s\n", name, $$2}'
+	@$(firstword $(wildcard $(VENV)/bin/python) python3) scripts/make_help.py $(MAKEFILE_LIST)
 
 controller: ## Set up .venv from requirements.txt (every target does this first)
 	@bash scripts/controller-venv.sh

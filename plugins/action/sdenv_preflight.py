@@ -37,6 +37,7 @@ for _directory in [ROOT / "plugins" / "module_utils", *sorted(ROOT.glob("roles/*
 import sdenv_preflight as engine  # noqa: E402
 import sdenv_preflight_rules as rules  # noqa: E402
 from dummy_accounts import DarwinAccounts, parse_login_defs_uid_min  # noqa: E402
+from sdenv_i18n import _  # noqa: E402
 
 
 def first_line(error):
@@ -134,7 +135,7 @@ class ActionModule(ActionBase):
         return {
             **result,
             "changed": False,
-            "msg": f"{len(values)} values checked for {', '.join(uses)}",
+            "msg": _("{count} values checked for {uses}").format(count=len(values), uses=", ".join(uses)),
             "ansible_facts": {"sdenv_preflight_passed": True},
         }
 
@@ -252,7 +253,9 @@ class ActionModule(ActionBase):
         if probe.get("failed"):
             return {
                 "failed": True,
-                "msg": f"Could not read this host's facts and accounts: {probe.get('msg')}",
+                "msg": _("Could not read this host's facts and accounts: {error}").format(
+                    error=probe.get("msg")
+                ),
             }
         facts = {k.removeprefix("ansible_"): v for k, v in (probe.get("ansible_facts") or {}).items()}
         system = facts.get("system")

@@ -8,7 +8,9 @@ and, below verbosity 1 (`ARGS=-v` shows them again):
 - prints a failure's message once, as written (one sentence a line, never folded or re-quoted by a YAML
   dump): the exception block is dropped when the result carries a `msg` (the toolkit's modules and checks
   put their sentence there; a crash with no `msg` still shows its traceback);
-- prints no "NO MORE HOSTS LEFT" banner (the recap that follows says which hosts failed).
+- prints no "NO MORE HOSTS LEFT" banner (the recap that follows says which hosts failed);
+- ends the run with one closing sentence under the recap, in the reader's language (sdenv_i18n): finished
+  without errors on N hosts, or stopped with errors on these hosts.
 """
 
 from __future__ import annotations
@@ -26,8 +28,35 @@ DOCUMENTATION = """
       - set as stdout_callback in ansible.cfg
 """
 
+import sys
+from pathlib import Path
+
 from ansible import constants as C
 from ansible.plugins.callback.default import CallbackModule as DefaultCallback
+
+_MODULE_UTILS = str(Path(__file__).resolve().parents[1] / "module_utils")
+if _MODULE_UTILS not in sys.path:
+    sys.path.append(_MODULE_UTILS)
+
+from sdenv_i18n import ngettext
+
+
+def closing_summary(hosts, failed):
+    """The run's last line: `hosts` every host the run reached, `failed` those that failed or were unreachable."""
+    if not hosts:
+        return ""
+    if not failed:
+        return ngettext(
+            "Finished without errors on {count} host.",
+            "Finished without errors on all {count} hosts.",
+            len(hosts),
+        ).format(count=len(hosts))
+    return ngettext(
+        "Stopped with errors on {failed} of {count} host: {names}. The message above says why and what to do.",
+        "Stopped with errors on {failed} of {count} hosts: {names}. The messages above say why and what to do.",
+        len(hosts),
+    ).format(failed=len(failed), count=len(hosts), names=", ".join(sorted(failed)))
+
 
 # Keys that say nothing beyond the message once it is printed (an item's label is in its header line).
 _SAID_BY_THE_MESSAGE = frozenset(
@@ -94,3 +123,10 @@ class CallbackModule(DefaultCallback):
 
     def v2_playbook_on_no_hosts_remaining(self):
         """The recap names the failed hosts; a banner per remaining play adds nothing."""
+
+    def v2_playbook_on_stats(self, stats):
+        super().v2_playbook_on_stats(stats)
+        failed = {host for host in stats.processed if stats.failures.get(host) or stats.dark.get(host)}
+        line = closing_summary(sorted(stats.processed), failed)
+        if line:
+            self._display.display(line, color="red" if failed else "green")

@@ -20,13 +20,15 @@ import posixpath
 import re
 from urllib.parse import urlsplit
 
+from sdenv_i18n import N_, _
+
 # Ansible's own words for booleans (module_utils.parsing.convert_bool), so `-e x=yes` stays valid.
 TRUE_WORDS = {"yes", "on", "1", "true", "y", "t"}
 FALSE_WORDS = {"no", "off", "0", "false", "n", "f"}
 # ..._env names a variable and ..._token_hosts where a token may go: no secret.
 SECRET_NAME = re.compile(r"(password|token|secret)(?!_env|_hosts)")
 # A value set by a vars plugin, set_fact or a lookup carries no origin Ansible recorded, and no file here has it.
-UNKNOWN_PLACE = "a place the preflight cannot name (not settings.yml, lock.yml, the inventory or -e)"
+UNKNOWN_PLACE = N_("a place the preflight cannot name (not settings.yml, lock.yml, the inventory or -e)")
 
 # --- Problems and sentences -----------------------------------------------------------------------
 
@@ -41,8 +43,10 @@ class Problem:
     def sentence(self):
         if self.text:
             return self.text
-        where = self.origin or UNKNOWN_PLACE
-        return f"{where} sets {self.setting} to {show(self.value, self.setting)}: expected {self.expected}."
+        where = self.origin or _(UNKNOWN_PLACE)
+        return _("{where} sets {setting} to {value}: expected {expected}.").format(
+            where=where, setting=self.setting, value=show(self.value, self.setting), expected=self.expected
+        )
 
     def __repr__(self):
         return f"Problem({self.sentence()!r})"
@@ -82,24 +86,26 @@ def plain(value):
 # --- Types, from the argument specs -----------------------------------------------------------------
 
 TYPE_WORDS = {
-    "str": "text",
-    "path": "a path",
-    "int": "a whole number",
-    "float": "a number",
-    "bool": "true or false",
-    "list": "a list",
-    "dict": "a mapping of names to values",
-    "raw": "a value",
+    "str": N_("text"),
+    "path": N_("a path"),
+    "int": N_("a whole number"),
+    "float": N_("a number"),
+    "bool": N_("true or false"),
+    "list": N_("a list"),
+    "dict": N_("a mapping of names to values"),
+    "raw": N_("a value"),
 }
 
 
 def describe_type(spec):
     kind = spec.get("type", "str")
     if spec.get("choices"):
-        return "one of " + ", ".join(str(c) for c in spec["choices"])
+        return _("one of {choices}").format(choices=", ".join(str(c) for c in spec["choices"]))
+    if kind == "list" and spec.get("elements") == "str":
+        return _("a list of texts")
     if kind == "list" and spec.get("elements"):
-        return f"a list of {'texts' if spec['elements'] == 'str' else spec['elements'] + 's'}"
-    return TYPE_WORDS.get(kind, kind)
+        return _("a list of {elements}s").format(elements=spec["elements"])
+    return _(TYPE_WORDS[kind]) if kind in TYPE_WORDS else kind
 
 
 def convert(value, kind):
@@ -523,15 +529,23 @@ def check(
         expected = describe_type(spec)
         if value is None:
             if spec.get("required"):
-                unset = f"{setting} is not set (settings.yml, lock.yml, the inventory or -e): expected {expected}."
+                unset = _(
+                    "{setting} is not set (settings.yml, lock.yml, the inventory or -e): expected {expected}."
+                )
+                unset = unset.format(setting=setting, expected=expected)
                 text = None if setting in values else unset
                 problems.append(Problem(setting, None, expected, where(setting), text=text, derived=derived))
                 ctx.failed.add(setting)
             continue
         if isinstance(value, Unresolved):
-            text = (
-                f"{where(setting) or UNKNOWN_PLACE} sets {setting} to {show(value.raw, setting)}, which cannot"
-                f" be resolved ({value.error}): expected {expected}."
+            text = _(
+                "{where} sets {setting} to {value}, which cannot be resolved ({error}): expected {expected}."
+            ).format(
+                where=where(setting) or _(UNKNOWN_PLACE),
+                setting=setting,
+                value=show(value.raw, setting),
+                error=value.error,
+                expected=expected,
             )
             problems.append(Problem(setting, value.raw, expected, text=text, derived=derived))
             ctx.failed.add(setting)

@@ -74,7 +74,7 @@ def verify(make_target, inventory, **variables):
     match = re.search(r"^Report: (.+)/index\.html$", result.output, re.M)
     assert match, result
     report = Path(match.group(1))
-    rows = json.loads((report / "checks.json").read_text())
+    rows = json.loads((report / "checks.json").read_text())["checks"]
     return result.returncode, {row["check"]: row for row in rows}, result, report
 
 
@@ -205,6 +205,17 @@ def test_verify_passes_then_names_each_broken_thing(fixture_host, make_target, p
     }, failing(rows)
     assert "is missing" in rows["model sdtglasses"]["detail"]
     assert "no Lora hashes entry for sdtglasses" in rows["LIVE txt2img with LoRA"]["detail"]
+    # One root cause, the LIVE rows folded under it: in checks.json and first in what make prints.
+    assert rows["model sdtglasses"]["root_cause"] and rows["model sdtglasses"]["id"] == "model:sdtglasses"
+    for name in ("LIVE loras include sdtglasses", "LIVE txt2img with LoRA"):
+        assert rows[name]["caused_by"] == "model:sdtglasses" and not rows[name]["root_cause"], rows[name]
+    printed = result.output[result.output.index("= sdenv verify =") :]
+    assert re.search(r"^localhost: 3 of \d+ checks fail, from 1 root cause ", printed, re.M), printed
+    assert (
+        printed.index("FAIL  model sdtglasses")
+        < printed.index("2 more checks follow from it")
+        < (printed.index("\ncheck "))
+    ), printed
     away.rename(lora)
 
     # 4. A wrong sampler default in ui-config.json.

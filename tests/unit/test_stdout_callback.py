@@ -102,3 +102,36 @@ def test_a_loop_item_failure_prints_its_sentence_unfolded(tmp_path):
         "  could not reach two.example (Connection refused): add a reachable mirror URL or a local bundle "
         "directory holding it to this model's sources\n" in result.stdout
     ), result.stdout
+
+
+def test_the_run_ends_with_one_closing_sentence_in_the_readers_language(tmp_path, monkeypatch):
+    for name in ("LANGUAGE", "LC_ALL", "LC_MESSAGES"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("LANG", "C.UTF-8")
+    english = run_playbook(tmp_path).stdout
+    assert english.rstrip().splitlines()[-1] == (
+        "Stopped with errors on 1 of 1 host: localhost. The message above says why and what to do."
+    )
+    # Ansible refuses to start under a locale the machine has not generated (LANG=ja_JP.UTF-8 on a bare
+    # Debian): LANGUAGE picks the messages' language without it (README says so).
+    monkeypatch.setenv("LANGUAGE", "ja")
+    japanese = run_playbook(tmp_path).stdout
+    assert japanese.rstrip().splitlines()[-1] == (
+        "1 台のうち 1 台でエラーが起きて止まりました: localhost。理由と対処は上のメッセージにあります。"
+    )
+
+
+def test_the_closing_sentence_of_a_run_without_errors(monkeypatch):
+    sys.path.insert(0, str(ROOT / "plugins" / "callback"))
+    import sdenv_stdout
+
+    for name in ("LANGUAGE", "LC_ALL", "LC_MESSAGES"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("LANG", "C")
+    assert sdenv_stdout.closing_summary(["a", "b"], set()) == "Finished without errors on all 2 hosts."
+    monkeypatch.setenv("LANG", "ja_JP.UTF-8")
+    assert (
+        sdenv_stdout.closing_summary(["a", "b"], set())
+        == "完了しました。2 台のホストすべてでエラーはありません。"
+    )
+    assert sdenv_stdout.closing_summary([], set()) == ""

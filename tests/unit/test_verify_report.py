@@ -1,5 +1,6 @@
 """The verify report: the printed table and the HTML page."""
 
+import json
 import sys
 from pathlib import Path
 
@@ -79,3 +80,132 @@ def test_an_absent_account_is_counted_first_and_shown_as_a_failure():
     assert verify_report.summarize(rows) == "1 absent, 1 not provisioned, 1 pass"
     assert '<tr class="ABSENT">' in verify_report.html_page(rows, [], "t", ".")
     assert ".FAIL,.ERROR,.ABSENT{background:#fbe3e3}" in verify_report.html_page(rows, [], "t", ".")
+
+
+# --- Root causes, the terminal text, checks.json, the page's layout -----------------------------------------
+
+RUNS = Path(__file__).resolve().parents[1] / "fixtures" / "verify_runs"
+
+
+def row(check, result, depends=(), host="h", detail="d"):
+    return {
+        "check": check,
+        "id": check,
+        "host": host,
+        "result": result,
+        "detail": detail,
+        "depends_on": list(depends),
+    }
+
+
+def test_a_failing_parent_folds_its_failing_children_and_grandchildren():
+    rows = [
+        row("user", "PASS"),
+        row("webui_commit", "FAIL", ["user"], detail="no clone"),
+        row("repository:a", "FAIL", ["webui_commit"]),
+        row("venv_torch", "FAIL", ["webui_commit"]),
+        row("live:server_starts", "FAIL", ["venv_torch"]),
+        row("config_json:x", "PASS", ["webui_commit"]),
+        row("snapshot", "FAIL", ["user"]),
+        row("model:a", "NOT PROVISIONED", ["user"]),
+    ]
+    found = verify_report.causes(rows)
+    assert [(root["id"], [r["id"] for r in folded]) for root, folded in found] == [
+        ("webui_commit", ["repository:a", "venv_torch", "live:server_starts"]),
+        ("snapshot", []),
+    ]
+
+
+def test_a_dependency_names_a_check_or_one_row_and_hosts_stay_apart():
+    rows = [
+        row("live:server_starts", "FAIL", host="a"),
+        row("live:txt2img", "FAIL", ["live:server_starts"], host="a"),
+        row("live:server_starts", "PASS", host="b"),
+        row("live:txt2img", "FAIL", ["live:server_starts"], host="b"),
+        row("model:x", "FAIL", host="b"),
+        row("live:loras", "FAIL", ["model"], host="b"),
+    ]
+    found = verify_report.causes(rows)
+    assert [(r["host"], r["id"], [f["id"] for f in folded]) for r, folded in found] == [
+        ("a", "live:server_starts", ["live:txt2img"]),
+        ("b", "model:x", ["live:loras"]),
+        ("b", "live:txt2img", []),
+    ]
+
+
+def test_the_absent_account_folds_every_row_that_could_not_be_checked_without_it():
+    rows = [
+        row("user", "ABSENT", detail="no account"),
+        row("webui_commit", "NOT PROVISIONED", ["user"]),
+        row("linux_package:git", "PASS"),
+        row("python", "NOT PROVISIONED", ["record"]),
+        row("record", "NOT PROVISIONED", ["user"]),
+        row("snapshot", "NOT PROVISIONED", ["linux_package"]),
+    ]
+    [(root, folded)] = verify_report.causes(rows)
+    assert root["id"] == "user" and [r["id"] for r in folded] == ["webui_commit", "python", "record"]
+
+
+def test_the_terminal_text_leads_with_the_root_cause_then_the_table():
+    recorded = json.loads((RUNS / "failing.json").read_text())
+    text = verify_report.terminal_text(recorded["rows"], "/r/index.html", "/r/junit.xml")
+    lines = text.splitlines()
+    assert lines[0] == "studio-1: 37 of 53 checks fail, from 3 root causes (37 fail, 16 pass)"
+    assert lines[1].split() == ["FAIL", "WebUI", "at", "the", "pinned", "commit,", "clean", "tree"]
+    assert "34 more checks follow from it" in text and text.index("34 more checks") < text.index("check  ")
+    assert lines[-1] == "Report: /r/index.html"
+
+
+def test_checks_json_has_a_schema_version_and_names_each_rows_root_cause(tmp_path):
+    recorded = json.loads((RUNS / "failing.json").read_text())
+    path = verify_report.write_checks_json(recorded["rows"], [], str(tmp_path))
+    doc = json.loads(Path(path).read_text())
+    assert doc["schema_version"] == verify_report.SCHEMA_VERSION == 1
+    assert doc["hosts"] == {"studio-1": {"passed": False, "summary": "37 fail, 16 pass"}}
+    by_id = {c["id"]: c for c in doc["checks"]}
+    assert by_id["webui_commit"]["root_cause"] is True and by_id["webui_commit"]["caused_by"] is None
+    assert by_id["repository:BLIP"]["caused_by"] == "webui_commit"
+    assert by_id["repository:BLIP"]["depends_on"] == ["webui_commit"]
+    assert by_id["user"]["root_cause"] is False and by_id["user"]["result"] == "PASS"
+    assert set(doc["checks"][0]) == {
+        "check",
+        "id",
+        "host",
+        "result",
+        "detail",
+        "depends_on",
+        "root_cause",
+        "caused_by",
+    }
+
+
+def test_the_page_puts_summary_causes_images_then_the_folded_table_and_wraps_details(tmp_path):
+    recorded = json.loads((RUNS / "failing-live.json").read_text())
+    image = {**recorded["images"][0], "path": str(tmp_path / "images" / "studio-1" / "a.png")}
+    page = verify_report.html_page(recorded["rows"], [image], "t", str(tmp_path))
+    order = [page.index(f'id="{part}-0"') for part in ("summary", "failures", "images", "table")]
+    assert order == sorted(order)
+    assert '<details class="all" id="table-0">' in page
+    assert "overflow-wrap:anywhere" in page and "white-space:pre-wrap" in page
+    assert "Model hash: 6ce0161689" in page  # the infotext beside its image
+
+
+def test_several_hosts_get_an_overview_of_their_summary_lines_first():
+    rows = [row("user", "PASS", host="a"), row("user", "ABSENT", host="b", detail="no account")]
+    page = verify_report.html_page(rows, [], "t", ".")
+    overview = page.index('<ul class="overview">')
+    assert overview < page.index('id="host-0"') < page.index('id="host-1"')
+    assert page.index("a: everything in place (1 pass)") < page.index('id="host-0"')
+    assert page.index("b: 1 of 1 checks fail, from 1 root cause (1 absent)") < page.index('id="host-0"')
+    assert '<li class="bad"><a href="#host-1">' in page
+    one_host = verify_report.html_page(rows[:1], [], "t", ".")
+    assert "overview" not in one_host.split("</style>")[1]
+
+
+def test_a_host_where_nothing_fails_but_not_all_passes_is_not_called_in_place():
+    rows = [row("user", "PASS"), row("snapshot", "NOT PROVISIONED", detail="no store")]
+    assert verify_report.host_summary("h", rows) == (
+        "h: nothing fails, but 1 of 2 checks did not pass (1 not provisioned, 1 pass)"
+    )
+    assert verify_report.verdict(rows) == "open" and verify_report.verdict(rows[:1]) == "good"
+    assert '<p class="summary open" id="summary-0">' in verify_report.html_page(rows, [], "t", ".")

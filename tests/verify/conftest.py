@@ -146,7 +146,14 @@ def pytest_runtest_makereport(item, call):
             detail = verify_lib.failure_text(call.excinfo)
         title = value.label if isinstance(value, verify_lib.NotProvisioned) else spec.title(value)
         item.config.stash[ROWS_KEY].append(
-            {"check": title, "host": target.name, "result": result, "detail": detail}
+            {
+                "check": title,
+                "id": spec.row_id(value),
+                "host": target.name,
+                "result": result,
+                "detail": detail,
+                "depends_on": spec.depends_on(value),
+            }
         )
         for image in getattr(item, "sdenv_images", []):
             item.config.stash[IMAGES_KEY].append(image)
@@ -157,14 +164,12 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     if not rows or not hasattr(config, "sdenv_options"):
         return
     run_dir = config.sdenv_options.run_dir
-    title = f"sdenv make verify, {time.strftime('%Y-%m-%d %H:%M:%S')}"
+    started = time.strftime("%Y-%m-%d %H:%M:%S")
+    title = verify_report.page_title(started)
     page = verify_report.write_html(rows, config.stash[IMAGES_KEY], title, str(run_dir))
-    with open(run_dir / "checks.json", "w", encoding="utf-8") as handle:
-        json.dump(rows, handle, indent=1)
-    terminalreporter.write_sep("=", "sdenv verify: checks")
-    terminalreporter.write_line(verify_report.table(rows))
-    terminalreporter.write_line("")
-    terminalreporter.write_line(f"Summary: {verify_report.summarize(rows)}")
+    verify_report.write_checks_json(rows, config.stash[IMAGES_KEY], str(run_dir))
     junit = config.getoption("xmlpath", None)
-    terminalreporter.write_line(f"JUnit XML: {os.path.abspath(junit) if junit else '(not written)'}")
-    terminalreporter.write_line(f"Report: {page}")
+    terminalreporter.write_sep("=", "sdenv verify")
+    terminalreporter.write_line(
+        verify_report.terminal_text(rows, page, os.path.abspath(junit) if junit else None)
+    )

@@ -15,6 +15,8 @@ from verify_lib import AccountAbsent, NotProvisionedError, check, expect, quote
 CLIP_REPO_DIR = "hub/models--openai--clip-vit-large-patch14"
 # Files the toolkit writes over tracked files of the WebUI clone: not local changes (role webui's rule).
 WEBUI_MANAGED_FILES = {"webui-user.sh"}
+# The venv lives in the WebUI tree and is built with the recorded Python: either missing explains its rows.
+VENV_NEEDS = ["webui_commit", "python"]
 
 # Run on the host with the Python Ansible uses there: stat + (optionally) sha256 of files, as JSON.
 HASH_SCRIPT = r"""
@@ -97,7 +99,7 @@ def test_user(target, item, note):
     note(f"uid {found['uid']}, home {home}, shell {shell} ({tool})")
 
 
-@check("dummy user {item} is an admin (sudo)", items=lambda t: [t.user])
+@check("dummy user {item} is an admin (sudo)", items=lambda t: [t.user], depends=["user"])
 def test_admin(target, item, note):
     if target.darwin:
         out = target.run("dseditgroup -o checkmember -m %s admin", item)
@@ -118,7 +120,12 @@ def profile_lines(target):
     return list(lines)
 
 
-@check("login profile line {item}", items=profile_lines, label=lambda item: item.split()[0][:20])
+@check(
+    "login profile line {item}",
+    items=profile_lines,
+    label=lambda item: item.split()[0][:20],
+    depends=["user"],
+)
 def test_profile_line(target, item, note):
     path = target.var("sdenv_login_profile")
     out = target.run("cat %s", path)
@@ -128,14 +135,16 @@ def test_profile_line(target, item, note):
     note(f"once in {path}")
 
 
-@check("brew present", items=lambda t: [t.var("sdenv_homebrew_brew")] if t.darwin else [])
+@check("brew present", items=lambda t: [t.var("sdenv_homebrew_brew")] if t.darwin else [], depends=["user"])
 def test_brew(target, item, note):
     out = target.run_as_user(f"{shlex.quote(item)} --version")
     expect(out.rc == 0, f"{item} --version failed as {target.user}: {out.stderr.strip()[-200:]}")
     note(out.stdout.splitlines()[0])
 
 
-@check("formula {item}", items=lambda t: t.var("sdenv_homebrew_formulae") if t.darwin else [])
+@check(
+    "formula {item}", items=lambda t: t.var("sdenv_homebrew_formulae") if t.darwin else [], depends=["brew"]
+)
 def test_formula(target, item, note):
     brew = target.var("sdenv_homebrew_brew")
     out = target.run_as_user(f"{shlex.quote(brew)} list --versions {shlex.quote(item)}")
@@ -162,7 +171,7 @@ def test_linux_package(target, item, note):
 # --- Python -------------------------------------------------------------------------------------------
 
 
-@check("python runs at the chosen version")
+@check("python runs at the chosen version", depends=["record"])
 def test_python(target, item, note):
     python = target.component("python")
     path, version = python.get("path"), python.get("version")
@@ -206,7 +215,7 @@ def tree_state(target, directory, commit, managed=()):
     return actual
 
 
-@check("WebUI at the pinned commit, clean tree")
+@check("WebUI at the pinned commit, clean tree", depends=["user"])
 def test_webui_commit(target, item, note):
     pin = target.lock("webui")
     directory = target.vars["sdenv_webui_dir"]
@@ -214,7 +223,7 @@ def test_webui_commit(target, item, note):
     note(f"{directory} at {commit[:12]} ({pin.get('version', '')}), no local changes")
 
 
-@check("repositories/{item} at its pin", items=lambda t: t.lock("repositories"))
+@check("repositories/{item} at its pin", items=lambda t: t.lock("repositories"), depends=["webui_commit"])
 def test_repository(target, item, note):
     directory = f"{target.vars['sdenv_webui_dir']}/repositories/{item['dir']}"
     tree_state(target, directory, item["commit"])
@@ -258,7 +267,7 @@ def sourced_user_env(target):
     return target.cached("webui-user", read)
 
 
-@check("webui-user.sh {item}", items=user_env_lines)
+@check("webui-user.sh {item}", items=user_env_lines, depends=["webui_commit"])
 def test_webui_user(target, item, note):
     values, path = sourced_user_env(target)
     expect(values is not None, path)
@@ -296,12 +305,12 @@ def check_json_value(target, file_name, values_var, key, note):
     note(repr(got))
 
 
-@check("config.json {item}", items=json_items("sdenv_webui_config_values"))
+@check("config.json {item}", items=json_items("sdenv_webui_config_values"), depends=["webui_commit"])
 def test_config_json(target, item, note):
     check_json_value(target, "config.json", "sdenv_webui_config_values", item, note)
 
 
-@check("ui-config.json {item}", items=json_items("sdenv_webui_ui_config_values"))
+@check("ui-config.json {item}", items=json_items("sdenv_webui_ui_config_values"), depends=["webui_commit"])
 def test_ui_config_json(target, item, note):
     check_json_value(target, "ui-config.json", "sdenv_webui_ui_config_values", item, note)
 
@@ -320,7 +329,7 @@ def enabled_models(target):
     return [m for m in models if enabled is None or m["name"] in enabled]
 
 
-@check("model {item}", items=enabled_models)
+@check("model {item}", items=enabled_models, depends=["user"])
 def test_model(target, item, note):
     path = model_path(target, item)
     sha256 = (item.get("sha256") or "").lower()
@@ -358,7 +367,7 @@ def test_model(target, item, note):
 # --- Venv and offline caches ----------------------------------------------------------------------------
 
 
-@check("venv has the pinned torch")
+@check("venv has the pinned torch", depends=VENV_NEEDS)
 def test_venv_torch(target, item, note):
     torch = target.vars.get("sdenv_webui_torch")
     if torch is None:
@@ -391,7 +400,7 @@ print(json.dumps({"python": "%d.%d" % sys.version_info[:2],
 """
 
 
-@check("venv holds exactly the locked set")
+@check("venv holds exactly the locked set", depends=VENV_NEEDS)
 def test_venv_matches_lock(target, item, note):
     lock_dir = target.vars.get("sdenv_webui_host_lock_dir")
     if lock_dir is None or not target.vars.get("sdenv_webui_venv_bootstrap", True):
@@ -423,7 +432,7 @@ def test_venv_matches_lock(target, item, note):
     )
 
 
-@check("venv passes pip check")
+@check("venv passes pip check", depends=VENV_NEEDS)
 def test_venv_pip_check(target, item, note):
     if not target.vars.get("sdenv_webui_venv_bootstrap", True):
         raise NotProvisionedError("role webui builds no venv here (sdenv_webui_venv_bootstrap)")
@@ -439,7 +448,7 @@ def clip_pins(target):
     return pinned["revision"], dict(pinned["sha256"])
 
 
-@check("Hugging Face CLIP tokenizer cache")
+@check("Hugging Face CLIP tokenizer cache", depends=["user"])
 def test_hf_cache(target, item, note):
     hf_home = target.var("sdenv_webui_hf_home", "role webui seeds the Hugging Face cache")
     revision, files = clip_pins(target)
@@ -463,7 +472,7 @@ def test_hf_cache(target, item, note):
 # --- Record and snapshot --------------------------------------------------------------------------------
 
 
-@check("provision record consistent")
+@check("provision record consistent", depends=["user"])
 def test_record(target, item, note):
     entry, where = target.record_entry()
     expect(entry is not None, where)
@@ -509,7 +518,7 @@ print(json.dumps({"exists": os.path.isdir(sys.argv[1]), "snapshots": out}))
 """
 
 
-@check("pinned known-good snapshot")
+@check("pinned known-good snapshot", depends=["user"])
 def test_snapshot(target, item, note):
     store = target.var("sdenv_snapshot_store", "role snapshot keeps the snapshots")
     if target.vars.get("sdenv_snapshot_known_good") is False:

@@ -169,13 +169,25 @@ def save_images(target, result):
         path = directory / Path(image["path"]).name
         path.write_bytes(base64.b64decode(image["png"]))
         saved.append(
-            {"host": target.name, "name": image["name"], "path": str(path), "prompt": image["prompt"]}
+            {
+                "host": target.name,
+                "name": image["name"],
+                "path": str(path),
+                "prompt": image["prompt"],
+                "infotext": image.get("infotext", ""),
+            }
         )
     (directory / "webui.log.txt").write_text(result.get("log_tail") or "", encoding="utf-8")
     result["saved_images"] = saved
 
 
-@check("LIVE {item}", items=live_items)
+def live_depends(item):
+    """The server needs the tree, its venv and the models; every later step needs the server up."""
+    needs = ["webui_commit", "venv_torch", "venv_matches_lock", "model"]
+    return needs if item == "server starts" else [*needs, "live:server_starts"]
+
+
+@check("LIVE {item}", items=live_items, depends=live_depends)
 def test_live(target, item, note, request):
     result = live_run(target)
     expect("error" not in result, result.get("error", ""))

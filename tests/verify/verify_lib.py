@@ -32,9 +32,21 @@ class AccountAbsent(Exception):
 
 
 class CheckSpec:
-    def __init__(self, title, items, label, needs_account=True):
+    def __init__(self, title, items, label, needs_account=True, key=None, depends=()):
         self.title_format, self.items, self.label_fn = title, items, label
-        self.needs_account = needs_account
+        self.needs_account, self.key, self.depends = needs_account, key, depends
+
+    def row_id(self, item):
+        """The row's stable id in checks.json: the check's key, and the item's label for checks with items."""
+        if item is None or isinstance(item, NotProvisioned):
+            return self.key
+        return f"{self.key}:{self.label(item)}"
+
+    def depends_on(self, item):
+        """The checks (keys) or rows (key:label) this row needs in place: when one of them fails, this row's
+        failure follows from it, and the report folds it under that root cause."""
+        depends = self.depends(item) if callable(self.depends) else self.depends
+        return list(depends)
 
     def title(self, item):
         return self.title_format.format(item=item_text(item))
@@ -51,14 +63,17 @@ def item_text(item):
     return str(item)
 
 
-def check(title, items=None, label=None, needs_account=True):
+def check(title, items=None, label=None, needs_account=True, depends=()):
     """Declare a check: `title` (with {item}) names the row; `items(target)` lists what to check per host
     (raise NotProvisionedError when the settings/lock have no such thing). A check that needs the dummy
     account says NOT PROVISIONED on a host without it (one row, the account's, says why), instead of
-    failing on everything the account would own."""
+    failing on everything the account would own. `depends` names the checks it needs in place (their keys:
+    the function name without test_; or "key:label" for one row; or a function of the item returning them),
+    so the report shows one root cause with the rows that follow from it folded under it."""
 
     def decorate(function):
-        function.sdenv_check = CheckSpec(title, items, label, needs_account)
+        key = function.__name__.removeprefix("test_")
+        function.sdenv_check = CheckSpec(title, items, label, needs_account, key, depends)
         return function
 
     return decorate

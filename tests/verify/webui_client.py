@@ -533,7 +533,15 @@ def generate(client, checks, spec, name, prompt, expect, out_dir):
         + (infotexts[0].strip().splitlines()[-1] if infotexts else "")
     )
     checks.add(name, not problems, detail)
-    return {"name": name, "path": path, "png": base64.b64encode(data).decode("ascii"), "prompt": prompt}
+    # The infotext (the WebUI's own record of what it ran) travels with the image: the report shows them side by side.
+    infotext = infotexts[0] if infotexts else chunks.get("parameters", "")
+    return {
+        "name": name,
+        "path": path,
+        "png": base64.b64encode(data).decode("ascii"),
+        "prompt": prompt,
+        "infotext": infotext,
+    }
 
 
 def run_live(spec):
