@@ -12,6 +12,7 @@ CHECK     ?=
 ARGS      ?=
 CONFIRM   ?=
 FORCE     ?=
+STRICT    ?=
 
 # A macOS controller crashes forked Python workers without this (ansible-core's documented setting).
 export OBJC_DISABLE_INITIALIZE_FORK_SAFETY := YES
@@ -29,6 +30,7 @@ PLAYBOOK = $(VENV)/bin/python scripts/inventory_check.py '$(INVENTORY)' '$(LIMIT
 	$(if $(call is_yes,$(CHECK)),--check --diff) \
 	-e sdenv_confirm=$(if $(call is_yes,$(CONFIRM)),yes,no) \
 	-e sdenv_force=$(if $(call is_yes,$(FORCE)),yes,no) \
+	-e sdenv_strict=$(if $(call is_yes,$(STRICT)),yes,no) \
 	$(ARGS)
 
 .PHONY: help controller provision reset-dummy remove-dummy test unit integration lint bench
@@ -47,6 +49,7 @@ help: ## List the targets and the variables they read
 	@echo "  CONFIRM=yes      no prompt before destructive targets (reset-dummy, remove-dummy, rollback, pin-models)"
 	@echo "  FORCE=yes        reset-dummy, remove-dummy: act on a user the provision record does not name;"
 	@echo "                   provision: reset a WebUI tree that has local changes"
+	@echo "  STRICT=1         provision, verify: a pending model (no URL, no pin: to fetch by hand) is a refusal (CI)"
 	@grep -hE '^# var: ' $(MAKEFILE_LIST) | sed 's/^# var: //' | awk -F '  +' '{printf "  %-16s %s\n", $$1, $$2}'
 
 controller: ## Set up .venv from requirements.txt (every target does this first)

@@ -34,6 +34,8 @@ for _directory in [ROOT / "plugins" / "module_utils", *sorted(ROOT.glob("roles/*
     if str(_directory) not in sys.path:
         sys.path.append(str(_directory))
 
+import model_pending  # noqa: E402
+import sdenv_messages as say  # noqa: E402
 import sdenv_preflight as engine  # noqa: E402
 import sdenv_preflight_rules as rules  # noqa: E402
 from dummy_accounts import DarwinAccounts, parse_login_defs_uid_min  # noqa: E402
@@ -131,12 +133,22 @@ class ActionModule(ActionBase):
         )
         if problems:
             return {**result, "failed": True, "msg": "\n".join(problems)}
-        return {
-            **result,
-            "changed": False,
-            "msg": f"{len(values)} values checked for {', '.join(uses)}",
-            "ansible_facts": {"sdenv_preflight_passed": True},
-        }
+        facts = {"sdenv_preflight_passed": True}
+        msg = f"{len(values)} values checked for {', '.join(uses)}"
+        if "models:main" in map(engine.entry_point, uses):
+            # A model the user must still fetch by hand is no reason to stop the rest (STRICT=1 made it one
+            # above): the models role skips it and the run ends with the list (playbooks/provision.yml).
+            pending = model_pending.pending(
+                (values.get("sdenv_lock") or {}).get("models"),
+                values.get("sdenv_models_enabled"),
+                values.get("sdenv_models_bundle_dirs"),
+            )
+            facts["sdenv_models_pending"] = pending
+            facts["sdenv_models_pending_lines"] = model_pending.closing_list(pending)
+            if pending:
+                msg = say.pending_in_preflight([entry["name"] for entry in pending])
+                result.setdefault("warnings", []).append(msg)
+        return {**result, "changed": False, "msg": msg, "ansible_facts": facts}
 
     # --- where things are ------------------------------------------------------------------------------
 

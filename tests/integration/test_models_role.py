@@ -319,3 +319,36 @@ def test_make_pin_models_shows_then_records(test_inventory, make_target, models,
     assert entry["sha256"] == sha256_hex(lora) and entry["size"] == len(lora)
     assert "# pinned by make pin-models" in lock_file.read_text()
     assert len(server.requests_to("/lora")) == 1  # the second run hashed nothing and fetched nothing
+
+
+def test_provision_installs_the_rest_and_lists_a_pending_model(
+    test_inventory, make_target, webui, models, server, tmp_path
+):
+    """A model with neither URL nor pin (the user fetches it by hand) does not stop make provision: the
+    rest is installed, nothing is fetched for it, and the run ends with what to do; STRICT=1 refuses."""
+    pending = {
+        "name": "sdtpending", "kind": "lora", "file": "sdtpending.safetensors", "urls": [], "sha256": None,
+        "size": None, "source": "https://civitai.example/models/9", "trigger_words": [], "token_env": None,
+    }  # fmt: skip
+    models["lock"] = [models["lock"][1], pending]  # testlora (pinned, no token) and the pending one
+    inventory = test_inventory(**host_vars(webui, models, tmp_path))
+    result = make_target("provision", inventory, ARGS="--tags models")
+    assert result.returncode == 0, result.output[-5000:]
+    lora_dir = webui / "models" / "Lora"
+    assert (lora_dir / "testlora.safetensors").read_bytes() == models["lora"]
+    assert not (lora_dir / "sdtpending.safetensors").exists()
+    assert "Pending (no URL and no pin in lock.yml, so not fetched): sdtpending" in result.output, (
+        result.output
+    )
+    closing = result.output[result.output.index("Say what is left to do") :]
+    assert "1 model is still to fetch by hand; everything else is in place:" in closing
+    assert (
+        f"sdtpending: download sdtpending.safetensors from https://civitai.example/models/9 into the bundle"
+        f" directory {tmp_path / 'bundle'}, then run `make pin-models`"
+    ) in closing
+    assert "`make pin-models CONFIRM=yes`" in closing
+    assert [r for r in server.requests if "sdtpending" in r["path"]] == []
+
+    strict = make_target("provision", inventory, ARGS="--tags models", STRICT="1")
+    assert strict.returncode != 0
+    assert "STRICT=1 refuses pending models: sdtpending has no URL and no pinned SHA256" in strict.output

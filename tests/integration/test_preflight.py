@@ -142,9 +142,17 @@ CASES = [
     # Models
     ("model not in the lock", "provision", {"sdenv_models_enabled": ["beautifulRealistic_v7", "nope"]}, [], {},
      "sets sdenv_models_enabled to [\"beautifulRealistic_v7\", \"nope\"]: expected names the lock lists"),
-    ("model not pinned", "provision", {}, [("lock.yml", "sha256: null  # none published", "sha256: null  # as shipped")], {},
+    ("model not pinned", "provision", {},
+     [("lock.yml", "sha256: null  # none published", "sha256: null  # as shipped"),
+      ("lock.yml", "      urls: []\n      sha256: null  # as shipped",
+       "      urls: [\"https://civitai.com/api/download/models/1\"]\n      sha256: null  # as shipped")], {},
      "glasses-2 has no pinned SHA256 in lock.yml: run `make pin-models` to download and show name, size, SHA256"
      " and source, then `make pin-models CONFIRM=yes` to record them; or remove it from sdenv_models_enabled in"
+     " settings.yml."),
+    ("pending model under STRICT=1", "provision", {},
+     [("lock.yml", "sha256: null  # none published", "sha256: null  # as shipped")], {"STRICT": "1"},
+     "STRICT=1 refuses pending models: glasses-2 has no URL and no pinned SHA256 in lock.yml; fetch and pin it"
+     " first (make provision without STRICT lists the commands), or remove it from sdenv_models_enabled in"
      " settings.yml."),
     ("MODELS= not in the lock", "pin-models", {}, [], {"MODELS": "nope"},
      "make's MODELS= sets sdenv_models_pin_names to 'nope': expected names the lock lists"),

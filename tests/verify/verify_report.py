@@ -3,7 +3,8 @@
 A row is {"check", "host", "result", "detail"}; result is PASS, FAIL, ERROR, "NOT PROVISIONED" (the lock or
 settings define no such thing yet, or the dummy account it belongs to is not there, so there is nothing to
 check: said plainly, never shown as a pass) or ABSENT (the dummy account row on a host where it and
-everything of it are gone, e.g. after make remove-dummy: verify fails, because nothing is in place).
+everything of it are gone, e.g. after make remove-dummy: verify fails, because nothing is in place) or
+PENDING (a model the lock gives neither URL nor pin for: the user fetches it by hand; not a failure).
 """
 
 import html
@@ -11,7 +12,7 @@ import os
 import shutil
 import textwrap
 
-RESULT_ORDER = {"ABSENT": 0, "FAIL": 0, "ERROR": 0, "NOT PROVISIONED": 1, "SKIP": 2, "PASS": 3}
+RESULT_ORDER = {"ABSENT": 0, "FAIL": 0, "ERROR": 0, "PENDING": 1, "NOT PROVISIONED": 1, "SKIP": 2, "PASS": 3}
 
 
 def summarize(rows):
@@ -57,7 +58,7 @@ def html_page(rows, images, title, report_dir):
         f"<title>{esc(title)}</title>",
         "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
         "td,th{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}"
-        ".PASS{background:#e6f4e6}.FAIL,.ERROR,.ABSENT{background:#fbe3e3}.NOT-PROVISIONED,.SKIP{background:#f4f0dc}"
+        ".PASS{background:#e6f4e6}.FAIL,.ERROR,.ABSENT{background:#fbe3e3}.NOT-PROVISIONED,.SKIP,.PENDING{background:#f4f0dc}"
         "figure{display:inline-block;margin:1em}img{max-width:512px;border:1px solid #ccc}</style>",
         "</head><body>",
         f"<h1>{esc(title)}</h1>",
