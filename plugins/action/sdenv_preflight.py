@@ -38,6 +38,7 @@ import model_pending  # noqa: E402
 import sdenv_messages as say  # noqa: E402
 import sdenv_preflight as engine  # noqa: E402
 import sdenv_preflight_rules as rules  # noqa: E402
+import sdenv_reach as reach  # noqa: E402
 from dummy_accounts import DarwinAccounts, parse_login_defs_uid_min  # noqa: E402
 
 
@@ -148,6 +149,25 @@ class ActionModule(ActionBase):
             if pending:
                 msg = say.pending_in_preflight([entry["name"] for entry in pending])
                 result.setdefault("warnings", []).append(msg)
+        entry_points = set(map(engine.entry_point, uses))
+        if entry_points & {"webui:main", "models:main"}:
+            # What every host task of the run gets (provision.yml's play environment): the proxy and its CA.
+            network = reach.network_env(
+                engine.plain(values.get("sdenv_proxy")), values.get("sdenv_ca_bundle"), os.environ
+            )
+            facts["sdenv_network_env"] = network
+            if self._task.args.get("reach"):
+                pending_names = [entry["name"] for entry in facts.get("sdenv_models_pending", [])]
+                sources = reach.needed_sources(engine.plain(values), uses, pending_names)
+                if sources:
+                    probe = self._execute_module(
+                        module_name="sources_reachable",
+                        module_args={"sources": sources, "environment": network},
+                        task_vars=task_vars,
+                    )
+                    if probe.get("failed"):
+                        return {**result, "failed": True, "msg": probe.get("msg")}
+                    msg += f"; {probe.get('checked', 0)} of {len(sources)} sources probed, all answer"
         return {**result, "changed": False, "msg": msg, "ansible_facts": facts}
 
     # --- where things are ------------------------------------------------------------------------------

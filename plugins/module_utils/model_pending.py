@@ -5,7 +5,10 @@ An entry with URLs but no SHA256 is not pending: `make pin-models` can fetch it,
 with the pin-models sentence. Plain Python, shared by the preflight, the models role and make verify.
 """
 
-import sdenv_messages as say
+try:
+    from ansible.module_utils import sdenv_messages as say
+except ImportError:  # the controller, make verify and the unit tests import the directory directly
+    import sdenv_messages as say
 
 
 def is_pending(model):

@@ -284,6 +284,15 @@ RULES = {
     "sdenv_models_bundle_dirs": ListOf(Path("place")),
     "sdenv_models_deep": Flag(),
     "sdenv_strict": Flag(),
+    "sdenv_proxy": Fields(
+        optional={
+            "https": EmptyOr(Url(("http", "https")), "to take the controller's HTTPS_PROXY"),
+            "http": EmptyOr(Url(("http", "https")), "to take the controller's HTTP_PROXY"),
+            "no_proxy": Text(empty=True),
+        },
+        what="a mapping with https, http and no_proxy",
+    ),
+    "sdenv_ca_bundle": EmptyOr(Path("file"), "to take the controller's SSL_CERT_FILE"),
     "sdenv_models_tokens": Fields(other=Text(), key=ENV_NAME, what="tokens by environment variable name"),
     "sdenv_models_state_dir": Path("local"),
     "sdenv_models_stat_cache": Path("local"),
@@ -326,7 +335,13 @@ RULES = {
 }
 
 # Values that are no argument of any entry point but that a check below reads (role defaults).
-EXTRA_VALUES = ("sdenv_user_password_value", "sdenv_webui_platform")
+EXTRA_VALUES = (
+    "sdenv_user_password_value",
+    "sdenv_webui_platform",
+    # where the host keeps what a fetch gave it: the reachability check skips those sources (sdenv_reach)
+    "sdenv_webui_archive_dir",
+    "sdenv_webui_venv_dir",
+)
 
 # What make hands to Ansible, for naming where a value came from: a setting given on the command line
 # (-e) or through the environment by one of these make variables is named by the make variable.

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from sdenv_testlib import ROOT
+from sdenv_testlib import ROOT, MakeResult, make_argv
 
 MARKER_SHELL = "/bin/mksh"
 MARKER_PACKAGE = "mksh"
@@ -313,3 +313,39 @@ def test_a_bad_password_is_named_by_where_it_comes_from_and_never_shown(
     assert "(the password from the environment variable SDENV_DUMMY_PASSWORD)" in result.output, result
     assert password not in result.output and password.split()[-1] not in result.output
     assert_nothing_changed(throwaway_user, inventory, real_state, apt_before, result.output)
+
+
+@pytest.mark.parametrize("check", ["", "1"], ids=["real run", "dry run"])
+def test_an_offline_machine_gets_one_sentence_per_source_and_nothing_changes(
+    test_inventory, throwaway_user, apt_before, check
+):
+    """make provision with no network at all (its own empty network namespace, so even DNS fails): the
+    preflight names every source the run needs (the shipped lock: GitHub, PyPI, Civitai) in one sentence each,
+    with what to do, before the first change; the dry run says the same instead of passing."""
+    inventory = inventory_for(test_inventory)
+    real_state = listing(REAL_STATE)
+    argv = ["unshare", "--net", *make_argv("provision", inventory, **({"CHECK": check} if check else {}))]
+    done = subprocess.run(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=900, check=False,
+        env={**os.environ, "ANSIBLE_NOCOLOR": "1", "HTTPS_PROXY": "", "HTTP_PROXY": "", "SSL_CERT_FILE": ""},
+    )  # fmt: skip
+    result = MakeResult(done)
+    assert result.returncode != 0, result
+    lines = result.output.split("msg:", 1)[1].split("PLAY RECAP", 1)[0]
+    assert "9 sources this run needs cannot be reached; nothing was changed:" in lines, result
+    for source in (
+        "the WebUI repository (sdenv_lock.webui.repo) at https://github.com/AUTOMATIC1111/stable-diffusion-webui.git",
+        "the sub-repository BLIP (sdenv_lock.repositories[4]) at https://github.com/salesforce/BLIP.git",
+        "the CLIP archive (sdenv_lock.webui_venv.clip.url) at https://github.com/openai/CLIP/archive/",
+        "the package index (sdenv_webui_pip_index_url) at https://pypi.org/simple/",
+        "the model beautifulRealistic_v7 (sdenv_lock.models[0].urls) at https://civitai.com/api/download/models/177164",
+    ):
+        assert source in lines, (source, lines)
+    remedy = (
+        "put a reachable mirror URL in lock.yml, give an offline bundle with BUNDLE=dir, or set HTTPS_PROXY"
+    )
+    assert " ".join(lines.split()).count(remedy) == 9, lines
+    tasks = [line for line in result.output.splitlines() if line.startswith("TASK [")]
+    assert len(tasks) == 1 and tasks[0].startswith("TASK [Check the values this target uses"), tasks
+    # No account, no record, no uv cache (it lives in the state directory), no package installed.
+    assert_nothing_changed(throwaway_user, inventory, real_state, apt_before, lines)
