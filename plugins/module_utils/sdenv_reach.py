@@ -8,9 +8,11 @@ What counts as reachable, and why:
   no trees, no blobs, a few hundred bytes on GitHub) proves it. A server that cannot fetch by id at all
   (git's dumb HTTP transport: no shallow fetch) counts as reachable on ls-remote's word, and the clone checks
   the commit, as it always has; a smart server that refuses the id ("not our ref") does not serve it.
-- an archive, a model or the package index answers: one HEAD request (a GET of byte 0 when HEAD is refused),
-  never with a token (a token is a secret and the probe does not need one): 2xx/3xx, and 401/403 (a download
-  that needs a token or a signed redirect answers so) count; 404/410, 5xx and no answer do not.
+- an archive, a model or the package index answers: one HEAD request, never with a token (a token is a
+  secret and the probe does not need one): 2xx/3xx, 401/403 (a download that needs a token answers so) and
+  405/501 (a server that does GET only) count; 404/410, other 5xx and no answer do not. HEAD rather than a
+  1-byte GET: it moves no content, and it leaves servers that count downloads (and the tests' fixture
+  servers, which count requests) untouched.
 - a source the host already has is not probed: a tree at the pinned commit, a model file the stat cache
   vouches for, an archive in the archive cache; with BUNDLE= nothing is probed (the bundle check covers it).
 
@@ -28,8 +30,9 @@ except ImportError:  # the controller and the unit tests import the module_utils
     import sdenv_messages as say
 
 TIMEOUT = 20
-ANSWERS = {401, 403, 416}  # the server is there; the real download brings the token (or a whole range)
-NO_HEAD = {405, 501}  # a server that does not do HEAD: ask for byte 0 instead
+# The server is there: the real download brings the token (401, 403), or uses GET where HEAD is not done
+# (405, 501). A proxy's own 502/503/504 says the origin is not reachable.
+ANSWERS = {401, 403, 405, 501}
 
 
 # --- What this run needs ---------------------------------------------------------------------------------
@@ -153,21 +156,16 @@ def probe_http(url, environ, timeout=TIMEOUT):
 
     if url.startswith("file://"):
         return None if os.path.exists(url[len("file://") :]) else ("unreachable", "no such file")
-    reason = None
-    for method, headers in (("HEAD", {}), ("GET", {"Range": "bytes=0-0"})):
-        try:
-            conn, target = connect(url, timeout, environ)
-            conn.request(method, target, headers={**headers, **getattr(conn, "sdenv_proxy_headers", {})})
-            status = conn.getresponse().status
-            conn.close()
-        except OSError as error:
-            return "unreachable", describe_error(error)
-        if status < 400 or status in ANSWERS:
-            return None
-        reason = f"HTTP {status}"
-        if status not in NO_HEAD:
-            break
-    return "unreachable", reason
+    try:
+        conn, target = connect(url, timeout, environ)
+        conn.request("HEAD", target, headers=getattr(conn, "sdenv_proxy_headers", {}))
+        status = conn.getresponse().status
+        conn.close()
+    except OSError as error:
+        return "unreachable", describe_error(error)
+    if status < 400 or status in ANSWERS:
+        return None
+    return "unreachable", f"HTTP {status}"
 
 
 def describe_error(error):

@@ -29,7 +29,7 @@ SEEN = []  # (method, request target, Authorization) of every request the record
 
 
 class Recorder(http.server.BaseHTTPRequestHandler):
-    """Answers by path: /ok 200, /gone 404, /token 401, /nohead 200 to GET only; records request lines."""
+    """Answers by path: /ok 200, /gone 404, /token 401, /nohead 501 to HEAD; records request lines."""
 
     def log_message(self, *args):
         pass
@@ -73,8 +73,8 @@ def server():
 def test_http_probe_answers_refuses_and_falls_back_from_head(server):
     assert reach.probe_http(f"{server}/ok", {}) is None
     assert reach.probe_http(f"{server}/token", {}) is None  # a download that needs a token still answers
-    assert reach.probe_http(f"{server}/nohead", {}) is None  # HEAD not done: byte 0 by GET
-    assert ("GET", "/nohead", None) in SEEN
+    assert reach.probe_http(f"{server}/nohead", {}) is None  # a server that does GET only answers too
+    assert [method for method, _, _ in SEEN] == ["HEAD"] * 3  # HEAD only: no content moves
     assert reach.probe_http(f"{server}/gone", {}) == ("unreachable", "HTTP 404")
     kind, reason = reach.probe_http(f"http://127.0.0.1:{closed_port()}/x", {})
     assert kind == "unreachable" and "refused" in reason.lower(), reason
