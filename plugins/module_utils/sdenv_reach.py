@@ -30,6 +30,7 @@ except ImportError:  # the controller and the unit tests import the module_utils
     import sdenv_messages as say
 
 TIMEOUT = 20
+GIT_TIMEOUT = 60
 # The server is there: the real download brings the token (401, 403), or uses GET where HEAD is not done
 # (405, 501). A proxy's own 502/503/504 says the origin is not reachable.
 ANSWERS = {401, 403, 405, 501}
@@ -180,19 +181,25 @@ def probe_git(url, commit, environ, git="git"):
         # No git on the host yet (the packages role installs it): the server's ref advertisement answers.
         return probe_http(url.rstrip("/") + "/info/refs?service=git-upload-pack", environ)
     env = {**environ, "GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "/bin/false", "LC_ALL": "C"}
-    listed = subprocess.run(
-        [git, "ls-remote", url], capture_output=True, text=True, env=env, check=False, timeout=120
-    )
+    try:
+        listed = subprocess.run(
+            [git, "ls-remote", url], capture_output=True, text=True, env=env, check=False, timeout=GIT_TIMEOUT
+        )
+    except subprocess.TimeoutExpired:
+        return "unreachable", f"no answer within {GIT_TIMEOUT} s"
     if listed.returncode != 0:
         return "unreachable", last_line(listed.stderr)
     if not commit or any(line.split("\t")[0] == commit for line in listed.stdout.splitlines()):
         return None
     with tempfile.TemporaryDirectory(prefix="sdenv-probe-") as tmp:
         subprocess.run([git, "init", "-q", "--bare", tmp], capture_output=True, env=env, check=True)
-        fetched = subprocess.run(
-            [git, "-C", tmp, "fetch", "-q", "--depth=1", "--filter=tree:0", "--no-tags", url, commit],
-            capture_output=True, text=True, env=env, check=False, timeout=300,
-        )  # fmt: skip
+        try:
+            fetched = subprocess.run(
+                [git, "-C", tmp, "fetch", "-q", "--depth=1", "--filter=tree:0", "--no-tags", url, commit],
+                capture_output=True, text=True, env=env, check=False, timeout=GIT_TIMEOUT,
+            )  # fmt: skip
+        except subprocess.TimeoutExpired:
+            return "unreachable", f"no answer within {GIT_TIMEOUT} s"
     if fetched.returncode == 0:
         return None
     error = fetched.stderr
@@ -212,34 +219,35 @@ def last_line(text):
 
 
 def unreachable_sentences(sources, environ, probe_git=probe_git, probe_http=probe_http):
-    """One sentence per source that is needed, not already here and does not answer."""
-    sentences = []
-    for source in sources:
+    """One sentence per source that is needed, not already here and does not answer, in the sources' order.
+    The probes run side by side: on a network that drops packets each one waits for its timeout."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def sentence(source):
         if already_here(source, environ):
-            continue
+            return None
         if source["kind"] == "git":
             found = probe_git(source["url"], source.get("commit"), environ)
             if found and found[0] == "commit":
-                sentences.append(
-                    say.commit_not_served(source["what"], source["url"], source["commit"], found[1])
-                )
-            elif found:
-                sentences.append(say.unreachable(source["what"], source["url"], found[1]))
-            continue
+                return say.commit_not_served(source["what"], source["url"], source["commit"], found[1])
+            return say.unreachable(source["what"], source["url"], found[1]) if found else None
         urls = source["urls"] if source["kind"] == "http" else [source["url"]]
         failures = []
         for url in urls:
             found = probe_http(url, environ)
             if found is None:
-                break
+                return None
             failures.append((url, found[1]))
-        else:
-            url, reason = failures[0] if failures else (urls[0] if urls else "", "no URL")
-            if len(failures) > 1:
-                reason = "; ".join(f"{u}: {r}" for u, r in failures)
-                url = ", ".join(u for u, _ in failures)
-            sentences.append(say.unreachable(source["what"], url, reason))
-    return sentences
+        if not failures:
+            return say.unreachable(source["what"], "(no URL)", "no URL")
+        if len(failures) == 1:
+            return say.unreachable(source["what"], *failures[0])
+        return say.unreachable(
+            source["what"], ", ".join(u for u, _ in failures), "; ".join(f"{u}: {r}" for u, r in failures)
+        )
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        return [found for found in pool.map(sentence, sources) if found]
 
 
 def network_env(proxy, ca_bundle, controller_environ):

@@ -70,7 +70,7 @@ def server():
 # --- Probes against real local servers -------------------------------------------------------------------
 
 
-def test_http_probe_answers_refuses_and_falls_back_from_head(server):
+def test_http_probe_answers_and_refuses_with_head_only(server):
     assert reach.probe_http(f"{server}/ok", {}) is None
     assert reach.probe_http(f"{server}/token", {}) is None  # a download that needs a token still answers
     assert reach.probe_http(f"{server}/nohead", {}) is None  # a server that does GET only answers too
