@@ -136,7 +136,7 @@ class ActionModule(ActionBase):
             return {**result, "failed": True, "msg": "\n".join(problems)}
         facts = {"sdenv_preflight_passed": True}
         msg = f"{len(values)} values checked for {', '.join(uses)}"
-        if "models:main" in map(engine.entry_point, uses):
+        if {"models:main", "models:bundle"} & set(map(engine.entry_point, uses)):
             # A model the user must still fetch by hand is no reason to stop the rest (STRICT=1 made it one
             # above): the models role skips it and the run ends with the list (playbooks/provision.yml).
             pending = model_pending.pending(
