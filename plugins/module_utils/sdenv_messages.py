@@ -53,16 +53,17 @@ def pending_verify(name, file, source, bundle_dir):
 # --- Sources that cannot be reached (the preflight, before anything changes) ---------------------------
 
 
-def remedy():
+def remedy(mirror_in):
     return _(
-        "put a reachable mirror URL in lock.yml, give an offline bundle with BUNDLE=dir, or set HTTPS_PROXY"
+        "put a reachable mirror URL in {mirror_in}, give an offline bundle with BUNDLE=dir, or set HTTPS_PROXY"
         ' (and sdenv_ca_bundle for a proxy with its own CA) as README\'s "Behind a proxy" says'
-    )
+    ).format(mirror_in=mirror_in)
 
 
-def unreachable(what, url, reason):
+def unreachable(what, url, reason, mirror_in="lock.yml"):
+    """mirror_in: where a mirror URL for this source goes (lock.yml; settings.yml for the package index)."""
     return _("{what} at {url} cannot be reached from this host ({reason}): {remedy}.").format(
-        what=what, url=url, reason=reason, remedy=remedy()
+        what=what, url=url, reason=reason, remedy=remedy(mirror_in)
     )
 
 

@@ -238,12 +238,16 @@ def unreachable_sentences(sources, environ, probe_git=probe_git, probe_http=prob
             if found is None:
                 return None
             failures.append((url, found[1]))
+        mirror_in = "settings.yml (sdenv_webui_pip_index_url)" if source["kind"] == "index" else "lock.yml"
         if not failures:
-            return say.unreachable(source["what"], "(no URL)", "no URL")
+            return say.unreachable(source["what"], "(no URL)", "no URL", mirror_in)
         if len(failures) == 1:
-            return say.unreachable(source["what"], *failures[0])
+            return say.unreachable(source["what"], *failures[0], mirror_in)
         return say.unreachable(
-            source["what"], ", ".join(u for u, _ in failures), "; ".join(f"{u}: {r}" for u, r in failures)
+            source["what"],
+            ", ".join(u for u, _ in failures),
+            "; ".join(f"{u}: {r}" for u, r in failures),
+            mirror_in,
         )
 
     with ThreadPoolExecutor(max_workers=8) as pool:

@@ -260,9 +260,9 @@ def test_one_sentence_per_unreachable_source_with_what_to_do():
         f" pinned commit {COMMIT} (not our ref {COMMIT}): point lock.yml at a repository that has it (a mirror"
         " or fork), or give BUNDLE=dir.",
         "the package index (sdenv_webui_pip_index_url) at https://pypi.org/simple/ cannot be reached from this"
-        " host (Connection refused): put a reachable mirror URL in lock.yml, give an offline bundle with"
-        " BUNDLE=dir, or set HTTPS_PROXY (and sdenv_ca_bundle for a proxy with its own CA) as README's \"Behind"
-        ' a proxy" says.',
+        " host (Connection refused): put a reachable mirror URL in settings.yml (sdenv_webui_pip_index_url), give"
+        " an offline bundle with BUNDLE=dir, or set HTTPS_PROXY (and sdenv_ca_bundle for a proxy with its own CA)"
+        ' as README\'s "Behind a proxy" says.',
     ]
     # A model answers if any of its URLs does.
     model = {"kind": "http", "what": "the model m", "urls": ["http://a/m", "http://b/m"], "file": ""}
