@@ -12,6 +12,7 @@ CHECK     ?=
 ARGS      ?=
 CONFIRM   ?=
 FORCE     ?=
+STRICT    ?=
 
 # A macOS controller crashes forked Python workers without this (ansible-core's documented setting).
 export OBJC_DISABLE_INITIALIZE_FORK_SAFETY := YES
@@ -29,6 +30,7 @@ PLAYBOOK = $(VENV)/bin/python scripts/inventory_check.py '$(INVENTORY)' '$(LIMIT
 	$(if $(call is_yes,$(CHECK)),--check --diff) \
 	-e sdenv_confirm=$(if $(call is_yes,$(CONFIRM)),yes,no) \
 	-e sdenv_force=$(if $(call is_yes,$(FORCE)),yes,no) \
+	-e sdenv_strict=$(if $(call is_yes,$(STRICT)),yes,no) \
 	$(ARGS)
 
 .PHONY: help controller provision reset-dummy remove-dummy test unit integration lint role-docs bench
@@ -40,6 +42,7 @@ PLAYBOOK = $(VENV)/bin/python scripts/inventory_check.py '$(INVENTORY)' '$(LIMIT
 # var: CONFIRM=yes    no prompt before destructive targets (reset-dummy, remove-dummy, rollback, pin-models)
 # var: FORCE=yes      reset-dummy, remove-dummy: act on a user the provision record does not name;
 # var: FORCE=yes      provision: reset a WebUI tree that has local changes
+# var: STRICT=1       provision, verify: a pending model (no URL, no pin: to fetch by hand) is a refusal (CI)
 # The help text comes from the `## ` and `# var: ` lines, through the translation catalogs (locale/): with
 # LANG=ja_JP.UTF-8 it is Japanese. Python of the .venv when it exists, else the system's (no .venv needed).
 help: ## List the targets and the variables they read

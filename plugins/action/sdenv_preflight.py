@@ -34,8 +34,11 @@ for _directory in [ROOT / "plugins" / "module_utils", *sorted(ROOT.glob("roles/*
     if str(_directory) not in sys.path:
         sys.path.append(str(_directory))
 
+import model_pending  # noqa: E402
+import sdenv_messages as say  # noqa: E402
 import sdenv_preflight as engine  # noqa: E402
 import sdenv_preflight_rules as rules  # noqa: E402
+import sdenv_reach as reach  # noqa: E402
 from dummy_accounts import DarwinAccounts, parse_login_defs_uid_min  # noqa: E402
 from sdenv_i18n import _  # noqa: E402
 
@@ -132,12 +135,41 @@ class ActionModule(ActionBase):
         )
         if problems:
             return {**result, "failed": True, "msg": "\n".join(problems)}
-        return {
-            **result,
-            "changed": False,
-            "msg": _("{count} values checked for {uses}").format(count=len(values), uses=", ".join(uses)),
-            "ansible_facts": {"sdenv_preflight_passed": True},
-        }
+        facts = {"sdenv_preflight_passed": True}
+        msg = _("{count} values checked for {uses}").format(count=len(values), uses=", ".join(uses))
+        if {"models:main", "models:bundle"} & set(map(engine.entry_point, uses)):
+            # A model the user must still fetch by hand is no reason to stop the rest (STRICT=1 made it one
+            # above): the models role skips it and the run ends with the list (playbooks/provision.yml).
+            pending = model_pending.pending(
+                (values.get("sdenv_lock") or {}).get("models"),
+                values.get("sdenv_models_enabled"),
+                values.get("sdenv_models_bundle_dirs"),
+            )
+            facts["sdenv_models_pending"] = pending
+            facts["sdenv_models_pending_lines"] = model_pending.closing_list(pending)
+            if pending:
+                msg = say.pending_in_preflight([entry["name"] for entry in pending])
+                result.setdefault("warnings", []).append(msg)
+        entry_points = set(map(engine.entry_point, uses))
+        if entry_points & {"webui:main", "models:main"}:
+            # What every host task of the run gets (provision.yml's play environment): the proxy and its CA.
+            network = reach.network_env(
+                engine.plain(values.get("sdenv_proxy")), values.get("sdenv_ca_bundle"), os.environ
+            )
+            facts["sdenv_network_env"] = network
+            if self._task.args.get("reach"):
+                pending_names = [entry["name"] for entry in facts.get("sdenv_models_pending", [])]
+                sources = reach.needed_sources(engine.plain(values), uses, pending_names)
+                if sources:
+                    probe = self._execute_module(
+                        module_name="sources_reachable",
+                        module_args={"sources": sources, "environment": network},
+                        task_vars=task_vars,
+                    )
+                    if probe.get("failed"):
+                        return {**result, "failed": True, "msg": probe.get("msg")}
+                    msg += f"; {probe.get('checked', 0)} of {len(sources)} sources probed, all answer"
+        return {**result, "changed": False, "msg": msg, "ansible_facts": facts}
 
     # --- where things are ------------------------------------------------------------------------------
 

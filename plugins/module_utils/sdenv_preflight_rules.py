@@ -13,6 +13,8 @@ line in RULES (a unit test fails for any spec option without one); a new lock se
 LOCK; a rule over several settings or the host goes into CROSS.
 """
 
+import model_pending
+import sdenv_messages as say
 from sdenv_preflight import (
     Choice,
     Cross,
@@ -30,6 +32,7 @@ from sdenv_preflight import (
     SystemPaths,
     Text,
     Url,
+    convert,
     home_of_new_account,
     inside,
     is_normal_absolute,
@@ -305,6 +308,16 @@ RULES = {
     "sdenv_models_enabled": ListOf(MODEL_NAME),
     "sdenv_models_bundle_dirs": ListOf(Path("place")),
     "sdenv_models_deep": Flag(),
+    "sdenv_strict": Flag(),
+    "sdenv_proxy": Fields(
+        optional={
+            "https": EmptyOr(Url(("http", "https")), "to take the controller's HTTPS_PROXY"),
+            "http": EmptyOr(Url(("http", "https")), "to take the controller's HTTP_PROXY"),
+            "no_proxy": Text(empty=True),
+        },
+        what="a mapping with https, http and no_proxy",
+    ),
+    "sdenv_ca_bundle": EmptyOr(Path("file"), "to take the controller's SSL_CERT_FILE"),
     "sdenv_models_tokens": Fields(other=Text(), key=ENV_NAME, what="tokens by environment variable name"),
     "sdenv_models_token_hosts": Fields(
         other=ListOf(TokenHost()), key=ENV_NAME, what="lists of hosts by token variable name"
@@ -352,13 +365,20 @@ RULES = {
 }
 
 # Values that are no argument of any entry point but that a check below reads (role defaults).
-EXTRA_VALUES = ("sdenv_user_password_value", "sdenv_webui_platform")
+EXTRA_VALUES = (
+    "sdenv_user_password_value",
+    "sdenv_webui_platform",
+    # where the host keeps what a fetch gave it: the reachability check skips those sources (sdenv_reach)
+    "sdenv_webui_archive_dir",
+    "sdenv_webui_venv_dir",
+)
 
 # What make hands to Ansible, for naming where a value came from: a setting given on the command line
 # (-e) or through the environment by one of these make variables is named by the make variable.
 MAKE_VARIABLES = {
     "sdenv_confirm": "CONFIRM",
     "sdenv_force": "FORCE",
+    "sdenv_strict": "STRICT",
     "sdenv_snapshot_label": "LABEL",
     "sdenv_snapshot_to": "TO",
     "sdenv_snapshot_only_paths": "PATHS",
@@ -445,9 +465,11 @@ def models_are_in_the_lock(ctx):
     if unknown:
         yield unknown
         return
-    unpinned = [
-        m["name"] for m in lock.get("models") or [] if m.get("name") in enabled and not m.get("sha256")
-    ]
+    models = lock.get("models") or []
+    # An entry make pin-models can fetch (it has URLs) must be pinned before provision installs it; one with
+    # neither URL nor pin is pending: the run installs everything else and lists it at the end (STRICT=1 for
+    # CI makes it a refusal).
+    unpinned = [m["name"] for m in model_pending.enabled(models, enabled) if model_pending.needs_pin(m)]
     if unpinned:
         # The sentence README's "First run" quotes.
         one = len(unpinned) == 1
@@ -459,6 +481,9 @@ def models_are_in_the_lock(ctx):
             " to download and show name, size, SHA256 and source, then `make pin-models CONFIRM=yes` to record"
             f" them; or remove {'it' if one else 'them'} from sdenv_models_enabled in settings.yml.",
         )
+    pending = [m["name"] for m in model_pending.enabled(models, enabled) if model_pending.is_pending(m)]
+    if pending and convert(ctx.values.get("sdenv_strict", False), "bool")[1]:
+        yield Problem("sdenv_strict", None, "", text=say.pending_refused(pending))
 
 
 def model_files_are_in_a_bundle(ctx):

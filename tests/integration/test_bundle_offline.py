@@ -119,6 +119,9 @@ def world(tmp_path_factory):
                  "sha256": sha256_hex(ckpt), "size": len(ckpt), "trigger_words": []},
                 {"name": "sdtglasses", "kind": "lora", "file": "sdtglasses.safetensors", "urls": [],
                  "sha256": sha256_hex(lora), "size": len(lora), "trigger_words": ["glasses"]},
+                # To fetch by hand (no URL, no pin): in no bundle, and no reason to refuse one.
+                {"name": "sdtpending", "kind": "lora", "file": "sdtpending.safetensors", "urls": [],
+                 "sha256": None, "size": None, "source": "https://civitai.example/models/9", "trigger_words": []},
             ]  # fmt: skip
             inventory = tmp_path / "inventory"
             group = inventory / "group_vars" / "all"
@@ -134,7 +137,7 @@ def world(tmp_path_factory):
                 "sdenv_snapshot_store": str(tmp_path / "snapshots"),
                 "sdenv_tools_dir": str(root / "tools"),
                 "sdenv_webui_uv_cache_dir": str(root / "uv-cache"),
-                "sdenv_models_enabled": ["sdtckpt", "sdtglasses"],
+                "sdenv_models_enabled": ["sdtckpt", "sdtglasses", "sdtpending"],
                 "sdenv_models_bundle_dirs": [str(models_src)],
                 "sdenv_webui_port": 7860 + secrets.randbelow(1000),
             }
@@ -169,6 +172,7 @@ def test_bundle_provisions_a_machine_with_no_network(world):
         clone, world["tmp"] / "trace-1", "provision", INVENTORY=world["inventory"], BUNDLE=bundle
     )
     assert first.returncode == 0, first
+    assert "sdtpending: download sdtpending.safetensors from https://civitai.example/models/9" in first.output
     assert "Setting up the controller environment" in first.output, (
         "the fresh copy had a controller env already"
     )

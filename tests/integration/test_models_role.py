@@ -8,11 +8,13 @@ mid-download then a resume that fetches only the remainder, one sentence for an 
 network, and make pin-models showing then (CONFIRM=yes) recording a pin.
 """
 
+import http.server
 import json
 import os
 import pwd
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -352,3 +354,83 @@ def test_make_pin_models_shows_then_records(test_inventory, make_target, models,
     assert entry["sha256"] == sha256_hex(lora) and entry["size"] == len(lora)
     assert "# pinned by make pin-models" in lock_file.read_text()
     assert len(server.requests_to("/lora")) == 1  # the second run hashed nothing and fetched nothing
+
+
+def test_provision_installs_the_rest_and_lists_a_pending_model(
+    test_inventory, make_target, webui, models, server, tmp_path
+):
+    """A model with neither URL nor pin (the user fetches it by hand) does not stop make provision: the
+    rest is installed, nothing is fetched for it, and the run ends with what to do; STRICT=1 refuses."""
+    pending = {
+        "name": "sdtpending", "kind": "lora", "file": "sdtpending.safetensors", "urls": [], "sha256": None,
+        "size": None, "source": "https://civitai.example/models/9", "trigger_words": [], "token_env": None,
+    }  # fmt: skip
+    models["lock"] = [models["lock"][1], pending]  # testlora (pinned, no token) and the pending one
+    inventory = test_inventory(**host_vars(webui, models, tmp_path))
+    result = make_target("provision", inventory, ARGS="--tags models")
+    assert result.returncode == 0, result.output[-5000:]
+    lora_dir = webui / "models" / "Lora"
+    assert (lora_dir / "testlora.safetensors").read_bytes() == models["lora"]
+    assert not (lora_dir / "sdtpending.safetensors").exists()
+    assert "Pending (no URL and no pin in lock.yml, so not fetched): sdtpending" in result.output, (
+        result.output
+    )
+    closing = result.output[result.output.index("Say what is left to do") :]
+    assert "1 model is still to fetch by hand; everything else is in place:" in closing
+    assert (
+        f"sdtpending: download sdtpending.safetensors from https://civitai.example/models/9 into the bundle"
+        f" directory {tmp_path / 'bundle'}, then run `make pin-models`"
+    ) in closing
+    assert "`make pin-models CONFIRM=yes`" in closing
+    assert [r for r in server.requests if "sdtpending" in r["path"]] == []
+
+    strict = make_target("provision", inventory, ARGS="--tags models", STRICT="1")
+    assert strict.returncode != 0
+    assert "STRICT=1 refuses pending models: sdtpending has no URL and no pinned SHA256" in strict.output
+
+
+def test_the_controllers_proxy_reaches_the_download_through_become(
+    test_inventory, make_target, webui, models, tmp_path
+):
+    """HTTP_PROXY on the controller reaches the model download on the host (the provision play's environment,
+    set inside the become command): the model's host does not exist, only the proxy knows it. The preflight's
+    probe goes through the same proxy."""
+    lora = models["lora"]
+    seen = []
+
+    class Proxy(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def reply(self, body):
+            seen.append((self.command, self.path))
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(lora)))
+            self.end_headers()
+            if body:
+                self.wfile.write(lora)
+
+        def do_HEAD(self):
+            self.reply(False)
+
+        def do_GET(self):
+            self.reply(True)
+
+    proxy = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    try:
+        models["lock"] = [{**models["lock"][1], "urls": ["http://sdt-models.invalid/lora"]}]
+        inventory = test_inventory(**host_vars(webui, models, tmp_path))
+        # Root becoming root skips sudo unless told not to: make the download go through sudo (which resets
+        # the environment) as it does for the dummy's git and uv tasks.
+        env = {"HTTP_PROXY": f"http://127.0.0.1:{proxy.server_address[1]}", "NO_PROXY": "", "no_proxy": "",
+               "ANSIBLE_BECOME_ALLOW_SAME_USER": "True"}  # fmt: skip
+        result = make_target("provision", inventory, ARGS="--tags models", env=env)
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+    assert result.returncode == 0, result.output[-5000:]
+    assert (webui / "models" / "Lora" / "testlora.safetensors").read_bytes() == lora
+    assert seen == [("HEAD", "http://sdt-models.invalid/lora"), ("GET", "http://sdt-models.invalid/lora")], (
+        seen
+    )

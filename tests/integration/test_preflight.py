@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from sdenv_testlib import ROOT
+from sdenv_testlib import ROOT, MakeResult, make_argv
 
 MARKER_SHELL = "/bin/mksh"
 MARKER_PACKAGE = "mksh"
@@ -148,9 +148,17 @@ CASES = [
     # Models
     ("model not in the lock", "provision", {"sdenv_models_enabled": ["beautifulRealistic_v7", "nope"]}, [], {},
      "sets sdenv_models_enabled to [\"beautifulRealistic_v7\", \"nope\"]: expected names the lock lists"),
-    ("model not pinned", "provision", {}, [("lock.yml", "sha256: null  # none published", "sha256: null  # as shipped")], {},
+    ("model not pinned", "provision", {},
+     [("lock.yml", "sha256: null  # none published", "sha256: null  # as shipped"),
+      ("lock.yml", "      urls: []\n      sha256: null  # as shipped",
+       "      urls: [\"https://civitai.com/api/download/models/1\"]\n      sha256: null  # as shipped")], {},
      "glasses-2 has no pinned SHA256 in lock.yml: run `make pin-models` to download and show name, size, SHA256"
      " and source, then `make pin-models CONFIRM=yes` to record them; or remove it from sdenv_models_enabled in"
+     " settings.yml."),
+    ("pending model under STRICT=1", "provision", {},
+     [("lock.yml", "sha256: null  # none published", "sha256: null  # as shipped")], {"STRICT": "1"},
+     "STRICT=1 refuses pending models: glasses-2 has no URL and no pinned SHA256 in lock.yml; fetch and pin it"
+     " first (make provision without STRICT lists the commands), or remove it from sdenv_models_enabled in"
      " settings.yml."),
     ("MODELS= not in the lock", "pin-models", {}, [], {"MODELS": "nope"},
      "make's MODELS= sets sdenv_models_pin_names to 'nope': expected names the lock lists"),
@@ -221,6 +229,8 @@ def assert_nothing_changed(user, inventory, real_state, apt_before, problems="")
     assert not Path("/home", user).exists(), problems
     assert not (inventory.path.parent.parent / "state").exists(), problems  # the test's own state directory
     assert listing(REAL_STATE) == real_state, "/var/lib/sdenv changed"
+    if apt_before is None:
+        return  # the caller has other proof that no role ran
     assert not installed(MARKER_PACKAGE), f"apt installed {MARKER_PACKAGE}: {problems}"
     if APT_HISTORY.exists():
         with open(APT_HISTORY, encoding="utf-8", errors="replace") as handle:
@@ -311,3 +321,39 @@ def test_a_bad_password_is_named_by_where_it_comes_from_and_never_shown(
     assert "(the password from the environment variable SDENV_DUMMY_PASSWORD)" in result.output, result
     assert password not in result.output and password.split()[-1] not in result.output
     assert_nothing_changed(throwaway_user, inventory, real_state, apt_before, result.output)
+
+
+@pytest.mark.parametrize("check", ["", "1"], ids=["real run", "dry run"])
+def test_an_offline_machine_gets_one_sentence_per_source_and_nothing_changes(
+    test_inventory, throwaway_user, check
+):
+    """make provision with no network at all (its own empty network namespace, so even DNS fails): the
+    preflight names every source the run needs (the shipped lock: GitHub, PyPI, Civitai) in one sentence each,
+    with what to do, before the first change; the dry run says the same instead of passing."""
+    inventory = inventory_for(test_inventory)
+    real_state = listing(REAL_STATE)
+    argv = ["unshare", "--net", *make_argv("provision", inventory, **({"CHECK": check} if check else {}))]
+    done = subprocess.run(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=900, check=False,
+        env={**os.environ, "ANSIBLE_NOCOLOR": "1", "HTTPS_PROXY": "", "HTTP_PROXY": "", "SSL_CERT_FILE": ""},
+    )  # fmt: skip
+    result = MakeResult(done)
+    assert result.returncode != 0, result
+    lines = result.output.split("msg:", 1)[1].split("PLAY RECAP", 1)[0]
+    assert "9 sources this run needs cannot be reached; nothing was changed:" in lines, result
+    for source in (
+        "the WebUI repository (sdenv_lock.webui.repo) at https://github.com/AUTOMATIC1111/stable-diffusion-webui.git",
+        "the sub-repository BLIP (sdenv_lock.repositories[4]) at https://github.com/salesforce/BLIP.git",
+        "the CLIP archive (sdenv_lock.webui_venv.clip.url) at https://github.com/openai/CLIP/archive/",
+        "the package index (sdenv_webui_pip_index_url) at https://pypi.org/simple/",
+        "the model beautifulRealistic_v7 (sdenv_lock.models[0].urls) at https://civitai.com/api/download/models/177164",
+    ):
+        assert source in lines, (source, lines)
+    remedy = "give an offline bundle with BUNDLE=dir, or set HTTPS_PROXY"
+    assert " ".join(lines.split()).count(remedy) == 9, lines
+    assert "a reachable mirror URL in settings.yml (sdenv_webui_pip_index_url)" in " ".join(lines.split())
+    tasks = [line for line in result.output.splitlines() if line.startswith("TASK [")]
+    assert len(tasks) == 1 and tasks[0].startswith("TASK [Check the values this target uses"), tasks
+    # No account, no home, no record, no uv cache (it lives in the state directory); the preflight was the one
+    # task (above), so no package was installed either (apt's marker is not needed for that here).
+    assert_nothing_changed(throwaway_user, inventory, real_state, None, lines)

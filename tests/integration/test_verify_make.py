@@ -246,6 +246,28 @@ def test_verify_passes_then_names_each_broken_thing(fixture_host, make_target, p
     code, rows, result, _ = verify(make_target, inventory)
     assert code == 0 and not failing(rows), (failing(rows), result)
 
+    # A model the user must still fetch by hand (no URL, no pin) is one PENDING row, not a failure of the
+    # rest; STRICT=1 (CI) refuses it in the preflight.
+    variables = json.loads(json.dumps(inventory.variables))
+    variables["sdenv_lock"]["models"].append(
+        {"name": "sdtpending", "kind": "lora", "file": "sdtpending.safetensors", "urls": [], "sha256": None,
+         "size": None, "source": "https://civitai.example/models/9", "trigger_words": [], "token_env": None}
+    )  # fmt: skip
+    variables["sdenv_models_enabled"] = [*variables["sdenv_models_enabled"], "sdtpending"]
+    inventory = test_inventory(**variables)
+    code, rows, result, _ = verify(make_target, inventory)
+    assert code == 0 and set(failing(rows)) == {"model sdtpending"}, (failing(rows), result)
+    assert rows["model sdtpending"]["result"] == "PENDING", rows["model sdtpending"]
+    assert (
+        "download sdtpending.safetensors from https://civitai.example/models/9"
+        in rows["model sdtpending"]["detail"]
+    )
+    assert "1 pending" in result.output
+    strict = make_target(
+        "verify", inventory, VERIFY_REPORTS=str(Path(str(inventory)).parent / "reports"), STRICT=1
+    )
+    assert strict.returncode != 0 and "STRICT=1 refuses pending models: sdtpending" in strict.output, strict
+
 
 def test_lifecycle_provision_snapshot_rollback_reset(served_fixture_host, make_target):
     """The whole sequence on one fixture host, stood up by the command the macOS workflow runs: provision,

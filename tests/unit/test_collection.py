@@ -1,11 +1,14 @@
 """The repository root is an Ansible collection (galaxy.yml): built, installed elsewhere, and used by a
 playbook outside the repository as `sdenv.toolkit.model_file`, with none of the repository's ansible.cfg."""
 
+import functools
 import hashlib
+import http.server
 import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -116,3 +119,31 @@ def test_a_playbook_elsewhere_installs_a_model_with_the_fqcn(installed_collectio
     second = run_elsewhere(installed_collection, variables)
     assert second.returncode == 0, second.stdout + second.stderr
     assert json.loads((tmp_path / "result.json").read_text())["verified_by"] == "stat-cache"
+
+
+def test_the_collections_model_file_downloads_over_http(installed_collection, tmp_path):
+    """The download path (sdenv_http, the pipeline, the stat cache) resolves its imports installed, too."""
+    data = random_safetensors(8192, seed=8)
+    served = tmp_path / "served"
+    served.mkdir()
+    (served / "tiny.safetensors").write_bytes(data)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        (tmp_path / "models").mkdir()
+        variables = {
+            "ansible_python_interpreter": sys.executable,
+            "dest": str(tmp_path / "models" / "tiny.safetensors"),
+            "bundle": f"http://127.0.0.1:{server.server_port}/tiny.safetensors",
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "cache": str(tmp_path / "stat-cache.json"),
+            "out": str(tmp_path / "result.json"),
+        }
+        result = run_elsewhere(installed_collection, variables)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (tmp_path / "models" / "tiny.safetensors").read_bytes() == data
+    assert json.loads((tmp_path / "result.json").read_text())["verified_by"] == "download"

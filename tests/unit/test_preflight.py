@@ -332,9 +332,12 @@ def test_lock_entries_must_be_unique_and_complete():
     assert run(uses=["models"], sdenv_lock={"models": lock()["models"]}) == []
 
 
-def test_an_unpinned_enabled_model_gets_the_pin_models_sentence():
+def test_an_unpinned_enabled_model_with_urls_gets_the_pin_models_sentence():
     changed = lock()
     changed["models"][1]["sha256"] = None
+    changed["models"][1]["urls"] = [
+        "https://civitai.com/api/download/models/1"
+    ]  # make pin-models can fetch it
     assert one(sdenv_lock=changed) == (
         "glasses-2 has no pinned SHA256 in lock.yml: run `make pin-models` to download and show name, size,"
         " SHA256 and source, then `make pin-models CONFIRM=yes` to record them; or remove it from"
@@ -343,6 +346,25 @@ def test_an_unpinned_enabled_model_gets_the_pin_models_sentence():
     # Pinning is what make pin-models is for, and other targets do not install models.
     assert run(uses=["models:pin"], sdenv_lock=changed) == []
     assert run(uses=["snapshot"], sdenv_lock=changed) == []
+
+
+def test_a_model_with_neither_url_nor_pin_is_pending_not_a_refusal():
+    shipped_lock = lock()
+    shipped_lock["models"][1]["sha256"] = None  # glasses-2 as lock.yml ships it: no URL, no pin
+    assert run(sdenv_lock=shipped_lock) == []
+    assert run(uses=[*PROVISION, "tests/verify/argument_specs.yml"], sdenv_lock=shipped_lock) == []
+
+
+def test_strict_turns_a_pending_model_into_a_refusal():
+    shipped_lock = lock()
+    shipped_lock["models"][1]["sha256"] = None
+    assert one(sdenv_lock=shipped_lock, sdenv_strict="yes") == (
+        "STRICT=1 refuses pending models: glasses-2 has no URL and no pinned SHA256 in lock.yml; fetch and pin it"
+        " first (make provision without STRICT lists the commands), or remove it from sdenv_models_enabled in"
+        " settings.yml."
+    )
+    assert run(sdenv_lock=shipped_lock, sdenv_strict="no") == []
+    assert run(sdenv_strict="yes") == []  # nothing pending: STRICT has nothing to refuse
 
 
 def test_pin_names_must_be_in_the_lock():

@@ -137,7 +137,9 @@ def pytest_runtest_makereport(item, call):
             if reason.startswith("got empty parameter set"):
                 return  # nothing of this kind on this host (no formulae on Linux, no LIVE run asked)
             result = "NOT PROVISIONED" if reason.startswith("not provisioned") else "SKIP"
-            detail = reason.removeprefix("not provisioned: ")
+            if reason.startswith("pending: "):
+                result = "PENDING"  # a model file the user still fetches by hand (model_pending)
+            detail = reason.removeprefix("not provisioned: ").removeprefix("pending: ")
         else:
             failed = call.excinfo.errisinstance((AssertionError, pytest.fail.Exception))
             result = "FAIL" if report.when == "call" and failed else "ERROR"

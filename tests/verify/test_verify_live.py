@@ -12,6 +12,7 @@ import secrets
 import shlex
 from pathlib import Path
 
+import model_pending
 import webui_client
 from verify_lib import NotProvisionedError, check, expect, quote
 
@@ -26,7 +27,9 @@ def models_of_kind(target, kind):
     return [
         m
         for m in target.lock("models")
-        if m.get("kind", "checkpoint") == kind and (enabled is None or m["name"] in enabled)
+        if m.get("kind", "checkpoint") == kind
+        and (enabled is None or m["name"] in enabled)
+        and not model_pending.is_pending(m)  # not installed yet: its own row says pending
     ]
 
 

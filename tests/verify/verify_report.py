@@ -4,7 +4,8 @@ A row is {"check", "id", "host", "result", "detail", "depends_on"}; result is PA
 PROVISIONED" (the lock or settings define no such thing yet, or the dummy account it belongs to is not
 there, so there is nothing to check: said plainly, never shown as a pass) or ABSENT (the dummy account row on
 a host where it and everything of it are gone, e.g. after make remove-dummy: verify fails, because nothing is
-in place). `depends_on` names the checks the row needs in place (tests/verify declares them with
+in place) or PENDING (a model the lock gives neither URL nor pin for: the user fetches it by hand; not a
+failure). `depends_on` names the checks the row needs in place (tests/verify declares them with
 `@check(..., depends=...)`): a failing row under a failing one is a consequence, not a cause, and is folded
 under its root cause, so one missing account or one failed clone reads as one problem, not thirty.
 

@@ -383,17 +383,18 @@ def _origin(url):
 
 
 def _connect(url, timeout):
-    import http.client
-    import ssl
+    """(connection, request target), through the proxy the environment names (sdenv_http)."""
+    try:
+        from ansible.module_utils.sdenv_http import connect
+    except ImportError:
+        try:  # installed as the Ansible collection sdenv.toolkit
+            from ansible_collections.sdenv.toolkit.plugins.module_utils.sdenv_http import connect
+        except ImportError:  # unit tests import the module_utils directories directly
+            from sdenv_http import connect
 
-    parts = urlsplit(url)
-    if parts.scheme == "https":
-        return http.client.HTTPSConnection(
-            parts.hostname, parts.port, timeout=timeout, context=ssl.create_default_context()
-        )
-    if parts.scheme == "http":
-        return http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
-    raise SourceError(f"{_redact(url)} is not an http(s) URL")
+    if urlsplit(url).scheme not in ("http", "https"):
+        raise SourceError(f"{_redact(url)} is not an http(s) URL")
+    return connect(url, timeout, os.environ)
 
 
 def open_http(url, headers, token, timeout):
@@ -404,15 +405,12 @@ def open_http(url, headers, token, timeout):
     trusted = True
     current = url
     for _hop in range(MAX_REDIRECTS + 1):
-        parts = urlsplit(current)
         trusted = trusted and _origin(current) == origin
         request_headers = dict(headers)
         if token and trusted:
             request_headers["Authorization"] = "Bearer " + token
-        target = parts.path or "/"
-        if parts.query:
-            target += "?" + parts.query
-        conn = _connect(current, timeout)
+        conn, target = _connect(current, timeout)
+        request_headers.update(getattr(conn, "sdenv_proxy_headers", {}))
         try:
             conn.request("GET", target, headers=request_headers)
             resp = conn.getresponse()

@@ -1,0 +1,80 @@
+"""The sentences a user reads about pending models and unreachable sources, in one place.
+
+Each is an English template passed through `_()` (sdenv_i18n: the catalog in locale/) before it is filled
+in, the order gettext needs. Plain
+Python (no Ansible), imported by the preflight, the models role's closing list and the verify suite.
+"""
+
+try:  # on a host, inside a module's payload (English there: the catalog stays on the controller)
+    from ansible.module_utils.sdenv_i18n import _
+except ImportError:  # the controller's action plugins, the verify suite and the unit tests
+    from sdenv_i18n import _
+
+
+# --- Pending models (a file the user still has to fetch: no URL, no pin) --------------------------------
+
+
+def pending_model(name, file, source, bundle_dir):
+    return _(
+        "{name}: download {file} from {source} into the bundle directory {bundle_dir}, then run"
+        " `make pin-models` (it shows name, size and SHA256) and `make pin-models CONFIRM=yes` (it records them)."
+    ).format(name=name, file=file, source=source or _("its source page"), bundle_dir=bundle_dir)
+
+
+def pending_heading(count):
+    if count == 1:
+        return _("1 model is still to fetch by hand; everything else is in place:")
+    return _("{count} models are still to fetch by hand; everything else is in place:").format(count=count)
+
+
+def pending_in_preflight(names):
+    return _(
+        "Pending (no URL and no pin in lock.yml, so not fetched): {names}; the run installs everything else"
+        " and ends with what to do."
+    ).format(names=", ".join(names))
+
+
+def pending_refused(names):
+    return _(
+        "STRICT=1 refuses pending models: {names} {verb} no URL and no pinned SHA256 in lock.yml; fetch and pin"
+        " {them} first (make provision without STRICT lists the commands), or remove {them} from"
+        " sdenv_models_enabled in settings.yml."
+    ).format(
+        names=", ".join(names),
+        verb=_("has") if len(names) == 1 else _("have"),
+        them=_("it") if len(names) == 1 else _("them"),
+    )
+
+
+def pending_verify(name, file, source, bundle_dir):
+    return _("pending: {what}").format(what=pending_model(name, file, source, bundle_dir))
+
+
+# --- Sources that cannot be reached (the preflight, before anything changes) ---------------------------
+
+
+def remedy(mirror_in):
+    return _(
+        "put a reachable mirror URL in {mirror_in}, give an offline bundle with BUNDLE=dir, or set HTTPS_PROXY"
+        ' (and sdenv_ca_bundle for a proxy with its own CA) as README\'s "Behind a proxy" says'
+    ).format(mirror_in=mirror_in)
+
+
+def unreachable(what, url, reason, mirror_in="lock.yml"):
+    """mirror_in: where a mirror URL for this source goes (lock.yml; settings.yml for the package index)."""
+    return _("{what} at {url} cannot be reached from this host ({reason}): {remedy}.").format(
+        what=what, url=url, reason=reason, remedy=remedy(mirror_in)
+    )
+
+
+def commit_not_served(what, url, commit, reason):
+    return _(
+        "{what} at {url} answers but does not serve the pinned commit {commit} ({reason}): point lock.yml at a"
+        " repository that has it (a mirror or fork), or give BUNDLE=dir."
+    ).format(what=what, url=url, commit=commit, reason=reason)
+
+
+def unreachable_heading(count):
+    if count == 1:
+        return _("1 source this run needs cannot be reached; nothing was changed:")
+    return _("{count} sources this run needs cannot be reached; nothing was changed:").format(count=count)
