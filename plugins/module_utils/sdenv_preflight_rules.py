@@ -369,19 +369,26 @@ def dummy_is_a_regular_account(ctx):
             f"the name of a regular account or of a new one; {name} is a system account here (uid"
             f" {account['uid']}, below {ctx.first_regular_uid})",
         )
-    elif account and system_account_reason(account, people_home_roots(ctx.host)):
-        yield Problem(
-            "sdenv_user_name",
-            name,
-            f"the name of a regular account or of a new one; {name} is a system account here"
-            f" ({system_account_reason(account, people_home_roots(ctx.host))}), whatever ADOPT says",
-        )
 
 
 def system_account_reason(account, roots):
     from dummy_accounts import system_account_reason as reason  # the module's own rule: one definition
 
     return reason(account, roots)
+
+
+def dummy_is_a_persons_account(ctx):
+    # Only where the account is made, taken over or deleted: the snapshot and run targets merely use it.
+    name = ctx.user_name
+    account = ctx.account(name)
+    reason = account and system_account_reason(account, people_home_roots(ctx.host))
+    if reason and account["uid"] != 0 and account["uid"] >= ctx.first_regular_uid:
+        yield Problem(
+            "sdenv_user_name",
+            name,
+            f"the name of a regular account or of a new one; {name} is a system account here ({reason}),"
+            " whatever ADOPT says",
+        )
 
 
 def people_home_roots(host):
@@ -619,6 +626,12 @@ def host_is_supported(ctx):
 
 CROSS = [
     Cross("the dummy is a regular account", ["sdenv_user_name"], dummy_is_a_regular_account),
+    Cross(
+        "the dummy is a person's account",
+        ["sdenv_user_name"],
+        dummy_is_a_persons_account,
+        ["dummy_user:main", "dummy_user:reset", "dummy_user:remove"],
+    ),
     Cross("the dummy's home is its account's", ["sdenv_user_name", "sdenv_user_home"], home_is_the_accounts),
     Cross(
         "an existing account is never taken over unasked",

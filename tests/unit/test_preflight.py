@@ -504,3 +504,13 @@ def test_a_port_in_use_is_named_before_make_run_starts_anything():
         " this host: stop it, or set sdenv_webui_port to a free port."
     )
     assert run(uses=["webui:run"], host=dict(HOST, ports_in_use=[]), sdenv_webui_port=7860) == []
+
+
+def test_a_system_account_by_shell_or_home_is_refused_only_where_accounts_are_made_or_deleted():
+    nobody = {"sdenv_user_name": "nobody", "sdenv_user_home": "/nonexistent"}
+    for uses in (["dummy_user"], ["dummy_user:reset"], ["dummy_user:remove"]):
+        assert "nobody is a system account here (its shell /usr/sbin/nologin refuses logins)" in one(
+            uses=uses, **nobody
+        )
+    # make snapshot only reads the account's files (its tests use accounts whose homes are elsewhere).
+    assert run(uses=["snapshot"], sdenv_user_name="svc", sdenv_user_home="/var/lib/svc") == []
