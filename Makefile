@@ -63,7 +63,7 @@ help: ## List the targets and the variables they read
 	@echo "  FORCE=yes        reset-dummy, remove-dummy: act on a user the provision record does not name;"
 	@echo "                   provision: reset a WebUI tree that has local changes"
 	@echo "  ADOPT=yes        provision: take over an existing account the provision record does not name"
-	@echo "                   (its shell, full name and groups are set as settings.yml says; reset keeps it)"
+	@echo "                   (after saying what changes; reset-dummy deletes an adopted one only with FORCE=yes)"
 	@grep -hE '^# var: ' $(MAKEFILE_LIST) | sed 's/^# var: //' | awk -F '  +' '{printf "  %-16s %s\n", $$1, $$2}'
 
 controller: ## Set up .venv from requirements.txt (every target does this first)

@@ -415,6 +415,11 @@ def test_an_existing_account_is_taken_over_only_with_adopt(test_inventory, make_
 
         adopted = make_target("provision", inventory, ARGS=ONLY_THE_ACCOUNT, ADOPT="yes")
         assert adopted.returncode == 0, adopted
+        assert (
+            f"{inventory.user} on localhost existed before this toolkit and is now adopted as the dummy (changed"
+            f" shell {before['shell']} → /bin/zsh; full name 'Someone Else' → 'Dummy'; groups {groups} →"
+            f" {groups},sudo)" in " ".join(adopted.output.split())
+        ), adopted
         after = account(inventory.user)
         assert after["uid"] == before["uid"] and after["shell"] == "/bin/zsh" and "sudo" in after["groups"]
         entry = record(inventory)["users"][inventory.user]

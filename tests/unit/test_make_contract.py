@@ -18,6 +18,7 @@ CONTRACT_VARIABLES = [
     "ARGS=",
     "CONFIRM=yes",
     "FORCE=yes",
+    "ADOPT=yes",
     "LABEL=",
     "TO=",
     "PATHS=",

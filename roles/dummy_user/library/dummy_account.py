@@ -62,6 +62,7 @@ account: {description: The account after the call (name, uid, home, shell, admin
 created: {description: The account was created by this call., type: bool, returned: state=present}
 adopted: {description: An existing account the record did not name was taken over (adopt)., type: bool,
   returned: state=present}
+adoption: {description: What adopting it changed, in words., type: str, returned: when adopted}
 password_generated: {description: The account was created with a random password nobody knows., type: bool,
   returned: state=present}
 removed_paths: {description: Paths removed for the account outside its home., type: list, returned: state=absent}
@@ -78,6 +79,7 @@ from ansible.module_utils.dummy_accounts import (
     AccountError,
     backend_for,
     check_password,
+    describe_changes,
     generate_password,
     record_names,
     system_account_reason,
@@ -130,7 +132,7 @@ def ensure_present(module, accounts):
         refusal = takeover_refusal(p["name"], account, recorded, changes, p["adopt"], p["record_path"])
         if refusal:
             module.fail_json(msg=refusal, refused=True)
-        result["adopted"] = True
+        result.update(adopted=True, adoption=f"changed {describe_changes(changes)}")
     commands = accounts.modify_commands(account, p["fullname"], p["shell"], p["admin"])
     if commands and not module.check_mode:
         for argv in commands:

@@ -75,6 +75,11 @@ def takeover_changes(account, fullname, shell, admin_group):
     return changes
 
 
+def describe_changes(changes):
+    """takeover_changes in words: "shell /bin/bash → /bin/zsh; full name 'A' → 'Dummy'"."""
+    return "; ".join(f"{item} {old} → {new}" for item, old, new in changes) or "nothing about it"
+
+
 def record_names(account, recorded):
     """The provision record's entry is this very account (same uid when the record kept one)."""
     return bool(recorded) and recorded.get("uid") in (None, account["uid"])
@@ -88,7 +93,7 @@ def takeover_refusal(name, account, recorded, changes, adopt, record_path):
     """
     if record_names(account, recorded) or adopt:
         return None
-    what = "; ".join(f"{item} {old} → {new}" for item, old, new in changes) or "nothing about it"
+    what = describe_changes(changes)
     return (
         f"The account {name} already exists (uid {account['uid']}) and the provision record {record_path} does not"
         f" name it, so provisioning would take it over and change {what}: run with ADOPT=yes to adopt it"
