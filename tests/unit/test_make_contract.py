@@ -116,3 +116,15 @@ def test_args_cannot_skip_the_preflight(args):
     assert result.returncode == 2, result.stdout
     assert result.stderr.startswith(f"ARGS={args} --list-tasks "), result.stderr
     assert "preflight" in result.stderr.splitlines()[0]
+
+
+def test_tags_narrow_a_run_but_never_drop_the_preflight():
+    # The preflight task is tagged `always`, which --tags cannot leave out (only --skip-tags always can,
+    # refused above): a regression guard for that tag.
+    result = subprocess.run(
+        ["make", "-s", "-C", str(ROOT), "provision", "ARGS=--tags models --list-tasks"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    listed = [line.strip() for line in result.stdout.splitlines() if "TAGS: [always]" in line]
+    assert any(line.startswith("Check the values this target uses") for line in listed), result.stdout
