@@ -7,4 +7,4 @@ MODELS ?=
 .PHONY: pin-models
 
 pin-models: controller ## Download unpinned models, show name/size/SHA256/source; CONFIRM=yes writes lock.yml
-	$(PLAYBOOK) playbooks/pin-models.yml $(if $(MODELS),-e 'sdenv_models_pin_list="$(MODELS)"')
+	$(if $(MODELS),SDENV_E_sdenv_models_pin_list="$$SDENV_VAR_MODELS") $(PLAYBOOK) playbooks/pin-models.yml

@@ -7,5 +7,5 @@
 
 run: controller ## Start the WebUI as the dummy user, wait until it answers, print its URL (Ctrl-C stops it)
 	@set -e; spec="$$(mktemp "$${TMPDIR:-/tmp}/sdenv-run.XXXXXX")"; \
-	$(PLAYBOOK) playbooks/run.yml -e sdenv_run_spec="$$spec" || { rm -f "$$spec"; exit 1; }; \
+	SDENV_EPATH_sdenv_run_spec="$$spec" $(PLAYBOOK) playbooks/run.yml || { rm -f "$$spec"; exit 1; }; \
 	exec $(VENV)/bin/python roles/webui/files/webui_run.py "$$spec"

@@ -9,11 +9,28 @@ Usage: inventory_check.py INVENTORY LIMIT -- .venv/bin/ansible-playbook ARG...
 Prints one sentence and exits 2 on a problem; otherwise runs ansible-playbook in this same process (after
 Ansible's own controller set-up, exactly as the ansible-playbook script does), so make's recipes keep its
 exit status and the check costs no second start of Ansible.
+
+make's values reach ansible-playbook here, never through a shell command line (where a quote or a `$(...)`
+in a value would break or run): the argument MAKE_ARGS_HERE stands for ARGS (the environment's SDENV_VAR_ARGS,
+split like a shell would but never run by one; an option that would skip the preflight is refused) followed
+by one `-e` JSON document of the environment's SDENV_E_<name> values (extra variable <name>, as given) and
+SDENV_EPATH_<name> values (a path, made absolute from make's directory).
 """
 
+import json
 import os
 import re
+import shlex
 import sys
+
+MAKE_ARGS_HERE = "--sdenv-make-args"
+# ansible-playbook options that would run a play without its first task, the preflight (tagged `always`).
+# argparse accepts any unambiguous prefix of a long option (--start-at), so prefixes count too.
+SKIPS_THE_PREFLIGHT = {
+    "--start-at-task": "starts after the preflight",
+    "--step": "lets the preflight be answered away",
+}
+SKIPPED_TAGS_THAT_SKIP_IT = {"always", "all"}
 
 EXAMPLE = "inventory/localhost.yml is this machine; inventory/examples/fleet.yml shows several"
 
@@ -68,9 +85,56 @@ def problem(inventory, limit):
     display.error_as_warning = failed
     display.warning = lambda *args, **kwargs: None
     try:
-        return _problem(inventory, limit, failures)
+        return _problem(inventory, limit, failures) or vars_problem(inventory)
     finally:
         del display.error_as_warning, display.warning
+
+
+# The files Ansible's host_group_vars plugin reads next to an inventory (its own filter: these suffixes).
+VARS_SUFFIXES = ("", ".yml", ".yaml", ".json")
+
+
+def vars_files(inventory):
+    """settings.yml, lock.yml and every other group_vars/host_vars file Ansible will read for `inventory`."""
+    if "," in inventory and not os.path.exists(inventory):
+        return
+    base = inventory if os.path.isdir(inventory) else os.path.dirname(inventory)
+    for sub in ("group_vars", "host_vars"):
+        for directory, dirnames, filenames in os.walk(os.path.join(base, sub), followlinks=True):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            for name in sorted(filenames):
+                if not name.startswith(".") and os.path.splitext(name)[1] in VARS_SUFFIXES:
+                    yield os.path.join(directory, name)
+
+
+def vars_problem(inventory):
+    """One sentence naming the file and line of a YAML error in the inventory's variable files, or None.
+
+    Ansible reads them only when a play starts, and then prints the parser's words without the file or line.
+    """
+    from ansible.errors import AnsibleError
+    from ansible.parsing.dataloader import DataLoader
+
+    loader = DataLoader()
+    for path in vars_files(inventory):
+        try:
+            loader.load_from_file(path)
+        except AnsibleError as error:
+            line = getattr(error.obj, "line_num", None)
+            cause = error.__cause__
+            what = getattr(cause, "problem", None) or str(error.message).removeprefix("YAML parsing failed: ")
+            context, mark = getattr(cause, "context", None), getattr(cause, "context_mark", None)
+            began = (
+                f" ({context}, begun on line {mark.line + 1})"
+                if context and mark and mark.line + 1 != line
+                else ""
+            )
+            shown = os.path.relpath(path) if not os.path.relpath(path).startswith("..") else path
+            return (
+                f"{shown}{f' line {line}' if line else ''} cannot be read as YAML: {what.rstrip('.')}{began};"
+                " fix it, then run again."
+            )
+    return None
 
 
 def _problem(inventory, limit, failures):
@@ -113,6 +177,48 @@ def _problem(inventory, limit, failures):
     return None
 
 
+def preflight_skipper(args, text):
+    """One sentence when ARGS would run a playbook without its preflight, else None."""
+    for index, arg in enumerate(args):
+        name, has_value, value = arg.partition("=")
+        if not name.startswith("--") or len(name) < 4:
+            continue
+        for option, why in SKIPS_THE_PREFLIGHT.items():
+            if option.startswith(name):
+                return (
+                    f"ARGS={text} gives {arg}, which {why} (the checks every value gets before"
+                    " anything changes): leave it out of ARGS; use --tags or LIMIT to narrow a run."
+                )
+        if "--skip-tags".startswith(name):
+            tags = value if has_value else (args[index + 1] if index + 1 < len(args) else "")
+            skipped = {t.strip() for t in tags.split(",")} & SKIPPED_TAGS_THAT_SKIP_IT
+            if skipped:
+                return (
+                    f"ARGS={text} skips the tag {sorted(skipped)[0]}, which carries the preflight (the"
+                    " checks every value gets before anything changes): leave it out of --skip-tags."
+                )
+    return None
+
+
+def make_args(environ):
+    """(the arguments MAKE_ARGS_HERE stands for, None) or (None, a sentence saying what is wrong with ARGS)."""
+    text = environ.get("SDENV_VAR_ARGS", "")
+    try:
+        args = shlex.split(text)
+    except ValueError as error:
+        return None, f"ARGS={text} cannot be split into arguments ({error}): balance its quotes."
+    sentence = preflight_skipper(args, text)
+    if sentence:
+        return None, sentence
+    extra = {}
+    for key, value in sorted(environ.items()):
+        if key.startswith("SDENV_E_"):
+            extra[key.removeprefix("SDENV_E_")] = value
+        elif key.startswith("SDENV_EPATH_") and value:  # empty: not given (make BUNDLE= unset)
+            extra[key.removeprefix("SDENV_EPATH_")] = os.path.abspath(value)
+    return args + (["-e", json.dumps(extra)] if extra else []), None
+
+
 def main(argv):
     if len(argv) < 4 or argv[2] != "--" or os.path.basename(argv[3]) != "ansible-playbook":
         print(
@@ -120,6 +226,13 @@ def main(argv):
         )
         return 2
     inventory, limit, command = argv[0], argv[1], argv[3:]
+    if MAKE_ARGS_HERE in command:
+        args, sentence = make_args(os.environ)
+        if sentence:
+            print(sentence, file=sys.stderr)
+            return 2
+        at = command.index(MAKE_ARGS_HERE)
+        command = command[:at] + args + command[at + 1 :]
     sentence = early_problem(inventory)
     if not sentence:
         # Ansible's controller set-up comes first, as in the ansible-playbook script.

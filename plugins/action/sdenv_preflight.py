@@ -39,7 +39,7 @@ import sdenv_messages as say  # noqa: E402
 import sdenv_preflight as engine  # noqa: E402
 import sdenv_preflight_rules as rules  # noqa: E402
 import sdenv_reach as reach  # noqa: E402
-from dummy_accounts import DarwinAccounts, parse_login_defs_uid_min  # noqa: E402
+from dummy_accounts import DarwinAccounts, parse_login_defs_uid_min, parse_useradd_home  # noqa: E402
 from sdenv_i18n import _  # noqa: E402
 
 
@@ -121,6 +121,11 @@ class ActionModule(ActionBase):
             origins[name] = self._origin(name, raw, values[name], variables)
             references[name] = engine.template_references(raw)
 
+        entry_points = {engine.entry_point(use) for use in uses}
+        if "dummy_user:main" in entry_points:
+            host["dummy_record"] = self._dummy_record(values, variables, host, templar, task_vars)
+        if rules.PORT_USERS & entry_points:
+            host["ports_in_use"] = self._ports_in_use(values, task_vars)
         problems = engine.check(
             options,
             values,
@@ -279,6 +284,39 @@ class ActionModule(ActionBase):
 
     # --- the host ----------------------------------------------------------------------------------------
 
+    def _ports_in_use(self, values, task_vars):
+        """Which of the ports the target will listen on something else already listens on (a list)."""
+        ports = [values.get(name) for name in rules.PORTS]
+        ports = [
+            int(p) for p in ports if isinstance(p, (int, str)) and str(p).isdigit() and 0 < int(p) < 65536
+        ]
+        if not ports:
+            return []
+        probe = self._execute_module(
+            module_name="preflight_facts", module_args={"ports": ports}, task_vars=task_vars
+        )
+        self._remove_tmp_path(self._connection._shell.tmpdir)
+        return probe.get("ports_in_use") or []
+
+    def _dummy_record(self, values, variables, host, templar, task_vars):
+        """{"path", "entry"}: the provision record's entry for an existing dummy account ({} when the record
+        names nothing; None when it cannot be read, as an unprivileged login may not: the role checks as
+        root), or None when there is no such account to take over."""
+        name = values.get("sdenv_user_name")
+        if not isinstance(name, str) or not any(a["name"] == name for a in host["accounts"]):
+            return None
+        try:
+            path = templar.template(variables["sdenv_state_file"])
+        except (AnsibleError, KeyError):
+            return None
+        probe = self._execute_module(
+            module_name="provision_record",
+            module_args={"path": path, "user": name, "state": "query"},
+            task_vars=task_vars,
+        )
+        self._remove_tmp_path(self._connection._shell.tmpdir)
+        return {"path": path, "entry": None if probe.get("failed") else probe.get("entry") or {}}
+
     def _host(self, task_vars):
         probe = self._execute_module(module_name="preflight_facts", module_args={}, task_vars=task_vars)
         self._remove_tmp_path(self._connection._shell.tmpdir)
@@ -300,5 +338,6 @@ class ActionModule(ActionBase):
             "first_regular_uid": DarwinAccounts.first_regular_uid
             if system == "Darwin"
             else parse_login_defs_uid_min(probe.get("login_defs") or ""),
-            "home_root": probe.get("useradd_home"),
+            "home_root": parse_useradd_home(probe.get("useradd_defaults") or ""),
+            "admin_group": probe.get("admin_group"),
         }

@@ -175,9 +175,11 @@ class Pattern(Rule):
 class Text(Rule):
     """One line of text (it ends up in a shell file, a passwd field or a table)."""
 
-    def __init__(self, empty=False, forbid="", expected=None):
-        self.empty, self.forbid = empty, forbid
+    def __init__(self, empty=False, forbid="", expected=None, longest=None):
+        self.empty, self.forbid, self.longest = empty, forbid, longest
         words = "a line of text" if empty else "a non-empty line of text"
+        if longest:
+            words += f" of at most {longest} characters"
         if forbid:
             words += " without " + " or ".join(repr(c) for c in forbid)
         self.expected = expected or words
@@ -187,6 +189,8 @@ class Text(Rule):
             return False
         text = str(value)
         if not text.strip() and not self.empty:
+            return False
+        if self.longest and len(text) > self.longest:
             return False
         return not re.search(r"[\x00-\x1f\x7f]", text) and not any(c in text for c in self.forbid)
 

@@ -16,6 +16,7 @@ LOCK; a rule over several settings or the host goes into CROSS.
 import model_pending
 import sdenv_messages as say
 from sdenv_preflight import (
+    UNKNOWN_PLACE,
     Choice,
     Cross,
     EmptyOr,
@@ -245,7 +246,8 @@ LOCK = Fields(
 RULES = {
     # dummy_user
     "sdenv_user_name": SHORT_NAME,
-    "sdenv_user_fullname": Text(forbid=":,"),
+    # A passwd GECOS field / a RealName: no colon or comma (field separators), no newline; short.
+    "sdenv_user_fullname": Text(forbid=":,", longest=64),
     "sdenv_user_shell": EXECUTABLE,
     "sdenv_user_password": None,  # checked through its effective value (CROSS: the dummy password)
     "sdenv_user_password_env": ENV_NAME,
@@ -253,6 +255,7 @@ RULES = {
     "sdenv_state_dir": Path("place"),
     "sdenv_confirm": YES_NO,
     "sdenv_force": YES_NO,
+    "sdenv_adopt": YES_NO,
     "sdenv_console_probe_file": Path("file"),
     # homebrew
     "sdenv_homebrew_formulae": ListOf(
@@ -379,6 +382,7 @@ MAKE_VARIABLES = {
     "sdenv_confirm": "CONFIRM",
     "sdenv_force": "FORCE",
     "sdenv_strict": "STRICT",
+    "sdenv_adopt": "ADOPT",
     "sdenv_snapshot_label": "LABEL",
     "sdenv_snapshot_to": "TO",
     "sdenv_snapshot_only_paths": "PATHS",
@@ -414,6 +418,74 @@ def dummy_is_a_regular_account(ctx):
             f"the name of a regular account or of a new one; {name} is a system account here (uid"
             f" {account['uid']}, below {ctx.first_regular_uid})",
         )
+
+
+def system_account_reason(account, roots):
+    from dummy_accounts import system_account_reason as reason  # the module's own rule: one definition
+
+    return reason(account, roots)
+
+
+def dummy_is_a_persons_account(ctx):
+    # Only where the account is made, taken over or deleted: the snapshot and run targets merely use it.
+    name = ctx.user_name
+    account = ctx.account(name)
+    reason = account and system_account_reason(account, people_home_roots(ctx.host))
+    if reason and account["uid"] != 0 and account["uid"] >= ctx.first_regular_uid:
+        yield Problem(
+            "sdenv_user_name",
+            name,
+            f"the name of a regular account or of a new one; {name} is a system account here ({reason}),"
+            " whatever ADOPT says",
+        )
+
+
+def people_home_roots(host):
+    """Where people's homes live on this host (dummy_accounts' people_home_roots, from the probe)."""
+    from removal_allowlist import HOME_ROOTS
+
+    roots = HOME_ROOTS["Darwin" if host.get("system") == "Darwin" else "Linux"]
+    return (*roots, *([host["home_root"]] if host.get("home_root") else []))
+
+
+def existing_account_is_not_taken_over(ctx):
+    # The module's own rules (dummy_accounts): one definition, checked here before any change, where the
+    # record is readable (the role checks again as root in any case).
+    from dummy_accounts import takeover_changes, takeover_refusal
+
+    name, record = ctx.user_name, ctx.host.get("dummy_record")
+    account = ctx.account(name)
+    if not account or not record or record.get("entry") is None or "sdenv_user_name" in ctx.failed:
+        return
+    adopt = convert(ctx.values.get("sdenv_adopt", "no"), "bool")[1]
+    changes = takeover_changes(
+        account,
+        ctx.values["sdenv_user_fullname"],
+        ctx.values["sdenv_user_shell"],
+        ctx.host.get("admin_group"),
+    )
+    refusal = takeover_refusal(name, account, record["entry"] or None, changes, adopt, record["path"])
+    if refusal:
+        yield Problem("sdenv_user_name", name, "", text=refusal)
+
+
+# The ports a target listens on (make run's WebUI), and the entry points that do: checked free on the host.
+# Provision only prepares the WebUI (launch.py --exit, no listening); make verify LIVE=1 picks a free port.
+PORTS = ("sdenv_webui_port",)
+PORT_USERS = {"webui:run"}
+
+
+def ports_are_free(ctx):
+    for setting in PORTS:
+        port = ctx.values.get(setting)
+        if port in ctx.host.get("ports_in_use", []):
+            yield Problem(
+                setting,
+                port,
+                "",
+                text=f"{ctx.origin_of(setting) or UNKNOWN_PLACE} sets {setting} to {port}, and another program already"
+                f" listens on port {port} of this host: stop it, or set {setting} to a free port.",
+            )
 
 
 def home_is_the_accounts(ctx):
@@ -635,8 +707,21 @@ def host_is_supported(ctx):
 
 CROSS = [
     Cross("the dummy is a regular account", ["sdenv_user_name"], dummy_is_a_regular_account),
+    Cross(
+        "the dummy is a person's account",
+        ["sdenv_user_name"],
+        dummy_is_a_persons_account,
+        ["dummy_user:main", "dummy_user:reset", "dummy_user:remove"],
+    ),
     Cross("the dummy's home is its account's", ["sdenv_user_name", "sdenv_user_home"], home_is_the_accounts),
+    Cross(
+        "an existing account is never taken over unasked",
+        ["sdenv_user_name", "sdenv_user_fullname", "sdenv_user_shell"],
+        existing_account_is_not_taken_over,
+        ["dummy_user:main"],
+    ),
     Cross("the dummy password", ["sdenv_user_password_env"], dummy_password_is_usable, ["dummy_user:main"]),
+    Cross("the ports are free", list(PORTS), ports_are_free, sorted(PORT_USERS)),
     Cross("the host's platform", ["sdenv_homebrew_formulae"], host_is_supported, ["homebrew:main"]),
     Cross("the lock's sections", ["sdenv_lock"], lock_has_what_the_target_reads),
     Cross(

@@ -9,11 +9,17 @@ description:
     python - Ansible's own fact collectors, exactly as M(ansible.builtin.setup) runs them, returned as
     C(ansible_facts)), so the preflight needs one module run and no separate fact gathering. Not the
     environment: it may hold the tokens and the password, and no setting is made from it.
-  - Returns every account the host's user database lists (name, uid, home) through getpwall(3), which reads
-    /etc/passwd on Linux and Open Directory on macOS; and, on Linux, the UID_MIN lines of /etc/login.defs
-    and the HOME line of /etc/default/useradd (where useradd puts a new home).
+  - Returns every account the host's user database lists (name, uid, home, shell, full name and group
+    names) through getpwall(3) and getgrall(3), which read /etc/passwd and /etc/group on Linux and Open
+    Directory on macOS; and, on Linux, the UID_MIN lines of /etc/login.defs and the HOME line of
+    /etc/default/useradd (where useradd puts a new home).
+  - With I(ports), only says which of those ports something already listens on at 127.0.0.1 (a bind test with
+    SO_REUSEADDR, as the WebUI's server makes it, so a closing connection does not count); the preflight runs
+    it for make run, whose WebUI would otherwise find its port taken, or take another program's answer for
+    its own.
   - Only reads. The preflight (action sdenv_preflight) runs it before any task that changes the host.
-options: {}
+options:
+  ports: {description: Loopback ports to test instead of reading the facts., type: list, elements: int}
 """
 
 EXAMPLES = r"""
@@ -28,20 +34,32 @@ ansible_facts:
   type: dict
   returned: always
 accounts:
-  description: "[{name, uid, home}] for every account."
+  description: "[{name, uid, home, shell, fullname, groups}] for every account."
   type: list
   returned: always
 login_defs:
   description: The UID_MIN line(s) of /etc/login.defs, or null when the file does not exist (macOS).
   type: str
   returned: always
-useradd_home:
-  description: HOME from /etc/default/useradd (the parent of new homes), or null.
+useradd_defaults:
+  description: The HOME line(s) of /etc/default/useradd (the parent of new homes), or null.
+  type: str
+  returned: always
+ports_in_use:
+  description: The ports of I(ports) something listens on (only with I(ports)).
+  type: list
+  returned: when ports is given
+admin_group:
+  description: The group that gives admin rights here (admin on macOS, else the first of sudo, wheel, admin).
   type: str
   returned: always
 """
 
+import errno
+import grp
+import platform
 import pwd
+import socket
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.facts import ansible_collector, default_collectors
@@ -60,8 +78,48 @@ def read_lines(path, prefix):
         return None
 
 
+def group_names():
+    """{account name: [its group names]}, the primary group first (as `id -Gn` lists them)."""
+    groups = grp.getgrall()
+    by_gid = {g.gr_gid: g.gr_name for g in groups}
+    members = {}
+    for group in groups:
+        for name in group.gr_mem:
+            members.setdefault(name, []).append(group.gr_name)
+    return by_gid, members
+
+
+def account_entry(entry, by_gid, members):
+    primary = by_gid.get(entry.pw_gid)
+    groups = ([primary] if primary else []) + [g for g in members.get(entry.pw_name, []) if g != primary]
+    return {
+        "name": entry.pw_name,
+        "uid": entry.pw_uid,
+        "home": entry.pw_dir,
+        "shell": entry.pw_shell,
+        "fullname": entry.pw_gecos.split(",")[0],
+        "groups": groups,
+    }
+
+
+def in_use(port):
+    probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind(("127.0.0.1", port))
+    except OSError as error:
+        return error.errno == errno.EADDRINUSE
+    finally:
+        probe.close()
+    return False
+
+
 def main():
-    module = AnsibleModule(argument_spec={}, supports_check_mode=True)
+    module = AnsibleModule(
+        argument_spec={"ports": {"type": "list", "elements": "int"}}, supports_check_mode=True
+    )
+    if module.params["ports"] is not None:
+        module.exit_json(changed=False, ports_in_use=[p for p in module.params["ports"] if in_use(p)])
     collector = ansible_collector.get_ansible_collector(
         all_collector_classes=default_collectors.collectors,
         namespace=PrefixFactNamespace(namespace_name="ansible", prefix="ansible_"),
@@ -70,15 +128,19 @@ def main():
         gather_timeout=10,
         minimal_gather_subset=FACTS,
     )
-    accounts = [{"name": e.pw_name, "uid": e.pw_uid, "home": e.pw_dir} for e in pwd.getpwall()]
-    home_line = read_lines("/etc/default/useradd", "HOME=")
-    home = home_line.strip().splitlines()[-1].partition("=")[2].strip().strip("\"'") if home_line else None
+    by_gid, members = group_names()
+    accounts = [account_entry(e, by_gid, members) for e in pwd.getpwall()]
+    # The group dummy_accounts gives admin rights through (LinuxAccounts.admin_group, DarwinAccounts).
+    names = set(by_gid.values())
+    admin = next((g for g in ("sudo", "wheel", "admin") if g in names), None)
+    admin = "admin" if platform.system() == "Darwin" else admin
     module.exit_json(
         changed=False,
         ansible_facts=collector.collect(module=module),
         accounts=accounts,
         login_defs=read_lines("/etc/login.defs", "UID_MIN"),
-        useradd_home=home or None,
+        useradd_defaults=read_lines("/etc/default/useradd", "HOME="),
+        admin_group=admin,
     )
 
 

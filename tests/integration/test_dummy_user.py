@@ -390,18 +390,48 @@ def test_reset_refuses_a_system_account(test_inventory, make_target, throwaway_u
     assert user_exists(throwaway_user)
 
 
-def test_reset_refuses_an_account_the_toolkit_did_not_create_unless_forced(test_inventory, make_target):
+def test_an_existing_account_is_taken_over_only_with_adopt(test_inventory, make_target):
+    """Someone's account of the dummy's name: provision refuses before any change, saying what it would
+    change; ADOPT=yes adopts it (recorded as such); reset then keeps it and its home unless FORCE=yes."""
     inventory = test_inventory()
-    subprocess.run(["useradd", "--create-home", inventory.user], check=True)
+    subprocess.run(["useradd", "--create-home", "--comment", "Someone Else", inventory.user], check=True)
     try:
-        marker = os.path.join(account(inventory.user)["home"], "handmade")
+        before = account(inventory.user)
+        gecos = pwd.getpwnam(inventory.user).pw_gecos
+        marker = os.path.join(before["home"], "handmade")
         open(marker, "w").close()
-        adopted = make_target("provision", inventory, ARGS=ONLY_THE_ACCOUNT)
+        groups = ",".join(before["groups"])
+
+        refused = make_target("provision", inventory, ARGS=ONLY_THE_ACCOUNT)
+        assert refused.returncode != 0, refused
+        assert (
+            f"The account {inventory.user} already exists (uid {before['uid']}) and the provision record"
+            f" {inventory.state_dir}/state.json does not name it, so provisioning would take it over and change"
+            f" shell {before['shell']} → /bin/zsh; full name 'Someone Else' → 'Dummy'; groups {groups} →"
+            f" {groups},sudo: run with ADOPT=yes to adopt it" in refused.output
+        ), refused
+        assert account(inventory.user) == before and pwd.getpwnam(inventory.user).pw_gecos == gecos
+        assert not inventory.state_dir.exists(), "the preflight refused after a change (the state directory)"
+
+        adopted = make_target("provision", inventory, ARGS=ONLY_THE_ACCOUNT, ADOPT="yes")
         assert adopted.returncode == 0, adopted
-        assert record(inventory)["users"][inventory.user]["created_by_toolkit"] is False
+        assert (
+            f"{inventory.user} on localhost existed before this toolkit and is now adopted as the dummy (changed"
+            f" shell {before['shell']} → /bin/zsh; full name 'Someone Else' → 'Dummy'; groups {groups} →"
+            f" {groups},sudo)" in " ".join(adopted.output.split())
+        ), adopted
+        after = account(inventory.user)
+        assert after["uid"] == before["uid"] and after["shell"] == "/bin/zsh" and "sudo" in after["groups"]
+        entry = record(inventory)["users"][inventory.user]
+        assert entry["adopted"] is True and entry["created_by_toolkit"] is False
+
+        again = make_target("provision", inventory, ARGS=ONLY_THE_ACCOUNT)  # the record names it now
+        assert again.returncode == 0 and again.recap["changed"] == 0, again
 
         refused = make_target("reset-dummy", inventory, CONFIRM="yes")
-        assert_refused(refused, "does not say this toolkit created it", inventory, marker)
+        assert_refused(
+            refused, "it existed before this toolkit and was adopted (ADOPT=yes)", inventory, marker
+        )
 
         forced = make_target("reset-dummy", inventory, CONFIRM="yes", FORCE="yes")
         assert forced.returncode == 0, forced

@@ -13,6 +13,7 @@ add accounts and packages of their own at the same time.
 import os
 import re
 import shutil
+import socket
 import subprocess
 from pathlib import Path
 
@@ -122,6 +123,8 @@ CASES = [
     # Names, numbers, URLs
     ("user name not a short name", "provision", {"sdenv_user_name": "Sdt Bad"}, [], {},
      "sets sdenv_user_name to 'Sdt Bad': expected a short account name"),
+    ("full name too long", "provision", {"sdenv_user_fullname": "D" * 65}, [], {},
+     "sets sdenv_user_fullname to '%s': expected a non-empty line of text of at most 64 characters" % ("D" * 65)),
     ("port below 1024", "provision", {"sdenv_webui_port": 80}, [], {},
      "{at:sdenv_webui_port} sets sdenv_webui_port to 80: expected a port number from 1024 to 65535"),
     ("port not a number, -e", "run", {}, [], {"ARGS": "-e sdenv_webui_port=http"},
@@ -172,7 +175,7 @@ CASES = [
     ("store relative", "snapshot-check", {"sdenv_snapshot_store": "snapshots"}, [], {},
      "sets sdenv_snapshot_store to 'snapshots': expected an absolute, normal path"),
     ("full name with a colon", "reset-dummy", {"sdenv_user_fullname": "Dum:my"}, [], {"CONFIRM": "yes"},
-     "sets sdenv_user_fullname to 'Dum:my': expected a non-empty line of text without ':' or ','."),
+     "sets sdenv_user_fullname to 'Dum:my': expected a non-empty line of text of at most 64 characters without ':' or ','."),
     ("verify timeout zero", "verify", {"sdenv_verify_ready_timeout": 0}, [], {},
      "sets sdenv_verify_ready_timeout to 0: expected a number of seconds from 1 to 86400."),
     # Values that carry no origin of their own (null, true/false): found by reading the inventory's files.
@@ -268,6 +271,52 @@ def test_inventory_problems_are_one_sentence_for_every_target(tmp_path, make_tar
         ]
         assert len(sentences) == 1, result
         assert "PLAY [" not in result.output and "WARNING" not in result.output, result
+
+
+def test_a_yaml_error_in_the_settings_is_one_sentence_with_its_file_and_line(
+    test_inventory, make_target, throwaway_user, apt_before
+):
+    # Ansible itself prints only the parser's words ("YAML parsing failed: ..."), with no file or line.
+    inventory = inventory_for(
+        test_inventory, [("settings.yml", "sdenv_user_fullname: Dummy", "sdenv_user_fullname: [Dummy")]
+    )
+    real_state = listing(REAL_STATE)
+    result = make_target("provision", inventory, timeout=300)
+    assert result.returncode != 0, result
+    settings = inventory.path.parent / "group_vars" / "all" / "settings.yml"
+    lines = settings.read_text().splitlines()
+    began = next(n for n, text in enumerate(lines, 1) if text.startswith("sdenv_user_fullname:"))
+    line = next(n for n, text in enumerate(lines, 1) if text.startswith("sdenv_user_shell:"))  # the next key
+    assert (
+        f"{settings} line {line} cannot be read as YAML: did not find expected ',' or ']' (while parsing a flow"
+        f" sequence, begun on line {began}); fix it, then run again." in result.output
+    ), result
+    assert "PLAY [" not in result.output, result
+    assert_nothing_changed(throwaway_user, inventory, real_state, apt_before)
+
+
+def test_a_port_in_use_is_named_before_make_run_starts_anything(
+    test_inventory, make_target, throwaway_user, apt_before
+):
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    try:
+        inventory = inventory_for(test_inventory, sdenv_webui_port=port)
+        real_state = listing(REAL_STATE)
+        result = make_target("run", inventory, timeout=300)
+    finally:
+        listener.close()
+    assert result.returncode != 0, result
+    assert (
+        f"{inventory} line {line_of(inventory, 'sdenv_webui_port')} sets sdenv_webui_port to {port}, and another"
+        f" program already listens on port {port} of this host: stop it, or set sdenv_webui_port to a free port."
+        in result.output
+    ), result
+    tasks = [line for line in result.output.splitlines() if line.startswith("TASK [")]
+    assert len(tasks) == 1 and tasks[0].startswith("TASK [Check the values this target uses"), tasks
+    assert_nothing_changed(throwaway_user, inventory, real_state, apt_before)
 
 
 def test_one_bad_host_stops_every_host_before_any_change(

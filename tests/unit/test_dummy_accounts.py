@@ -13,7 +13,12 @@ from dummy_accounts import (
     parse_dscl_read,
     parse_getent_passwd,
     parse_login_defs_uid_min,
+    parse_useradd_home,
     parse_who_console,
+    record_names,
+    system_account_reason,
+    takeover_changes,
+    takeover_refusal,
 )
 
 # Recorded macOS outputs (labelled fakes: shapes as dscl and dseditgroup print them).
@@ -213,3 +218,73 @@ def test_generated_passwords_pass_the_check_and_differ():
     first, second = generate_password(), generate_password()
     check_password(first)
     assert first != second and len(first) >= 20
+
+
+# --- Taking over an existing account (make provision without ADOPT=yes) ---------------------------------
+
+SOMEONE = {
+    "name": "dummy", "uid": 1001, "home": "/home/dummy", "shell": "/bin/bash", "fullname": "Someone Else",
+    "groups": ["dummy", "audio"],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("account", "reason"),
+    [
+        (
+            {"shell": "/usr/sbin/nologin", "home": "/nonexistent"},
+            "its shell /usr/sbin/nologin refuses logins",
+        ),
+        ({"shell": "/bin/false", "home": "/home/svc"}, "its shell /bin/false refuses logins"),
+        ({"shell": "/bin/sh", "home": "/var/lib/svc"}, "its home /var/lib/svc is outside /home"),
+        ({"shell": "/bin/sh", "home": "/homework/x"}, "its home /homework/x is outside /home"),
+        ({"shell": "/bin/sh", "home": ""}, "its home (none) is outside /home"),
+    ],
+)
+def test_system_accounts_whatever_the_uid(account, reason):
+    assert system_account_reason({"uid": 1500, **account}, ("/home",)) == reason
+
+
+def test_people_live_in_a_home_root_or_where_useradd_puts_homes(tmp_path):
+    assert system_account_reason(SOMEONE, ("/home",)) is None
+    defaults = tmp_path / "useradd"
+    defaults.write_text("# HOME=/old\nSHELL=/bin/sh\nHOME=/srv/people\n")
+    accounts = LinuxAccounts(Recorder([]), login_defs="/nonexistent", useradd_defaults=str(defaults))
+    assert accounts.people_home_roots == ("/home", "/srv/people")
+    assert system_account_reason(dict(SOMEONE, home="/srv/people/bob"), accounts.people_home_roots) is None
+    assert parse_useradd_home('HOME="/u"\n') == "/u" and parse_useradd_home("") is None
+
+
+def test_taking_over_an_account_says_what_would_change():
+    changes = takeover_changes(SOMEONE, "Dummy", "/bin/zsh", "sudo")
+    assert changes == [
+        ("shell", "/bin/bash", "/bin/zsh"),
+        ("full name", "'Someone Else'", "'Dummy'"),
+        ("groups", "dummy,audio", "dummy,audio,sudo"),
+    ]
+    sentence = takeover_refusal("dummy", SOMEONE, None, changes, False, "/var/lib/sdenv/state.json")
+    assert sentence == (
+        "The account dummy already exists (uid 1001) and the provision record /var/lib/sdenv/state.json does not"
+        " name it, so provisioning would take it over and change shell /bin/bash → /bin/zsh; full name"
+        " 'Someone Else' → 'Dummy'; groups dummy,audio → dummy,audio,sudo: run with ADOPT=yes to adopt it"
+        " (reset-dummy and remove-dummy then delete it and its home only with FORCE=yes), or set"
+        " sdenv_user_name to a new name."
+    )
+    same = {**SOMEONE, "shell": "/bin/zsh", "fullname": "Dummy", "groups": ["dummy", "sudo"]}
+    assert takeover_changes(same, "Dummy", "/bin/zsh", "sudo") == []
+    assert "would take it over and change nothing about it:" in takeover_refusal(
+        "dummy", same, None, [], False, "r"
+    )
+
+
+def test_adopt_or_the_records_own_account_is_not_a_takeover():
+    changes = takeover_changes(SOMEONE, "Dummy", "/bin/zsh", "sudo")
+    assert takeover_refusal("dummy", SOMEONE, None, changes, True, "r") is None
+    assert (
+        takeover_refusal("dummy", SOMEONE, {"uid": 1001, "created_by_toolkit": True}, changes, False, "r")
+        is None
+    )
+    # An entry whose account was deleted and the name given to someone else is not this account.
+    assert not record_names(SOMEONE, {"uid": 1500})
+    assert "does not name it" in takeover_refusal("dummy", SOMEONE, {"uid": 1500}, changes, False, "r")
+    assert not record_names(SOMEONE, {}) and record_names(SOMEONE, {"home": "/home/dummy"})

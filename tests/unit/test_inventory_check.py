@@ -2,6 +2,7 @@
 with Ansible's own parser (the make runs are in tests/integration/test_preflight.py)."""
 
 import importlib.util
+import json
 import os
 from pathlib import Path
 
@@ -81,3 +82,71 @@ def test_a_limit_that_matches_nothing(inventory, limit, words):
 )
 def test_good_inventories_and_limits_pass(inventory, limit):
     assert inventory_check.problem(inventory, limit) is None
+
+
+# ARGS reaches ansible-playbook through the environment, split here without a shell; what would run a
+# playbook without its preflight (the task tagged `always`) is refused with one sentence.
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        ("--skip-tags always", "skips the tag always, which carries the preflight"),
+        ("--skip-tags=models,always", "skips the tag always"),
+        ("--skip-t all", "skips the tag all"),
+        ("--start-at-task 'Install the WebUI'", "gives --start-at-task, which starts after the preflight"),
+        ("--start-at=x", "gives --start-at=x, which starts after the preflight"),
+        ("--step", "gives --step, which lets the preflight be answered away"),
+        ("-e 'x=1", "cannot be split into arguments (No closing quotation): balance its quotes."),
+    ],
+)
+def test_args_that_skip_the_preflight_are_refused(args, words):
+    extra, sentence = inventory_check.make_args({"SDENV_VAR_ARGS": args})
+    assert extra is None
+    assert sentence.startswith(f"ARGS={args} ") and words in sentence
+
+
+def test_args_are_split_like_a_shell_but_never_run_by_one(tmp_path):
+    args, sentence = inventory_check.make_args(
+        {
+            "SDENV_VAR_ARGS": "--tags dummy_user -e \"sdenv_user_fullname='A B'\" -e x=$(touch_marker)",
+            "SDENV_E_sdenv_run_spec": "/tmp/a b'c",
+            "SDENV_EPATH_sdenv_bundle_out": "out dir",
+            "SDENV_EPATH_sdenv_bundle": "",
+        }
+    )
+    assert sentence is None
+    assert args[:6] == ["--tags", "dummy_user", "-e", "sdenv_user_fullname='A B'", "-e", "x=$(touch_marker)"]
+    assert args[6] == "-e"
+    assert json.loads(args[7]) == {
+        "sdenv_run_spec": "/tmp/a b'c",
+        "sdenv_bundle_out": os.path.abspath("out dir"),
+    }
+
+
+# Ansible reads settings.yml and lock.yml (group_vars next to the inventory) only when a play starts, and
+# then prints the parser's words alone: this names the file and the line, before anything runs.
+@pytest.mark.parametrize(
+    ("name", "text", "words"),
+    [
+        (
+            "settings.yml",
+            "sdenv_user_name: dummy\nsdenv_user_fullname: [Dummy\nsdenv_user_shell: /bin/zsh\n",
+            "settings.yml line 3 cannot be read as YAML: did not find expected ',' or ']' (while parsing a flow"
+            " sequence, begun on line 2); fix it, then run again.",
+        ),
+        (
+            "lock.yml",
+            "sdenv_lock:\n  webui: 1\n    commit: 2\n",
+            "lock.yml line 3 cannot be read as YAML: mapping values are not allowed in this context; fix it",
+        ),
+    ],
+)
+def test_a_yaml_error_in_the_settings_or_lock_names_its_file_and_line(tmp_path, name, text, words):
+    (tmp_path / "group_vars" / "all").mkdir(parents=True)
+    (tmp_path / "group_vars" / "all" / "ok.yml").write_text("a: 1\n")
+    (tmp_path / "group_vars" / "all" / name).write_text(text)
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text("all:\n  hosts:\n    localhost:\n")
+    sentence = inventory_check.problem(str(inventory), "")
+    assert sentence.startswith(str(tmp_path / "group_vars" / "all" / name)) and words in sentence, sentence
+    (tmp_path / "group_vars" / "all" / name).write_text("a: 1\n")
+    assert inventory_check.problem(str(inventory), "") is None

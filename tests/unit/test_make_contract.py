@@ -1,8 +1,11 @@
 """The user-facing contract (ARCHITECTURE: targets and variables) stays whole as areas add mk/*.mk files."""
 
+import os
 import re
 import subprocess
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 CONTRACT_TARGETS = [
@@ -16,6 +19,7 @@ CONTRACT_VARIABLES = [
     "ARGS=",
     "CONFIRM=yes",
     "FORCE=yes",
+    "ADOPT=yes",
     "LABEL=",
     "TO=",
     "PATHS=",
@@ -82,3 +86,76 @@ def test_every_path_the_readmes_and_ansible_cfg_name_exists():
     for key in ("roles_path", "library", "module_utils", "action_plugins", "callback_plugins"):
         for folder in config["defaults"][key].split(":"):
             assert (ROOT / folder).is_dir(), f"ansible.cfg {key} names {folder}, which is not a folder"
+
+
+# Every value given to make is text: `$(shell ...)` in it never runs (not under make -n, not in a recipe's
+# shell), and quotes in it neither break nor extend the command line.
+VALUE_TARGETS = [
+    "provision", "verify", "snapshot", "snapshots", "rollback", "run", "pin-models", "bundle", "bundle-check",
+]  # fmt: skip
+VALUE_VARIABLES = [
+    "INVENTORY", "LIMIT", "CHECK", "ARGS", "CONFIRM", "FORCE", "ADOPT", "STRICT", "JSON", "LABEL", "TO", "PATHS", "DEEP", "LIVE",
+    "OFFLINE", "SMALL", "VERIFY_REPORTS", "PLATFORM", "OUT", "BUNDLE", "INDEX_URL", "ARCHIVE", "MODELS", "BENCH",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("given", ["command line", "environment"])
+def test_make_never_expands_a_value(tmp_path, given):
+    values = {
+        name: f"$(shell touch {tmp_path}/{name}) $$(touch {tmp_path}/sh-{name})" for name in VALUE_VARIABLES
+    }
+    for target in VALUE_TARGETS:
+        argv = ["make", "-n", "-C", str(ROOT), target]
+        env = dict(os.environ)
+        if given == "command line":
+            argv += [f"{name}={value}" for name, value in values.items()]
+        else:
+            env.update(values)
+        subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_values_reach_the_playbook_verbatim(tmp_path):
+    marker = tmp_path / "ran"
+    result = subprocess.run(
+        [
+            "make", "-s", "-C", str(ROOT), "provision", "LIMIT=localhost",
+            f"ARGS=--list-hosts -e \"sdenv_x='a b'\" -e \"sdenv_y=$(touch {marker})\"",
+        ],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "localhost" in result.stdout
+    assert not marker.exists()
+    quoted = subprocess.run(
+        ["make", "-s", "-C", str(ROOT), "provision", 'LIMIT=it\'s "here"'],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert quoted.returncode == 2
+    assert "LIMIT=it's \"here\" names it's, which matches no host" in quoted.stderr, quoted.stderr
+
+
+@pytest.mark.parametrize("args", ["--skip-tags always", "--start-at-task 'Install the WebUI'", "--step"])
+def test_args_cannot_skip_the_preflight(args):
+    # --list-tasks: were the option let through, nothing would run on main either.
+    result = subprocess.run(
+        ["make", "-s", "-C", str(ROOT), "provision", f"ARGS={args} --list-tasks"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stdout
+    assert result.stderr.startswith(f"ARGS={args} --list-tasks "), result.stderr
+    assert "preflight" in result.stderr.splitlines()[0]
+
+
+def test_tags_narrow_a_run_but_never_drop_the_preflight():
+    # The preflight task is tagged `always`, which --tags cannot leave out (only --skip-tags always can,
+    # refused above): a regression guard for that tag.
+    result = subprocess.run(
+        ["make", "-s", "-C", str(ROOT), "provision", "ARGS=--tags models --list-tasks"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    listed = [line.strip() for line in result.stdout.splitlines() if "TAGS: [always]" in line]
+    assert any(line.startswith("Check the values this target uses") for line in listed), result.stdout

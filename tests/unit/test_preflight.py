@@ -25,7 +25,8 @@ ACCOUNTS = [
     {"name": "root", "uid": 0, "home": "/root"},
     {"name": "daemon", "uid": 1, "home": "/usr/sbin"},
     {"name": "www-data", "uid": 33, "home": "/var/www"},
-    {"name": "nobody", "uid": 65534, "home": "/nonexistent"},
+    {"name": "nobody", "uid": 65534, "home": "/nonexistent", "shell": "/usr/sbin/nologin"},
+    {"name": "svc", "uid": 1500, "home": "/var/lib/svc", "shell": "/bin/sh"},
     {"name": "alice", "uid": 1000, "home": "/home/alice"},
 ]
 HOST = {
@@ -236,6 +237,10 @@ def test_the_state_directory_and_store_stay_out_of_the_dummys_and_the_captured_t
         ({"sdenv_user_name": "www-data", "sdenv_user_home": "/var/www"}, "system account here (uid 33, below 1000)"),
         ({"sdenv_user_fullname": "Dum:my"}, "without ':' or ','"),
         ({"sdenv_user_fullname": ""}, "a non-empty line of text"),
+        ({"sdenv_user_fullname": "D" * 65}, "at most 64 characters"),
+        ({"sdenv_user_fullname": "Dum\nmy"}, "a non-empty line of text"),
+        ({"sdenv_user_name": "nobody", "sdenv_user_home": "/nonexistent"}, "nobody is a system account here (its shell /usr/sbin/nologin refuses logins), whatever ADOPT says"),
+        ({"sdenv_user_name": "svc", "sdenv_user_home": "/var/lib/svc"}, "svc is a system account here (its home /var/lib/svc is outside /home)"),
         ({"sdenv_user_home": "/srv/dummy"}, "/home/dummy, the home the system gives a new account here"),
         ({"sdenv_user_password_env": "NOT-A-NAME"}, "an environment variable name"),
         ({"sdenv_webui_port": 70000}, "from 1024 to 65535"),
@@ -544,3 +549,52 @@ def test_token_hosts_are_origins_a_token_may_safely_go_to(value, words):
 def test_token_hosts_shipped_default_and_loopback_http():
     assert shipped("settings.yml")["sdenv_models_token_hosts"] == {"CIVITAI_TOKEN": ["civitai.com"]}
     assert run(sdenv_models_token_hosts={"CIVITAI_TOKEN": ["civitai.com", "http://127.0.0.1:8080"]}) == []
+
+
+# An existing account the provision record does not name is someone's: provision refuses to take it over
+# (saying what would change) unless ADOPT=yes; reset-dummy has its own guard (reset_guard).
+SOMEONES = {"name": "dummy", "uid": 1001, "home": "/home/dummy", "shell": "/bin/bash", "fullname": "Someone",
+            "groups": ["dummy"]}  # fmt: skip
+
+
+def host_with_the_dummy(entry):
+    return dict(
+        HOST, accounts=[*ACCOUNTS, SOMEONES], admin_group="sudo",
+        dummy_record={"path": "/var/lib/sdenv/state.json", "entry": entry},
+    )  # fmt: skip
+
+
+def test_an_existing_account_is_not_taken_over_unasked():
+    sentence = one(host=host_with_the_dummy({}))
+    assert sentence.startswith("The account dummy already exists (uid 1001) and the provision record")
+    assert (
+        "change shell /bin/bash → /bin/zsh; full name 'Someone' → 'Dummy'; groups dummy → dummy,sudo:"
+        in sentence
+    )
+    assert run(host=host_with_the_dummy({}), sdenv_adopt="yes") == []
+    assert run(host=host_with_the_dummy({"uid": 1001, "created_by_toolkit": True})) == []
+    assert "does not name it" in one(host=host_with_the_dummy({"uid": 1002, "created_by_toolkit": True}))
+    # A record the preflight cannot read (an unprivileged login): the role checks again as root.
+    assert run(host=host_with_the_dummy(None)) == []
+    # Reset and remove do not create or adopt: their own guard speaks.
+    assert run(uses=["dummy_user:reset"], host=host_with_the_dummy({})) == []
+
+
+def test_a_port_in_use_is_named_before_make_run_starts_anything():
+    busy = dict(HOST, ports_in_use=[7860])
+    sentence = one(uses=["webui:run"], host=busy, sdenv_webui_port=7860)
+    assert sentence == (
+        "settings.yml line 1 sets sdenv_webui_port to 7860, and another program already listens on port 7860 of"
+        " this host: stop it, or set sdenv_webui_port to a free port."
+    )
+    assert run(uses=["webui:run"], host=dict(HOST, ports_in_use=[]), sdenv_webui_port=7860) == []
+
+
+def test_a_system_account_by_shell_or_home_is_refused_only_where_accounts_are_made_or_deleted():
+    nobody = {"sdenv_user_name": "nobody", "sdenv_user_home": "/nonexistent"}
+    for uses in (["dummy_user"], ["dummy_user:reset"], ["dummy_user:remove"]):
+        assert "nobody is a system account here (its shell /usr/sbin/nologin refuses logins)" in one(
+            uses=uses, **nobody
+        )
+    # make snapshot only reads the account's files (its tests use accounts whose homes are elsewhere).
+    assert run(uses=["snapshot"], sdenv_user_name="svc", sdenv_user_home="/var/lib/svc") == []

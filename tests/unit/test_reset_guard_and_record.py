@@ -294,3 +294,15 @@ def test_a_home_left_by_a_deletion_killed_half_way_goes_with_the_leftovers(host)
     recorded["home"] = str(host["homes"] / "alice")
     _, refusals = plan(host, None, recorded)
     assert len(refusals) == 1 and str(host["homes"] / "alice") in refusals[0]
+
+
+def test_an_adopted_account_keeps_its_home_unless_forced():
+    adopted = {"uid": 1001, "created_by_toolkit": False, "adopted": True}
+    account = {"uid": 1001, "home": "/home/dummy"}
+    for action in ("reset", "remove"):
+        sentence = refusal(account=account, recorded=adopted, action=action)
+        assert sentence.startswith(
+            f"Refusing to {action} dummy: it existed before this toolkit and was adopted"
+        )
+        assert "would delete its home /home/dummy with its owner's files; run with FORCE=yes" in sentence
+        assert refusal(account=account, recorded=adopted, action=action, force=True) is None

@@ -6,8 +6,11 @@ module: dummy_account
 short_description: Create, check for deletion, or delete the dummy admin account (macOS and Linux)
 description:
   - C(present) creates the account with a home and admin rights (macOS sysadminctl + createhomedir and the
-    admin group; Linux useradd with the sudo/wheel group) and sets its password on creation only; an existing
-    account gets its shell, full name and admin membership corrected.
+    admin group; Linux useradd with the sudo/wheel group) and sets its password on creation only. An existing
+    account the provision record (I(record_path)) names gets its shell, full name and admin membership
+    corrected; one it does not name is refused with a sentence saying what would change, unless I(adopt)
+    (make ADOPT=yes); a system account (a shell that refuses logins, a home outside the home roots) is
+    refused either way.
   - C(check) runs the safety checks of C(absent) (the account may be deleted; every path it would delete is
     on the allow-list) and fails with one sentence per refusal; it never changes anything.
   - C(absent) runs the same checks, stops the user's processes, deletes the account and its home, and
@@ -39,6 +42,7 @@ options:
   record_path: {description: The provision record (for check and absent)., type: path}
   invoking_users: {description: Users running this command; never deleted., type: list, elements: str, default: []}
   force: {description: Delete an account the provision record does not name., type: bool, default: false}
+  adopt: {description: C(present) takes over an existing account the record does not name., type: bool, default: false}
   console_probe_file:
     description: Test seam, Linux only. A utmp file for C(who) to read instead of the system's.
     type: path
@@ -56,6 +60,9 @@ EXAMPLES = r"""
 RETURN = r"""
 account: {description: The account after the call (name, uid, home, shell, admin)., type: dict, returned: success}
 created: {description: The account was created by this call., type: bool, returned: state=present}
+adopted: {description: An existing account the record did not name was taken over (adopt)., type: bool,
+  returned: state=present}
+adoption: {description: What adopting it changed, in words., type: str, returned: when adopted}
 password_generated: {description: The account was created with a random password nobody knows., type: bool,
   returned: state=present}
 removed_paths: {description: Paths removed for the account outside its home., type: list, returned: state=absent}
@@ -68,7 +75,17 @@ import platform
 import shutil
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.dummy_accounts import AccountError, backend_for, check_password, generate_password
+from ansible.module_utils.dummy_accounts import (
+    AccountError,
+    backend_for,
+    check_password,
+    describe_changes,
+    generate_password,
+    record_names,
+    system_account_reason,
+    takeover_changes,
+    takeover_refusal,
+)
 from ansible.module_utils.provision_record import RecordError, load
 from ansible.module_utils.reset_guard import deletion_plan, reset_refusal
 
@@ -87,7 +104,7 @@ def warn_about_an_old_password_file(module):
 def ensure_present(module, accounts):
     p = module.params
     account = accounts.get(p["name"])
-    result = {"created": False, "password_generated": False}
+    result = {"created": False, "password_generated": False, "adopted": False}
     if account is None:
         password, generated = p["password"], False
         if not password:
@@ -101,6 +118,21 @@ def ensure_present(module, accounts):
         argv, data = accounts.password_command(p["name"], password)
         accounts.must(argv, data=data, what=f"Setting the password of {p['name']}")
         return dict(result, changed=True, account=accounts.get(p["name"]))
+    system = system_account_reason(account, accounts.people_home_roots)
+    if system:
+        module.fail_json(
+            msg=f"Refusing to make {p['name']} the dummy: {system}, so it is a system account (ADOPT=yes or not);"
+            " set sdenv_user_name to another name."
+        )
+    recorded = load(p["record_path"])["users"].get(p["name"]) if p["record_path"] else None
+    if not record_names(account, recorded):
+        changes = takeover_changes(
+            account, p["fullname"], p["shell"], accounts.admin_group() if p["admin"] else None
+        )
+        refusal = takeover_refusal(p["name"], account, recorded, changes, p["adopt"], p["record_path"])
+        if refusal:
+            module.fail_json(msg=refusal, refused=True)
+        result.update(adopted=True, adoption=f"changed {describe_changes(changes)}")
     commands = accounts.modify_commands(account, p["fullname"], p["shell"], p["admin"])
     if commands and not module.check_mode:
         for argv in commands:
@@ -185,6 +217,7 @@ def main():
             "record_path": {"type": "path"},
             "invoking_users": {"type": "list", "elements": "str", "default": []},
             "force": {"type": "bool", "default": False},
+            "adopt": {"type": "bool", "default": False},
             "console_probe_file": {"type": "path"},
         },
         required_if=[("state", "check", ["record_path"]), ("state", "absent", ["record_path"])],

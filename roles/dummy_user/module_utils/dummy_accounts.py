@@ -41,6 +41,67 @@ def check_password(password):
         )
 
 
+# --- Taking over an existing account ----------------------------------------------------------------
+
+# Shells that refuse a login: an account with one is a service's, whatever its uid.
+NO_LOGIN_SHELLS = ("nologin", "false")
+
+
+def system_account_reason(account, home_roots):
+    """Why `account` is a system account whatever its uid (nobody, _apt), in words, or None.
+
+    A person's account logs in and lives under a home root (/home, /Users); a service's has a shell that
+    refuses logins or a home elsewhere (/nonexistent, /var/lib/...). Neither is ever the dummy, ADOPT or not.
+    """
+    shell = account.get("shell") or ""
+    if shell.rstrip("/").rpartition("/")[2] in NO_LOGIN_SHELLS:
+        return f"its shell {shell} refuses logins"
+    home = account.get("home") or ""
+    if not any(home.startswith(root.rstrip("/") + "/") for root in home_roots):
+        return f"its home {home or '(none)'} is outside {' and '.join(home_roots)}"
+    return None
+
+
+def takeover_changes(account, fullname, shell, admin_group):
+    """What provisioning would change on an existing account: [(what, old, new)], in the order shown."""
+    changes = []
+    if account.get("shell") != shell:
+        changes.append(("shell", account.get("shell") or "(none)", shell))
+    if account.get("fullname") != fullname:
+        changes.append(("full name", repr(account.get("fullname") or ""), repr(fullname)))
+    groups = list(account.get("groups") or [])
+    if admin_group and admin_group not in groups:
+        changes.append(("groups", ",".join(groups) or "(none)", ",".join([*groups, admin_group])))
+    return changes
+
+
+def describe_changes(changes):
+    """takeover_changes in words: "shell /bin/bash → /bin/zsh; full name 'A' → 'Dummy'"."""
+    return "; ".join(f"{item} {old} → {new}" for item, old, new in changes) or "nothing about it"
+
+
+def record_names(account, recorded):
+    """The provision record's entry is this very account (same uid when the record kept one)."""
+    return bool(recorded) and recorded.get("uid") in (None, account["uid"])
+
+
+def takeover_refusal(name, account, recorded, changes, adopt, record_path):
+    """Why provisioning may not use the existing `account` as the dummy, or None (one sentence).
+
+    An account the provision record does not name is someone's: provisioning it would change what
+    `changes` lists and make it the toolkit's dummy. ADOPT=yes says that is meant.
+    """
+    if record_names(account, recorded) or adopt:
+        return None
+    what = describe_changes(changes)
+    return (
+        f"The account {name} already exists (uid {account['uid']}) and the provision record {record_path} does not"
+        f" name it, so provisioning would take it over and change {what}: run with ADOPT=yes to adopt it"
+        " (reset-dummy and remove-dummy then delete it and its home only with FORCE=yes), or set sdenv_user_name to"
+        " a new name."
+    )
+
+
 # --- Parsers -------------------------------------------------------------------------------------
 
 
@@ -87,6 +148,12 @@ def parse_checkmember(text):
     return text.strip().startswith("yes ")
 
 
+def parse_useradd_home(text):
+    """HOME= of /etc/default/useradd (where useradd puts new homes), or None."""
+    lines = [line.strip() for line in text.splitlines() if line.strip().startswith("HOME=")]
+    return (lines[-1].partition("=")[2].strip().strip("\"'") or None) if lines else None
+
+
 def parse_login_defs_uid_min(text, default=1000):
     for line in text.splitlines():
         fields = line.split()
@@ -128,6 +195,11 @@ class Accounts:
         """Where homes live here: the only place reset deletes a home (removal_allowlist)."""
         return HOME_ROOTS[self.platform]
 
+    @property
+    def people_home_roots(self):
+        """Where people's homes live here: the home roots and wherever the system puts new homes."""
+        return self.home_roots
+
     def __init__(self, run):
         self.run = run
 
@@ -161,13 +233,22 @@ class Accounts:
 class LinuxAccounts(Accounts):
     platform = "Linux"
 
-    def __init__(self, run, login_defs="/etc/login.defs"):
+    def __init__(self, run, login_defs="/etc/login.defs", useradd_defaults="/etc/default/useradd"):
         super().__init__(run)
         try:
             with open(login_defs, encoding="utf-8") as handle:
                 self.first_regular_uid = parse_login_defs_uid_min(handle.read())
         except OSError:
             self.first_regular_uid = 1000
+        try:
+            with open(useradd_defaults, encoding="utf-8") as handle:
+                self.new_home_root = parse_useradd_home(handle.read())
+        except OSError:
+            self.new_home_root = None
+
+    @property
+    def people_home_roots(self):
+        return (*self.home_roots, *([self.new_home_root] if self.new_home_root else []))
 
     def admin_group(self):
         for group in ("sudo", "wheel", "admin"):

@@ -44,6 +44,12 @@ def reset_refusal(
     if name in console_users:
         return f"Refusing to {action} {name}: it is logged in at the console; log it out first."
     if not force:
+        if recorded and recorded.get("adopted") and not recorded.get("created_by_toolkit"):
+            return (
+                f"Refusing to {action} {name}: it existed before this toolkit and was adopted (ADOPT=yes), so"
+                f" deleting it would delete its home {account['home']} with its owner's files; run with FORCE=yes"
+                " if you are sure."
+            )
         if not recorded or not recorded.get("created_by_toolkit"):
             return (
                 f"Refusing to {action} {name}: the provision record does not say this toolkit created it;"
