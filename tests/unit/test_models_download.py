@@ -16,6 +16,8 @@ import model_download as md
 import pytest
 from model_fixtures import random_safetensors, safetensors_bytes, sha256_hex
 
+from tests.unit.conftest import OTHER_UID
+
 
 def _action_plugin():
     """The controller-side action plugin, loaded from its file (it is not a module_utils). It builds on the
@@ -483,3 +485,42 @@ def test_controller_lines_for_waiting_and_for_a_dead_module():
     assert plugin.exit_reason(1) == "exit status 1"
     assert plugin.ended_without_result({"failed": True, "_ansible_parsed": False})
     assert not plugin.ended_without_result({"failed": True, "msg": "a sentence"})
+
+
+@pytest.mark.parametrize("folder", ["Lora", "Stable-diffusion"])
+def test_a_model_folder_linked_to_a_root_owned_directory_gets_nothing(tmp_path, bundle, foreign, folder):
+    src, _, blob = bundle
+    # The dummy's WebUI tree, its model folder replaced by a link to a directory root owns.
+    models = tmp_path / "home" / "webui" / "models"
+    models.mkdir(parents=True)
+    for path in (tmp_path / "home", models.parent, models):
+        foreign(path)
+    rootdir = tmp_path / "root-only"
+    rootdir.mkdir(mode=0o700)
+    (models / folder).symlink_to(rootdir)
+    foreign(models / folder)
+    spec = _spec(models / folder, [src], sha256_hex(blob), tmp_path, uid=OTHER_UID, gid=OTHER_UID)
+    with pytest.raises(
+        md.ModelFileError, match=rf"refusing to install model.safetensors: .*/{folder} is a symbolic"
+    ):
+        md.install(spec)
+    assert list(rootdir.iterdir()) == []
+    assert rootdir.stat().st_uid == os.geteuid()
+
+
+def test_a_folder_swapped_for_a_link_after_it_was_opened_changes_nothing(tmp_path, bundle):
+    # Every step works in the folder's descriptor: renaming it and linking its name elsewhere mid-run
+    # sends nothing to the link's target.
+    src, dest_dir, blob = bundle
+    spec = _spec(dest_dir, [src], sha256_hex(blob), tmp_path)
+    installer = md.Installer(spec)
+    installer._validate()
+    moved = tmp_path / "moved"
+    dest_dir.rename(moved)
+    target = tmp_path / "target"
+    target.mkdir()
+    dest_dir.symlink_to(target)
+    installer._download_any()
+    installer.close()
+    assert (moved / "model.safetensors").read_bytes() == blob
+    assert list(target.iterdir()) == []
