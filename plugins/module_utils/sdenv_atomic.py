@@ -91,12 +91,50 @@ def open_dir_nofollow(path):
             try:
                 nfd = os.open(name, _DIR_FLAGS, dir_fd=fd)
             except OSError as exc:
-                if exc.errno == errno.ELOOP:  # it became a link after the stat above
+                if _refused_link(exc, name, fd):  # it became a link after the stat above
                     raise LinkRefused(_join(shown, name)) from None
                 exc.filename = _join(shown, name)
                 raise
             os.close(fd)
             fd, shown = nfd, _join(shown, name)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def makedirs_nofollow(path, below, mode=0o755, uid=-1, gid=-1):
+    """A descriptor of directory `path`, first making the missing directories between `below` (which must
+    exist) and it: `below` is reached as open_dir_nofollow does, everything under it with no link at all,
+    and each directory made is given `mode` and owner through its own descriptor (never a chown by name)."""
+    path, below = os.path.abspath(path), os.path.abspath(below)
+    rel = os.path.relpath(path, below)
+    if rel == os.pardir or rel.startswith(os.pardir + os.sep):
+        raise ValueError(f"{path} is not below {below}")
+    fd = open_dir_nofollow(below)
+    shown = below
+    try:
+        for name in [] if rel == os.curdir else rel.split(os.sep):
+            shown = _join(shown, name)
+            made = False
+            try:
+                os.mkdir(name, 0o700, dir_fd=fd)  # private until it has its owner and mode
+                made = True
+            except FileExistsError:
+                pass
+            try:
+                nfd = os.open(name, _DIR_FLAGS, dir_fd=fd)
+            except OSError as exc:
+                if _refused_link(exc, name, fd):
+                    raise LinkRefused(shown) from None
+                exc.filename = shown
+                raise
+            os.close(fd)
+            fd = nfd
+            if made:
+                if uid != -1 or gid != -1:
+                    os.fchown(fd, uid, gid)
+                os.fchmod(fd, mode)
     except BaseException:
         os.close(fd)
         raise
@@ -120,6 +158,12 @@ def open_nofollow(path, flags=os.O_RDONLY, mode=0o600, dir_fd=None):
     finally:
         if dir_fd is None:
             os.close(dfd)
+
+
+def _refused_link(exc, name, dir_fd):
+    """Whether an O_NOFOLLOW|O_DIRECTORY open failed because `name` is a link (Linux says ENOTDIR for a
+    link to a directory there, ELOOP for others; macOS says ELOOP)."""
+    return exc.errno == errno.ELOOP or (exc.errno == errno.ENOTDIR and _is_link(name, dir_fd))
 
 
 def _is_link(name, dir_fd):

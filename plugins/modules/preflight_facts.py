@@ -12,8 +12,19 @@ description:
   - Returns every account the host's user database lists (name, uid, home) through getpwall(3), which reads
     /etc/passwd on Linux and Open Directory on macOS; and, on Linux, the UID_MIN lines of /etc/login.defs
     and the HOME line of /etc/default/useradd (where useradd puts a new home).
+  - With I(paths), says for each where it resolves to and the first symbolic link on the way that another
+    account could change (the toolkit, as root, follows none: see sdenv_atomic), for the preflight to judge.
   - Only reads. The preflight (action sdenv_preflight) runs it before any task that changes the host.
-options: {}
+options:
+  paths:
+    description: Absolute paths (the state directory, the WebUI directory) to resolve; nothing else is read.
+    type: list
+    elements: str
+    default: []
+  only_paths:
+    description: Return only C(places) (the preflight's second look, once the paths are known from the facts).
+    type: bool
+    default: false
 """
 
 EXAMPLES = r"""
@@ -38,14 +49,20 @@ login_defs:
 useradd_home:
   description: HOME from /etc/default/useradd (the parent of new homes), or null.
   type: str
+places:
+  description: "{path: {resolved, link}} for each of I(paths): its real path (realpath(3)) and the first link
+    on the way another account could change (null when none)."
+  type: dict
   returned: always
 """
 
+import os
 import pwd
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.facts import ansible_collector, default_collectors
 from ansible.module_utils.facts.namespace import PrefixFactNamespace
+from ansible.module_utils.sdenv_atomic import LinkRefused, open_dir_nofollow
 
 # Cheap collectors (no subprocess but uname and the distribution's release files): every fact the shipped
 # settings and the roles' defaults are made from (system, architecture, machine, os_family, ...).
@@ -60,8 +77,37 @@ def read_lines(path, prefix):
         return None
 
 
+def place(path):
+    """Where `path` resolves to, and the first link on the way root must not follow (the existing part of
+    the path is walked exactly as the roles' writes walk it)."""
+    existing = path
+    while True:
+        try:
+            os.close(open_dir_nofollow(existing))
+            link = None
+        except LinkRefused as exc:
+            link = exc.filename
+        except FileNotFoundError:
+            if existing != "/":
+                existing = os.path.dirname(existing)
+                continue
+            link = None
+        except OSError:  # not a directory, or unreadable: the roles say so in their own words
+            link = None
+        return {"resolved": os.path.realpath(path), "link": link}
+
+
 def main():
-    module = AnsibleModule(argument_spec={}, supports_check_mode=True)
+    module = AnsibleModule(
+        argument_spec={
+            "paths": {"type": "list", "elements": "str", "default": []},
+            "only_paths": {"type": "bool", "default": False},
+        },
+        supports_check_mode=True,
+    )
+    places = {path: place(path) for path in module.params["paths"] if os.path.isabs(path)}
+    if module.params["only_paths"]:
+        module.exit_json(changed=False, places=places)
     collector = ansible_collector.get_ansible_collector(
         all_collector_classes=default_collectors.collectors,
         namespace=PrefixFactNamespace(namespace_name="ansible", prefix="ansible_"),
@@ -79,6 +125,7 @@ def main():
         accounts=accounts,
         login_defs=read_lines("/etc/login.defs", "UID_MIN"),
         useradd_home=home or None,
+        places=places,
     )
 
 

@@ -129,3 +129,20 @@ def test_a_loop_of_links_ends(tmp_path):
     with pytest.raises(OSError) as error:
         sa.open_dir_nofollow(str(tmp_path / "a"))
     assert not isinstance(error.value, sa.LinkRefused)
+
+
+def test_makedirs_makes_the_missing_folders_owned_as_asked_and_refuses_a_link(tmp_path, foreign):
+    webui = dummy_home(tmp_path, foreign) / "webui"
+    uid = OTHER if os.geteuid() == 0 else -1
+    fd = sa.makedirs_nofollow(str(webui / "models" / "Lora"), str(webui), mode=0o755, uid=uid, gid=uid)
+    os.close(fd)
+    made = (webui / "models" / "Lora").stat()
+    assert stat.S_IMODE(made.st_mode) == 0o755 and made.st_uid == (OTHER if uid != -1 else os.geteuid())
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (webui / "models" / "Stable-diffusion").symlink_to(elsewhere)  # even root's own link: the dummy's folder
+    with pytest.raises(sa.LinkRefused):
+        sa.makedirs_nofollow(str(webui / "models" / "Stable-diffusion" / "sub"), str(webui))
+    assert list(elsewhere.iterdir()) == []
+    with pytest.raises(ValueError):
+        sa.makedirs_nofollow(str(tmp_path), str(webui))

@@ -31,13 +31,18 @@ from urllib.parse import unquote, urljoin, urlsplit
 try:
     from ansible.module_utils.model_fastpath import cached_entry, default_stat_cache
     from ansible.module_utils.safetensors_check import SafetensorsError, check_file, describe_non_model
-    from ansible.module_utils.sdenv_atomic import LinkRefused, fsync_dir_fd, open_dir_nofollow
+    from ansible.module_utils.sdenv_atomic import (
+        LinkRefused,
+        fsync_dir_fd,
+        makedirs_nofollow,
+        open_dir_nofollow,
+    )
     from ansible.module_utils.sdenv_pipeline import HashWritePipeline
     from ansible.module_utils.stat_cache import StatCache, write_json_atomic
 except ImportError:  # unit tests import the module_utils directories directly
     from model_fastpath import cached_entry, default_stat_cache
     from safetensors_check import SafetensorsError, check_file, describe_non_model
-    from sdenv_atomic import LinkRefused, fsync_dir_fd, open_dir_nofollow
+    from sdenv_atomic import LinkRefused, fsync_dir_fd, makedirs_nofollow, open_dir_nofollow
     from sdenv_pipeline import HashWritePipeline
     from stat_cache import StatCache, write_json_atomic
 
@@ -91,6 +96,7 @@ class Spec:
         timeout=60.0,
         name=None,
         lock_file=None,
+        dirs_below=None,
     ):
         self.dest = os.path.abspath(dest)
         self.urls = list(urls or [])
@@ -109,6 +115,8 @@ class Spec:
         self.allow_unpinned = allow_unpinned
         self.timeout = timeout
         self.name = name or os.path.basename(self.dest)
+        # The directory (the WebUI's) under which the model folder is made when missing, owned as the file.
+        self.dirs_below = dirs_below
         # Beside the stat cache (the root-only state directory), not in the WebUI's model folder.
         self.lock_file = lock_file or os.path.join(
             os.path.dirname(self.stat_cache), "." + os.path.basename(self.dest) + ".lock"
@@ -453,18 +461,23 @@ class Installer:
             os.close(self._dir_fd)
             self._dir_fd = None
 
-    def _dfd(self):
+    def _dfd(self, create=False):
         """The model folder, opened once with no symbolic link in any component (sdenv_atomic): root writes
         into the dummy's tree, where a link could send the model, its part or a chown to a root-owned place.
         Every file below is then reached by its name in this descriptor, so a folder swapped for a link
-        later changes nothing."""
+        later changes nothing. create: make it (and its parents up to dirs_below) when missing."""
         if self._dir_fd is None:
-            self._dir_fd = open_dir_nofollow(os.path.dirname(self.spec.dest))
+            spec = self.spec
+            directory = os.path.dirname(spec.dest)
+            if create and spec.dirs_below:
+                self._dir_fd = makedirs_nofollow(directory, spec.dirs_below, 0o755, spec.uid, spec.gid)
+            else:
+                self._dir_fd = open_dir_nofollow(directory)
         return self._dir_fd
 
     def _run(self, download):
         spec = self.spec
-        self._validate()
+        self._validate(create=download and not self.check_mode)
         before = self._describe(self._lstat(spec.dest))
         present = self._accept_present()
         if present is not None:
@@ -536,7 +549,7 @@ class Installer:
 
     # -- checks before anything moves --
 
-    def _validate(self):
+    def _validate(self, create=False):
         spec = self.spec
         if spec.sha256 is None:
             if not spec.allow_unpinned:
@@ -558,18 +571,20 @@ class Installer:
             raise ModelFileError(f"{spec.name} has no URL or bundle directory to get it from")
         directory = os.path.dirname(spec.dest)
         try:
-            self._dfd()
+            self._dfd(create=create)
         except LinkRefused as exc:
             raise ModelFileError(f"refusing to install {spec.name}: {exc}") from None
         except (FileNotFoundError, NotADirectoryError):
-            if not self.check_mode:
+            # A dry run, or a look before the download that will make it, may find it missing.
+            if not (self.check_mode or (spec.dirs_below and not create)):
                 raise ModelFileError(f"the directory {directory} for {spec.name} does not exist") from None
 
     def _lstat(self, path):
         """lstat of `path` (the dest, its part or its rejected file) in the model folder; None when absent."""
         try:
             return os.stat(os.path.basename(path), dir_fd=self._dfd(), follow_symlinks=False)
-        except (FileNotFoundError, NotADirectoryError):
+        except (FileNotFoundError, NotADirectoryError, LinkRefused):
+            # LinkRefused only on a look after the run (its sentence): _validate refused such a folder first.
             return None
 
     def _describe(self, st):
