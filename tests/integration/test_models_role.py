@@ -22,6 +22,7 @@ from model_fixtures import ModelServer, random_safetensors, sha256_hex
 from sdenv_testlib import ROOT, ansiballz_payload_dirs, remove_payload_dirs_left_by_a_kill
 
 TOKEN = "tok-" + os.urandom(6).hex()
+SECRET = b'{"password": "root-only-secret"}\n'
 
 
 @pytest.fixture
@@ -327,11 +328,12 @@ def dummy_link(link, target, user):
 
 @pytest.fixture
 def root_only(tmp_path):
-    """A root-only directory holding a secret, standing for /root or /etc."""
+    """A root-only directory holding a secret, standing for /root or /etc. The secret is a JSON object, so
+    a cache.json linked to it parses: read through the link, it would be merged and written back out."""
     directory = tmp_path / "root-only"
     directory.mkdir(mode=0o700)
     secret = directory / "secret"
-    secret.write_bytes(b"root-only secret\n")
+    secret.write_bytes(SECRET)
     secret.chmod(0o600)
     return directory
 
@@ -361,7 +363,7 @@ def untouched(directory):
     st = secret.stat()
     return (
         sorted(p.name for p in directory.iterdir()) == ["secret"]
-        and secret.read_bytes() == b"root-only secret\n"
+        and secret.read_bytes() == SECRET
         and (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (0, 0, 0o600)
     )
 
@@ -377,7 +379,7 @@ def test_a_cache_json_linked_to_a_root_only_file_is_refused_and_the_file_stays_r
         f"{webui}/cache.json is a symbolic link, and root never reads or writes through the dummy's links: "
         "replace it with a regular file",
     )
-    assert "root-only secret" not in result.stdout
+    assert "root-only-secret" not in result.stdout
     assert untouched(root_only) and (webui / "cache.json").is_symlink()
 
 
