@@ -16,7 +16,7 @@ import model_download as md
 import pytest
 from model_fixtures import random_safetensors, safetensors_bytes, sha256_hex
 
-from tests.unit.conftest import OTHER_UID
+from tests.unit.conftest import OTHER_UID, RUNNER_UID
 
 
 def _action_plugin():
@@ -505,7 +505,7 @@ def test_a_model_folder_linked_to_a_root_owned_directory_gets_nothing(tmp_path, 
     ):
         md.install(spec)
     assert list(rootdir.iterdir()) == []
-    assert rootdir.stat().st_uid == os.geteuid()
+    assert rootdir.stat().st_uid == RUNNER_UID
 
 
 def test_a_folder_swapped_for_a_link_after_it_was_opened_changes_nothing(tmp_path, bundle):

@@ -10,7 +10,7 @@ import stat
 import pytest
 import sdenv_atomic as sa
 
-from tests.unit.conftest import OTHER_UID, secret_unchanged
+from tests.unit.conftest import OTHER_UID, RUNNER_UID, secret_unchanged
 
 OTHER = OTHER_UID
 
@@ -133,11 +133,11 @@ def test_a_loop_of_links_ends(tmp_path):
 
 def test_makedirs_makes_the_missing_folders_owned_as_asked_and_refuses_a_link(tmp_path, foreign):
     webui = dummy_home(tmp_path, foreign) / "webui"
-    uid = OTHER if os.geteuid() == 0 else -1
+    uid = OTHER if RUNNER_UID == 0 else -1
     fd = sa.makedirs_nofollow(str(webui / "models" / "Lora"), str(webui), mode=0o755, uid=uid, gid=uid)
     os.close(fd)
     made = (webui / "models" / "Lora").stat()
-    assert stat.S_IMODE(made.st_mode) == 0o755 and made.st_uid == (OTHER if uid != -1 else os.geteuid())
+    assert stat.S_IMODE(made.st_mode) == 0o755 and made.st_uid == (OTHER if uid != -1 else RUNNER_UID)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     (webui / "models" / "Stable-diffusion").symlink_to(elsewhere)  # even root's own link: the dummy's folder
