@@ -524,3 +524,23 @@ def test_a_folder_swapped_for_a_link_after_it_was_opened_changes_nothing(tmp_pat
     installer.close()
     assert (moved / "model.safetensors").read_bytes() == blob
     assert list(target.iterdir()) == []
+
+
+def test_no_fast_path_through_a_model_folder_linked_elsewhere(tmp_path, bundle, foreign):
+    # The folder moved and its name linked to it by another account: the same file (inode, size, mtime) is
+    # behind the link, but root does not look through the dummy's links, so the full module decides (and
+    # refuses in a sentence).
+    import model_fastpath
+
+    src, dest_dir, blob = bundle
+    spec = _spec(dest_dir, [src], sha256_hex(blob), tmp_path, mode=0o644)
+    md.install(spec)
+    dest = str(dest_dir / "model.safetensors")
+    assert model_fastpath.settled_result(dest, sha256_hex(blob), stat_cache=spec.stat_cache) is not None
+    moved = tmp_path / "moved"
+    dest_dir.rename(moved)
+    dest_dir.symlink_to(moved)
+    foreign(dest_dir)
+    assert model_fastpath.settled_result(dest, sha256_hex(blob), stat_cache=spec.stat_cache) is None
+    with pytest.raises(md.ModelFileError, match="is a symbolic link"):
+        md.install(_spec(dest_dir, [src], sha256_hex(blob), tmp_path, mode=0o644))
