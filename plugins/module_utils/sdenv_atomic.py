@@ -141,6 +141,44 @@ def makedirs_nofollow(path, below, mode=0o755, uid=-1, gid=-1):
     return fd
 
 
+def own_dir_nofollow(path, uid, gid, mode_bits, check_mode=False):
+    """Make directory `path` exist, owned by uid:gid with at least `mode_bits`, through descriptors: its
+    parent reached as open_dir_nofollow does, `path` itself never a link (LinkRefused). Root hands
+    directories to the dummy this way (Homebrew's prefix): a chown by name would follow a link the dummy put
+    there and hand it /etc. Returns whether anything changed (or would, in check mode)."""
+    path = os.path.abspath(path)
+    name = os.path.basename(path)
+    pfd = open_dir_nofollow(os.path.dirname(path))
+    try:
+        try:
+            st = os.stat(name, dir_fd=pfd, follow_symlinks=False)
+        except FileNotFoundError:
+            st = None
+        if st is not None and stat.S_ISLNK(st.st_mode):
+            raise LinkRefused(path)
+        if st is not None and (st.st_uid, st.st_gid) == (uid, gid) and st.st_mode & mode_bits == mode_bits:
+            return False
+        if check_mode:
+            return True
+        if st is None:
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(name, 0o700, dir_fd=pfd)  # private until it has its owner and mode
+        try:
+            fd = os.open(name, _DIR_FLAGS, dir_fd=pfd)
+        except OSError as exc:
+            if _refused_link(exc, name, pfd):
+                raise LinkRefused(path) from None
+            raise
+        try:
+            os.fchown(fd, uid, gid)  # before the mode: a chown clears setuid/setgid bits
+            os.fchmod(fd, stat.S_IMODE(os.fstat(fd).st_mode) | mode_bits)
+        finally:
+            os.close(fd)
+        return True
+    finally:
+        os.close(pfd)
+
+
 def open_nofollow(path, flags=os.O_RDONLY, mode=0o600, dir_fd=None):
     """os.open of `path` with no link another account could have made in its directories, none at all at
     its last component. `dir_fd`: `path` is a name in that (already safely opened) directory instead."""

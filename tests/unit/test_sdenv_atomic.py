@@ -146,3 +146,24 @@ def test_makedirs_makes_the_missing_folders_owned_as_asked_and_refuses_a_link(tm
     assert list(elsewhere.iterdir()) == []
     with pytest.raises(ValueError):
         sa.makedirs_nofollow(str(tmp_path), str(webui))
+
+
+def test_own_dir_hands_a_directory_over_but_never_a_links_target(tmp_path, foreign):
+    # As homebrew_prefix does for /opt/homebrew/bin, ...: made or corrected through descriptors.
+    prefix = tmp_path / "homebrew"
+    prefix.mkdir()
+    foreign(prefix)
+    uid = OTHER if RUNNER_UID == 0 else RUNNER_UID
+    assert sa.own_dir_nofollow(str(prefix / "bin"), uid, uid, 0o775, check_mode=True) is True
+    assert not (prefix / "bin").exists()
+    assert sa.own_dir_nofollow(str(prefix / "bin"), uid, uid, 0o775) is True
+    st = (prefix / "bin").stat()
+    assert (st.st_uid, stat.S_IMODE(st.st_mode) & 0o775) == (uid, 0o775)
+    assert sa.own_dir_nofollow(str(prefix / "bin"), uid, uid, 0o775) is False
+    etc = tmp_path / "etc"
+    etc.mkdir(mode=0o755)
+    (prefix / "var").symlink_to(etc)
+    with pytest.raises(sa.LinkRefused):
+        sa.own_dir_nofollow(str(prefix / "var"), uid, uid, 0o775)
+    st = etc.stat()
+    assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (RUNNER_UID, 0o755)
