@@ -126,6 +126,7 @@ class ActionModule(ActionBase):
             host["dummy_record"] = self._dummy_record(values, variables, host, templar, task_vars)
         if rules.PORT_USERS & entry_points:
             host["ports_in_use"] = self._ports_in_use(values, task_vars)
+        host["places"] = self._places(values, task_vars)
         problems = engine.check(
             options,
             values,
@@ -316,6 +317,24 @@ class ActionModule(ActionBase):
         )
         self._remove_tmp_path(self._connection._shell.tmpdir)
         return {"path": path, "entry": None if probe.get("failed") else probe.get("entry") or {}}
+
+    def _places(self, values, task_vars):
+        """Where the directories root writes in resolve to on the host (a second, read-only look: the paths
+        are known only once the facts have been applied); {} when the target uses none of them."""
+        paths = [
+            values[name]
+            for name in rules.RESOLVED_PLACES
+            if isinstance(values.get(name), str) and engine.is_normal_absolute(values[name])
+        ]
+        if not paths:
+            return {}
+        probe = self._execute_module(
+            module_name="preflight_facts",
+            module_args={"paths": paths, "only_paths": True},
+            task_vars=task_vars,
+        )
+        self._remove_tmp_path(self._connection._shell.tmpdir)
+        return probe.get("places") or {}
 
     def _host(self, task_vars):
         probe = self._execute_module(module_name="preflight_facts", module_args={}, task_vars=task_vars)

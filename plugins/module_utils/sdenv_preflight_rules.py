@@ -693,6 +693,35 @@ def places_are_apart(ctx):
                 return
 
 
+# Directories root writes in whose real place on the host the preflight judges (action sdenv_preflight asks
+# the host where they resolve to, walking them as sdenv_atomic's writes do).
+RESOLVED_PLACES = ("sdenv_state_dir", "sdenv_webui_dir")
+
+
+def places_reach_no_links(ctx, name):
+    """The path a setting names reaches no link another account can change (the roles would refuse it
+    halfway through a run), and where it really resolves is judged as the path itself is: /tmp/x/link/state
+    with link -> /etc is /etc/state."""
+    value, place = ctx.values.get(name), ctx.host.get("places", {}).get(ctx.values.get(name))
+    if name in ctx.failed or not isinstance(value, str) or not place:
+        return
+    if place.get("link"):
+        yield Problem(
+            name,
+            value,
+            f"a path with no symbolic link another account can change; {place['link']} is one, and the toolkit"
+            " (as root) follows none: name the real directory, or make that link a directory",
+        )
+        return
+    resolved = place.get("resolved")
+    if isinstance(resolved, str) and resolved != value:
+        reason = RULES[name].reason(resolved, ctx)
+        if reason:
+            yield Problem(
+                name, value, f"{reason[0].lower()}{reason[1:]}, judged where it resolves to ({resolved})"
+            )
+
+
 def host_is_supported(ctx):
     system, family = ctx.host.get("system"), ctx.host.get("os_family")
     if system != "Darwin" and family != "Debian":
@@ -746,4 +775,8 @@ CROSS = [
         ["webui:main"],
     ),
     Cross("places apart", ["sdenv_state_dir"], places_are_apart),
+    *(
+        Cross(f"where {name} resolves", [name], lambda ctx, name=name: places_reach_no_links(ctx, name))
+        for name in RESOLVED_PLACES
+    ),
 ]

@@ -17,9 +17,20 @@ description:
     SO_REUSEADDR, as the WebUI's server makes it, so a closing connection does not count); the preflight runs
     it for make run, whose WebUI would otherwise find its port taken, or take another program's answer for
     its own.
+  - With I(paths), says for each where it resolves to and the first symbolic link on the way that another
+    account could change (the toolkit, as root, follows none: see sdenv_atomic), for the preflight to judge.
   - Only reads. The preflight (action sdenv_preflight) runs it before any task that changes the host.
 options:
   ports: {description: Loopback ports to test instead of reading the facts., type: list, elements: int}
+  paths:
+    description: Absolute paths (the state directory, the WebUI directory) to resolve; nothing else is read.
+    type: list
+    elements: str
+    default: []
+  only_paths:
+    description: Return only C(places) (the preflight's second look, once the paths are known from the facts).
+    type: bool
+    default: false
 """
 
 EXAMPLES = r"""
@@ -52,11 +63,16 @@ ports_in_use:
 admin_group:
   description: The group that gives admin rights here (admin on macOS, else the first of sudo, wheel, admin).
   type: str
+places:
+  description: "{path: {resolved, link}} for each of I(paths): its real path (realpath(3)) and the first link
+    on the way another account could change (null when none)."
+  type: dict
   returned: always
 """
 
 import errno
 import grp
+import os
 import platform
 import pwd
 import socket
@@ -64,6 +80,7 @@ import socket
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.facts import ansible_collector, default_collectors
 from ansible.module_utils.facts.namespace import PrefixFactNamespace
+from ansible.module_utils.sdenv_atomic import LinkRefused, open_dir_nofollow
 
 # Cheap collectors (no subprocess but uname and the distribution's release files): every fact the shipped
 # settings and the roles' defaults are made from (system, architecture, machine, os_family, ...).
@@ -114,12 +131,40 @@ def in_use(port):
     return False
 
 
+def place(path):
+    """Where `path` resolves to, and the first link on the way root must not follow (the existing part of
+    the path is walked exactly as the roles' writes walk it)."""
+    existing = path
+    while True:
+        try:
+            os.close(open_dir_nofollow(existing))
+            link = None
+        except LinkRefused as exc:
+            link = exc.filename
+        except FileNotFoundError:
+            if existing != "/":
+                existing = os.path.dirname(existing)
+                continue
+            link = None
+        except OSError:  # not a directory, or unreadable: the roles say so in their own words
+            link = None
+        return {"resolved": os.path.realpath(path), "link": link}
+
+
 def main():
     module = AnsibleModule(
-        argument_spec={"ports": {"type": "list", "elements": "int"}}, supports_check_mode=True
+        argument_spec={
+            "ports": {"type": "list", "elements": "int"},
+            "paths": {"type": "list", "elements": "str", "default": []},
+            "only_paths": {"type": "bool", "default": False},
+        },
+        supports_check_mode=True,
     )
     if module.params["ports"] is not None:
         module.exit_json(changed=False, ports_in_use=[p for p in module.params["ports"] if in_use(p)])
+    places = {path: place(path) for path in module.params["paths"] if os.path.isabs(path)}
+    if module.params["only_paths"]:
+        module.exit_json(changed=False, places=places)
     collector = ansible_collector.get_ansible_collector(
         all_collector_classes=default_collectors.collectors,
         namespace=PrefixFactNamespace(namespace_name="ansible", prefix="ansible_"),
@@ -141,6 +186,7 @@ def main():
         login_defs=read_lines("/etc/login.defs", "UID_MIN"),
         useradd_defaults=read_lines("/etc/default/useradd", "HOME="),
         admin_group=admin,
+        places=places,
     )
 
 

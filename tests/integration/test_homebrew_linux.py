@@ -211,3 +211,25 @@ def test_reset_dummy_removes_only_the_homebrew_prefix_the_toolkit_installs(
     after = record(inventory)
     assert "homebrew" not in after["users"][inventory.user].get("components", {})
     assert after["shared"] == shared_before
+
+
+def test_a_login_profile_linked_to_a_root_only_file_is_refused_and_the_file_untouched(
+    provisioned, make_target, tmp_path
+):
+    # Root edits the dummy's profile: a link the dummy put there is neither read nor written through.
+    inventory, _, _ = provisioned
+    account = pwd.getpwnam(inventory.user)
+    profile = Path(account.pw_dir, ".zprofile")
+    secret = tmp_path / "secret"
+    secret.write_text("root-only secret\n", encoding="utf-8")
+    secret.chmod(0o600)
+    profile.unlink()
+    profile.symlink_to(secret)
+    os.lchown(profile, account.pw_uid, account.pw_gid)
+    result = make_target("provision", inventory, ARGS=ONLY_THESE_ROLES)
+    assert result.returncode != 0, result
+    assert f"{profile} is a symbolic link that another account can change" in " ".join(result.output.split())
+    st = secret.stat()
+    assert secret.read_text(encoding="utf-8") == "root-only secret\n"
+    assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (0, 0, 0o600)
+    assert profile.is_symlink()

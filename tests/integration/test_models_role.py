@@ -24,6 +24,7 @@ from model_fixtures import ModelServer, random_safetensors, sha256_hex
 from sdenv_testlib import ROOT, ansiballz_payload_dirs, remove_payload_dirs_left_by_a_kill
 
 TOKEN = "tok-" + os.urandom(6).hex()
+SECRET = b'{"password": "root-only-secret"}\n'
 
 
 @pytest.fixture
@@ -314,13 +315,7 @@ def test_a_rejected_download_is_kept_root_only_in_the_state_directory(
 
 
 def test_bundle_directory_serves_an_offline_machine(test_inventory, webui, models, tmp_path):
-    bundle = tmp_path / "bundle"
-    bundle.mkdir()
-    (bundle / "testckpt.safetensors").write_bytes(models["ckpt"])
-    (bundle / "testlora.safetensors").write_bytes(models["lora"])
-    for entry in models["lock"]:
-        entry["urls"] = ["http://127.0.0.1:9/unreachable"]
-    inventory = test_inventory(**host_vars(webui, models, tmp_path))
+    inventory = offline_inventory(test_inventory, webui, models, tmp_path)
     result = run_role(inventory, tmp_path)
     assert result.returncode == 0, result.stdout[-3000:]
     assert (webui / "models" / "Lora" / "testlora.safetensors").read_bytes() == models["lora"]
@@ -434,3 +429,103 @@ def test_the_controllers_proxy_reaches_the_download_through_become(
     assert seen == [("HEAD", "http://sdt-models.invalid/lora"), ("GET", "http://sdt-models.invalid/lora")], (
         seen
     )
+
+
+# --- Root never follows the dummy's links (issue 19) -------------------------------------------------------
+
+
+def dummy_link(link, target, user):
+    """A symbolic link the dummy made (it owns it, in its own directory)."""
+    link.symlink_to(target)
+    account = pwd.getpwnam(user)
+    os.lchown(link, account.pw_uid, account.pw_gid)
+
+
+@pytest.fixture
+def root_only(tmp_path):
+    """A root-only directory holding a secret, standing for /root or /etc. The secret is a JSON object, so
+    a cache.json linked to it parses: read through the link, it would be merged and written back out."""
+    directory = tmp_path / "root-only"
+    directory.mkdir(mode=0o700)
+    secret = directory / "secret"
+    secret.write_bytes(SECRET)
+    secret.chmod(0o600)
+    return directory
+
+
+def offline_inventory(test_inventory, webui, models, tmp_path):
+    """The test inventory with the models served from a bundle directory (no server needed)."""
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "testckpt.safetensors").write_bytes(models["ckpt"])
+    (bundle / "testlora.safetensors").write_bytes(models["lora"])
+    for entry in models["lock"]:
+        entry["urls"] = ["http://127.0.0.1:9/unreachable"]
+    return test_inventory(**host_vars(webui, models, tmp_path))
+
+
+def refused(inventory, tmp_path, sentence):
+    """Run the role; it must fail with `sentence` and no traceback."""
+    result = run_role(inventory, tmp_path)
+    assert result.returncode != 0
+    assert sentence in result.stdout, result.stdout[-3000:]
+    assert "Traceback" not in result.stdout
+    return result
+
+
+def untouched(directory):
+    secret = directory / "secret"
+    st = secret.stat()
+    return (
+        sorted(p.name for p in directory.iterdir()) == ["secret"]
+        and secret.read_bytes() == SECRET
+        and (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (0, 0, 0o600)
+    )
+
+
+def test_a_cache_json_linked_to_a_root_only_file_is_refused_and_the_file_stays_roots(
+    test_inventory, webui, models, tmp_path, root_only
+):
+    inventory = offline_inventory(test_inventory, webui, models, tmp_path)
+    dummy_link(webui / "cache.json", root_only / "secret", inventory.user)
+    result = refused(
+        inventory,
+        tmp_path,
+        f"{webui}/cache.json is a symbolic link, and root never reads or writes through the dummy's links: "
+        "replace it with a regular file",
+    )
+    assert "root-only-secret" not in result.stdout
+    assert untouched(root_only) and (webui / "cache.json").is_symlink()
+
+
+@pytest.mark.parametrize("folder", ["Lora", "Stable-diffusion"])
+def test_a_model_folder_linked_to_a_root_owned_directory_gets_nothing(
+    test_inventory, webui, models, tmp_path, root_only, folder
+):
+    inventory = offline_inventory(test_inventory, webui, models, tmp_path)
+    user = pwd.getpwnam(inventory.user)
+    (webui / "models").mkdir()
+    os.chown(webui / "models", user.pw_uid, user.pw_gid)
+    dummy_link(webui / "models" / folder, root_only, inventory.user)
+    refused(
+        inventory,
+        tmp_path,
+        f"{webui}/models/{folder} is a symbolic link that another account can change, and the toolkit does not "
+        "follow links there",
+    )
+    assert untouched(root_only)
+
+
+def test_a_webui_directory_replaced_by_a_link_is_refused_before_anything_is_written(
+    test_inventory, webui, models, tmp_path, root_only
+):
+    inventory = offline_inventory(test_inventory, webui, models, tmp_path)
+    webui.rmdir()
+    dummy_link(webui, root_only, inventory.user)
+    refused(
+        inventory,
+        tmp_path,
+        f"sets sdenv_webui_dir to '{webui}': expected a path with no symbolic link another account can change; "
+        f"{webui} is one",
+    )
+    assert untouched(root_only)

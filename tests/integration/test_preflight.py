@@ -406,3 +406,43 @@ def test_an_offline_machine_gets_one_sentence_per_source_and_nothing_changes(
     # No account, no home, no record, no uv cache (it lives in the state directory); the preflight was the one
     # task (above), so no package was installed either (apt's marker is not needed for that here).
     assert_nothing_changed(throwaway_user, inventory, real_state, None, lines)
+
+
+@pytest.mark.parametrize(
+    "case", ["state dir through a link to /etc", "webui dir a link another account made"]
+)
+def test_a_place_reached_through_a_link_is_refused_by_the_preflight(
+    test_inventory, throwaway_user, make_target, tmp_path, apt_before, case
+):
+    # Links the test makes in its own directory: root's link to /etc (judged where it leads), and a link
+    # another account (nobody) owns in a directory it owns (refused, whatever it leads to).
+    if case.startswith("state"):
+        (tmp_path / "x").mkdir()
+        (tmp_path / "x" / "link").symlink_to("/etc")
+        setting, value = "sdenv_state_dir", f"{tmp_path}/x/link/state"
+        expected = (
+            f"sets sdenv_state_dir to '{value}': expected a path of its own outside /etc, which belongs to the"
+            " system, judged where it resolves to (/etc/state)."
+        )
+    else:
+        (tmp_path / "theirs").mkdir()
+        (tmp_path / "elsewhere").mkdir()
+        (tmp_path / "theirs" / "webui").symlink_to(tmp_path / "elsewhere")
+        for path in (tmp_path / "theirs", tmp_path / "theirs" / "webui"):
+            os.lchown(path, 65534, 65534)
+        setting, value = "sdenv_webui_dir", f"{tmp_path}/theirs/webui"
+        expected = (
+            f"sets sdenv_webui_dir to '{value}': expected a path with no symbolic link another account can"
+            f" change; {value} is one, and the toolkit (as root) follows none"
+        )
+    inventory = inventory_for(test_inventory, **{setting: value})
+    real_state = listing(REAL_STATE)
+
+    result = make_target("provision", inventory, timeout=600)
+
+    assert result.returncode != 0, result
+    assert expected in result.output, result
+    assert "Traceback" not in result.output
+    assert not Path("/etc/state").exists()
+    assert not (tmp_path / "elsewhere").exists() or list((tmp_path / "elsewhere").iterdir()) == []
+    assert_nothing_changed(throwaway_user, inventory, real_state, apt_before)

@@ -113,7 +113,7 @@ def probe_peer():
 
 
 def test_verify_passes_then_names_each_broken_thing(fixture_host, make_target, probe_peer, test_inventory):
-    inventory, upstream, _root = fixture_host
+    inventory, upstream, fixture_root = fixture_host
     provisioned = make_target("provision", inventory)
     assert provisioned.returncode == 0, provisioned.output[-3000:]
 
@@ -240,6 +240,21 @@ def test_verify_passes_then_names_each_broken_thing(fixture_host, make_target, p
     assert code != 0 and set(failing(rows)) == {"login profile line export PATH"}, failing(rows)
     assert "0 times (wanted exactly once)" in rows["login profile line export PATH"]["detail"]
     profile.write_text(saved)
+
+    # 6. ui-config.json replaced by the dummy's link to a root-only file holding the right values: verify
+    # reads the dummy's files as the dummy, so it never shows (nor passes on) what root alone can read.
+    root_only = fixture_root / "root-only"
+    root_only.mkdir(mode=0o700)
+    (root_only / "ui-config.json").write_text(ui_config.read_text())
+    ui_config.rename(ui_config.with_name("ui-config.away"))
+    ui_config.symlink_to(root_only / "ui-config.json")
+    os.lchown(ui_config, pwd.getpwnam(inventory.user).pw_uid, pwd.getpwnam(inventory.user).pw_gid)
+    code, rows, result, _ = verify(make_target, inventory)
+    assert code != 0 and key in failing(rows), failing(rows)
+    assert all(row.startswith("ui-config.json ") for row in failing(rows)), failing(rows)
+    assert "Permission denied" in rows[key]["detail"], rows[key]
+    ui_config.unlink()
+    ui_config.with_name("ui-config.away").rename(ui_config)
 
     # Everything restored: verify passes again (the model was re-hashed, not trusted from the cache).
     time.sleep(0.01)

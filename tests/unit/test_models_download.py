@@ -17,6 +17,8 @@ import model_download as md
 import pytest
 from model_fixtures import random_safetensors, safetensors_bytes, sha256_hex
 
+from tests.unit.conftest import OTHER_UID, RUNNER_UID
+
 
 def _action_plugin():
     """The controller-side action plugin, loaded from its file (it is not a module_utils). It builds on the
@@ -586,3 +588,62 @@ def test_a_part_removed_before_it_is_set_aside_is_the_disappeared_sentence(bundl
     monkeypatch.setattr(md, "_private_dir", lose_the_part_first)
     with pytest.raises(md.ModelFileError, match=r"disappeared while model\.safetensors was being downloaded"):
         md.install(spec)
+
+
+@pytest.mark.parametrize("folder", ["Lora", "Stable-diffusion"])
+def test_a_model_folder_linked_to_a_root_owned_directory_gets_nothing(tmp_path, bundle, foreign, folder):
+    src, _, blob = bundle
+    # The dummy's WebUI tree, its model folder replaced by a link to a directory root owns.
+    models = tmp_path / "home" / "webui" / "models"
+    models.mkdir(parents=True)
+    for path in (tmp_path / "home", models.parent, models):
+        foreign(path)
+    rootdir = tmp_path / "root-only"
+    rootdir.mkdir(mode=0o700)
+    (models / folder).symlink_to(rootdir)
+    foreign(models / folder)
+    spec = _spec(models / folder, [src], sha256_hex(blob), tmp_path, uid=OTHER_UID, gid=OTHER_UID)
+    with pytest.raises(
+        md.ModelFileError, match=rf"refusing to install model.safetensors: .*/{folder} is a symbolic"
+    ):
+        md.install(spec)
+    assert list(rootdir.iterdir()) == []
+    assert rootdir.stat().st_uid == RUNNER_UID
+
+
+def test_a_folder_swapped_for_a_link_after_it_was_opened_changes_nothing(tmp_path, bundle):
+    # Every step works in the folder's descriptor: renaming it and linking its name elsewhere mid-run
+    # sends nothing to the link's target.
+    src, dest_dir, blob = bundle
+    spec = _spec(dest_dir, [src], sha256_hex(blob), tmp_path)
+    installer = md.Installer(spec)
+    installer._validate()
+    moved = tmp_path / "moved"
+    dest_dir.rename(moved)
+    target = tmp_path / "target"
+    target.mkdir()
+    dest_dir.symlink_to(target)
+    installer._download_any()
+    installer.close()
+    assert (moved / "model.safetensors").read_bytes() == blob
+    assert list(target.iterdir()) == []
+
+
+def test_no_fast_path_through_a_model_folder_linked_elsewhere(tmp_path, bundle, foreign):
+    # The folder moved and its name linked to it by another account: the same file (inode, size, mtime) is
+    # behind the link, but root does not look through the dummy's links, so the full module decides (and
+    # refuses in a sentence).
+    import model_fastpath
+
+    src, dest_dir, blob = bundle
+    spec = _spec(dest_dir, [src], sha256_hex(blob), tmp_path, mode=0o644)
+    md.install(spec)
+    dest = str(dest_dir / "model.safetensors")
+    assert model_fastpath.settled_result(dest, sha256_hex(blob), stat_cache=spec.stat_cache) is not None
+    moved = tmp_path / "moved"
+    dest_dir.rename(moved)
+    dest_dir.symlink_to(moved)
+    foreign(dest_dir)
+    assert model_fastpath.settled_result(dest, sha256_hex(blob), stat_cache=spec.stat_cache) is None
+    with pytest.raises(md.ModelFileError, match="is a symbolic link"):
+        md.install(_spec(dest_dir, [src], sha256_hex(blob), tmp_path, mode=0o644))

@@ -5,6 +5,8 @@ import json
 import pytest
 import webui_hash_cache as whc
 
+from tests.unit.conftest import OTHER_UID, secret_unchanged
+
 SHA = "1a17bcd93dc12034b4b8e6b2787f34a7ca250fb3344cb036768d3525745adb8c"
 ADDNET = "e68952afd3de" + "0" * 52
 
@@ -114,3 +116,30 @@ def test_entries_from_model_file_results(tmp_path):
     }
     with pytest.raises(whc.HashCacheError, match="none of the WebUI's model folders"):
         whc.entries_from_installed([{"dest": "/elsewhere/x.safetensors"}], dirs)
+
+
+def test_a_cache_json_linked_to_a_root_only_file_is_refused_and_the_file_untouched(tmp_path, foreign, secret):
+    webui = tmp_path / "webui"
+    webui.mkdir()
+    foreign(webui)
+    (webui / "cache.json").symlink_to(secret)
+    foreign(webui / "cache.json")
+    with pytest.raises(
+        whc.HashCacheError, match=r"cache.json is a symbolic link.*replace it with a regular file"
+    ):
+        whc.seed(str(webui), _entries(), uid=OTHER_UID, gid=OTHER_UID)
+    assert secret_unchanged(secret)
+    assert (webui / "cache.json").is_symlink() and sorted(p.name for p in webui.iterdir()) == ["cache.json"]
+
+
+def test_a_webui_directory_that_is_a_link_is_refused(tmp_path, foreign):
+    home = tmp_path / "home"
+    home.mkdir()
+    foreign(home)
+    elsewhere = tmp_path / "etc"
+    elsewhere.mkdir()
+    (home / "webui").symlink_to(elsewhere)
+    foreign(home / "webui")
+    with pytest.raises(whc.HashCacheError, match="does not follow links"):
+        whc.seed(str(home / "webui"), _entries())
+    assert list(elsewhere.iterdir()) == []

@@ -598,3 +598,27 @@ def test_a_system_account_by_shell_or_home_is_refused_only_where_accounts_are_ma
         )
     # make snapshot only reads the account's files (its tests use accounts whose homes are elsewhere).
     assert run(uses=["snapshot"], sdenv_user_name="svc", sdenv_user_home="/var/lib/svc") == []
+
+
+def with_places(**places):
+    return {**HOST, "places": places}
+
+
+def test_a_state_directory_reached_through_a_link_is_judged_where_it_resolves():
+    host = with_places(**{"/tmp/x/link/state": {"resolved": "/etc/state", "link": None}})
+    sentence = one(sdenv_state_dir="/tmp/x/link/state", host=host)
+    assert "sdenv_state_dir to '/tmp/x/link/state'" in sentence
+    assert "outside /etc, which belongs to the system" in sentence and "resolves to (/etc/state)" in sentence
+
+
+def test_a_webui_directory_behind_a_link_another_account_can_change_is_refused():
+    webui = good_values()["sdenv_webui_dir"]
+    host = with_places(**{webui: {"resolved": "/opt/elsewhere", "link": webui}})
+    sentence = one(host=host)
+    assert f"{webui} is one" in sentence and "follows none" in sentence
+
+
+def test_a_link_only_root_controls_is_fine_where_it_resolves_to_a_place_of_its_own():
+    # macOS: /var is root's link to /private/var.
+    host = with_places(**{"/var/db/sdenv": {"resolved": "/private/var/db/sdenv", "link": None}})
+    assert run(sdenv_state_dir="/var/db/sdenv", host=host) == []

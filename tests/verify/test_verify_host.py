@@ -54,7 +54,8 @@ def stat_files(target, paths, hash_them):
 
 
 def read_json(target, path, what):
-    out = target.run("cat %s", path)
+    # As the dummy: the file is in its tree, and root reading a link it put there would show root's file.
+    out = target.run_as_user("cat %s", path)
     expect(out.rc == 0, f"{what} {path} is missing ({out.stderr.strip()})")
     try:
         return json.loads(out.stdout)
@@ -131,7 +132,7 @@ def profile_lines(target):
 )
 def test_profile_line(target, item, note):
     path = target.var("sdenv_login_profile")
-    out = target.run("cat %s", path)
+    out = target.run_as_user("cat %s", path)  # the dummy's file, read as the dummy (never through its links)
     expect(out.rc == 0, f"{path} is missing: the shellenv line {item!r} is not there")
     count = sum(1 for line in out.stdout.splitlines() if line.strip() == item)
     expect(count == 1, f"{path} has the line {item!r} {count} times (wanted exactly once)")

@@ -47,6 +47,7 @@ from ansible.module_utils.homebrew_cli import (
     created_paths_for,
     prefix_directories,
 )
+from ansible.module_utils.sdenv_atomic import LinkRefused, own_dir_nofollow
 
 
 def main():
@@ -76,20 +77,13 @@ def main():
     created = created_paths_for(prefix, existing)
     touched = []
     for directory in prefix_directories(prefix, before_clone=p["before_clone"]):
+        # Group-writable for admin, as Homebrew's own installer leaves its directories. Through descriptors,
+        # never a chown by name: the dummy owns the prefix and could put a link to /etc at any of these names.
         try:
-            info = os.stat(directory)
-        except FileNotFoundError:
-            info = None
-        if info is not None and info.st_uid == uid and info.st_gid == gid and info.st_mode & 0o775 == 0o775:
-            continue
-        touched.append(directory)
-        if module.check_mode:
-            continue
-        if info is None:
-            os.mkdir(directory, 0o775)
-        os.chown(directory, uid, gid)
-        # Group-writable for admin, as Homebrew's own installer leaves its directories.
-        os.chmod(directory, (os.stat(directory).st_mode & 0o7777) | 0o775)  # noqa: S103
+            if own_dir_nofollow(directory, uid, gid, 0o775, check_mode=module.check_mode):
+                touched.append(directory)
+        except LinkRefused as exc:
+            module.fail_json(msg=f"{exc}.", directories=touched)
     module.exit_json(
         changed=bool(touched),
         created_paths=created,

@@ -34,12 +34,13 @@ left_to_user:
   returned: success
 """
 
+import grp
 import os
 import pwd
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.login_profile_block import ProfileError, render
-from ansible.module_utils.sdenv_atomic import write_bytes_atomic
+from ansible.module_utils.sdenv_atomic import LinkRefused, open_nofollow, write_bytes_atomic
 
 
 def main():
@@ -57,38 +58,41 @@ def main():
     )
     p = module.params
     path = p["path"]
+    # Root edits a file in the dummy's home: read it and replace it with no link followed (sdenv_atomic).
     try:
-        with open(path, encoding="utf-8") as handle:
-            before = handle.read()
-        existing = os.stat(path)
+        fd = open_nofollow(path)
     except FileNotFoundError:
         before, existing = "", None
+    except OSError as exc:
+        module.fail_json(msg=f"Cannot read {path}: {exc}." if not isinstance(exc, LinkRefused) else f"{exc}.")
+    else:
+        with os.fdopen(fd, "rb") as handle:
+            existing = os.fstat(handle.fileno())
+            before = handle.read().decode("utf-8")
     try:
         after, left_to_user = render(before, p["name"], p["lines"])
     except ProfileError as exc:
         module.fail_json(msg=f"{path}: {exc}")
     changed = after != before
+    if existing is not None:  # an existing profile keeps its mode and owner
+        mode, uid, gid = existing.st_mode & 0o7777, existing.st_uid, existing.st_gid
+    else:  # a new one gets the owner and mode asked for (the dummy's profile, not root's)
+        mode = int(p["mode"], 8) if isinstance(p["mode"], str) else p["mode"]
+        uid = gid = -1
+        if p["owner"]:
+            account = pwd.getpwnam(p["owner"])
+            uid, gid = account.pw_uid, account.pw_gid  # the owner's primary group (staff on macOS)
+        if p["group"]:
+            gid = grp.getgrnam(p["group"]).gr_gid
     if changed and not module.check_mode:
         try:
-            # An existing profile keeps its mode and owner; a new one gets them just below.
-            write_bytes_atomic(
-                path,
-                after.encode("utf-8"),
-                mode=(existing.st_mode & 0o7777) if existing else 0o600,
-                uid=existing.st_uid if existing else -1,
-                gid=existing.st_gid if existing else -1,
-            )
+            write_bytes_atomic(path, after.encode("utf-8"), mode=mode, uid=uid, gid=gid)
+        except LinkRefused as exc:
+            module.fail_json(msg=f"{exc}.")
         except OSError as exc:
             module.fail_json(
                 msg=f"Cannot write {path} ({exc}): check that its directory exists and is writable."
             )
-    if existing is None and not module.check_mode:
-        # A new file gets the owner and mode asked for (the dummy's profile, not root's).
-        group = p["group"]
-        if group is None and p["owner"]:
-            group = str(pwd.getpwnam(p["owner"]).pw_gid)  # the owner's primary group (staff on macOS)
-        file_args = {"path": path, "owner": p["owner"], "group": group, "mode": p["mode"]}
-        changed = module.set_fs_attributes_if_different(module.load_file_common_arguments(file_args), changed)
     module.exit_json(
         changed=changed,
         left_to_user=left_to_user,

@@ -111,6 +111,12 @@ options:
     description: Network timeout in seconds for connecting and for each read.
     type: float
     default: 60
+  dirs_below:
+    description:
+      - Make the missing directories of I(dest) below this one (which must exist), owned like the file, mode
+        0755. This directory is reached with no symbolic link another account could change and everything
+        below it with none at all (the module runs as root in the dummy's tree); a link there is refused.
+    type: path
 author: sdenv
 """
 
@@ -240,6 +246,7 @@ def main():
             allow_unpinned=dict(type="bool", default=False),
             download=dict(type="bool", default=True),
             timeout=dict(type="float", default=60.0),
+            dirs_below=dict(type="path"),
         ),
         supports_check_mode=True,
     )
@@ -285,6 +292,7 @@ def main():
         allow_unpinned=p["allow_unpinned"],
         timeout=p["timeout"],
         name=p["name"],
+        dirs_below=p["dirs_below"],
     )
     installer = Installer(spec, check_mode=module.check_mode)
     # AnsiballZ passes the path of this run's payload zip as a global; the guard's last resort removes it.

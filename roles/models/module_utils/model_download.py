@@ -35,7 +35,12 @@ from urllib.parse import unquote, urljoin, urlsplit
 try:
     from ansible.module_utils.model_fastpath import cached_entry, default_stat_cache
     from ansible.module_utils.safetensors_check import SafetensorsError, check_file, describe_non_model
-    from ansible.module_utils.sdenv_atomic import fsync_dir
+    from ansible.module_utils.sdenv_atomic import (
+        LinkRefused,
+        fsync_dir_fd,
+        makedirs_nofollow,
+        open_dir_nofollow,
+    )
     from ansible.module_utils.sdenv_pipeline import HashWritePipeline
     from ansible.module_utils.stat_cache import StatCache, write_json_atomic
     from ansible.module_utils.token_hosts import DEFAULT_TOKEN_HOSTS, origin_of, show_origin, token_allowed
@@ -50,7 +55,12 @@ except ImportError:
             check_file,
             describe_non_model,
         )
-        from ansible_collections.sdenv.toolkit.plugins.module_utils.sdenv_atomic import fsync_dir
+        from ansible_collections.sdenv.toolkit.plugins.module_utils.sdenv_atomic import (
+            LinkRefused,
+            fsync_dir_fd,
+            makedirs_nofollow,
+            open_dir_nofollow,
+        )
         from ansible_collections.sdenv.toolkit.plugins.module_utils.sdenv_pipeline import HashWritePipeline
         from ansible_collections.sdenv.toolkit.plugins.module_utils.stat_cache import (
             StatCache,
@@ -65,7 +75,7 @@ except ImportError:
     except ImportError:  # unit tests import the module_utils directories directly
         from model_fastpath import cached_entry, default_stat_cache
         from safetensors_check import SafetensorsError, check_file, describe_non_model
-        from sdenv_atomic import fsync_dir
+        from sdenv_atomic import LinkRefused, fsync_dir_fd, makedirs_nofollow, open_dir_nofollow
         from sdenv_pipeline import HashWritePipeline
         from stat_cache import StatCache, write_json_atomic
         from token_hosts import DEFAULT_TOKEN_HOSTS, origin_of, show_origin, token_allowed
@@ -123,6 +133,7 @@ class Spec:
         lock_file=None,
         bundle_dirs=None,
         rejected_dir=None,
+        dirs_below=None,
     ):
         self.dest = os.path.abspath(dest)
         self.urls = list(urls or [])
@@ -149,6 +160,8 @@ class Spec:
         # A rejected download is kept beside the stat cache (the root-only state directory), never in the
         # WebUI's model folder, where the dummy could read or move it (it may be anything a URL sent).
         self.rejected_dir = rejected_dir or os.path.join(os.path.dirname(self.stat_cache), "rejected")
+        # The directory (the WebUI's) under which the model folder is made when missing, owned as the file.
+        self.dirs_below = dirs_below
         # Beside the stat cache (the root-only state directory), not in the WebUI's model folder.
         self.lock_file = lock_file or os.path.join(
             os.path.dirname(self.stat_cache), "." + os.path.basename(self.dest) + ".lock"
@@ -205,12 +218,15 @@ class StreamHash:
         return self.addnet.hexdigest() if self.addnet is not None else None
 
 
-def hash_file(path, addnet=False, limit=None, progress=None):
-    """StreamHash of the file at `path` (its first `limit` bytes when given), read in 1 MiB chunks."""
+def hash_file(path, addnet=False, limit=None, progress=None, dir_fd=None):
+    """StreamHash of the file at `path` (its first `limit` bytes when given), read in 1 MiB chunks.
+    dir_fd: `path` is opened by its name in that directory (a descriptor model_download opened safely)."""
     hasher = StreamHash(addnet=addnet)
     buf = bytearray(CHUNK)
     view = memoryview(buf)
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    fd = os.open(
+        path if dir_fd is None else os.path.basename(path), os.O_RDONLY | os.O_NOFOLLOW, dir_fd=dir_fd
+    )
     try:
         remaining = limit
         while remaining is None or remaining > 0:
@@ -470,6 +486,7 @@ class Installer:
             "warnings": [],
         }
         self._hasher = None
+        self._dir_fd = None
         if self.cache.problem:
             self.result["warnings"].append(self.cache.problem)
 
@@ -477,8 +494,34 @@ class Installer:
 
     def run(self, download=True):
         """Bring `dest` to the pinned file. download=False: only say whether a download is needed."""
+        try:
+            return self._run(download)
+        finally:
+            self.close()
+
+    def close(self):
+        """Let go of the model folder's descriptor (a later look opens it again)."""
+        if self._dir_fd is not None:
+            os.close(self._dir_fd)
+            self._dir_fd = None
+
+    def _dfd(self, create=False):
+        """The model folder, opened once with no symbolic link in any component (sdenv_atomic): root writes
+        into the dummy's tree, where a link could send the model, its part or a chown to a root-owned place.
+        Every file below is then reached by its name in this descriptor, so a folder swapped for a link
+        later changes nothing. create: make it (and its parents up to dirs_below) when missing."""
+        if self._dir_fd is None:
+            spec = self.spec
+            directory = os.path.dirname(spec.dest)
+            if create and spec.dirs_below:
+                self._dir_fd = makedirs_nofollow(directory, spec.dirs_below, 0o755, spec.uid, spec.gid)
+            else:
+                self._dir_fd = open_dir_nofollow(directory)
+        return self._dir_fd
+
+    def _run(self, download):
         spec = self.spec
-        self._validate()
+        self._validate(create=download and not self.check_mode)
         before = self._describe(self._lstat(spec.dest))
         present = self._accept_present()
         if present is not None:
@@ -550,7 +593,7 @@ class Installer:
 
     # -- checks before anything moves --
 
-    def _validate(self):
+    def _validate(self, create=False):
         spec = self.spec
         if spec.sha256 is None:
             if not spec.allow_unpinned:
@@ -571,14 +614,21 @@ class Installer:
         if not spec.urls:
             raise ModelFileError(f"{spec.name} has no URL or bundle directory to get it from")
         directory = os.path.dirname(spec.dest)
-        if not os.path.isdir(directory) and not self.check_mode:
-            raise ModelFileError(f"the directory {directory} for {spec.name} does not exist")
-
-    @staticmethod
-    def _lstat(path):
         try:
-            return os.lstat(path)
-        except FileNotFoundError:
+            self._dfd(create=create)
+        except LinkRefused as exc:
+            raise ModelFileError(f"refusing to install {spec.name}: {exc}") from None
+        except (FileNotFoundError, NotADirectoryError):
+            # A dry run, or a look before the download that will make it, may find it missing.
+            if not (self.check_mode or (spec.dirs_below and not create)):
+                raise ModelFileError(f"the directory {directory} for {spec.name} does not exist") from None
+
+    def _lstat(self, path):
+        """lstat of `path` (the dest, its part or its rejected file) in the model folder; None when absent."""
+        try:
+            return os.stat(os.path.basename(path), dir_fd=self._dfd(), follow_symlinks=False)
+        except (FileNotFoundError, NotADirectoryError, LinkRefused):
+            # LinkRefused only on a look after the run (its sentence): _validate refused such a folder first.
             return None
 
     def _describe(self, st):
@@ -632,7 +682,12 @@ class Installer:
                     self.result["addnet_sha256"] = entry["addnet_sha256"]
                 return st
         self.progress.begin("verifying", source=spec.dest, total=st.st_size)
-        hasher = hash_file(spec.dest, addnet=spec.addnet_hash and spec.is_safetensors, progress=self.progress)
+        hasher = hash_file(
+            spec.dest,
+            addnet=spec.addnet_hash and spec.is_safetensors,
+            progress=self.progress,
+            dir_fd=self._dfd(),
+        )
         actual = hasher.hexdigest()
         if spec.sha256 and actual != spec.sha256:
             self.result["replaced_sha256"] = actual
@@ -659,7 +714,7 @@ class Installer:
     def _finish_present(self, st, before):
         spec = self.spec
         changed = self._fix_owner_mode_path(spec.dest, st)
-        st = os.lstat(spec.dest) if changed and not self.check_mode else st
+        st = self._lstat(spec.dest) if changed and not self.check_mode else st
         if not self.check_mode:
             self.cache.record(
                 spec.dest, st, self.result["sha256"], addnet_sha256=self.result.get("addnet_sha256")
@@ -681,7 +736,7 @@ class Installer:
         changed = (st.st_uid, st.st_gid) != (want_uid, want_gid) or stat.S_IMODE(st.st_mode) != spec.mode
         if changed and not self.check_mode:
             # Through an O_NOFOLLOW descriptor: a symlink planted at `path` is never followed.
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+            fd = os.open(os.path.basename(path), os.O_RDONLY | os.O_NOFOLLOW, dir_fd=self._dfd())
             try:
                 os.fchown(fd, want_uid, want_gid)
                 os.fchmod(fd, spec.mode)
@@ -724,7 +779,8 @@ class Installer:
                 self._fetch_http(source)
             self._verify_and_install(source)
         except FileNotFoundError as exc:
-            if spec.part not in (exc.filename, exc.filename2):
+            names = (spec.part, os.path.basename(spec.part))
+            if exc.filename not in names and exc.filename2 not in names:
                 raise
             # Nothing in this run removes the part while it holds the lock: something else did.
             raise SourceError(
@@ -829,7 +885,7 @@ class Installer:
                 if retries > RETRIES_PER_SOURCE:
                     keep = (
                         " (the partial file is kept: run again to resume)"
-                        if os.path.exists(spec.part)
+                        if self._lstat(spec.part) is not None
                         else ""
                     )
                     raise SourceError(str(exc) + keep) from None
@@ -1053,7 +1109,7 @@ class Installer:
         """The part, open for writing: its bytes kept (a resume writes after them) or truncated."""
         flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | (0 if keep else os.O_TRUNC)
         try:
-            fd = os.open(self.spec.part, flags, 0o600)
+            fd = os.open(os.path.basename(self.spec.part), flags, 0o600, dir_fd=self._dfd())
         except OSError as exc:
             raise SourceError(f"cannot write {self.spec.part} ({exc.strerror or exc})", fatal=True) from None
         if not stat.S_ISREG(os.fstat(fd).st_mode):
@@ -1063,7 +1119,7 @@ class Installer:
 
     def _discard_part(self):
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.spec.part)
+            os.unlink(os.path.basename(self.spec.part), dir_fd=self._dfd())
 
     def _hash_part(self, offset):
         """Rebuild the hash state of an interrupted download by reading its part once."""
@@ -1075,6 +1131,7 @@ class Installer:
             addnet=self.spec.addnet_hash and self.spec.is_safetensors,
             limit=offset,
             progress=self.progress,
+            dir_fd=self._dfd(),
         )
 
     @contextlib.contextmanager
@@ -1084,7 +1141,8 @@ class Installer:
         one sentence."""
         fd = self._open_part(keep=keep)
         try:
-            pipe = HashWritePipeline(fd, self.spec.part, offset, hasher)
+            # No path: the O_DIRECT twin is reopened from the fd itself (/proc), never by a name in the tree.
+            pipe = HashWritePipeline(fd, None, offset, hasher)
             try:
                 yield pipe
             finally:
@@ -1112,7 +1170,7 @@ class Installer:
         spec = self.spec
         directory = os.path.dirname(spec.dest)
         try:
-            vfs = os.statvfs(directory)
+            vfs = os.fstatvfs(self._dfd())
         except OSError:
             return
         free = vfs.f_bavail * vfs.f_frsize
@@ -1128,14 +1186,14 @@ class Installer:
     def _verify_and_install(self, source):
         spec = self.spec
         hasher = self._hasher
-        fd = os.open(spec.part, os.O_RDONLY | os.O_NOFOLLOW)
+        fd = os.open(os.path.basename(spec.part), os.O_RDONLY | os.O_NOFOLLOW, dir_fd=self._dfd())
         try:
             size = os.fstat(fd).st_size
         finally:
             os.close(fd)
         if hasher.length != size:
             # The part changed under us (another writer?): never trust a hash of other bytes.
-            hasher = hash_file(spec.part, addnet=spec.addnet_hash and spec.is_safetensors)
+            hasher = hash_file(spec.part, addnet=spec.addnet_hash and spec.is_safetensors, dir_fd=self._dfd())
         if spec.size is not None and size < spec.size:
             raise SourceError(
                 "%s from %s is %d bytes, shorter than the pinned %d bytes; the partial file is kept to resume"
@@ -1162,10 +1220,18 @@ class Installer:
         self._install(actual, hasher.addnet_hexdigest(), size)
 
     def _check_structure(self, path):
+        try:
+            fd = os.open(os.path.basename(path), os.O_RDONLY | os.O_NOFOLLOW, dir_fd=self._dfd())
+        except OSError as exc:
+            raise SourceError(f"could not be read ({exc})") from None
+        with os.fdopen(fd, "rb") as fh:
+            self._check_open_structure(fh)
+
+    def _check_open_structure(self, fh):
         spec = self.spec
         if spec.is_safetensors:
             try:
-                check_file(path)
+                check_file(fh)
             except SafetensorsError as exc:
                 raise SourceError(f"is not a valid safetensors file: {exc}") from None
             except OSError as exc:
@@ -1182,7 +1248,7 @@ class Installer:
                 except ImportError:  # unit tests import the module_utils directories directly
                     from pickle_scan import PickleScanError, check_checkpoint
             try:
-                check_checkpoint(path)
+                check_checkpoint(fh)
             except PickleScanError as exc:
                 raise SourceError(f"was refused: {exc}") from None
 
@@ -1198,12 +1264,13 @@ class Installer:
         name = os.path.basename(spec.rejected)
         try:
             try:
-                os.replace(spec.part, name, dst_dir_fd=dir_fd)
+                os.replace(os.path.basename(spec.part), name, src_dir_fd=self._dfd(), dst_dir_fd=dir_fd)
             except OSError as exc:
                 if exc.errno != errno.EXDEV:
                     raise
-                _copy_into(spec.part, dir_fd, name)  # the state directory is on another file system
-                os.unlink(spec.part)
+                # the state directory is on another file system
+                _copy_into(self._dfd(), os.path.basename(spec.part), dir_fd, name)
+                os.unlink(os.path.basename(spec.part), dir_fd=self._dfd())
             fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
             try:
                 os.fchown(fd, os.geteuid(), os.getegid())  # a part the dummy had made becomes this run's
@@ -1213,19 +1280,20 @@ class Installer:
                 os.close(fd)
             os.fsync(dir_fd)
         except OSError as exc:
-            if isinstance(exc, FileNotFoundError) and exc.filename == spec.part:
+            if isinstance(exc, FileNotFoundError) and exc.filename in (spec.part, os.path.basename(spec.part)):
                 raise  # removed by something else: _from_source says so
             self._discard_part()
             return f"it was removed, since {spec.rejected_dir} cannot hold it ({exc.strerror or exc})"
         finally:
             os.close(dir_fd)
         with contextlib.suppress(OSError):
-            fsync_dir(os.path.dirname(spec.dest))
+            fsync_dir_fd(self._dfd())
         return f"it was kept at {spec.rejected} (readable by {_who()} only) for inspection"
 
     def _install(self, sha256, addnet, size):
         spec = self.spec
-        fd = os.open(spec.part, os.O_RDONLY | os.O_NOFOLLOW)
+        dfd = self._dfd()
+        fd = os.open(os.path.basename(spec.part), os.O_RDONLY | os.O_NOFOLLOW, dir_fd=dfd)
         try:
             if spec.uid != -1 or spec.gid != -1:
                 os.fchown(fd, spec.uid, spec.gid)
@@ -1233,9 +1301,9 @@ class Installer:
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.rename(spec.part, spec.dest)
-        fsync_dir(os.path.dirname(spec.dest))
-        st = os.lstat(spec.dest)
+        os.rename(os.path.basename(spec.part), os.path.basename(spec.dest), src_dir_fd=dfd, dst_dir_fd=dfd)
+        fsync_dir_fd(dfd)
+        st = self._lstat(spec.dest)
         self.cache.record(spec.dest, st, sha256, addnet_sha256=addnet)
         self.cache.save()
         self.result.update(
@@ -1264,10 +1332,10 @@ def _private_dir(path):
     return fd
 
 
-def _copy_into(path, dir_fd, name):
-    """Copy the file at `path` to `name` in `dir_fd` (a temporary name, fsync, rename)."""
+def _copy_into(src_dir_fd, src_name, dir_fd, name):
+    """Copy the file `src_name` in `src_dir_fd` to `name` in `dir_fd` (a temporary name, fsync, rename)."""
     temp = f".{name}.{os.getpid()}.tmp"
-    src = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    src = os.open(src_name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=src_dir_fd)
     try:
         dst = os.open(
             temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dir_fd

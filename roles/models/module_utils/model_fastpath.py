@@ -10,11 +10,14 @@ import os
 import stat
 
 try:
+    from ansible.module_utils.sdenv_atomic import open_dir_nofollow
     from ansible.module_utils.stat_cache import StatCache
 except ImportError:
     try:  # installed as the Ansible collection sdenv.toolkit
+        from ansible_collections.sdenv.toolkit.plugins.module_utils.sdenv_atomic import open_dir_nofollow
         from ansible_collections.sdenv.toolkit.plugins.module_utils.stat_cache import StatCache
     except ImportError:  # unit tests import the module_utils directories directly
+        from sdenv_atomic import open_dir_nofollow
         from stat_cache import StatCache
 
 
@@ -61,9 +64,17 @@ def settled_result(
     if not sha256:
         return None
     try:
-        st = os.lstat(dest)
+        # Its folder reached as model_download reaches it (no link in the dummy's tree): a folder linked
+        # elsewhere is no fast path, and the full module refuses it in a sentence.
+        dir_fd = open_dir_nofollow(os.path.dirname(dest))
+    except OSError:
+        return None
+    try:
+        st = os.stat(os.path.basename(dest), dir_fd=dir_fd, follow_symlinks=False)
     except FileNotFoundError:
         return None
+    finally:
+        os.close(dir_fd)
     cache = StatCache(stat_cache or default_stat_cache(dest))
     entry = cached_entry(cache, dest, st, sha256.strip().lower(), size, addnet)
     if entry is None:

@@ -7,6 +7,7 @@
 # an allow-list fails closed. Stdlib only: this runs on the target host.
 from __future__ import annotations
 
+import contextlib
 import io
 import pickletools
 import zipfile
@@ -162,7 +163,8 @@ def _is_safe(module, name):
 
 
 def checkpoint_globals(path):
-    """All globals imported by the pickles in the .ckpt at `path` (zip format or legacy raw pickle)."""
+    """All globals imported by the pickles in the .ckpt at `path` or in an open binary file (zip format or
+    legacy raw pickle)."""
     if zipfile.is_zipfile(path):
         found = set()
         with zipfile.ZipFile(path) as archive:
@@ -172,7 +174,9 @@ def checkpoint_globals(path):
             for member in members:
                 found |= pickle_globals(archive.read(member))
         return found
-    with open(path, "rb") as fh:
+    opened = contextlib.nullcontext(path) if hasattr(path, "read") else open(path, "rb")  # noqa: SIM115 - the with below closes it
+    with opened as fh:
+        fh.seek(0)
         # Legacy torch files put their pickles first; 64 MiB is far beyond any real pickle header.
         data = fh.read(64 * 1024 * 1024)
     return pickle_globals(data)

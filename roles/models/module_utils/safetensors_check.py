@@ -157,10 +157,13 @@ def _is_count(value):
 
 
 def check_file(path):
-    """Structural check of the safetensors file at `path`; reads only the header."""
+    """Structural check of the safetensors file at `path` (or an open binary file); reads only the header."""
+    import contextlib
     import os
 
-    with open(path, "rb") as fh:
+    opened = contextlib.nullcontext(path) if hasattr(path, "read") else open(path, "rb")  # noqa: SIM115 - the with below closes it
+    with opened as fh:
+        fh.seek(0)
         size = os.fstat(fh.fileno()).st_size
         head = fh.read(8)
         if len(head) == 8:

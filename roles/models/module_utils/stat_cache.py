@@ -111,5 +111,9 @@ def write_json_atomic(path, doc, mode=0o644, uid=-1, gid=-1):
         except ImportError:  # unit tests import module_utils directly
             from sdenv_atomic import write_bytes_atomic
 
-    data = (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode("utf-8")
-    write_bytes_atomic(path, data, mode=mode, uid=uid, gid=gid)
+    write_bytes_atomic(path, json_bytes(doc), mode=mode, uid=uid, gid=gid)
+
+
+def json_bytes(doc):
+    """The toolkit's JSON files as bytes: one key a line, sorted, so a diff shows what changed."""
+    return (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode("utf-8")

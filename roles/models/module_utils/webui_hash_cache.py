@@ -9,14 +9,23 @@
 # alone. Stdlib only: this runs on the target host.
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
+import stat
 
 try:
-    from ansible.module_utils.stat_cache import write_json_atomic
+    from ansible.module_utils.sdenv_atomic import (
+        LinkRefused,
+        open_dir_nofollow,
+        open_nofollow,
+        write_bytes_in_dir,
+    )
+    from ansible.module_utils.stat_cache import json_bytes
 except ImportError:  # unit tests import the module_utils directories directly
-    from stat_cache import write_json_atomic
+    from sdenv_atomic import LinkRefused, open_dir_nofollow, open_nofollow, write_bytes_in_dir
+    from stat_cache import json_bytes
 
 SUBSECTIONS = ("hashes", "hashes-addnet")
 _SHA = re.compile(r"^[0-9a-f]{64}$")
@@ -76,19 +85,33 @@ def _locate(dest, kind_dirs):
 def seed(webui_dir, entries, uid=-1, gid=-1, check_mode=False):
     """Merge `entries` (dicts: kind, relpath, sha256, addnet_sha256, mtime) into <webui_dir>/cache.json.
 
-    Returns {changed, skipped (reason or None), path, titles}.
+    Runs as root in the dummy's tree: the WebUI directory is reached and cache.json read and replaced with
+    no symbolic link followed (sdenv_atomic). A link at cache.json is refused, not replaced: it is not
+    something the WebUI makes, it may point at the user's own file, and reading through it could copy a
+    root-only file into the dummy's tree. Returns {changed, skipped (reason or None), path, titles}.
     """
     path = os.path.join(webui_dir, "cache.json")
     result = {"changed": False, "skipped": None, "path": path, "titles": []}
-    if os.path.isdir(os.path.join(webui_dir, "cache")):
-        result["skipped"] = "the WebUI has its own hash cache (cache/) already; cache.json would be ignored"
-        return result
-    if not os.path.isdir(webui_dir):
+    try:
+        dir_fd = open_dir_nofollow(webui_dir)
+    except LinkRefused as exc:
+        raise HashCacheError(str(exc)) from None
+    except (FileNotFoundError, NotADirectoryError):
         if check_mode:
             result["skipped"] = f"{webui_dir} does not exist yet (check mode)"
             return result
-        raise HashCacheError(f"the WebUI directory {webui_dir} does not exist")
-    doc = _load(path)
+        raise HashCacheError(f"the WebUI directory {webui_dir} does not exist") from None
+    try:
+        return _seed_in(dir_fd, path, entries, uid, gid, check_mode, result)
+    finally:
+        os.close(dir_fd)
+
+
+def _seed_in(dir_fd, path, entries, uid, gid, check_mode, result):
+    if _is_dir(dir_fd, "cache"):
+        result["skipped"] = "the WebUI has its own hash cache (cache/) already; cache.json would be ignored"
+        return result
+    doc = _load(dir_fd, path)
     before = json.dumps(doc, sort_keys=True)
     for item in entries:
         sha = item.get("sha256") or ""
@@ -107,16 +130,36 @@ def seed(webui_dir, entries, uid=-1, gid=-1, check_mode=False):
     result["changed"] = True
     if not check_mode:
         # The WebUI rewrites this file as its user: it must belong to that user.
-        write_json_atomic(path, doc, mode=0o644, uid=uid, gid=gid)
+        write_bytes_in_dir(dir_fd, "cache.json", json_bytes(doc), mode=0o644, uid=uid, gid=gid)
     return result
 
 
-def _load(path):
+def _is_dir(dir_fd, name):
     try:
-        with open(path, encoding="utf-8") as fh:
-            doc = json.load(fh)
+        return stat.S_ISDIR(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
+    except FileNotFoundError:
+        return False
+
+
+def _load(dir_fd, path):
+    try:
+        fd = open_nofollow("cache.json", dir_fd=dir_fd)
     except FileNotFoundError:
         return {}
+    except LinkRefused:
+        raise HashCacheError(
+            f"{path} is a symbolic link, and root never reads or writes through the dummy's links: replace it "
+            "with a regular file (or remove it; the WebUI rebuilds it) and run again"
+        ) from None
+    except OSError as exc:
+        raise HashCacheError(
+            f"{path} is not readable ({exc.strerror}); move it aside and run again"
+        ) from None
+    try:
+        with os.fdopen(fd, "rb") as fh:
+            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                raise OSError(errno.EINVAL, "not a regular file")
+            doc = json.loads(fh.read().decode("utf-8"))
     except (OSError, ValueError) as exc:
         raise HashCacheError(
             f"{path} is not readable JSON ({exc}); move it aside and run again, or let the WebUI rebuild it"
