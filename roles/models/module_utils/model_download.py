@@ -1280,7 +1280,10 @@ class Installer:
                 os.close(fd)
             os.fsync(dir_fd)
         except OSError as exc:
-            if isinstance(exc, FileNotFoundError) and exc.filename in (spec.part, os.path.basename(spec.part)):
+            if isinstance(exc, FileNotFoundError) and exc.filename in (
+                spec.part,
+                os.path.basename(spec.part),
+            ):
                 raise  # removed by something else: _from_source says so
             self._discard_part()
             return f"it was removed, since {spec.rejected_dir} cannot hold it ({exc.strerror or exc})"
