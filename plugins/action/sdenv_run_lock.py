@@ -38,7 +38,7 @@ class ActionModule(ActionBase):
             "token": f"{controller}:{controller_pid}:{process_start(controller_pid)}",
             "local": self._connection.transport in ("local", "ansible.builtin.local"),
         }
-        if args.get("state", "held") == "held" and not self._task.check_mode:
+        if args.get("state", "held") == "held" and not self._play_context.check_mode:
             found = self._execute_module("sdenv_run_lock", {**args, "state": "probe"}, task_vars=task_vars)
             if found.get("failed"):
                 return {**result, **found}

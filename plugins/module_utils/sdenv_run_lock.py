@@ -188,10 +188,26 @@ def holder_alive(record):
 # -- taking, holding and releasing ----------------------------------------------------------------------
 
 
-def open_lock(state_dir):
+def open_lock(state_dir, create=True):
+    """(fd, path) of the lock file, or (None, path) when it does not exist and create is False."""
     path = lock_path(state_dir)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
-    return fd, path
+    flags = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_CREAT if create else 0)
+    try:
+        return os.open(path, flags, 0o644), path
+    except FileNotFoundError:
+        if create:
+            raise
+        return None, path
+
+
+def is_current(fd, path):
+    """fd is still the file at path: a holder that ends removes the file while a waiter has the old one open,
+    and a flock on a removed file locks nothing anyone else will open."""
+    try:
+        named, opened = os.stat(path, follow_symlinks=False), os.fstat(fd)
+    except OSError:
+        return False
+    return (named.st_dev, named.st_ino) == (opened.st_dev, opened.st_ino)
 
 
 def try_flock(fd):
@@ -204,11 +220,34 @@ def try_flock(fd):
     return True
 
 
+def clear(fd, path, state_dir, created_dir):
+    """End of a hold, while still holding the flock: the lock file goes (so a run leaves no trace in the
+    state directory), and so does the state directory when this run's lock created it and nothing else is in
+    it (a target refused after its lock changes nothing)."""
+    with contextlib.suppress(OSError):
+        if is_current(fd, path):
+            os.unlink(path)
+    if created_dir:
+        with contextlib.suppress(OSError):
+            os.rmdir(state_dir)
+
+
+def current_holder(state_dir):
+    """The record of the lock file as it is now ({} when there is none)."""
+    fd, _ = open_lock(state_dir, create=False)
+    if fd is None:
+        return {}
+    try:
+        return read_record(fd)
+    finally:
+        os.close(fd)
+
+
 def probe(state_dir, token):
     """What a run finds without waiting: 'free', 'ours' (this run holds it) or 'busy', and the record."""
-    if not os.path.exists(lock_path(state_dir)):
+    fd, _ = open_lock(state_dir, create=False)
+    if fd is None:
         return "free", {}
-    fd, _ = open_lock(state_dir)
     try:
         record = read_record(fd)
         if try_flock(fd):
@@ -220,19 +259,31 @@ def probe(state_dir, token):
         os.close(fd)
 
 
-def acquire(state_dir, token, record, timeout, on_wait=None, spawn=None, clock=time.monotonic):
+def acquire(state_dir, token, record, timeout, on_wait=None, spawn=None, prepare=None, clock=time.monotonic):
     """Take the lock for the run named by `token` and hand its descriptor to spawn(fd, record) (which keeps it
-    beyond this process: fork_holder on a host, a callable in tests). Waits up to `timeout` seconds for
-    another run; on_wait(message) is called once when it has to. Returns (state, notes): state 'acquired' or
-    'ours'; notes are sentences for the user (a take-over). Raises RunLockError on timeout."""
-    fd, path = open_lock(state_dir)
-    try:
-        deadline = clock() + timeout
-        told = False
-        while True:
+    beyond this process: fork_holder on a host, a callable in tests). prepare() makes sure the state directory
+    exists and says whether it made it. Waits up to `timeout` seconds for another run; on_wait(message) is
+    called once when it has to. Returns (state, notes): state 'acquired' or 'ours'; notes are sentences for the
+    user (a lock taken over from a holder that died without clearing it). Raises RunLockError on timeout."""
+    deadline = clock() + timeout
+    told = False
+    created_dir = False
+    while True:
+        created_dir = (prepare() if prepare else False) or created_dir
+        try:
+            fd, path = open_lock(state_dir)
+        except FileNotFoundError:  # the state directory went with the run that made it: make it again
+            continue
+        try:
             previous = read_record(fd)
             if try_flock(fd):
-                break
+                if not is_current(fd, path):
+                    continue  # the holder ended and removed this file: take the new one
+                notes = [takeover_message(previous)] if previous else []
+                record = {**record, "state_dir": state_dir, "created_dir": created_dir}
+                write_record(fd, record)
+                (spawn or fork_holder)(fd, record)
+                return "acquired", notes
             if previous.get("token") == token and holder_alive(previous):
                 return "ours", []
             if clock() >= deadline:
@@ -240,20 +291,16 @@ def acquire(state_dir, token, record, timeout, on_wait=None, spawn=None, clock=t
             if not told and on_wait is not None:
                 on_wait(waiting_message(previous, timeout))
                 told = True
-            time.sleep(POLL_SECONDS)
-        notes = [] if not previous else [takeover_message(previous)]
-        write_record(fd, record)
-        (spawn or fork_holder)(fd, record)
-        return "acquired", notes
-    finally:
-        os.close(fd)
+        finally:
+            os.close(fd)
+        time.sleep(POLL_SECONDS)
 
 
 def release(state_dir, token, wait=30.0):
-    """End this run's hold: stop its helper and clear the record. False when the lock is not this run's."""
-    if not os.path.exists(lock_path(state_dir)):
+    """End this run's hold: its helper clears the lock and ends. False when the lock is not this run's."""
+    fd, path = open_lock(state_dir, create=False)
+    if fd is None:
         return False
-    fd, _ = open_lock(state_dir)
     try:
         record = read_record(fd)
         if record.get("token") != token:
@@ -262,11 +309,11 @@ def release(state_dir, token, wait=30.0):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(int(record["helper_pid"]), signal.SIGTERM)
         deadline = time.monotonic() + wait
-        while not try_flock(fd):
+        while not try_flock(fd):  # the helper holds it until it has cleared the lock and ended
             if time.monotonic() >= deadline:
                 return False
             time.sleep(0.05)
-        write_record(fd, {})
+        clear(fd, path, state_dir, record.get("created_dir"))  # when the helper had died without clearing
         return True
     finally:
         os.close(fd)
@@ -294,13 +341,16 @@ def _on_term(_signum, _frame):
     raise _Released
 
 
-def hold(fd, owner_pid, owner_start):
-    """The helper's life: keep fd (the lock) until the owner ends or release() sends SIGTERM."""
+def hold(fd, record):
+    """The helper's life: keep fd (the lock) until the owner ends or release() sends SIGTERM, then clear it.
+    Only a helper killed itself (kill -9 of it, a crash) leaves its record, which the next run takes over."""
     signal.signal(signal.SIGTERM, _on_term)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C of the run is for the run, which then ends
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     with contextlib.suppress(_Released):
-        wait_for_exit(owner_pid, owner_start)
+        wait_for_exit(record["owner_pid"], record["owner_start"])
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    clear(fd, lock_path(record["state_dir"]), record["state_dir"], record.get("created_dir"))
 
 
 def fork_holder(fd, record):
@@ -327,7 +377,7 @@ def fork_holder(fd, record):
             write_record(fd, record)
             os.write(ready_write, b"1")
             os.close(ready_write)
-            hold(fd, record["owner_pid"], record["owner_start"])
+            hold(fd, record)
         finally:
             os._exit(0)
     os.close(ready_write)

@@ -70,6 +70,10 @@ message:
   description: The sentence naming the other run this one waits for (C(probe) of a busy lock).
   type: str
   returned: state is probe
+helper_pid:
+  description: The helper process holding the lock for this run (C(acquired)).
+  type: int
+  returned: when acquired
 notes:
   description: Sentences for the user (a lock taken over from a run that ended without releasing it).
   type: list
@@ -87,6 +91,7 @@ from ansible.module_utils.sdenv_run_lock import (
     acquire,
     ancestors,
     choose_owner,
+    current_holder,
     probe,
     release,
     start_token,
@@ -131,7 +136,6 @@ def main():
             "over a local or ssh connection.",
             **result,
         )
-    ensure_state_dir(p["state_dir"])
     record = {
         "target": p["target"],
         "token": p["token"],
@@ -143,9 +147,21 @@ def main():
         "owner_start": owner_start,
     }
     try:
-        result["lock"], result["notes"] = acquire(p["state_dir"], p["token"], record, p["timeout"])
+        result["lock"], result["notes"] = acquire(
+            p["state_dir"],
+            p["token"],
+            record,
+            p["timeout"],
+            prepare=lambda: ensure_state_dir(p["state_dir"])[1] is None,
+        )
     except RunLockError as exc:
         module.fail_json(msg=str(exc), **result)
+    if result["lock"] == "acquired":
+        # For plugins/callback/sdenv_run_lock.py, which ends the helper when the playbook ends.
+        held = current_holder(p["state_dir"])
+        result.update(
+            helper_pid=held.get("helper_pid"), helper_start=held.get("helper_start"), local=p["local"]
+        )
     # Never "changed": the lock is this run's, not the host's state, and a second provision reports changed=0.
     module.exit_json(**result)
 
