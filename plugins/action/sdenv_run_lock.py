@@ -22,6 +22,24 @@ def process_start(pid):
         return ""
 
 
+def run_has_ended(holder, controller):
+    """The holder is a run of this controller whose ansible-playbook is gone (or its pid now someone else's).
+    Its helper on the host can outlive it over SSH (tied to a connection Ansible keeps and this run shares)."""
+    parts = str(holder.get("token", "")).rsplit(":", 2)
+    if holder.get("controller") != controller or len(parts) != 3 or not parts[1].isdigit():
+        return False
+    pid, start = int(parts[1]), parts[2]
+    if start:
+        return process_start(pid) != start
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
 class ActionModule(ActionBase):
     _supports_check_mode = True
     _supports_async = False
@@ -42,7 +60,10 @@ class ActionModule(ActionBase):
             found = self._execute_module("sdenv_run_lock", {**args, "state": "probe"}, task_vars=task_vars)
             if found.get("failed"):
                 return {**result, **found}
-            if found.get("lock") == "busy":
+            holder = found.get("holder") or {}
+            if found.get("lock") == "busy" and run_has_ended(holder, controller):
+                args["take_over"] = holder["token"]
+            elif found.get("lock") == "busy":
                 display.display(f"{task_vars.get('inventory_hostname', '')}: {found['message']}")
         result.update(self._execute_module("sdenv_run_lock", args, task_vars=task_vars))
         for note in result.get("notes") or []:

@@ -28,11 +28,13 @@ finds its own token and holds the lock already (a playbook of several plays take
 import contextlib
 import errno
 import fcntl
+import inspect
 import json
 import os
 import select
 import signal
 import subprocess
+import sys
 import time
 
 LOCK_NAME = "run.lock"
@@ -220,16 +222,31 @@ def try_flock(fd):
     return True
 
 
-def clear(fd, path, state_dir, created_dir):
-    """End of a hold, while still holding the flock: the lock file goes (so a run leaves no trace in the
-    state directory), and so does the state directory when this run's lock created it and nothing else is in
-    it (a target refused after its lock changes nothing)."""
+def directory_view(state_dir):
+    """(entries other than the lock file as {name: inode}, atime ns, mtime ns) of the state directory."""
+    info = os.stat(state_dir)
+    with os.scandir(state_dir) as entries:
+        names = {e.name: e.inode() for e in entries if e.name != LOCK_NAME}
+    return names, info.st_atime_ns, info.st_mtime_ns
+
+
+def clear(fd, path, state_dir, created_dir, before=None):
+    """End of a hold, while still holding the flock: the lock file goes, and so does the state directory when
+    this run's lock created it and nothing else is in it, so a target refused after its lock changes nothing.
+    before: directory_view() from before this run made the lock file; when the directory holds the very
+    entries it held then, its times are put back too (only the lock file came and went)."""
     with contextlib.suppress(OSError):
         if is_current(fd, path):
             os.unlink(path)
     if created_dir:
         with contextlib.suppress(OSError):
             os.rmdir(state_dir)
+            return
+    if before:
+        with contextlib.suppress(OSError):
+            names, atime, mtime = before
+            if directory_view(state_dir)[0] == names:
+                os.utime(state_dir, ns=(atime, mtime))
 
 
 def current_holder(state_dir):
@@ -259,33 +276,53 @@ def probe(state_dir, token):
         os.close(fd)
 
 
-def acquire(state_dir, token, record, timeout, on_wait=None, spawn=None, prepare=None, clock=time.monotonic):
+def acquire(
+    state_dir,
+    token,
+    record,
+    timeout,
+    on_wait=None,
+    spawn=None,
+    prepare=None,
+    take_over="",
+    clock=time.monotonic,
+):
     """Take the lock for the run named by `token` and hand its descriptor to spawn(fd, record) (which keeps it
     beyond this process: fork_holder on a host, a callable in tests). prepare() makes sure the state directory
     exists and says whether it made it. Waits up to `timeout` seconds for another run; on_wait(message) is
     called once when it has to. Returns (state, notes): state 'acquired' or 'ours'; notes are sentences for the
-    user (a lock taken over from a holder that died without clearing it). Raises RunLockError on timeout."""
+    user (a lock taken over from a holder that died without clearing it). take_over names a holder's token the
+    controller found no longer running (its helper can outlive it over SSH, tied to a connection the next run
+    shares): that helper is stopped and the lock taken. Raises RunLockError on timeout."""
     deadline = clock() + timeout
     told = False
     created_dir = False
+    notes = []
     while True:
         created_dir = (prepare() if prepare else False) or created_dir
         try:
+            before = None if os.path.lexists(lock_path(state_dir)) else directory_view(state_dir)
             fd, path = open_lock(state_dir)
         except FileNotFoundError:  # the state directory went with the run that made it: make it again
+            if prepare is None:
+                raise
             continue
         try:
             previous = read_record(fd)
             if try_flock(fd):
                 if not is_current(fd, path):
                     continue  # the holder ended and removed this file: take the new one
-                notes = [takeover_message(previous)] if previous else []
-                record = {**record, "state_dir": state_dir, "created_dir": created_dir}
+                notes = notes or ([takeover_message(previous)] if previous else [])
+                record = {**record, "state_dir": state_dir, "created_dir": created_dir, "dir_before": before}
                 write_record(fd, record)
                 (spawn or fork_holder)(fd, record)
                 return "acquired", notes
             if previous.get("token") == token and holder_alive(previous):
                 return "ours", []
+            if take_over and previous.get("token") == take_over and not notes:
+                notes = [takeover_message(previous)]
+                stop_helper(previous)  # it clears the lock and ends; a later turn of the loop takes it
+                deadline = max(deadline, clock() + 30)
             if clock() >= deadline:
                 raise RunLockError(timeout_message(previous, timeout, path))
             if not told and on_wait is not None:
@@ -294,6 +331,13 @@ def acquire(state_dir, token, record, timeout, on_wait=None, spawn=None, prepare
         finally:
             os.close(fd)
         time.sleep(POLL_SECONDS)
+
+
+def stop_helper(record):
+    """SIGTERM to the helper a record names, when that very process still runs."""
+    if holder_alive(record):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(int(record["helper_pid"]), signal.SIGTERM)
 
 
 def release(state_dir, token, wait=30.0):
@@ -305,15 +349,14 @@ def release(state_dir, token, wait=30.0):
         record = read_record(fd)
         if record.get("token") != token:
             return False
-        if holder_alive(record):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(int(record["helper_pid"]), signal.SIGTERM)
+        stop_helper(record)
         deadline = time.monotonic() + wait
         while not try_flock(fd):  # the helper holds it until it has cleared the lock and ended
             if time.monotonic() >= deadline:
                 return False
             time.sleep(0.05)
-        clear(fd, path, state_dir, record.get("created_dir"))  # when the helper had died without clearing
+        # When the helper had died without clearing:
+        clear(fd, path, state_dir, record.get("created_dir"), record.get("dir_before"))
         return True
     finally:
         os.close(fd)
@@ -350,13 +393,49 @@ def hold(fd, record):
     with contextlib.suppress(_Released):
         wait_for_exit(record["owner_pid"], record["owner_start"])
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    clear(fd, lock_path(record["state_dir"]), record["state_dir"], record.get("created_dir"))
+    clear(
+        fd,
+        lock_path(record["state_dir"]),
+        record["state_dir"],
+        record.get("created_dir"),
+        record.get("dir_before"),
+    )
+
+
+def own_source():
+    """This file's text (from Ansible's module zip on a host), for the helper to run after exec."""
+    try:
+        return inspect.getsource(sys.modules[__name__])
+    except (OSError, TypeError, KeyError):
+        return ""
+
+
+# The helper runs as a fresh interpreter: with a clean environment (nothing of the run's, which a test or a
+# user tells the run's processes by, stays alive in it after the run) and none of the module's memory. It
+# reads this file's text from a pipe, then holds the lock with the same code.
+HELPER_BOOTSTRAP = (
+    "import os, sys; r = int(sys.argv[2]); "
+    "src = b''.join(iter(lambda: os.read(r, 65536), b'')); os.close(r); "
+    "ns = {'__name__': 'sdenv_run_lock_helper'}; exec(compile(src, 'sdenv_run_lock', 'exec'), ns); "
+    "ns['helper_main'](int(sys.argv[3]), sys.argv[4], int(sys.argv[5]))"
+)
+
+
+def helper_main(fd, record_json, ready):
+    """The helper after exec: tell the module it is set up, hold the lock until its run ends, then clear it."""
+    try:
+        os.write(ready, b"1")
+        os.close(ready)
+        hold(fd, json.loads(record_json))
+    finally:
+        os._exit(0)
 
 
 def fork_holder(fd, record):
     """Fork the helper that keeps fd locked after this module ends; it records its own pid and start time.
     The module waits for its word that it is set up (own session, no descriptor of Ansible's left open, so
     Ansible's read of the module's output ends) before returning."""
+    source = own_source().encode("utf-8")
     ready_read, ready_write = os.pipe()
     pid = os.fork()
     if pid == 0:  # the helper
@@ -372,12 +451,23 @@ def fork_holder(fd, record):
                 if other not in keep:
                     with contextlib.suppress(OSError):
                         os.close(other)
-            os.set_inheritable(fd, False)
             record = {**record, "helper_pid": os.getpid(), "helper_start": start_token(os.getpid())}
             write_record(fd, record)
+            if source and len(source) < 60000:  # fits a pipe's buffer: written whole before the exec
+                source_read, source_write = os.pipe()
+                os.write(source_write, source)
+                os.close(source_write)
+                os.set_inheritable(fd, True)
+                os.set_inheritable(source_read, True)
+                os.set_inheritable(ready_write, True)
+                with contextlib.suppress(OSError):
+                    argv = [sys.executable, "-c", HELPER_BOOTSTRAP, "sdenv-run-lock-helper"]
+                    env = {"PATH": os.defpath, "LC_ALL": "C"}
+                    args = [str(source_read), str(fd), json.dumps(record), str(ready_write)]
+                    os.execve(sys.executable, [*argv, *args], env)  # noqa: S606
             os.write(ready_write, b"1")
             os.close(ready_write)
-            hold(fd, record)
+            hold(fd, record)  # no interpreter to exec: hold it in this process
         finally:
             os._exit(0)
     os.close(ready_write)

@@ -47,6 +47,10 @@ options:
     description: True when this host is the controller (local connection).
     type: bool
     default: false
+  take_over:
+    description: The token of a holder this controller found no longer running; its helper is stopped.
+    type: str
+    default: ""
 """
 
 EXAMPLES = r"""
@@ -110,6 +114,7 @@ def main():
             "controller": {"type": "str", "default": ""},
             "controller_pid": {"type": "int", "required": True},
             "local": {"type": "bool", "default": False},
+            "take_over": {"type": "str", "default": ""},
         },
         supports_check_mode=True,
     )
@@ -153,6 +158,7 @@ def main():
             record,
             p["timeout"],
             prepare=lambda: ensure_state_dir(p["state_dir"])[1] is None,
+            take_over=p["take_over"],
         )
     except RunLockError as exc:
         module.fail_json(msg=str(exc), **result)

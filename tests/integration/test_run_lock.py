@@ -75,6 +75,8 @@ def test_two_provisions_at_once_take_turns_and_the_tree_ends_pinned(test_invento
         assert record["target"] == "provision"
         frozen = record["controller_pid"]
         os.kill(frozen, signal.SIGSTOP)  # the first run now holds the lock for as long as the test wants
+        # The helper holding it is a fresh interpreter (none of the module's memory or the run's environment).
+        assert b"sdenv-run-lock-helper" in Path(f"/proc/{record['helper_pid']}/cmdline").read_bytes()
 
         refused = subprocess.run(
             make_argv("provision", inventory, ARGS=f"{TAGS} -e sdenv_run_lock_timeout=0"),

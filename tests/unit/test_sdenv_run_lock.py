@@ -245,3 +245,56 @@ def test_every_changing_target_holds_the_lock_from_after_its_preflight_to_its_en
     assert plays[1]["ansible.builtin.import_playbook"] == "run-lock.yml"
     assert plays[1]["vars"]["sdenv_run_lock_target"] == target
     assert plays[-1]["ansible.builtin.import_playbook"] == "run-unlock.yml"
+
+
+def test_a_holder_the_controller_found_gone_is_taken_over_at_once(tmp_path, owner):
+    """Over SSH a helper watches the run's connection, which Ansible keeps after a killed run and the next run
+    from the same controller shares: that run's controller sees the holder's ansible-playbook gone and names
+    its token; the helper is stopped and the lock taken, with a sentence, instead of a wait."""
+    take(tmp_path, owner)
+    first = holder(tmp_path)
+    with pytest.raises(run_lock.RunLockError):
+        run_lock.acquire(
+            str(tmp_path), "ctl:9:1", record("snapshot", 9, "ctl:9:1"), timeout=0, take_over="other"
+        )
+    state, notes = run_lock.acquire(
+        str(tmp_path), "ctl:9:1", record("snapshot", 9, "ctl:9:1"), timeout=0, take_over=first["token"],
+        spawn=lambda fd, rec: None,
+    )  # fmt: skip
+    assert (
+        state == "acquired" and "make provision, pid 4242" in notes[0] and "taking the lock over" in notes[0]
+    )
+    os.waitpid(first["helper_pid"], 0)
+    assert holder(tmp_path)["target"] == "snapshot"
+
+
+def test_the_helper_is_a_fresh_interpreter_with_nothing_of_the_runs_environment(tmp_path, owner, monkeypatch):
+    monkeypatch.setenv("SDT_RUN_LOCK_MARK", "the-run")
+    take(tmp_path, owner)
+    helper = holder(tmp_path)["helper_pid"]
+    with open(f"/proc/{helper}/cmdline", "rb") as handle:
+        assert b"sdenv-run-lock-helper" in handle.read(), (
+            "the helper did not exec (it holds the module's memory)"
+        )
+    with open(f"/proc/{helper}/environ", "rb") as handle:
+        assert b"SDT_RUN_LOCK_MARK" not in handle.read()
+    end(owner)
+
+
+def test_a_run_that_changed_nothing_leaves_the_state_directory_as_it_was(tmp_path, owner):
+    """Refused targets (after their lock) change nothing: the lock file comes and goes, and the directory's
+    times are put back when its entries are the same; a run that did change an entry leaves the new times."""
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "state.json").write_text("{}")
+    os.utime(state, ns=(1_000_000_000, 2_000_000_000))
+    take(state, owner)
+    assert run_lock.release(str(state), "ctl:4242:1") is True
+    assert os.stat(state).st_mtime_ns == 2_000_000_000 and sorted(os.listdir(state)) == ["state.json"]
+
+    again = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    take(state, again)
+    (state / "new.json").write_text("{}")  # what the run did
+    assert run_lock.release(str(state), "ctl:4242:1") is True
+    end(again)
+    assert os.stat(state).st_mtime_ns != 2_000_000_000
