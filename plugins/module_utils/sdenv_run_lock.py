@@ -421,11 +421,19 @@ HELPER_BOOTSTRAP = (
 )
 
 
+def tell_ready(ready):
+    """Tell the module the helper is set up. The module may be gone already (its run killed meanwhile): the
+    helper goes on all the same, to see its run's end and clear the lock."""
+    with contextlib.suppress(OSError):
+        os.write(ready, b"1")
+    with contextlib.suppress(OSError):
+        os.close(ready)
+
+
 def helper_main(fd, record_json, ready):
     """The helper after exec: tell the module it is set up, hold the lock until its run ends, then clear it."""
     try:
-        os.write(ready, b"1")
-        os.close(ready)
+        tell_ready(ready)
         hold(fd, json.loads(record_json))
     finally:
         os._exit(0)
@@ -465,8 +473,7 @@ def fork_holder(fd, record):
                     env = {"PATH": os.defpath, "LC_ALL": "C"}
                     args = [str(source_read), str(fd), json.dumps(record), str(ready_write)]
                     os.execve(sys.executable, [*argv, *args], env)  # noqa: S606
-            os.write(ready_write, b"1")
-            os.close(ready_write)
+            tell_ready(ready_write)
             hold(fd, record)  # no interpreter to exec: hold it in this process
         finally:
             os._exit(0)

@@ -147,6 +147,7 @@ def test_kill_9_frees_the_lock_and_a_broken_sub_repository_is_repaired(test_inve
     assert final.returncode == 0, final.stdout[-4000:]
     # The killed run's helper saw its ansible-playbook go and cleared the lock (else the final run would have
     # waited sdenv_run_lock_timeout, then refused): nothing to take over.
-    assert "taking the lock over" not in final.stdout and record["target"] == "provision"
+    said = [line for line in final.stdout.splitlines() if "lock" in line]
+    assert "taking the lock over" not in final.stdout and record["target"] == "provision", (said, record)
     assert_pinned(inventory, fixture)
     assert not (inventory.state_dir / "run.lock").exists(), "the lock outlived the run"

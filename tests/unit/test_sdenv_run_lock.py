@@ -298,3 +298,13 @@ def test_a_run_that_changed_nothing_leaves_the_state_directory_as_it_was(tmp_pat
     assert run_lock.release(str(state), "ctl:4242:1") is True
     end(again)
     assert os.stat(state).st_mtime_ns != 2_000_000_000
+
+
+def test_a_helper_whose_module_is_gone_goes_on():
+    """kill -9 of a run while it takes the lock can kill the module before the helper says it is ready: the
+    helper must not die of the broken pipe (that left a record the next run had to take over)."""
+    ready_read, ready_write = os.pipe()
+    os.close(ready_read)
+    run_lock.tell_ready(ready_write)  # raises nothing
+    with pytest.raises(OSError):
+        os.fstat(ready_write)  # and closed its end
