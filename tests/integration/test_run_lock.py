@@ -13,6 +13,7 @@ import signal
 import subprocess
 from pathlib import Path
 
+import sdenv_run_lock
 from sdenv_testlib import make_argv, processes_marked
 from test_webui_provision import TAGS, git_head, upstream, wait_for, webui_inventory  # noqa: F401
 from webui_fixtures import SUBREPOS
@@ -134,14 +135,17 @@ def test_kill_9_frees_the_lock_and_a_broken_sub_repository_is_repaired(test_inve
     finally:
         os.killpg(killed.pid, signal.SIGKILL)
         killed.wait()
-        helper = holder(inventory).get("helper_pid")
+        helper = holder(inventory)
         for pid in processes_marked(marker):
-            if pid != helper:  # the lock's helper must see its run gone by itself
+            if pid != helper.get("helper_pid"):  # the lock's helper must see its run gone by itself
                 os.kill(pid, signal.SIGKILL)
         for leftover in payload_dirs() - payloads:
             if [p.name for p in leftover.iterdir()] == [leftover.name.rsplit("_", 1)[0] + ".zip"]:
                 shutil.rmtree(leftover, ignore_errors=True)
 
+    # The helper sees its run gone and ends by itself (a helper that never did would hold this wait forever).
+    wait_for(lambda: not sdenv_run_lock.is_alive(helper.get("helper_pid"), helper.get("helper_start")),
+             "the killed run's lock helper to end", seconds=600)  # fmt: skip
     final = subprocess.run(make_argv("provision", inventory, ARGS=TAGS), stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, text=True, env=ENV, check=False)  # fmt: skip
     assert final.returncode == 0, final.stdout[-4000:]
