@@ -30,8 +30,10 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 from model_fixtures import ModelServer, random_safetensors, sha256_hex
 from sdenv_testlib import (
+    ROOT,
     command_lines_holding,
     files_holding,
     make_argv,
@@ -91,7 +93,9 @@ class Run:
     """One `make provision` started the way a user starts it, in its own process group, with a marker in its
     environment and its own TMPDIR (where the host side of the local connection puts module payloads)."""
 
-    def __init__(self, inventory, tmp_path, label, verbosity="-vvv", marker=None, lingering=(), env=None):
+    def __init__(
+        self, inventory, tmp_path, label, verbosity="-vvv", marker=None, lingering=(), env=None, argv=None
+    ):
         self.marker = marker or new_marker(label)
         self.extra_env = env or {}
         # Processes that may outlive the run by design (the ssh ControlPersist master): (name, predicate).
@@ -101,7 +105,7 @@ class Run:
         self.log = tmp_path / f"make-{label}.log"
         with open(self.log, "w") as out:
             self.proc = subprocess.Popen(
-                make_argv("provision", inventory, ARGS=f"--tags models {verbosity}"),
+                argv or make_argv("provision", inventory, ARGS=f"--tags models {verbosity}"),
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -348,9 +352,17 @@ def test_two_runs_on_one_model_download_it_once(setup, server, tmp_path):
     server.routes[
         "__storage__/bucket/slow"
     ].rate = 50_000  # the first run holds the file until the second waits
+    # Two `make provision` on one host take turns (the run lock: tests/integration/test_run_lock.py), so the
+    # second writer here is another playbook using the models role on the same host, as a playbook of the
+    # collection's own may: the model's download lock still keeps them to one writer.
+    models_only = tmp_path / "models-only.yml"
+    models_only.write_text(yaml.safe_dump([{"name": "Models only", "hosts": "all", "become": True,
+                                            "roles": ["models"]}]))  # fmt: skip
     try:
         wait_for_bytes(first, part, 100_000)
-        second = Run(inventory, tmp_path, "second", verbosity="-v")
+        second = Run(inventory, tmp_path, "second", argv=[
+            str(ROOT / ".venv" / "bin" / "ansible-playbook"), "-i", str(inventory), str(models_only), "-v"
+        ], env={"ANSIBLE_CONFIG": str(ROOT / "ansible.cfg")})  # fmt: skip
         deadline = time.monotonic() + 300
         while not any(doc.get("phase") == "waiting" for doc in progress_docs(inventory.state_dir)):
             assert first.proc.poll() is None and second.proc.poll() is None, second.output[-4000:]

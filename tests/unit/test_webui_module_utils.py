@@ -484,3 +484,82 @@ def test_the_launchers_own_preparation_is_judged_by_what_it_prints(tmp_path):
         with pytest.raises(vp.VenvError, match=r"did not finish .*webui.sh exits 0 regardless"):
             vp.run_launch(["sh", "-c", "echo RuntimeError: clone failed; exit 0"], str(tmp_path),
                           dict(os.environ), log)  # fmt: skip
+
+
+@pytest.fixture
+def nested(tmp_path, origin):
+    """A WebUI-like tree (a clone of origin at its second commit) with a sub-repository directory inside it,
+    as repositories/<dir> sits inside the WebUI's own repository. Returns (parent, sub, url, shas)."""
+    url, shas = origin
+    parent = tmp_path / "webui"
+    gt.ensure_tree(str(parent), url, shas[1])
+    sub = parent / "repositories" / "sub"
+    sub.mkdir(parents=True)
+    return parent, sub, url, shas
+
+
+@pytest.mark.parametrize("broken", ["none", "empty dir", "empty file", "not a repository"])
+def test_a_directory_inside_another_repository_is_not_a_clone(nested, broken):
+    parent, sub, _, _ = nested
+    if broken == "empty dir":
+        (sub / ".git").mkdir()
+    elif broken == "empty file":
+        (sub / ".git").write_text("")
+    elif broken == "not a repository":
+        (sub / ".git").mkdir()
+        (sub / ".git" / "leftover").write_text("x")
+    assert gt.is_clone(str(sub)) is False
+    assert gt.is_clone(str(parent)) is True
+    # ...and no git command run for it falls through to the parent's repository.
+    with pytest.raises(gt.GitTreeError, match=r"git rev-parse HEAD failed in .*repositories/sub: fatal"):
+        gt.head(str(sub))
+
+
+@pytest.mark.parametrize("broken", ["empty dir", "not a repository"])
+def test_a_sub_repository_with_a_broken_git_is_repaired_and_the_parent_left_alone(nested, tmp_path, broken):
+    parent, sub, url, shas = nested
+    (sub / ".git").mkdir()
+    if broken == "not a repository":
+        (sub / ".git" / "leftover").write_text("x")
+    (sub / "file.txt").write_text("one\n")  # what the sub-repository's pinned commit has
+    sub_url = str(tmp_path / "sub-origin.git")
+    git("clone", "-q", "--bare", url, sub_url)
+    result = gt.ensure_tree(str(sub), sub_url, shas[0], label="sub-repository sub")
+    assert result["action"] == "repair" and result["repaired"] and result["reset_files"] == []
+    assert gt.head(str(sub)) == shas[0] and (sub / "webui-user.sh").exists(), (
+        "a missing file was not restored"
+    )
+    assert git("config", "--get", "remote.origin.url", cwd=sub) == sub_url
+    assert bool(result["broken_git_kept"]) == (broken == "not a repository")
+    # The parent (the WebUI's tree) kept its own commit and origin: nothing ran in it.
+    assert gt.head(str(parent)) == shas[1] and git("config", "--get", "remote.origin.url", cwd=parent) == url
+    assert gt.ensure_tree(str(sub), sub_url, shas[0])["changed"] is False
+
+
+def test_a_repaired_tree_names_the_files_that_differ(nested, origin):
+    _, sub, url, shas = nested
+    (sub / ".git").mkdir()
+    (sub / "file.txt").write_text("mine\n")
+    with pytest.raises(gt.GitTreeError, match=r"has local changes to file.txt: .*FORCE=yes"):
+        gt.ensure_tree(str(sub), url, shas[0], label="sub-repository sub")
+    assert (sub / "file.txt").read_text() == "mine\n"
+    forced = gt.ensure_tree(str(sub), url, shas[0], force=True)
+    assert (
+        forced["reset_files"] == ["file.txt", "webui-user.sh"] and (sub / "file.txt").read_text() == "one\n"
+    )
+
+
+def test_a_clone_a_live_run_is_making_is_never_removed(tmp_path, origin):
+    url, shas = origin
+    live = tmp_path / f".tree{gt.CLONE_PREFIX}{gt.clone_owner_tag()}-abc123"
+    (live / ".git").mkdir(parents=True)
+    proc = subprocess.Popen(["sleep", "60"])
+    proc.kill()
+    proc.wait()
+    dead = tmp_path / f".tree{gt.CLONE_PREFIX}{proc.pid}-12345-abc123"
+    (dead / "partial").mkdir(parents=True)
+    reused = tmp_path / f".tree{gt.CLONE_PREFIX}{os.getpid()}-1-abc123"  # this pid, another start time
+    reused.mkdir()
+    gt.ensure_tree(str(tmp_path / "tree"), url, shas[0])
+    assert live.exists(), "another live run's clone in progress was removed"
+    assert not dead.exists() and not reused.exists()

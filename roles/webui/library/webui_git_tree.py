@@ -35,11 +35,16 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
-action: {description: "none, clone, set-url, checkout or reset.", type: str, returned: always}
+action: {description: "none, clone, set-url, checkout, reset or repair (a broken .git made a repository again).",
+         type: str, returned: always}
 before: {description: HEAD before the call (null when cloned)., type: str, returned: always}
 after: {description: HEAD after the call., type: str, returned: always}
 fetched: {description: Objects were fetched from the remote., type: bool, returned: always}
 reset_files: {description: Files whose local changes were reset (force)., type: list, returned: always}
+repaired: {description: The tree's .git was no repository and was made one again in place., type: bool,
+           returned: always}
+broken_git_kept: {description: Where a non-empty broken .git was kept aside (empty when none)., type: str,
+                  returned: always}
 """
 
 import re

@@ -3,8 +3,16 @@
 Used for the WebUI clone and each of its sub-repositories under repositories/. The rules:
 - A missing tree is cloned in full (a shallow clone cannot check out an arbitrary commit) into a temporary
   sibling directory and renamed into place once it is checked out, so a kill leaves no half tree at the
-  final path; leftovers of a killed clone are removed on the next run. The tree gets the mode a plain
-  `git clone` gives it (0777 less the umask), not mkdtemp's 0700.
+  final path; leftovers of a killed clone are removed on the next run, never a clone a live run is still
+  making (its name carries its process's pid and start time). The tree gets the mode a plain `git clone`
+  gives it (0777 less the umask), not mkdtemp's 0700.
+- git never falls through to a repository above the tree (the WebUI's own, around a sub-repository): every
+  git command runs with GIT_CEILING_DIRECTORIES at the tree's parent, and a tree is a clone only when its
+  own top level is that directory. Otherwise a sub-repository with a broken .git is taken for the WebUI
+  tree, whose origin and HEAD then move to the sub-repository's (two runs at once left trees like that).
+- A tree whose .git is broken (empty, or not a repository) is repaired in place: the broken .git goes (kept
+  aside when it holds anything), the repository is made again from the pinned URL, and the files already
+  there are then judged like any clone's (unchanged: nothing to do; changed: named, or reset with force).
 - An existing tree at the pinned commit with no local changes is left alone: no fetch, no write.
 - Objects are fetched only when the pinned commit is not in the tree already.
 - Tracked files with local changes stop the run with one sentence naming them, unless force resets them.
@@ -13,9 +21,16 @@ Used for the WebUI clone and each of its sub-repositories under repositories/. T
 """
 
 import os
+import re
 import shutil
 import subprocess
 import tempfile
+import time
+
+try:
+    from ansible.module_utils.sdenv_run_lock import start_token
+except ImportError:  # unit tests import module_utils by their bare names
+    from sdenv_run_lock import start_token
 
 CLONE_PREFIX = ".sdenv-clone-"
 
@@ -24,10 +39,14 @@ class GitTreeError(Exception):
     """A tree that cannot be brought to its pinned commit without losing something."""
 
 
-def git_env():
+def git_env(ceiling=None):
     env = dict(os.environ)
     # Never wait on a credential prompt; parse git's output in one language.
     env.update({"GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C", "GIT_ASKPASS": "/bin/false"})
+    for name in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_COMMON_DIR"):
+        env.pop(name, None)  # the tree's own repository, never one named by the caller's environment
+    if ceiling:
+        env["GIT_CEILING_DIRECTORIES"] = ceiling
     return env
 
 
@@ -37,9 +56,10 @@ def last_line(completed):
 
 
 def run_git(args, cwd, git="git", check=True):
-    """git ARGS in the work tree cwd; a failure names that tree."""
+    """git ARGS in the work tree cwd, which git never leaves for a repository above it; a failure names cwd."""
+    ceiling = os.path.dirname(os.path.realpath(cwd))
     completed = subprocess.run(
-        [git, *args], cwd=cwd, env=git_env(), capture_output=True, text=True, check=False
+        [git, *args], cwd=cwd, env=git_env(ceiling), capture_output=True, text=True, check=False
     )
     if check and completed.returncode != 0:
         raise GitTreeError(f"git {' '.join(args)} failed in {cwd}: {last_line(completed)}")
@@ -60,9 +80,22 @@ def unreachable(action, label, repo, dest, completed, source=""):
     )
 
 
-def is_clone(dest):
-    """True when dest is the top of a git work tree (not merely inside the WebUI's own tree)."""
-    return os.path.exists(os.path.join(dest, ".git"))
+def is_clone(dest, git="git"):
+    """True when dest is the top of a git work tree of its own: not merely inside the WebUI's tree, and not a
+    directory whose .git is empty or is not a repository."""
+    if not os.path.lexists(os.path.join(dest, ".git")):
+        return False
+    top = run_git(["rev-parse", "--show-toplevel"], cwd=dest, git=git, check=False)
+    if top.returncode != 0 and "safe.directory" in top.stderr:
+        # A repository git will not read for this user is not a broken one: never "repair" it.
+        raise GitTreeError(f"git refuses to read {dest} as this user ({last_line(top)}): it belongs to another "
+                           "user; give it back to the dummy user (chown -R), then run again.")  # fmt: skip
+    return top.returncode == 0 and os.path.realpath(top.stdout.strip()) == os.path.realpath(dest)
+
+
+def has_broken_git(dest, git="git"):
+    """dest holds a .git that is no repository (a clone cut short, or a tree two runs raced on)."""
+    return os.path.lexists(os.path.join(dest, ".git")) and not is_clone(dest, git=git)
 
 
 def parse_porcelain(output):
@@ -96,12 +129,28 @@ def has_commit(dest, commit, git="git"):
     return run_git(["cat-file", "-e", f"{commit}^{{commit}}"], cwd=dest, git=git, check=False).returncode == 0
 
 
+def clone_owner_tag(pid=None):
+    """'<pid>-<start>' for a temporary clone's name: the process making it, so no other run removes it while
+    that process lives (the start time tells it from a later process given the same pid)."""
+    pid = os.getpid() if pid is None else pid
+    return f"{pid}-{re.sub(r'[^0-9A-Za-z]', '_', start_token(pid) or '')}"
+
+
+def clone_owner_alive(suffix):
+    """Whether the process named at the start of a temporary clone's suffix still runs. Names without an
+    owner (made before owners were recorded) have none alive."""
+    match = re.match(r"(\d+)-([0-9A-Za-z_]+)-", suffix)
+    return bool(match) and clone_owner_tag(int(match.group(1))) == f"{match.group(1)}-{match.group(2)}"
+
+
 def remove_stale_clones(dest):
+    """Remove what killed clones of dest left; a clone another live run is making is left to it."""
     parent, name = os.path.split(os.path.abspath(dest))
     removed = []
+    prefix = f".{name}{CLONE_PREFIX}"
     if os.path.isdir(parent):
         for entry in os.listdir(parent):
-            if entry.startswith(f".{name}{CLONE_PREFIX}"):
+            if entry.startswith(prefix) and not clone_owner_alive(entry[len(prefix) :]):
                 shutil.rmtree(os.path.join(parent, entry), ignore_errors=True)
                 removed.append(entry)
     return removed
@@ -135,7 +184,7 @@ def clone(dest, repo, commit, label="tree", git="git", source=""):
     """Clone repo (or a local source holding the same commits: origin is then set to repo) at commit."""
     parent, name = os.path.split(os.path.abspath(dest))
     os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{name}{CLONE_PREFIX}", dir=parent)
+    tmp = tempfile.mkdtemp(prefix=f".{name}{CLONE_PREFIX}{clone_owner_tag()}-", dir=parent)
     try:
         os.chmod(tmp, clone_mode())
         cloned = run_git(["clone", "--quiet", "--no-checkout", *from_source(source), source or repo, tmp],
@@ -159,16 +208,67 @@ def clone(dest, repo, commit, label="tree", git="git", source=""):
         raise
 
 
+def fetch_commit(dest, repo, commit, label, git="git", source=""):
+    """Fetch repo's objects (or the offline bundle's copy of them) into dest; the pinned commit must be there."""
+    if source:
+        upload_pack = from_source(source)[1:]  # fetch has no --no-local
+        fetch = ["fetch", "--quiet", *upload_pack, source, "+refs/heads/*:refs/remotes/sdenv-bundle/*"]
+    else:
+        fetch = ["fetch", "--quiet", "--tags", "origin"]
+    fetched = run_git(fetch, cwd=dest, git=git, check=False)
+    if fetched.returncode != 0:
+        raise unreachable("fetch", label, repo, dest, fetched, source)
+    if not has_commit(dest, commit, git=git):
+        raise GitTreeError(
+            f"The pinned commit {commit} is not in {repo}: check the lock (sdenv_lock) for this repository."
+        )
+
+
+def repair(dest, repo, commit, label, git="git", source=""):
+    """Make dest's broken .git a repository again at commit, leaving every file of the tree as it is (HEAD
+    and index at commit, work tree untouched): ensure_tree then judges those files like any clone's. A broken
+    .git holding anything is kept aside beside it, never deleted; an empty one goes."""
+    broken = os.path.join(dest, ".git")
+    kept = ""
+    if os.path.isdir(broken) and not os.path.islink(broken) and not os.listdir(broken):
+        os.rmdir(broken)
+    elif os.path.isfile(broken) and not os.path.islink(broken) and os.path.getsize(broken) == 0:
+        os.unlink(broken)
+    else:
+        kept = f"{broken}.sdenv-broken-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+        os.rename(broken, kept)
+    run_git(["init", "--quiet"], cwd=dest, git=git)
+    run_git(["remote", "add", "origin", repo], cwd=dest, git=git)
+    fetch_commit(dest, repo, commit, label, git=git, source=source)
+    run_git(["reset", "--quiet", "--mixed", commit], cwd=dest, git=git)
+    return kept
+
+
 def ensure_tree(
     dest, repo, commit, label="tree", force=False, managed=(), check_mode=False, git="git", source=""
 ):
     """Bring dest to commit. Returns a dict: changed, action, before, after, fetched, reset_files."""
     result = {"changed": False, "action": "none", "before": None, "after": commit, "fetched": False,
-              "reset_files": [], "stale_removed": []}  # fmt: skip
+              "reset_files": [], "stale_removed": [], "repaired": False, "broken_git_kept": ""}  # fmt: skip
     if not check_mode:
         result["stale_removed"] = remove_stale_clones(dest)
     exists = os.path.isdir(dest)
-    if exists and not is_clone(dest):
+    if exists and has_broken_git(dest, git=git):
+        result.update(changed=True, action="repair", repaired=True, before=None)
+        if check_mode:
+            return result
+        result["broken_git_kept"] = repair(dest, repo, commit, label, git=git, source=source)
+        # Files of the pinned commit that are missing are only restored; files that differ are the user's
+        # (or a race's) and are named, as in any clone, unless force resets them.
+        changes = local_changes(dest, managed, git=git)
+        modified = [path for path in changes if os.path.lexists(os.path.join(dest, path))]
+        if modified and not force:
+            raise GitTreeError(describe(label, modified).format(dest=dest))
+        checkout = ["-c", "advice.detachedHead=false", "checkout", "--quiet", "--detach", "--force", commit]
+        run_git(checkout if changes else [*checkout[:-2], commit], cwd=dest, git=git)
+        result["reset_files"] = modified
+        return result
+    if exists and not is_clone(dest, git=git):
         if os.listdir(dest):
             raise GitTreeError(
                 f"The {label} directory {dest} exists but is not a git clone: move it aside (or empty it), "
@@ -200,19 +300,8 @@ def ensure_tree(
     if check_mode:
         return result
     if not has_commit(dest, commit, git=git):
-        if source:
-            upload_pack = from_source(source)[1:]  # fetch has no --no-local
-            fetch = ["fetch", "--quiet", *upload_pack, source, "+refs/heads/*:refs/remotes/sdenv-bundle/*"]
-        else:
-            fetch = ["fetch", "--quiet", "--tags", "origin"]
-        fetched = run_git(fetch, cwd=dest, git=git, check=False)
-        if fetched.returncode != 0:
-            raise unreachable("fetch", label, repo, dest, fetched, source)
+        fetch_commit(dest, repo, commit, label, git=git, source=source)
         result["fetched"] = True
-        if not has_commit(dest, commit, git=git):
-            raise GitTreeError(
-                f"The pinned commit {commit} is not in {repo}: check the lock (sdenv_lock) for this repository."
-            )
     present_managed = [m for m in managed if os.path.exists(os.path.join(dest, m))]
     if present_managed and not force:
         # Put the toolkit's own rewrites back so the checkout never refuses over them; they are written again.

@@ -1,0 +1,310 @@
+"""The run lock (plugins/module_utils/sdenv_run_lock.py): one changing run per host, the holder named, a wait
+and a refusal, a dead holder taken over, and the helper that holds it for a run ending with that run."""
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import sdenv_run_lock as run_lock
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def record(target="provision", pid=4242, token="ctl:4242:1"):  # noqa: S107 - a run token, no secret
+    return {
+        "target": target,
+        "token": token,
+        "controller": "ctl",
+        "controller_pid": pid,
+        "started": "2026-12-07 03:40:00 UTC",
+    }
+
+
+@pytest.fixture
+def owner():
+    """A process standing in for a run's ansible-playbook: the helper holds the lock while it lives."""
+    proc = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    yield proc
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()
+
+
+HELPERS = []
+
+
+@pytest.fixture(autouse=True)
+def reap_helpers():
+    """The helpers forked here are this test process's children (on a host, init reaps them): reap them once
+    their owner (the `owner` fixture, torn down first) is gone."""
+    yield
+    while HELPERS:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(HELPERS.pop(), 0)
+
+
+def take(state_dir, owner_proc, prepare=None, **fields):
+    """Take the lock with the real helper (fork_holder) tied to owner_proc."""
+    held = {
+        **record(**fields),
+        "owner_pid": owner_proc.pid,
+        "owner_start": run_lock.start_token(owner_proc.pid),
+    }
+    result = run_lock.acquire(str(state_dir), held["token"], held, timeout=0, prepare=prepare)
+    if result[0] == "acquired":
+        HELPERS.append(holder(state_dir)["helper_pid"])
+    return result
+
+
+def holder(state_dir):
+    with open(state_dir / run_lock.LOCK_NAME, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def end(proc):
+    """End a run as kill -9 would, and reap it (its parent, make, does that for a real run)."""
+    proc.kill()
+    proc.wait()
+
+
+def test_a_second_run_is_refused_naming_the_first(tmp_path, owner):
+    assert take(tmp_path, owner) == ("acquired", [])
+    first = holder(tmp_path)
+    assert run_lock.is_alive(first["helper_pid"], first["helper_start"])
+    with pytest.raises(run_lock.RunLockError) as refused:
+        run_lock.acquire(str(tmp_path), "ctl:999:1", record("snapshot", 999, "ctl:999:1"), timeout=0)
+    message = str(refused.value)
+    assert message.startswith("Another make provision, pid 4242 on ctl, started at 2026-12-07 03:40:00 UTC,")
+    assert "is still changing this host after 0 s" in message and "sdenv_run_lock_timeout" in message
+    assert holder(tmp_path)["token"] == first["token"], "a refused run touched the holder's record"
+    end(owner)
+
+
+def test_the_same_run_finds_the_lock_its_own(tmp_path, owner):
+    take(tmp_path, owner)
+    assert take(tmp_path, owner) == ("ours", [])
+    assert run_lock.probe(str(tmp_path), "ctl:4242:1")[0] == "ours"
+    state, found = run_lock.probe(str(tmp_path), "ctl:1:1")
+    assert state == "busy" and found["controller_pid"] == 4242
+    end(owner)
+
+
+def test_a_second_run_waits_naming_the_first_then_goes_on(tmp_path, owner):
+    take(tmp_path, owner)
+    said = []
+
+    def on_wait(message):
+        said.append(message)
+        end(owner)  # the first run ends while the second waits
+
+    state, notes = run_lock.acquire(
+        str(tmp_path), "ctl:7:1", {**record("reset-dummy", 7, "ctl:7:1"), "owner_pid": 0}, timeout=3600,
+        on_wait=on_wait, spawn=lambda fd, rec: None,
+    )  # fmt: skip
+    assert said == [
+        "another make provision, pid 4242 on ctl, started at 2026-12-07 03:40:00 UTC, is changing this host: "
+        "waiting (up to 3600 s)"
+    ]
+    # The first run's helper cleared the lock as its run ended (removing the file the second had open): the
+    # second took the new one, with nothing to take over.
+    assert (state, notes) == ("acquired", [])
+    assert holder(tmp_path)["target"] == "reset-dummy"
+
+
+def test_kill_9_of_the_run_releases_the_lock(tmp_path, owner):
+    take(tmp_path, owner)
+    first = holder(tmp_path)
+    end(owner)
+    # Blocks until the helper has noticed and let go; a helper that kept it would hang here, not pass.
+    state, notes = run_lock.acquire(
+        str(tmp_path), "ctl:8:1", record("snapshot", 8, "ctl:8:1"), timeout=3600, spawn=lambda fd, rec: None
+    )
+    assert (state, notes) == ("acquired", [])
+    assert not run_lock.is_alive(first["helper_pid"], first["helper_start"]), "the helper outlived its run"
+
+
+def test_kill_9_of_the_helper_releases_the_lock(tmp_path, owner):
+    take(tmp_path, owner)
+    helper = holder(tmp_path)["helper_pid"]
+    os.kill(helper, signal.SIGKILL)
+    os.waitpid(helper, 0)  # the kill has landed (the helper is this test's child)
+    state, notes = run_lock.acquire(
+        str(tmp_path), "ctl:9:1", record("rollback", 9, "ctl:9:1"), timeout=0, spawn=lambda fd, rec: None
+    )
+    # Only a helper killed itself leaves its record: the next run takes the lock over, naming the dead run.
+    assert state == "acquired"
+    assert notes == [
+        "The run lock was last held by make provision, pid 4242 on ctl, started at 2026-12-07 03:40:00 UTC, "
+        "which is no longer running and did not release it (it failed or was killed): taking the lock over."
+    ]
+
+
+def test_release_lets_the_next_run_in_at_once_with_no_takeover(tmp_path, owner):
+    take(tmp_path, owner)
+    assert run_lock.release(str(tmp_path), "ctl:1:1") is False, "another run's token released the lock"
+    assert run_lock.release(str(tmp_path), "ctl:4242:1") is True
+    assert not (tmp_path / run_lock.LOCK_NAME).exists(), "a released lock left its file"
+    assert run_lock.acquire(str(tmp_path), "ctl:5:1", record(), timeout=0, spawn=lambda fd, rec: None) == (
+        "acquired",
+        [],
+    )
+    end(owner)
+
+
+def test_a_state_directory_the_lock_made_goes_with_it_and_one_in_use_stays(tmp_path, owner):
+    state = tmp_path / "state"
+
+    def prepare():
+        made = not state.exists()
+        state.mkdir(exist_ok=True)
+        return made
+
+    take(state, owner, prepare=prepare)
+    helper = holder(state)["helper_pid"]
+    assert holder(state)["created_dir"] is True
+    end(owner)
+    os.waitpid(helper, 0)
+    assert not state.exists(), "a run that only took the lock left the state directory it made"
+
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    (kept / "state.json").write_text("{}")
+    second = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    take(kept, second)
+    helper = holder(kept)["helper_pid"]
+    end(second)
+    os.waitpid(helper, 0)
+    assert sorted(p.name for p in kept.iterdir()) == ["state.json"]
+
+
+def test_a_reused_pid_is_not_the_holder(owner):
+    start = run_lock.start_token(owner.pid)
+    assert run_lock.is_alive(owner.pid, start)
+    assert not run_lock.is_alive(owner.pid, "some other start"), "a reused pid was taken for the holder"
+    end(owner)
+    assert not run_lock.is_alive(owner.pid, start), "an exited (unreaped or gone) process counts as alive"
+
+
+def test_the_lock_file_is_never_followed_through_a_link(tmp_path):
+    (tmp_path / "elsewhere").write_text("")
+    (tmp_path / run_lock.LOCK_NAME).symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(OSError):
+        run_lock.acquire(str(tmp_path), "t", record(), timeout=0, spawn=lambda fd, rec: None)
+
+
+def test_parse_proc_stat_with_spaces_and_parentheses_in_the_name():
+    line = "1234 (a) b (c)) S 99 1234 1234 0 -1 4194560 " + " ".join(["0"] * 12) + " 5555 0 0"
+    assert run_lock.parse_proc_stat(line) == ("S", 99, "5555")
+
+
+def test_parse_ps_line_macos():
+    # Recorded from macOS `ps -o ppid=,lstart=,command= -p PID` (documented BSD ps format; not run here).
+    line = "  412 Mon Dec  7 03:39:05 2026     sshd: admin@notty"
+    assert run_lock.parse_ps_line(line) == (412, "Mon Dec 7 03:39:05 2026", "sshd: admin@notty")
+
+
+def test_the_owner_is_the_local_run_or_the_ssh_connection():
+    local_chain = [(900, "/bin/sh -c python3"), (899, "sudo -H -S -n -u root /bin/sh"),
+                   (850, "/usr/bin/python3 .venv/bin/ansible-playbook -i inv p.yml"),
+                   (800, "/usr/bin/python3 .venv/bin/ansible-playbook -i inv p.yml"), (700, "make provision")]  # fmt: skip
+    assert run_lock.choose_owner(local_chain, 800, local=True) == 800
+    ssh_chain = [(500, "/bin/sh -c sudo"), (480, "sshd: admin@notty"), (470, "sshd: admin [priv]"),
+                 (1, "/usr/sbin/sshd -D")]  # fmt: skip
+    assert run_lock.choose_owner(ssh_chain, 800, local=False) == 480
+    new_sshd = [(500, "/bin/sh"), (481, "sshd-session: admin@notty")]
+    assert run_lock.choose_owner(new_sshd, 800, local=False) == 481
+    assert run_lock.choose_owner([(500, "/bin/sh"), (1, "init")], 800, local=True) is None
+
+
+def test_ancestors_follow_the_parent_chain():
+    table = {10: (5, "s10", "python3 -"), 5: (3, "s5", "sh -c x"), 3: (1, "s3", "ansible-playbook")}
+    assert run_lock.ancestors(10, info=table.get) == [(5, "sh -c x"), (3, "ansible-playbook")]
+
+
+CHANGING = [
+    "provision",
+    "reset-dummy",
+    "remove-dummy",
+    "snapshot",
+    "rollback",
+    "snapshot-prune",
+    "pin-models",
+]
+
+
+@pytest.mark.parametrize("target", CHANGING)
+def test_every_changing_target_holds_the_lock_from_after_its_preflight_to_its_end(target):
+    plays = yaml.safe_load((ROOT / "playbooks" / f"{target}.yml").read_text())
+    assert plays[0]["ansible.builtin.import_playbook"] == "preflight.yml"
+    assert plays[1]["ansible.builtin.import_playbook"] == "run-lock.yml"
+    assert plays[1]["vars"]["sdenv_run_lock_target"] == target
+    assert plays[-1]["ansible.builtin.import_playbook"] == "run-unlock.yml"
+
+
+def test_a_holder_the_controller_found_gone_is_taken_over_at_once(tmp_path, owner):
+    """Over SSH a helper watches the run's connection, which Ansible keeps after a killed run and the next run
+    from the same controller shares: that run's controller sees the holder's ansible-playbook gone and names
+    its token; the helper is stopped and the lock taken, with a sentence, instead of a wait."""
+    take(tmp_path, owner)
+    first = holder(tmp_path)
+    with pytest.raises(run_lock.RunLockError):
+        run_lock.acquire(
+            str(tmp_path), "ctl:9:1", record("snapshot", 9, "ctl:9:1"), timeout=0, take_over="other"
+        )
+    state, notes = run_lock.acquire(
+        str(tmp_path), "ctl:9:1", record("snapshot", 9, "ctl:9:1"), timeout=0, take_over=first["token"],
+        spawn=lambda fd, rec: None,
+    )  # fmt: skip
+    assert (
+        state == "acquired" and "make provision, pid 4242" in notes[0] and "taking the lock over" in notes[0]
+    )
+    os.waitpid(first["helper_pid"], 0)
+    assert holder(tmp_path)["target"] == "snapshot"
+
+
+def test_the_helper_is_a_fresh_interpreter_with_nothing_of_the_runs_environment(tmp_path, owner, monkeypatch):
+    monkeypatch.setenv("SDT_RUN_LOCK_MARK", "the-run")
+    take(tmp_path, owner)
+    helper = holder(tmp_path)["helper_pid"]
+    with open(f"/proc/{helper}/cmdline", "rb") as handle:
+        assert b"sdenv-run-lock-helper" in handle.read(), (
+            "the helper did not exec (it holds the module's memory)"
+        )
+    with open(f"/proc/{helper}/environ", "rb") as handle:
+        assert b"SDT_RUN_LOCK_MARK" not in handle.read()
+    end(owner)
+
+
+def test_a_run_that_changed_nothing_leaves_the_state_directory_as_it_was(tmp_path, owner):
+    """Refused targets (after their lock) change nothing: the lock file comes and goes, and the directory's
+    times are put back when its entries are the same; a run that did change an entry leaves the new times."""
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "state.json").write_text("{}")
+    os.utime(state, ns=(1_000_000_000, 2_000_000_000))
+    take(state, owner)
+    assert run_lock.release(str(state), "ctl:4242:1") is True
+    assert os.stat(state).st_mtime_ns == 2_000_000_000 and sorted(os.listdir(state)) == ["state.json"]
+
+    again = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    take(state, again)
+    (state / "new.json").write_text("{}")  # what the run did
+    assert run_lock.release(str(state), "ctl:4242:1") is True
+    end(again)
+    assert os.stat(state).st_mtime_ns != 2_000_000_000
+
+
+def test_a_helper_whose_module_is_gone_goes_on():
+    """kill -9 of a run while it takes the lock can kill the module before the helper says it is ready: the
+    helper must not die of the broken pipe (that left a record the next run had to take over)."""
+    ready_read, ready_write = os.pipe()
+    os.close(ready_read)
+    run_lock.tell_ready(ready_write)  # raises nothing
+    with pytest.raises(OSError):
+        os.fstat(ready_write)  # and closed its end
