@@ -47,12 +47,16 @@ def test_only_what_the_uid_owns_goes_and_no_link_is_followed(tmp_path):
     roots_link = made(top / "roots-link", link_to=target_dir)
     others = made(top / "other.txt")
 
-    removed = remove_files_owned_by(ACCOUNT_UID, tops=(str(top),))
+    # Places never entered: the state directory (and what other accounts still use), wherever they are.
+    state = made(top / "state", directory=True)
+    its_cache = made(top / "state" / "uv-cache", ACCOUNT_UID, directory=True)
+
+    removed = remove_files_owned_by(ACCOUNT_UID, tops=(str(top),), keep=[state])
 
     assert sorted(removed) == sorted([torch_file, uv_file, uv_dir, its_file_there, its_link])
     for path in removed:
         assert not os.path.lexists(path), path
-    for path in (in_root_dir, mixed, roots_file, target_dir, target_file, roots_link, others):
+    for path in (in_root_dir, mixed, roots_file, target_dir, target_file, roots_link, others, its_cache):
         assert os.path.lexists(path), path
 
 

@@ -201,11 +201,13 @@ def ensure_absent(module, accounts):
         return dict(result, changed=True, removed_paths=plan, nothing_to_remove=False)
     if account is not None:
         accounts.stop_processes(account)
-        # While the account still holds its uid (no new account can be given it yet) and its processes
-        # are stopped: torch's and uv's temp files would otherwise outlive it, owned by a dead uid.
-        if not uid_shared_with_another_account(account):
-            result["removed_temp_files"] = remove_files_owned_by(account["uid"])
         result["returned_to_root"] = give_shared_uv_cache_to_root(module, account["uid"])
+        # While the account still holds its uid (no new account can be given it yet) and its processes
+        # are stopped: torch's and uv's temp files would otherwise outlive it, owned by a dead uid. The
+        # state directory (reset keeps the uv cache warm) and what others still use are not swept.
+        if not uid_shared_with_another_account(account):
+            state_dir = os.path.dirname(os.path.abspath(module.params["record_path"]))
+            result["removed_temp_files"] = remove_files_owned_by(account["uid"], keep=[state_dir, *kept])
         accounts.delete(account, remove_home=os.path.isdir(account["home"]))
         if os.path.lexists(account["home"]):
             delete_path(account["home"])  # on the allow-list (checked above); the system tool left it
