@@ -82,7 +82,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.dummy_accounts import AccountError, backend_for, check_password, generate_password
 from ansible.module_utils.provision_record import RecordError, load
 from ansible.module_utils.removal_allowlist import UV_CACHE_DIR, host_accounts
-from ansible.module_utils.reset_guard import deletion_plan, reset_refusal
+from ansible.module_utils.reset_guard import deletion_plan, reset_refusal, used_paths
 
 
 def warn_about_an_old_password_file(module):
@@ -204,10 +204,12 @@ def ensure_absent(module, accounts):
         result["returned_to_root"] = give_shared_uv_cache_to_root(module, account["uid"])
         # While the account still holds its uid (no new account can be given it yet) and its processes
         # are stopped: torch's and uv's temp files would otherwise outlive it, owned by a dead uid. The
-        # state directory (reset keeps the uv cache warm) and what others still use are not swept.
+        # state directory, the places its record entry names (a uv cache or WebUI tree set under /tmp is the
+        # plan's to delete or keep, not the sweep's) and what others still use are not swept.
         if not uid_shared_with_another_account(account):
             state_dir = os.path.dirname(os.path.abspath(module.params["record_path"]))
-            result["removed_temp_files"] = remove_files_owned_by(account["uid"], keep=[state_dir, *kept])
+            keep = [state_dir, *used_paths(recorded), *kept]
+            result["removed_temp_files"] = remove_files_owned_by(account["uid"], keep=keep)
         accounts.delete(account, remove_home=os.path.isdir(account["home"]))
         if os.path.lexists(account["home"]):
             delete_path(account["home"])  # on the allow-list (checked above); the system tool left it
