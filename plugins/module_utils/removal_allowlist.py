@@ -2,13 +2,16 @@
 
 For one account they may delete only:
 - the account's home (`/home/NAME` on Linux, `/Users/NAME` on macOS) and anything inside it;
-- the WebUI tree the provision record names for it (outside every other account's home);
+- the WebUI tree the provision record names for it, only where the preflight would accept it as the WebUI
+  directory (sdenv_system_paths: in the account's home, or outside every system tree, root's home and every
+  other account's home), judged as named and as the file system resolves it;
 - the Homebrew prefix the record says the toolkit installed: the whole `/opt/homebrew` (Apple Silicon, where
   Homebrew owns the prefix alone), or on Intel only Homebrew's own entries in the shared `/usr/local` (its
   repository, Cellar, Caskroom, Frameworks, var/homebrew, bin/brew, and the links brew made into them);
 - the state directory's entries for that account: its generated password (`NAME.password`), its uv cache
   (`uv-cache/NAME`) and the models' stat cache and download progress (`models/`). Never the record, the
-  model bundle, the tools directory or a snapshot store.
+  model bundle, the tools directory or a snapshot store; and only when the state directory is one the
+  preflight would accept (not inside a system tree), as named and as resolved.
 
 Anything else a record names, or a path that only reaches an allowed place through a symbolic link, is
 refused. A system directory is never a root of the list, whatever the record says, and a path is first
@@ -17,6 +20,12 @@ the live file system; unit tests pass recorded layouts of Linux and macOS hosts.
 """
 
 import os
+import pwd
+
+try:
+    from ansible.module_utils.sdenv_system_paths import HOMEBREW_TREES, SYSTEM_PATHS, inside, unprivate
+except ImportError:  # unit tests import module_utils directly
+    from sdenv_system_paths import HOMEBREW_TREES, SYSTEM_PATHS, inside, unprivate
 
 # Homebrew's default prefixes (its installer's choice by architecture).
 HOMEBREW_ARM64_PREFIX = "/opt/homebrew"
@@ -39,18 +48,9 @@ STATE_DIR_ENTRIES = ("models",)
 # across reset-dummy on purpose (a warm cache) and deleted by remove-dummy.
 UV_CACHE_DIR = "uv-cache"
 
-# A second line of defence: never a root of the allow-list, never deleted whole, whatever a record says.
-SYSTEM_DIRECTORIES = frozenset(
-    [
-        "/", "/Applications", "/Library", "/System", "/Users", "/Volumes", "/bin", "/boot", "/dev",
-        "/etc", "/home", "/lib", "/lib64", "/opt", "/private", "/private/etc", "/private/tmp",
-        "/private/var", "/private/var/db", "/private/var/root", "/proc", "/root", "/run", "/sbin", "/srv",
-        "/sys", "/tmp", "/usr", "/usr/bin", "/usr/lib", "/usr/local", "/usr/local/bin", "/usr/local/lib",
-        "/usr/local/share", "/usr/local/etc", "/usr/local/include", "/usr/local/opt", "/usr/local/sbin",
-        "/usr/local/var", "/usr/sbin", "/usr/share", "/var", "/var/db", "/var/lib", "/var/root",
-        "/var/tmp",
-    ]
-)  # fmt: skip
+# A second line of defence: never a root of the allow-list, never deleted whole, whatever a record says (the
+# preflight's list of system directories, one definition, but for Homebrew's: they have their own rule here).
+SYSTEM_DIRECTORIES = SYSTEM_PATHS.directories - frozenset(HOMEBREW_TREES)
 
 
 class RemovalRefused(Exception):
@@ -69,13 +69,14 @@ def form_problem(path):
 def is_system_directory(path):
     """A system directory, a top-level directory, or a directory that holds one."""
     normal = os.path.normpath(path)
-    if normal in SYSTEM_DIRECTORIES or normal.count("/") < 2:
+    if normal in SYSTEM_DIRECTORIES or unprivate(normal) in SYSTEM_DIRECTORIES or normal.count("/") < 2:
         return True
     return any(system.startswith(normal + "/") for system in SYSTEM_DIRECTORIES)
 
 
-def inside(path, root):
-    return path == root or path.startswith(root.rstrip("/") + "/")
+def host_accounts():
+    """Every account of this host as the preflight sees them ({name, uid, home})."""
+    return [{"name": e.pw_name, "uid": e.pw_uid, "home": e.pw_dir} for e in pwd.getpwall()]
 
 
 def check_recordable(path):
@@ -101,7 +102,9 @@ class RemovalAllowlist:
     user: the account name; home: its home (the live account's, else the record's), or None;
     home_roots: where homes live on this platform (HOME_ROOTS); state_dir: the toolkit's state directory;
     webui_dir: the WebUI tree the record names; homebrew_prefix: the prefix the record says the toolkit
-    installed (None when it did not install one); action: "reset-dummy" or "remove-dummy" (for the words).
+    installed (None when it did not install one); action: "reset-dummy" or "remove-dummy" (for the words);
+    accounts: [{name, uid, home}] of the host and first_regular_uid, for the preflight's rule on where a
+    WebUI directory may be (sdenv_system_paths).
     """
 
     def __init__(
@@ -113,10 +116,14 @@ class RemovalAllowlist:
         webui_dir=None,
         homebrew_prefix=None,
         action="reset-dummy",
+        accounts=(),
+        first_regular_uid=1000,
     ):
         self.user, self.action, self.home_roots = user, action, tuple(home_roots)
+        self.accounts, self.first_regular_uid = list(accounts), first_regular_uid
         self.trees = []  # (root, what it is)
         self.unusable = {}  # root the record names but cannot be one -> why (a clause)
+        self.judged = {}  # root -> (the place whose rule it follows, "dummy" | "place"): judged again resolved
         self.link_targets = []  # Intel: trees whose links in /usr/local go with them
         self.home = self._home(home)
         if self.home:
@@ -125,10 +132,20 @@ class RemovalAllowlist:
             self._webui(webui_dir)
         if homebrew_prefix:
             self._homebrew(homebrew_prefix)
-        self.state_dir = state_dir if state_dir and self._usable_root(state_dir) is None else None
+        self.state_dir = None
+        if state_dir:
+            problem = self._usable_root(state_dir) or self._place_problem(state_dir, "place")
+            if problem is None:
+                self.state_dir = state_dir.rstrip("/")
+            else:
+                self.unusable[state_dir] = (
+                    f"the state directory {state_dir} cannot hold anything to delete: {problem}"
+                )
         if self.state_dir:
             for name in (f"{user}.password", os.path.join(UV_CACHE_DIR, user), *STATE_DIR_ENTRIES):
-                self.trees.append((os.path.join(self.state_dir, name), "its entries in the state directory"))
+                entry = os.path.join(self.state_dir, name)
+                self.trees.append((entry, "its entries in the state directory"))
+                self.judged[entry] = (self.state_dir, "place")
 
     # --- building the list --------------------------------------------------------------------------
 
@@ -157,8 +174,18 @@ class RemovalAllowlist:
             self.home and inside(path, self.home)
         )
 
+    def _place_problem(self, path, kind, home=None):
+        """Why the preflight would refuse `path` as a place of `kind` ("dummy": the WebUI directory; "place":
+        the state directory), as a clause, or None. Inside the account's own home a WebUI tree is fine."""
+        home = self.home if home is None else home
+        if kind == "dummy" and home and inside(path, home):
+            return None
+        problem = SYSTEM_PATHS.problem(path, kind, self.accounts, self.user, self.first_regular_uid)
+        return f"the preflight expects {problem}" if problem else None
+
     def _webui(self, webui_dir):
-        problem = self._usable_root(webui_dir)
+        problem = form_problem(webui_dir) or self._place_problem(webui_dir.rstrip("/"), "dummy")
+        problem = problem or self._usable_root(webui_dir)
         if problem is None and self._in_another_home(webui_dir):
             problem = "it is inside another account's home"
         if problem:
@@ -167,6 +194,7 @@ class RemovalAllowlist:
             )
             return
         self.trees.append((webui_dir.rstrip("/"), "its WebUI tree"))
+        self.judged[webui_dir.rstrip("/")] = (webui_dir.rstrip("/"), "dummy")
 
     def _homebrew(self, prefix):
         prefix = prefix.rstrip("/") or "/"
@@ -250,9 +278,21 @@ class RemovalAllowlist:
             return os.path.join(realpath(os.path.dirname(p)), os.path.basename(p))
 
         resolved = resolve(normal)
+        # A root the record names is judged again as the file system resolves it: /tmp/x/link/webui with
+        # link -> /etc is /etc/webui, which the preflight would never have accepted as a WebUI directory.
+        trees, unusable = [], []
+        home = resolve(self.home) if self.home else None
+        for root, what in self.trees:
+            place, kind = self.judged.get(root, (None, None))
+            problem = place and self._place_problem(resolve(place), kind, home)
+            if problem and inside(normal, root):
+                unusable.append(f"{place} the record names is {resolve(place)} on this host, and {problem}")
+            elif not problem:
+                trees.append((resolve(root), what))
+        if unusable:
+            return f"it is outside what {self.action} may delete for {self.user} ({unusable[0]})"
         if resolved == normal:
             return None
-        trees = [(resolve(root), what) for root, what in self.trees]
         link_targets = [resolve(root) for root in self.link_targets]
         if not is_system_directory(resolved) and self._allowed(resolved, link_target, trees, link_targets):
             return None
@@ -262,8 +302,11 @@ class RemovalAllowlist:
         )
 
 
-def allowlist_for(user, entry, home, home_roots, state_dir, action="reset-dummy"):
-    """The allow-list for `user` from its provision record entry (None when it has none)."""
+def allowlist_for(
+    user, entry, home, home_roots, state_dir, action="reset-dummy", accounts=None, first_regular_uid=1000
+):
+    """The allow-list for `user` from its provision record entry (None when it has none); accounts: the
+    host's (None: read them here)."""
     components = (entry or {}).get("components") or {}
     webui = components.get("webui") or {}
     homebrew = components.get("homebrew") or {}
@@ -276,6 +319,8 @@ def allowlist_for(user, entry, home, home_roots, state_dir, action="reset-dummy"
         webui_dir=webui.get("path"),
         homebrew_prefix=prefix,
         action=action,
+        accounts=host_accounts() if accounts is None else accounts,
+        first_regular_uid=first_regular_uid,
     )
 
 

@@ -21,6 +21,7 @@ import re
 from urllib.parse import urlsplit
 
 from sdenv_i18n import N_, _
+from sdenv_system_paths import SystemPaths, inside, strictly_inside  # noqa: F401 - re-exported
 
 # Ansible's own words for booleans (module_utils.parsing.convert_bool), so `-e x=yes` stays valid.
 TRUE_WORDS = {"yes", "on", "1", "true", "y", "t"}
@@ -364,15 +365,6 @@ def is_normal_absolute(path):
     )
 
 
-def inside(path, directory):
-    """path is directory or below it."""
-    return path == directory or path.startswith(directory.rstrip("/") + "/")
-
-
-def strictly_inside(path, directory):
-    return path != directory and inside(path, directory)
-
-
 class Path(Rule):
     """An absolute, normal path on the host, used or made by the toolkit.
 
@@ -399,27 +391,7 @@ class Path(Rule):
             return self.FORM
         if self.what == "local":
             return None
-        if value == "/":
-            return "a path of its own, not / itself"
-        system = ctx.system_paths
-        if value in system.directories:
-            return f"a path of its own, not the system directory {value}"
-        if self.what in ("place", "dummy"):
-            tree = system.tree_holding(value)
-            if tree:
-                return f"a path of its own outside {tree}, which belongs to the system"
-        for account in ctx.accounts:
-            if (
-                account["name"] != ctx.user_name
-                and account["home"] not in ("", "/")
-                and value == account["home"]
-            ):
-                return f"a path of its own, not the home of the account {account['name']}"
-        if self.what == "dummy":
-            for account in ctx.people():
-                if strictly_inside(value, account["home"]):
-                    return f"a path outside {account['home']}, the home of the account {account['name']}"
-        return None
+        return ctx.system_paths.problem(value, self.what, ctx.accounts, ctx.user_name, ctx.first_regular_uid)
 
     @staticmethod
     def in_value(rule, value):
@@ -432,25 +404,6 @@ class Path(Rule):
             for index, item in enumerate(value):
                 if isinstance(item, str):
                     yield f"[{index}]", item
-
-
-class SystemPaths:
-    """What belongs to the operating system on Debian/Ubuntu and macOS.
-
-    directories: never a toolkit place itself, whatever is inside (the toolkit may well work below /var/lib
-    or /Users). trees: the toolkit puts nothing anywhere inside them, except under the `except_under`
-    directories (/usr/local is the local administrator's, not the distribution's)."""
-
-    def __init__(self, directories, trees, except_under=()):
-        self.directories, self.trees, self.except_under = frozenset(directories), trees, except_under
-
-    def tree_holding(self, path):
-        for tree in self.trees:
-            if inside(path, tree) and not any(
-                inside(path, free) and strictly_inside(free, tree) for free in self.except_under
-            ):
-                return tree
-        return None
 
 
 # --- The checker ---------------------------------------------------------------------------------------
@@ -469,14 +422,6 @@ class Context:
         self.first_regular_uid = self.host.get("first_regular_uid", 1000)
         user = values.get("sdenv_user_name")
         self.user_name = user if isinstance(user, str) else None
-
-    def people(self):
-        """Accounts of people (and root): a home of theirs is nobody else's place."""
-        return [
-            a for a in self.accounts
-            if a["name"] != self.user_name and (a["uid"] == 0 or a["uid"] >= self.first_regular_uid)
-            and is_normal_absolute(a["home"]) and a["home"] != "/"
-        ]  # fmt: skip
 
     def account(self, name):
         return next((a for a in self.accounts if a["name"] == name), None)

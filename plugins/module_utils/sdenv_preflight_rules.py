@@ -30,7 +30,6 @@ from sdenv_preflight import (
     Pattern,
     Problem,
     Rule,
-    SystemPaths,
     Text,
     Url,
     convert,
@@ -41,36 +40,9 @@ from sdenv_preflight import (
     strictly_inside,
 )
 
-# --- What belongs to the operating system ---------------------------------------------------------
-SYSTEM_PATHS = SystemPaths(
-    directories=[
-        # Debian/Ubuntu (FHS)
-        "/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib32", "/lib64", "/libx32", "/lost+found",
-        "/media", "/mnt", "/opt", "/proc", "/root", "/run", "/sbin", "/snap", "/srv", "/sys", "/tmp", "/usr",
-        "/usr/bin", "/usr/games", "/usr/include", "/usr/lib", "/usr/lib32", "/usr/lib64", "/usr/libexec",
-        "/usr/local", "/usr/local/bin", "/usr/local/etc", "/usr/local/games", "/usr/local/include",
-        "/usr/local/lib", "/usr/local/man", "/usr/local/sbin", "/usr/local/share", "/usr/local/src", "/usr/sbin",
-        "/usr/share", "/usr/src", "/var", "/var/backups", "/var/cache", "/var/lib", "/var/local", "/var/lock",
-        "/var/log", "/var/mail", "/var/opt", "/var/run", "/var/spool", "/var/tmp", "/var/www",
-        # macOS (/etc, /tmp and /var are links into /private there)
-        "/Applications", "/Library", "/Library/Application Support", "/Library/LaunchAgents",
-        "/Library/LaunchDaemons", "/Library/Preferences", "/Network", "/System", "/Users", "/Users/Shared",
-        "/Volumes", "/cores", "/private", "/private/etc", "/private/tmp", "/private/var", "/private/var/db",
-        "/private/var/folders", "/private/var/root", "/var/db", "/var/empty", "/var/folders", "/var/root",
-        "/var/vm",
-        # Homebrew's prefixes (Apple Silicon, Intel) and its own directories in /usr/local
-        "/opt/homebrew", "/usr/local/Caskroom", "/usr/local/Cellar", "/usr/local/Homebrew", "/usr/local/opt",
-        "/usr/local/var",
-    ],
-    trees=[
-        "/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/proc", "/run", "/sbin",
-        "/snap", "/sys", "/usr", "/var/cache/apt", "/var/lib/apt", "/var/lib/dpkg",
-        "/System", "/private/etc", "/opt/homebrew", "/usr/local/Caskroom", "/usr/local/Cellar",
-        "/usr/local/Homebrew",
-    ],
-    # /usr/local belongs to the local administrator, not to the distribution (Homebrew's parts excepted).
-    except_under=["/usr/local"],
-)  # fmt: skip
+# What belongs to the operating system: one definition, shared with reset-dummy's allow-list (the
+# preflight's caller passes rules.SYSTEM_PATHS).
+from sdenv_system_paths import SYSTEM_PATHS  # noqa: F401
 
 # --- Words ---------------------------------------------------------------------------------------------
 SHA256 = Pattern(r"[0-9a-f]{64}", "64 lowercase hexadecimal digits (a SHA256)")

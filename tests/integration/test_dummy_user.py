@@ -9,6 +9,8 @@ import contextlib
 import json
 import os
 import pwd
+import secrets
+import shutil
 import stat
 import struct
 import subprocess
@@ -439,3 +441,104 @@ def test_an_existing_account_is_taken_over_only_with_adopt(test_inventory, make_
         assert record(inventory)["users"][inventory.user]["created_by_toolkit"] is True
     finally:
         remove_user(inventory.user)
+
+
+# --- Issue 19: deletion only where the toolkit may have put things; true zero, shared state stays -------
+
+
+@pytest.fixture
+def throwaway_paths():
+    """Paths a test makes outside its own directory (in /etc, /tmp, /var/tmp), removed afterwards."""
+    made = []
+    yield made
+    for path in reversed(made):
+        if os.path.islink(path) or os.path.isfile(path):
+            os.unlink(path)
+        elif os.path.isdir(path):
+            shutil.rmtree(path)
+
+
+def test_a_record_naming_a_system_tree_as_the_webui_tree_is_refused_and_nothing_is_deleted(
+    provisioned, make_target, throwaway_paths
+):
+    inventory, marker = provisioned
+    # A crafted record: the WebUI tree is a throwaway directory in /etc (main deleted it, FORCE or not).
+    system_tree = Path("/etc") / ("sdt" + secrets.token_hex(4))
+    throwaway_paths.append(str(system_tree))
+    (system_tree / "keep").mkdir(parents=True)
+    state = record(inventory)
+    entry = state["users"][inventory.user]
+    entry.setdefault("components", {})["webui"] = {"path": str(system_tree)}
+    entry["created_paths"] = [str(system_tree)]
+    (inventory.state_dir / "state.json").write_text(json.dumps(state))
+    saved = (inventory.state_dir / "state.json").read_bytes()
+
+    result = make_target("reset-dummy", inventory, CONFIRM="yes")
+    assert result.returncode != 0, result
+    words = " ".join(result.output.split())
+    assert (
+        f"Refusing to delete {system_tree} (the provision record lists it for {inventory.user}): it is outside"
+        f" what reset-dummy may delete for {inventory.user} (the WebUI tree {system_tree} the record names"
+        " cannot be deleted: the preflight expects a path of its own outside /etc, which belongs to the"
+        " system)." in words
+    ), result
+    assert (system_tree / "keep").is_dir() and os.path.exists(marker) and user_exists(inventory.user)
+    assert (inventory.state_dir / "state.json").read_bytes() == saved
+
+
+def test_remove_dummy_keeps_what_others_use_and_takes_its_uv_cache_and_temp_files(
+    provisioned, make_target, throwaway_paths
+):
+    inventory, _ = provisioned
+    user, state_dir = inventory.user, inventory.state_dir
+    uid, gid = pwd.getpwnam(user).pw_uid, pwd.getpwnam(user).pw_gid
+    # As main's webui role left them: <state>/uv-cache made the first dummy's, its own cache in it (not named
+    # by a record a provision stopped before writing).
+    shared_uv = state_dir / "uv-cache"
+    (shared_uv / user / "wheels").mkdir(parents=True)
+    (shared_uv / user / "wheels" / "torch.whl").write_bytes(b"w")
+    for path in (
+        shared_uv,
+        shared_uv / user,
+        shared_uv / user / "wheels",
+        shared_uv / user / "wheels" / "torch.whl",
+    ):
+        os.chown(path, uid, gid)
+    # The models' stat cache, which another account in the record still uses.
+    models_state = state_dir / "models"
+    models_state.mkdir(mode=0o700)
+    (models_state / "stat-cache.json").write_text("{}")
+    other = "sdt" + secrets.token_hex(4)
+    state = record(inventory)
+    state["users"][user]["created_paths"] = [str(models_state)]
+    state["users"][other] = {"uid": 4242, "created_by_toolkit": True, "created_paths": [str(models_state)]}
+    (state_dir / "state.json").write_text(json.dumps(state))
+    # What its processes left in /tmp and /var/tmp, and what is not its own there.
+    tag = "sdt" + secrets.token_hex(4)
+    torch_tmp, uv_tmp = Path("/tmp") / f"{tag}-torch.pt", Path("/var/tmp") / f"{tag}-uv"
+    roots, its_link = Path("/tmp") / f"{tag}-root-only", Path("/tmp") / f"{tag}-link"
+    throwaway_paths.extend(str(p) for p in (torch_tmp, uv_tmp, roots, its_link))
+    torch_tmp.write_bytes(b"t")
+    (uv_tmp / "build").mkdir(parents=True)
+    (uv_tmp / "build" / "x.o").write_bytes(b"o")
+    roots.write_text("root's\n")
+    its_link.symlink_to(roots)
+    for path in (torch_tmp, uv_tmp, uv_tmp / "build", uv_tmp / "build" / "x.o", its_link):
+        os.lchown(path, uid, gid)
+
+    removed = make_target("remove-dummy", inventory, CONFIRM="yes")
+    assert removed.returncode == 0, removed
+    words = " ".join(removed.output.split())
+    assert not user_exists(user)
+    # Kept for the other account, and said so.
+    assert (models_state / "stat-cache.json").read_text() == "{}"
+    assert f"Kept {models_state}: {other} still uses it" in words, removed
+    assert other in record(inventory)["users"]
+    # Its uv cache went; the shared parent is root's again.
+    assert not (shared_uv / user).exists()
+    assert os.stat(shared_uv).st_uid == 0
+    # Its temp files went (the link itself, not what it pointed to); root's stayed.
+    for path in (torch_tmp, uv_tmp, its_link):
+        assert not os.path.lexists(path), path
+    assert roots.read_text() == "root's\n"
+    assert "Deleted what it owned in /tmp and /var/tmp (" in words, removed

@@ -2,7 +2,13 @@
 
 import pytest
 from login_profile_block import ProfileError, count_lines, render
-from system_package_status import dpkg_query_argv, package_status, parse_dpkg_query
+from system_package_status import (
+    PackagesBusy,
+    dpkg_query_argv,
+    package_status,
+    parse_dpkg_query,
+    parse_dpkg_states,
+)
 
 LINE = 'eval "$(/opt/homebrew/bin/brew shellenv)"'
 
@@ -64,3 +70,46 @@ def test_package_status_treats_unknown_names_as_missing():
 def test_package_status_fails_on_a_broken_dpkg():
     with pytest.raises(OSError, match="exit 2"):
         package_status(lambda argv: (2, "", "dpkg: error: database locked\n"), ["cmake"])
+
+
+# While another `apt-get install cmake` runs, dpkg-query shows cmake unpacked (iU), then half-configured
+# (iF), then installed (ii); un/pn (known, never installed) and rc (config files only) are not installed.
+DPKG_DURING_ANOTHER_RUN = (
+    "cmake\tiU \t3.25.1-1\nrustc\trc \t1.63.0+dfsg1-2\nbc\tun \t\nlibgl1:amd64\tii \t1.6.0-1\n"
+)
+
+
+def test_a_package_another_run_is_installing_is_neither_installed_nor_missing():
+    installed, in_progress = parse_dpkg_states(DPKG_DURING_ANOTHER_RUN)
+    assert installed == {"libgl1": "1.6.0-1"} and in_progress == {"cmake": "iU"}
+
+
+def test_a_package_another_run_is_installing_is_waited_for_not_claimed():
+    answers = [DPKG_DURING_ANOTHER_RUN, DPKG_DURING_ANOTHER_RUN.replace("iU", "iF"), DPKG_OUTPUT]
+    slept = []
+
+    def run(argv):
+        return 1, answers[min(len(slept), len(answers) - 1)], ""
+
+    installed, missing = package_status(
+        run, ["cmake", "rustc", "libgl1"], wait_seconds=600, sleep=slept.append
+    )
+    assert len(slept) == 2, "it polled until the other run was done"
+    # Installed by the other run: not missing, so never installed (nor recorded) as the toolkit's.
+    assert installed == {"cmake": "3.25.1-1", "libgl1": "1.6.0-1"} and missing == ["rustc"]
+
+
+def test_a_package_left_half_done_stops_the_run_after_the_wait_in_one_sentence():
+    slept = []
+    with pytest.raises(PackagesBusy) as refused:
+        package_status(
+            lambda argv: (0, DPKG_DURING_ANOTHER_RUN.replace("iU", "iF"), ""),
+            ["cmake", "libgl1"],
+            wait_seconds=6,
+            poll_seconds=2,
+            sleep=slept.append,
+        )
+    assert slept == [2, 2, 2]
+    message = str(refused.value)
+    assert message.startswith("The packages cmake (iF) are being installed by another dpkg/apt run")
+    assert "dpkg --configure -a" in message and message.count(". ") == 0

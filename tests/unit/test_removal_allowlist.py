@@ -90,8 +90,9 @@ REFUSED = [
     ("linux", "/home/dummy/../alice", "not in normal form"),
     ("linux", "/home/dummy//x", "not in normal form"),
     ("mac-arm", "/Users/alice/Documents", "outside what remove-dummy may delete"),
-    ("mac-arm", "/Users/Shared", "outside what remove-dummy may delete"),
-    ("mac-arm", "/Library/LaunchDaemons", "outside what remove-dummy may delete"),
+    ("mac-arm", "/Users/Shared", "system directory"),
+    ("mac-arm", "/Library/LaunchDaemons", "system directory"),
+    ("mac-arm", "/Library/LaunchDaemons/com.example.plist", "outside what remove-dummy may delete"),
     ("mac-arm", "/Library", "system directory"),
     ("mac-arm", "/Applications/Safari.app", "outside what remove-dummy may delete"),
     (
@@ -161,6 +162,20 @@ def test_system_directories_and_their_parents():
         ({"webui_dir": "/home/alice/sd"}, "inside another account's home"),
         ({"webui_dir": "/usr"}, "system directory"),
         ({"webui_dir": "/var/lib"}, "system directory"),
+        # Issue 19: what the preflight would never accept as a WebUI directory is no WebUI tree to delete.
+        ({"webui_dir": "/etc/sdt-webui"}, "outside /etc, which belongs to the system"),
+        ({"webui_dir": "/root/.ssh"}, "outside /root, which belongs to the system"),
+        ({"webui_dir": "/var/lib/dpkg"}, "outside /var/lib/dpkg, which belongs to the system"),
+        ({"webui_dir": "/var/lib/postgresql"}, "outside /var/lib, which belongs to the system"),
+        ({"webui_dir": "/usr/lib/python3"}, "outside /usr, which belongs to the system"),
+        ({"webui_dir": "/boot/grub"}, "outside /boot, which belongs to the system"),
+        ({"webui_dir": "/var/root/sd"}, "outside /var/root, which belongs to the system"),
+        ({"webui_dir": "/private/var/root/sd"}, "outside /var/root, which belongs to the system"),
+        ({"webui_dir": "/private/etc/ssh"}, "outside /etc, which belongs to the system"),
+        ({"webui_dir": "/private/preboot/x"}, "outside /private, which belongs to the system"),
+        ({"webui_dir": "/Library/Application Support/sd"}, "outside /Library, which belongs to the system"),
+        ({"webui_dir": "/System/Volumes/Data/sd"}, "outside /System, which belongs to the system"),
+        ({"webui_dir": "/opt/homebrew/sd"}, "outside /opt/homebrew, which belongs to the system"),
         ({"homebrew_prefix": "/opt/local"}, "not /opt/homebrew or /usr/local"),
         ({"homebrew_prefix": "/"}, "not /opt/homebrew or /usr/local"),
     ],
@@ -176,6 +191,94 @@ def test_a_record_cannot_make_a_root_of_what_is_not_one(kwargs, words):
         assert reason is not None
         if value != "/" and not is_system_directory(value):  # the refusal says why that root is not one
             assert words in reason, reason
+
+
+# The preflight's rule for the WebUI directory, with the accounts of a Linux host (people, root, a daemon).
+HOST_ACCOUNTS = [
+    {"name": "root", "uid": 0, "home": "/root"},
+    {"name": "www-data", "uid": 33, "home": "/var/www"},
+    {"name": "alice", "uid": 1000, "home": "/home/alice"},
+    {"name": "bob", "uid": 1001, "home": "/srv/bob"},
+    {"name": "dummy", "uid": 1002, "home": "/home/dummy"},
+]
+WEBUI_PLACES = [
+    "/etc/sdt-webui", "/root/.ssh", "/var/lib/dpkg", "/usr/lib/python3", "/boot/grub", "/var/lib/sd",
+    "/srv/bob/sd", "/var/www", "/home/alice/sd", "/Library/sd", "/private/etc/sd", "/usr/local/sd",
+    "/srv/sd/stable-diffusion-webui", "/opt/sd", "/home/dummy/stable-diffusion-webui", "/tmp/sdt/webui",
+    "/var/tmp/sd", "/data/sd",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("webui", WEBUI_PLACES)
+def test_a_webui_tree_is_deletable_exactly_where_the_preflight_accepts_the_webui_directory(webui):
+    import sdenv_preflight as engine
+    import sdenv_preflight_rules as rules
+
+    ctx = engine.Context(
+        {"sdenv_user_name": "dummy"}, {"accounts": HOST_ACCOUNTS}, rules.SYSTEM_PATHS, options={}
+    )
+    preflight = rules.RULES["sdenv_webui_dir"].reason(webui, ctx)
+    allowlist = RemovalAllowlist(
+        "dummy", "/home/dummy", ("/home",), "/var/lib/sdenv", webui_dir=webui, accounts=HOST_ACCOUNTS
+    )
+    reason = allowlist.refusal(webui + "/x")
+    assert (reason is None) == (preflight is None), (reason, preflight)
+    if preflight is not None:
+        assert preflight in reason, reason  # the same words as the preflight's
+        assert reason.count(".") <= 1 and "\n" not in reason  # one clause, for one sentence
+
+
+def test_a_record_naming_a_system_tree_is_refused_in_one_sentence(tmp_path):
+    import reset_guard
+
+    record = tmp_path / "state" / "state.json"
+    record.parent.mkdir()
+    entry = {
+        "uid": 1002, "home": "/home/sdt-nobody", "created_by_toolkit": True,
+        "components": {"webui": {"path": "/etc/sdt-webui"}},
+        "created_paths": [str(tmp_path / "state" / "models"), "/etc/sdt-webui"],
+    }  # fmt: skip
+    _, refusals, _ = reset_guard.deletion_plan(
+        "sdt-nobody", "reset", None, entry, ("/home",), str(record), accounts=HOST_ACCOUNTS
+    )
+    assert refusals == [
+        "Refusing to delete /etc/sdt-webui (the provision record lists it for sdt-nobody): it is outside what"
+        " reset-dummy may delete for sdt-nobody (the WebUI tree /etc/sdt-webui the record names cannot be"
+        " deleted: the preflight expects a path of its own outside /etc, which belongs to the system)."
+    ]
+
+
+def test_a_webui_tree_reached_through_a_link_is_judged_where_it_resolves():
+    allowlist = RemovalAllowlist(
+        "dummy", "/home/dummy", ("/home",), "/var/lib/sdenv", webui_dir="/srv/x/link/webui"
+    )
+    assert allowlist.refusal("/srv/x/link/webui") is None  # as named, it would do
+    realpath = recorded_realpath({"/srv/x/link": "/etc"})
+    reason = allowlist.live_refusal("/srv/x/link/webui", realpath, no_links)
+    assert reason == (
+        "it is outside what reset-dummy may delete for dummy (/srv/x/link/webui the record names is"
+        " /etc/webui on this host, and the preflight expects a path of its own outside /etc, which belongs"
+        " to the system)"
+    )
+    assert allowlist.live_refusal("/srv/x/link/webui/models", realpath, no_links) is not None
+    # Its home is still its home.
+    assert allowlist.live_refusal("/home/dummy/x", realpath, no_links) is None
+
+
+@pytest.mark.parametrize("state_dir", ["/etc/sdenv", "/usr/lib/sdenv", "/var/lib/dpkg/sdenv", "/boot/sdenv"])
+def test_a_state_directory_the_preflight_refuses_gives_no_entries(state_dir):
+    allowlist = RemovalAllowlist("dummy", "/home/dummy", ("/home",), state_dir=state_dir)
+    for entry in ("models", "dummy.password", "uv-cache/dummy"):
+        reason = allowlist.refusal(f"{state_dir}/{entry}")
+        assert reason is not None and "which belongs to the system" in reason, reason
+
+
+def test_a_state_directory_reached_through_a_link_is_judged_where_it_resolves():
+    allowlist = RemovalAllowlist("dummy", "/home/dummy", ("/home",), state_dir="/tmp/x/link/state")
+    realpath = recorded_realpath({"/tmp/x/link": "/etc"})
+    reason = allowlist.live_refusal("/tmp/x/link/state/models", realpath, no_links)
+    assert reason is not None and "is /etc/state on this host" in reason, reason
+    assert allowlist.live_refusal("/tmp/x/link/state/models", recorded_realpath({}), no_links) is None
 
 
 def test_a_state_directory_that_is_a_system_directory_gives_no_entries():

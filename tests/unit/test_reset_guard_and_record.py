@@ -189,8 +189,9 @@ def host(tmp_path):
     return {"homes": homes, "state": state, "record": str(state / "state.json"), "root": tmp_path}
 
 
-def plan(host, account, recorded, action="reset"):
-    return deletion_plan(
+def plan(host, account, recorded, action="reset", others=None):
+    """(paths, refusals) of the deletion plan; the paths kept for other accounts are checked apart."""
+    paths, refusals, kept = deletion_plan(
         "dummy",
         action,
         account,
@@ -198,7 +199,11 @@ def plan(host, account, recorded, action="reset"):
         (str(host["homes"]),),
         host["record"],
         str(host["state"] / "dummy.password"),
+        accounts=[],
+        others=others,
     )
+    assert others or kept == {}
+    return paths, refusals
 
 
 def test_the_plan_lists_what_the_record_names_inside_the_allow_list(host):
@@ -243,6 +248,50 @@ def test_remove_takes_the_accounts_uv_cache_along_and_reset_keeps_it(host):
     recorded["components"]["webui"]["uv"]["cache"] = str(elsewhere)
     paths, refusals = plan(host, account, recorded, action="remove")
     assert refusals == [] and str(elsewhere) not in paths
+
+
+def test_remove_takes_the_state_directorys_uv_cache_even_when_the_record_does_not_name_it(host):
+    # A provision stopped before the WebUI's record step made the cache (owned by the dummy) but never named
+    # it: remove-dummy takes it along all the same, reset keeps it warm for the recreated account.
+    cache = host["state"] / "uv-cache" / "dummy"
+    cache.mkdir(parents=True)
+    account = {"name": "dummy", "uid": 1001, "home": str(host["homes"] / "dummy")}
+    assert plan(host, account, RECORDED) == ([], [])
+    assert plan(host, account, RECORDED, action="remove") == ([str(cache)], [])
+
+
+def test_what_another_account_in_the_record_still_uses_stays(host):
+    models, webui = host["state"] / "models", host["root"] / "srv" / "webui"
+    (webui / "models").mkdir(parents=True)
+    (host["state"] / "uv-cache" / "dummy").mkdir(parents=True)
+    account = {"name": "dummy", "uid": 1001, "home": str(host["homes"] / "dummy")}
+    recorded = {
+        "uid": 1001,
+        "created_by_toolkit": True,
+        "home": account["home"],
+        "components": {"webui": {"path": str(webui)}, "models": {"state_dir": str(models)}},
+        "created_paths": [str(models), str(webui / "models")],
+    }
+    others = {
+        "sdt-other": {"uid": 1002, "created_by_toolkit": True, "created_paths": [str(models)]},
+        "sdt-third": {"uid": 1003, "components": {"webui": {"path": str(webui)}}},
+    }
+    paths, refusals, kept = deletion_plan(
+        "dummy",
+        "remove",
+        account,
+        recorded,
+        (str(host["homes"]),),
+        host["record"],
+        accounts=[],
+        others=others,
+    )
+    assert refusals == [] and paths == [str(host["state"] / "uv-cache" / "dummy")]
+    assert kept == {str(models): "sdt-other", str(webui / "models"): "sdt-third"}
+    # With nobody else in the record, they go.
+    assert plan(host, account, recorded, action="remove")[0] == [
+        str(models), str(webui / "models"), str(host["state"] / "uv-cache" / "dummy")
+    ]  # fmt: skip
 
 
 def test_the_plan_refuses_every_path_outside_the_allow_list_at_once(host):

@@ -16,6 +16,9 @@ description:
   - C(absent) runs the same checks, stops the user's processes, deletes the account and its home, and
     removes what the provision record lists for it outside the home, each path only when the allow-list
     (removal_allowlist) admits it. Anything else makes it refuse before deleting anything, FORCE or not.
+    What another account in the record still uses (the models' stat cache and download locks) stays. With
+    its processes stopped and before the account goes, the files its uid owns in /tmp and /var/tmp are
+    deleted (never following a link); a shared uv cache directory it was given is handed back to root.
     When the account does not exist and the record has nothing for it, C(action=reset) refuses with a
     sentence saying so and C(action=remove) reports that there is nothing to remove.
   - The password is never put on a command line (chpasswd and dscl read it on standard input) nor into any
@@ -66,14 +69,22 @@ adoption: {description: What adopting it changed, in words., type: str, returned
 password_generated: {description: The account was created with a random password nobody knows., type: bool,
   returned: state=present}
 removed_paths: {description: Paths removed for the account outside its home., type: list, returned: state=absent}
+kept_paths: {description: "{path: account} the record lists for this account that another account still uses.",
+  type: dict, returned: state=check or state=absent}
+removed_temp_files: {description: What the account owned in /tmp and /var/tmp (deleted)., type: list,
+  returned: state=absent}
+returned_to_root: {description: Shared directories of the state directory given back to root., type: list,
+  returned: state=absent}
 nothing_to_remove: {description: The account does not exist and the record has nothing for it., type: bool,
   returned: state=absent}
 """
 
 import os
 import platform
+import pwd
 import shutil
 
+from ansible.module_utils.account_leftovers import remove_files_owned_by
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.dummy_accounts import (
     AccountError,
@@ -87,7 +98,8 @@ from ansible.module_utils.dummy_accounts import (
     takeover_refusal,
 )
 from ansible.module_utils.provision_record import RecordError, load
-from ansible.module_utils.reset_guard import deletion_plan, reset_refusal
+from ansible.module_utils.removal_allowlist import UV_CACHE_DIR, host_accounts
+from ansible.module_utils.reset_guard import deletion_plan, reset_refusal, used_paths
 
 
 def warn_about_an_old_password_file(module):
@@ -159,8 +171,18 @@ def guard(module, accounts):
     )
     if refusal:
         module.fail_json(msg=refusal, refused=True)
-    plan, refusals = deletion_plan(
-        p["name"], p["action"], account, recorded, accounts.home_roots, p["record_path"], p["password_file"]
+    others = {name: entry for name, entry in record["users"].items() if name != p["name"]}
+    plan, refusals, kept = deletion_plan(
+        p["name"],
+        p["action"],
+        account,
+        recorded,
+        accounts.home_roots,
+        p["record_path"],
+        p["password_file"],
+        accounts=host_accounts(),
+        first_regular_uid=accounts.first_regular_uid,
+        others=others,
     )
     if refusals:
         module.fail_json(
@@ -169,7 +191,7 @@ def guard(module, accounts):
             " by hand, then run again.",
             refused=True,
         )
-    return account, recorded, plan
+    return account, recorded, plan, kept
 
 
 def delete_path(path):
@@ -183,24 +205,53 @@ def delete_path(path):
     return True
 
 
+def uid_shared_with_another_account(account):
+    return any(e.pw_uid == account["uid"] and e.pw_name != account["name"] for e in pwd.getpwall())
+
+
+def give_shared_uv_cache_to_root(module, uid):
+    """<state dir>/uv-cache holds every account's uv cache: earlier versions made it the first dummy's (the
+    file module gives the parents it creates the owner it was asked for), so a deleted dummy's uid kept it.
+    Root's again, never following a link."""
+    shared = os.path.join(os.path.dirname(os.path.abspath(module.params["record_path"])), UV_CACHE_DIR)
+    try:
+        info = os.lstat(shared)
+    except OSError:
+        return []
+    if not os.path.isdir(shared) or os.path.islink(shared) or info.st_uid != uid:
+        return []
+    os.lchown(shared, 0, info.st_gid)
+    return [shared]
+
+
 def ensure_absent(module, accounts):
-    account, recorded, plan = guard(module, accounts)
+    account, recorded, plan, kept = guard(module, accounts)
+    result = {"account": account, "kept_paths": kept, "removed_temp_files": [], "returned_to_root": []}
     if account is None and recorded is None:
-        return {"changed": False, "removed_paths": [], "account": None, "nothing_to_remove": True}
+        return dict(result, changed=False, removed_paths=[], nothing_to_remove=True)
     if module.check_mode:
-        return {"changed": True, "removed_paths": plan, "account": account, "nothing_to_remove": False}
+        return dict(result, changed=True, removed_paths=plan, nothing_to_remove=False)
     if account is not None:
         accounts.stop_processes(account)
+        result["returned_to_root"] = give_shared_uv_cache_to_root(module, account["uid"])
+        # While the account still holds its uid (no new account can be given it yet) and its processes
+        # are stopped: torch's and uv's temp files would otherwise outlive it, owned by a dead uid. The
+        # state directory, the places its record entry names (a uv cache or WebUI tree set under /tmp is the
+        # plan's to delete or keep, not the sweep's) and what others still use are not swept.
+        if not uid_shared_with_another_account(account):
+            state_dir = os.path.dirname(os.path.abspath(module.params["record_path"]))
+            keep = [state_dir, *used_paths(recorded), *kept]
+            result["removed_temp_files"] = remove_files_owned_by(account["uid"], keep=keep)
         accounts.delete(account, remove_home=os.path.isdir(account["home"]))
         if os.path.lexists(account["home"]):
             delete_path(account["home"])  # on the allow-list (checked above); the system tool left it
     removed = [path for path in plan if delete_path(path)]
-    return {
-        "changed": account is not None or bool(removed),
-        "removed_paths": removed,
-        "account": account,
-        "nothing_to_remove": False,
-    }
+    return dict(
+        result,
+        changed=account is not None or bool(removed),
+        removed_paths=removed,
+        nothing_to_remove=False,
+    )
 
 
 def main():
@@ -233,11 +284,12 @@ def main():
             warn_about_an_old_password_file(module)
             result = ensure_present(module, accounts)
         elif module.params["state"] == "check":
-            account, recorded, plan = guard(module, accounts)
+            account, recorded, plan, kept = guard(module, accounts)
             result = {
                 "changed": False,
                 "account": account,
                 "removed_paths": plan,
+                "kept_paths": kept,
                 "nothing_to_remove": account is None and recorded is None,
             }
         else:

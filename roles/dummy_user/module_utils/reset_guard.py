@@ -9,9 +9,11 @@ removal_allowlist, judged on the live file system).
 import os
 
 try:
-    from ansible.module_utils.removal_allowlist import allowlist_for, homebrew_links
+    from ansible.module_utils.removal_allowlist import UV_CACHE_DIR, allowlist_for, homebrew_links
+    from ansible.module_utils.sdenv_system_paths import inside
 except ImportError:  # unit tests import module_utils directly
-    from removal_allowlist import allowlist_for, homebrew_links
+    from removal_allowlist import UV_CACHE_DIR, allowlist_for, homebrew_links
+    from sdenv_system_paths import inside
 
 
 def reset_refusal(
@@ -63,17 +65,55 @@ def reset_refusal(
     return None
 
 
-def deletion_plan(name, action, account, recorded, home_roots, record_path, password_file=None):
+def used_paths(entry):
+    """The paths a record entry says its account uses outside its home (what another account's removal
+    must leave in place): what it created, its WebUI tree, its models' state and its uv cache."""
+    components = (entry or {}).get("components") or {}
+    webui = components.get("webui") or {}
+    candidates = [
+        *((entry or {}).get("created_paths") or []),
+        webui.get("path"),
+        (webui.get("uv") or {}).get("cache"),
+        (components.get("models") or {}).get("state_dir"),
+    ]
+    return [path.rstrip("/") for path in candidates if isinstance(path, str) and path.startswith("/")]
+
+
+def still_used(path, others):
+    """The first other account (name) whose record entry uses `path`, a place inside it or one holding it."""
+    for other, entry in sorted((others or {}).items()):
+        if any(inside(path, used) or inside(used, path) for used in used_paths(entry)):
+            return other
+    return None
+
+
+def deletion_plan(
+    name,
+    action,
+    account,
+    recorded,
+    home_roots,
+    record_path,
+    password_file=None,
+    accounts=None,
+    first_regular_uid=1000,
+    others=None,
+):
     """What deleting `name` removes besides the account itself, in order, and the refusals (sentences).
 
     Every path is judged by the allow-list as the file system resolves it, before anything is deleted: one
     refusal stops the whole deletion, so a wrong record never half-applies. action: "reset" | "remove".
     `password_file`: where earlier versions kept a generated password in plain text; it goes with the
     account whose password it held (reset recreates the account with a new one, kept nowhere).
+    accounts, first_regular_uid: the host's, for the allow-list's WebUI rule (None: read them there).
+    others: {name: entry} of the other accounts in the record; a path one of them still uses (the models'
+    stat cache and download locks in the state directory) stays, and is returned in `kept` with its user.
+    Returns (paths, refusals, kept {path: other account}).
     """
     home = account["home"] if account else (recorded or {}).get("home")
+    state_dir = os.path.dirname(os.path.abspath(record_path))
     allowlist = allowlist_for(
-        name, recorded, home, home_roots, os.path.dirname(os.path.abspath(record_path)), f"{action}-dummy"
+        name, recorded, home, home_roots, state_dir, f"{action}-dummy", accounts, first_regular_uid
     )
     refusals, paths = [], []
     if account is not None:
@@ -95,15 +135,23 @@ def deletion_plan(name, action, account, recorded, home_roots, record_path, pass
         paths.append((path, "the provision record lists it"))
     if password_file and os.path.lexists(password_file):
         paths.append((password_file, "the password an earlier version kept for it"))
-    uv_cache = ((((recorded or {}).get("components") or {}).get("webui") or {}).get("uv") or {}).get("cache")
-    if action == "remove" and uv_cache and os.path.lexists(uv_cache) and not allowlist.live_refusal(uv_cache):
-        # Its uv cache, kept by reset for the account it recreates; one set elsewhere than the state
-        # directory is the user's to keep (it is not the toolkit's to delete).
-        paths.append((uv_cache, "its uv cache"))
+    recorded_cache = ((((recorded or {}).get("components") or {}).get("webui") or {}).get("uv") or {}).get(
+        "cache"
+    )
+    if action == "remove":
+        # Its uv cache, kept by reset for the account it recreates: the state directory's (whether or not
+        # the record got to name it: a provision stopped before its last step), and one the record names
+        # elsewhere only when the allow-list admits it (else it is the user's to keep, not the toolkit's).
+        for uv_cache in dict.fromkeys([os.path.join(state_dir, UV_CACHE_DIR, name), recorded_cache]):
+            if uv_cache and os.path.lexists(uv_cache) and not allowlist.live_refusal(uv_cache):
+                paths.append((uv_cache, "its uv cache"))
     for path in sorted(homebrew_links(allowlist)):
         paths.append((path, "a link brew made into its own trees"))
+    kept = {}
     for path, source in paths:
         reason = allowlist.live_refusal(path)
         if reason:
             refusals.append(f"Refusing to delete {path} ({source} for {name}): {reason}.")
-    return [path for path, _ in paths], refusals
+        elif still_used(path, others):
+            kept[path] = still_used(path, others)
+    return [path for path, _ in paths if path not in kept], refusals, kept
