@@ -22,20 +22,30 @@
 #    so the ssh session, is gone. The module then stops within seconds, keeps the .part, removes its payload.
 from __future__ import annotations
 
-import copy
-import json
 import os
 import shlex
 import signal
-import threading
-import time
+import sys
 import uuid
+from pathlib import Path
 
 from ansible.plugins.loader import action_loader
 from ansible.utils.display import Display
 from ansible.utils.vars import merge_hash
 
 display = Display()
+
+# The progress watch and its line are shared with the WebUI's actions (plugins/module_utils/sdenv_progress.py):
+# found above this file, in this repository or in the installed collection.
+_SHARED = next(
+    parent / "plugins" / "module_utils"
+    for parent in Path(__file__).resolve().parents
+    if (parent / "plugins" / "module_utils" / "sdenv_progress.py").is_file()
+)
+if str(_SHARED) not in sys.path:
+    sys.path.append(str(_SHARED))
+import sdenv_progress  # noqa: E402
+from sdenv_progress import format_progress  # noqa: E402,F401 - the tests and other callers use it from here
 
 # Run from this repository, ansible.cfg's action_plugins names plugins/action, where it lives; installed as
 # the Ansible collection sdenv.toolkit (galaxy.yml), it is the collection's.
@@ -47,32 +57,9 @@ if SecretModuleAction is None:
         "the sdenv_secret_module action (plugins/action) is not on Ansible's action plugin path"
     )
 
-POLL_SECONDS = 2.0
-PRINT_SECONDS = 5.0
-# How often the progress thread checks that ansible-playbook is still there.
-PARENT_SECONDS = 0.5
 MB = 1_000_000
 # What model_file_check takes of model_file's arguments.
 CHECK_ARGS = ("dest", "sha256", "size", "name", "owner", "group", "mode", "stat_cache", "addnet_hash")
-
-
-def format_progress(doc):
-    """One line: name, phase, percent, MB, MB/s, ETA (the module_utils has the same for its own use)."""
-    if doc.get("detail"):
-        return f"{doc.get('name') or 'model'}  {doc.get('phase') or ''}: {doc['detail']}"
-    received = doc.get("received") or 0
-    total = doc.get("total")
-    rate = doc.get("rate") or 0.0
-    parts = [doc.get("name") or "model", doc.get("phase") or ""]
-    if total:
-        parts.append(f"{100.0 * received / total:5.1f}% {received // MB}/{total // MB} MB")
-    else:
-        parts.append(f"{received // MB} MB")
-    parts.append(f"{rate / MB:.1f} MB/s")
-    eta = doc.get("eta")
-    if eta is not None:
-        parts.append(f"ETA {int(eta) // 60}:{int(eta) % 60:02d}")
-    return "  ".join(p for p in parts if p)
 
 
 def ended_without_result(result):
@@ -155,7 +142,7 @@ class ActionModule(SecretModuleAction):
         else:
             what = "downloading"
         display.display(f"[{host}] {name}: {what}")
-        watch = _DownloadWatch(self, progress_file, host)
+        watch = sdenv_progress.ProgressWatch(self, progress_file, host, display.display)
         watch.start()
         try:
             final = self._execute_module_piped(
@@ -191,52 +178,3 @@ class ActionModule(SecretModuleAction):
             "msg": f"the download of {name} ended without a result (the module process was {how}); {left}",
             "partial_size": kept,
         }
-
-
-class _DownloadWatch(threading.Thread):
-    """While model_file downloads: stop this worker if ansible-playbook is gone, and show progress."""
-
-    def __init__(self, action, progress_file, host):
-        super().__init__(name="sdenv-download-watch", daemon=True)
-        self.progress_file = progress_file
-        self.host = host
-        self.parent = os.getppid()
-        self.done = threading.Event()
-        # A copy of the connection with its own become plugin: become keeps per-command state (the success
-        # marker it waits for), which two commands running at once must not share.
-        side = copy.copy(action)
-        side._connection = copy.copy(action._connection)
-        if side._connection.become is not None:
-            side._connection.become = copy.copy(side._connection.become)
-        self.side = side
-
-    def stop(self):
-        self.done.set()
-
-    def run(self):
-        next_poll = time.monotonic() + POLL_SECONDS
-        last_print = 0.0
-        while not self.done.wait(PARENT_SECONDS):
-            if os.getppid() != self.parent:
-                # ansible-playbook was killed without a word (kill -9 of make's process group). The worker's
-                # own SIGTERM handler signals its process group and exits, which stops the module.
-                os.kill(os.getpid(), signal.SIGTERM)
-                return
-            now = time.monotonic()
-            if now < next_poll:
-                continue
-            next_poll = now + POLL_SECONDS
-            doc = self._read_progress()
-            if doc and (now - last_print >= PRINT_SECONDS) and not self.done.is_set():
-                display.display(f"[{self.host}] {format_progress(doc)}")
-                last_print = now
-
-    def _read_progress(self):
-        try:
-            out = self.side._low_level_execute_command(
-                f"cat {shlex.quote(self.progress_file)} 2>/dev/null", sudoable=True
-            ).get("stdout", "")
-            doc = json.loads(out.strip() or "null")
-        except Exception:  # progress is a courtesy: a failed poll never fails the download
-            return None
-        return doc if isinstance(doc, dict) else None

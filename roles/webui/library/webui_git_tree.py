@@ -23,6 +23,8 @@ options:
     type: list
     elements: str
     default: []
+  progress_file: {description: "A file to write clone/fetch progress to (the action plugin names it and shows
+    it).", type: path, default: ""}
 """
 
 EXAMPLES = r"""
@@ -63,6 +65,7 @@ def main():
             "label": {"type": "str", "default": "tree"},
             "force": {"type": "bool", "default": False},
             "managed": {"type": "list", "elements": "str", "default": []},
+            "progress_file": {"type": "path", "default": ""},
         },
         supports_check_mode=True,
     )
@@ -74,7 +77,7 @@ def main():
     git = module.get_bin_path("git", required=True)
     try:
         result = ensure_tree(p["dest"], p["repo"], p["commit"], p["label"], p["force"], p["managed"],
-                             module.check_mode, git, p["source"])  # fmt: skip
+                             module.check_mode, git, p["source"], p["progress_file"])  # fmt: skip
     except (GitTreeError, OSError) as exc:
         module.fail_json(msg=str(exc))
     module.exit_json(

@@ -37,6 +37,8 @@ options:
   cache_dir: {description: Where downloaded archives are kept., type: path, required: true}
   log_path: {description: uv's and the launcher's output for the last bootstrap., type: path, required: true}
   launch: {description: Finish with the WebUI's own webui.sh --exit., type: bool, default: true}
+  progress_file: {description: "A file to write the install's progress to (the action plugin names it and
+    shows it): uv cache growth in MB and the lock's package count.", type: path, default: ""}
 """
 
 EXAMPLES = r"""
@@ -69,6 +71,7 @@ import subprocess
 import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.step_progress import CacheWatch, lock_packages
 from ansible.module_utils.venv_lock import LockError, lock_file_name, parse_header
 from ansible.module_utils.webui_venv_plan import (
     VenvError,
@@ -171,6 +174,7 @@ def main():
             "cache_dir": {"type": "path", "required": True},
             "log_path": {"type": "path", "required": True},
             "launch": {"type": "bool", "default": True},
+            "progress_file": {"type": "path", "default": ""},
         },
         supports_check_mode=True,
     )
@@ -211,12 +215,22 @@ def main():
             with open(lock_file, "w", encoding="utf-8") as handle:
                 handle.write(effective_lock(lock_text, built_wheels(module, p["bundle"])))
             source = uv_source_args(p["index_url"], p["wheelhouse"], p["torch_index_url"])
-            with open(p["log_path"], "w", encoding="utf-8") as log:
-                for description, argv, cwd in build_steps(python, p["venv_dir"], p["webui_dir"], p["uv"], lock_file,
-                                                          clip, source):  # fmt: skip
-                    run_step(description, argv, cwd, env, log)
-                if p["launch"]:
-                    run_launch(["bash", "webui.sh", "--exit"], p["webui_dir"], env, log)
+            # uv prints no progress without a terminal: the action shows the cache's growth instead.
+            watch = CacheWatch(p["progress_file"], p["uv_cache_dir"], "WebUI venv", "install",
+                               lock_packages(lock_text))  # fmt: skip
+            if p["progress_file"]:
+                watch.start()
+            try:
+                with open(p["log_path"], "w", encoding="utf-8") as log:
+                    for description, argv, cwd in build_steps(python, p["venv_dir"], p["webui_dir"], p["uv"],
+                                                              lock_file, clip, source):  # fmt: skip
+                        watch.phase = description.split(" (")[0]
+                        run_step(description, argv, cwd, env, log)
+                    if p["launch"]:
+                        watch.phase = "the WebUI's own preparation (webui.sh --exit)"
+                        run_launch(["bash", "webui.sh", "--exit"], p["webui_dir"], env, log)
+            finally:
+                watch.stop()
         write_marker(p["venv_dir"], wanted)
     except (VenvError, OSError) as exc:
         module.fail_json(msg=str(exc), log_tail=tail(p["log_path"]))

@@ -32,6 +32,11 @@ try:
 except ImportError:  # unit tests import module_utils by their bare names
     from sdenv_run_lock import start_token
 
+try:
+    from ansible.module_utils.step_progress import GitProgress, run_with_progress
+except ImportError:  # unit tests import module_utils directly
+    from step_progress import GitProgress, run_with_progress
+
 CLONE_PREFIX = ".sdenv-clone-"
 
 
@@ -64,6 +69,13 @@ def run_git(args, cwd, git="git", check=True):
     if check and completed.returncode != 0:
         raise GitTreeError(f"git {' '.join(args)} failed in {cwd}: {last_line(completed)}")
     return completed
+
+
+def run_git_progress(args, cwd, git, progress_file, label, action):
+    """git clone/fetch with --progress: its counters go to progress_file (shown by the action), the rest is
+    kept as stderr for the messages."""
+    ceiling = os.path.dirname(os.path.realpath(cwd))  # as run_git: never a repository above cwd
+    return run_with_progress([git, *args], cwd, git_env(ceiling), GitProgress(label, action, progress_file))
 
 
 def unreachable(action, label, repo, dest, completed, source=""):
@@ -180,15 +192,15 @@ def from_source(source):
     return ["--no-local", f"--upload-pack=git -c safe.directory={os.path.abspath(source)} upload-pack"]
 
 
-def clone(dest, repo, commit, label="tree", git="git", source=""):
+def clone(dest, repo, commit, label="tree", git="git", source="", progress_file=""):
     """Clone repo (or a local source holding the same commits: origin is then set to repo) at commit."""
     parent, name = os.path.split(os.path.abspath(dest))
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{name}{CLONE_PREFIX}{clone_owner_tag()}-", dir=parent)
     try:
         os.chmod(tmp, clone_mode())
-        cloned = run_git(["clone", "--quiet", "--no-checkout", *from_source(source), source or repo, tmp],
-                         cwd=parent, git=git, check=False)  # fmt: skip
+        cloned = run_git_progress(["clone", "--progress", "--no-checkout", *from_source(source), source or repo, tmp],
+                                  parent, git, progress_file, label, "clone")  # fmt: skip
         if cloned.returncode != 0:
             raise unreachable("clone", label, repo, dest, cloned, source)
         if source:
@@ -208,14 +220,15 @@ def clone(dest, repo, commit, label="tree", git="git", source=""):
         raise
 
 
-def fetch_commit(dest, repo, commit, label, git="git", source=""):
-    """Fetch repo's objects (or the offline bundle's copy of them) into dest; the pinned commit must be there."""
+def fetch_commit(dest, repo, commit, label, git="git", source="", progress_file=None):
+    """Fetch repo's objects (or the offline bundle's copy of them) into dest; the pinned commit must be there.
+    progress_file: where git's progress goes for the controller to show (step_progress)."""
     if source:
         upload_pack = from_source(source)[1:]  # fetch has no --no-local
-        fetch = ["fetch", "--quiet", *upload_pack, source, "+refs/heads/*:refs/remotes/sdenv-bundle/*"]
+        fetch = ["fetch", "--progress", *upload_pack, source, "+refs/heads/*:refs/remotes/sdenv-bundle/*"]
     else:
-        fetch = ["fetch", "--quiet", "--tags", "origin"]
-    fetched = run_git(fetch, cwd=dest, git=git, check=False)
+        fetch = ["fetch", "--progress", "--tags", "origin"]
+    fetched = run_git_progress(fetch, dest, git, progress_file, label, "fetch")
     if fetched.returncode != 0:
         raise unreachable("fetch", label, repo, dest, fetched, source)
     if not has_commit(dest, commit, git=git):
@@ -245,7 +258,16 @@ def repair(dest, repo, commit, label, git="git", source=""):
 
 
 def ensure_tree(
-    dest, repo, commit, label="tree", force=False, managed=(), check_mode=False, git="git", source=""
+    dest,
+    repo,
+    commit,
+    label="tree",
+    force=False,
+    managed=(),
+    check_mode=False,
+    git="git",
+    source="",
+    progress_file="",
 ):
     """Bring dest to commit. Returns a dict: changed, action, before, after, fetched, reset_files."""
     result = {"changed": False, "action": "none", "before": None, "after": commit, "fetched": False,
@@ -278,7 +300,7 @@ def ensure_tree(
     if not exists:
         result.update(changed=True, action="clone")
         if not check_mode:
-            clone(dest, repo, commit, label=label, git=git, source=source)
+            clone(dest, repo, commit, label=label, git=git, source=source, progress_file=progress_file)
         return result
 
     result["before"] = head(dest, git=git)
@@ -300,7 +322,7 @@ def ensure_tree(
     if check_mode:
         return result
     if not has_commit(dest, commit, git=git):
-        fetch_commit(dest, repo, commit, label, git=git, source=source)
+        fetch_commit(dest, repo, commit, label, git=git, source=source, progress_file=progress_file)
         result["fetched"] = True
     present_managed = [m for m in managed if os.path.exists(os.path.join(dest, m))]
     if present_managed and not force:
