@@ -221,7 +221,7 @@ def test_bad_value_is_one_sentence_and_changes_nothing(
     tasks = [line for line in result.output.splitlines() if line.startswith("TASK [")]
     assert len(tasks) == 1 and tasks[0].startswith("TASK [Check the values this target uses"), tasks
     assert result.recap.get("changed") == 0 and result.recap.get("failed") == 1, result
-    problems = result.output.split("msg:", 1)[1].split("PLAY RECAP", 1)[0]
+    problems = result.output.split("FAILED!", 1)[1].split("PLAY RECAP", 1)[0]  # the sentences, as printed
     assert "Traceback" not in result.output
     assert_nothing_changed(throwaway_user, inventory, real_state, apt_before, problems)
 
@@ -335,7 +335,11 @@ def test_one_bad_host_stops_every_host_before_any_change(
     assert (
         "fatal: [second]" in result.output and "sets sdenv_webui_port to 22: expected a port" in result.output
     )
-    assert "fatal: [localhost]" not in result.output, result
+    # The good host's values pass: it may fail only its reachability probe (the shipped lock's upstreams,
+    # which this machine cannot reach), never on a value of its own.
+    if "fatal: [localhost]" in result.output:
+        own = result.output.split("fatal: [localhost]", 1)[1].split("fatal: [", 1)[0]
+        assert "cannot be reached" in own and "sdenv_webui_port" not in own, result
     plays = [line for line in result.output.splitlines() if line.startswith("PLAY [")]
     assert len(plays) == 1 and plays[0].startswith("PLAY [Check every setting and lock value"), plays
     assert_nothing_changed(throwaway_user, inventory, real_state, apt_before, result.output)
@@ -388,7 +392,7 @@ def test_an_offline_machine_gets_one_sentence_per_source_and_nothing_changes(
     )  # fmt: skip
     result = MakeResult(done)
     assert result.returncode != 0, result
-    lines = result.output.split("msg:", 1)[1].split("PLAY RECAP", 1)[0]
+    lines = result.output.split("FAILED!", 1)[1].split("PLAY RECAP", 1)[0]
     assert "9 sources this run needs cannot be reached; nothing was changed:" in lines, result
     for source in (
         "the WebUI repository (sdenv_lock.webui.repo) at https://github.com/AUTOMATIC1111/stable-diffusion-webui.git",
