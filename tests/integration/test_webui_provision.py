@@ -150,7 +150,12 @@ def test_user_settings_survive_and_local_changes_are_refused(test_inventory, mak
     before = len(server.requests)  # resolving the fixture's venv locks read its index and git
     dry = make_target("provision", inventory, ARGS=TAGS, CHECK=1)
     assert dry.returncode == 0, dry
-    assert server.requests[before:] == [], "a dry run before the first provision talked to the upstream"
+    # The dry run's preflight proves each repository answers (issue 20: reachability before change), and
+    # fetches nothing: on this dumb-HTTP fixture, only ref listings (info/refs and HEAD), never an object.
+    probes = server.requests[before:]
+    assert probes and all(p.endswith(("/info/refs?service=git-upload-pack", ".git/HEAD")) for p in probes), (
+        f"a dry run before the first provision fetched from the upstream: {probes}"
+    )
     assert make_target("provision", inventory, ARGS=TAGS).returncode == 0
     webui = Path(pwd.getpwnam(inventory.user).pw_dir) / "stable-diffusion-webui"
 
