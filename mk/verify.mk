@@ -22,7 +22,7 @@ VERIFY_FLAGS = $(if $(call is_yes,$(DEEP)),--sdenv-deep) \
 verify: controller ## testinfra checks that everything is in place (DEEP=1, LIVE=1, OFFLINE=1)
 	@set -e; out="$$SDENV_VAR_VERIFY_REPORTS/verify-$$(date -u +%Y%m%dT%H%M%SZ)-$$$$"; mkdir -p "$$out/vars"; \
 	out="$$(cd "$$out" && pwd)"; \
-	SDENV_EPATH_sdenv_verify_out="$$out" $(PLAYBOOK) playbooks/verify.yml; \
+	SDENV_MORE_FOLLOWS=1 SDENV_EPATH_sdenv_verify_out="$$out" $(PLAYBOOK) playbooks/verify.yml; \
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/python -m pytest tests/verify -p no:cacheprovider \
 		-q --tb=no -rN -o addopts= \
 		--hosts="ansible://all?ansible_inventory=$$SDENV_VAR_INVENTORY" \

@@ -135,3 +135,27 @@ def test_the_closing_sentence_of_a_run_without_errors(monkeypatch):
         == "完了しました。2 台のホストすべてでエラーはありません。"
     )
     assert sdenv_stdout.closing_summary([], set()) == ""
+
+
+def test_no_closing_verdict_when_checks_follow_a_clean_run(monkeypatch):
+    """make verify's playbook only prepares the checks: its clean end says nothing (the report is the verdict),
+    while a failure there still ends with the sentence."""
+    sys.path.insert(0, str(ROOT / "plugins" / "callback"))
+    import sdenv_stdout
+
+    class Stats:
+        processed = {"a": 1}
+        failures = {}
+        dark = {}
+
+    shown = []
+    callback = sdenv_stdout.CallbackModule()
+    monkeypatch.setattr(callback._display, "display", lambda line, **kw: shown.append(line))
+    monkeypatch.setattr(sdenv_stdout.DefaultCallback, "v2_playbook_on_stats", lambda self, stats: None)
+    monkeypatch.setenv("LANGUAGE", "en")
+    monkeypatch.setenv("SDENV_MORE_FOLLOWS", "1")
+    callback.v2_playbook_on_stats(Stats())
+    assert shown == []
+    Stats.failures = {"a": 1}
+    callback.v2_playbook_on_stats(Stats())
+    assert shown and shown[-1].startswith("Stopped with errors on 1 of 1 host: a.")
