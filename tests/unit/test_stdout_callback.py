@@ -144,9 +144,8 @@ def test_no_closing_verdict_when_checks_follow_a_clean_run(monkeypatch):
     import sdenv_stdout
 
     class Stats:
-        processed = {"a": 1}
-        failures = {}
-        dark = {}
+        def __init__(self, failures):
+            self.processed, self.failures, self.dark = {"a": 1}, failures, {}
 
     shown = []
     callback = sdenv_stdout.CallbackModule()
@@ -154,8 +153,7 @@ def test_no_closing_verdict_when_checks_follow_a_clean_run(monkeypatch):
     monkeypatch.setattr(sdenv_stdout.DefaultCallback, "v2_playbook_on_stats", lambda self, stats: None)
     monkeypatch.setenv("LANGUAGE", "en")
     monkeypatch.setenv("SDENV_MORE_FOLLOWS", "1")
-    callback.v2_playbook_on_stats(Stats())
+    callback.v2_playbook_on_stats(Stats({}))
     assert shown == []
-    Stats.failures = {"a": 1}
-    callback.v2_playbook_on_stats(Stats())
+    callback.v2_playbook_on_stats(Stats({"a": 1}))
     assert shown and shown[-1].startswith("Stopped with errors on 1 of 1 host: a.")
