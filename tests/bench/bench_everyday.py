@@ -125,21 +125,30 @@ def task_action(lines: list[str], line: int) -> str:
     return ""
 
 
+def _host_action(task: dict, read_lines) -> str:
+    """The action of a task that ran and sent a module to the host; '' for a skipped or controller-only one."""
+    if task["status"] == "skipped":
+        return ""
+    path, _, line = task["where"].rpartition(":")
+    action = task_action(read_lines(path), int(line)) if line.isdigit() else ""
+    return "" if action in CONTROLLER_ACTIONS else action
+
+
+def host_actions(tasks: list[dict], read_lines=None) -> dict[str, int]:
+    """Module round trips to the host by action (each loop item one) of one run's tasks, most first."""
+    counts: dict[str, int] = {}
+    for task in tasks:
+        action = _host_action(task, read_lines or _read_lines)
+        if action:
+            counts[action] = counts.get(action, 0) + task["items"]
+    return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
+
+
 def round_trips(tasks: list[dict], read_lines=None) -> tuple[int, int, int]:
     """(module round trips to the host, controller-only tasks, skipped tasks) of one run's tasks."""
-    read_lines = read_lines or _read_lines
-    host = controller = skipped = 0
-    for task in tasks:
-        if task["status"] == "skipped":
-            skipped += 1
-            continue
-        path, _, line = task["where"].rpartition(":")
-        action = task_action(read_lines(path), int(line)) if line.isdigit() else ""
-        if action in CONTROLLER_ACTIONS or action == "":
-            controller += 1
-        else:
-            host += task["items"]
-    return host, controller, skipped
+    skipped = sum(task["status"] == "skipped" for task in tasks)
+    on_host = [task for task in tasks if _host_action(task, read_lines or _read_lines)]
+    return sum(task["items"] for task in on_host), len(tasks) - skipped - len(on_host), skipped
 
 
 _LINES: dict[str, list[str]] = {}
@@ -438,6 +447,10 @@ def run(fixture: Fixture, base: Path, load_start: tuple) -> int:
         f"\nload average: {load_start[0]:.2f} {load_start[1]:.2f} {load_start[2]:.2f} at the start, "
         f"{load_end[0]:.2f} {load_end[1]:.2f} {load_end[2]:.2f} at the end; {os.cpu_count()} CPUs"
     )
+    print("\nmodule round trips to the host by action (the last round):")
+    for target in TARGETS:
+        counts = host_actions(runs[target][-1]) if runs[target] else {}
+        print(f"  {target}: {', '.join(f'{a} {n}' for a, n in counts.items()) or 'none'}")
     print("\ntasks that reported a change (any round):")
     for target in TARGETS:
         print(f"  {target}: {'; '.join(changed_tasks(runs[target])) or 'none'}")

@@ -83,6 +83,7 @@ def test_task_action_finds_the_module_past_task_keywords():
 def test_round_trips_count_loop_items_on_the_host_and_keep_controller_tasks_apart(tmp_path):
     # facts (1) + the git loop (3 items) reach the host; the debug stays on the controller; one skipped.
     assert bench.round_trips(recorded(tmp_path)) == (4, 1, 1)
+    assert bench.host_actions(recorded(tmp_path)) == {"git": 3, "setup": 1}
 
 
 def test_slowest_ranks_tasks_by_their_median_over_the_runs():
