@@ -27,9 +27,9 @@ PLAYBOOK = """
 """
 
 
-def run_playbook(tmp_path, *extra):
+def run_playbook(tmp_path, *extra, text=PLAYBOOK):
     playbook = tmp_path / "play.yml"
-    playbook.write_text(PLAYBOOK)
+    playbook.write_text(text)
     env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
     return subprocess.run(
         [
@@ -69,9 +69,7 @@ def test_verbose_run_keeps_the_exception_detail(tmp_path):
 
 
 def test_a_loop_item_failure_prints_its_sentence_unfolded(tmp_path):
-    playbook = tmp_path / "loop.yml"
-    playbook.write_text(
-        """
+    loop = """
 - name: Loop
   hosts: localhost
   gather_facts: false
@@ -81,22 +79,7 @@ def test_a_loop_item_failure_prints_its_sentence_unfolded(tmp_path):
         msg: "could not reach {{ item }} (Connection refused): add a reachable mirror URL or a local bundle directory holding it to this model's sources"
       loop: [one.example, two.example]
 """
-    )
-    env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
-    result = subprocess.run(
-        [
-            str(Path(sys.executable).parent / "ansible-playbook"),
-            "-i",
-            "localhost,",
-            "-c",
-            "local",
-            str(playbook),
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-    )
+    result = run_playbook(tmp_path, text=loop)
     assert "failed: [localhost] (item=two.example)" in result.stdout, result.stdout
     assert (
         "  could not reach two.example (Connection refused): add a reachable mirror URL or a local bundle "
