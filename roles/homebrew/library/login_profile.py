@@ -43,6 +43,25 @@ from ansible.module_utils.login_profile_block import ProfileError, render
 from ansible.module_utils.sdenv_atomic import LinkRefused, open_nofollow, write_bytes_atomic
 
 
+def owner_and_mode(module, existing):
+    """(mode, uid, gid) to write with: an existing profile keeps its own; a new one gets the owner and mode
+    asked for (the dummy's profile, not root's), the owner's primary group unless a group is given."""
+    if existing is not None:
+        return existing.st_mode & 0o7777, existing.st_uid, existing.st_gid
+    p = module.params
+    mode = int(p["mode"], 8) if isinstance(p["mode"], str) else p["mode"]
+    uid = gid = -1
+    try:
+        if p["owner"]:
+            account = pwd.getpwnam(p["owner"])
+            uid, gid = account.pw_uid, account.pw_gid  # the owner's primary group (staff on macOS)
+        if p["group"]:
+            gid = grp.getgrnam(p["group"]).gr_gid
+    except KeyError as exc:
+        module.fail_json(msg=f"Cannot give {p['path']} its owner: {exc.args[0]}.")
+    return mode, uid, gid
+
+
 def main():
     module = AnsibleModule(
         argument_spec={
@@ -74,17 +93,9 @@ def main():
     except ProfileError as exc:
         module.fail_json(msg=f"{path}: {exc}")
     changed = after != before
-    if existing is not None:  # an existing profile keeps its mode and owner
-        mode, uid, gid = existing.st_mode & 0o7777, existing.st_uid, existing.st_gid
-    else:  # a new one gets the owner and mode asked for (the dummy's profile, not root's)
-        mode = int(p["mode"], 8) if isinstance(p["mode"], str) else p["mode"]
-        uid = gid = -1
-        if p["owner"]:
-            account = pwd.getpwnam(p["owner"])
-            uid, gid = account.pw_uid, account.pw_gid  # the owner's primary group (staff on macOS)
-        if p["group"]:
-            gid = grp.getgrnam(p["group"]).gr_gid
     if changed and not module.check_mode:
+        # Resolved only when writing: a dry run before the first provision has no account to look up yet.
+        mode, uid, gid = owner_and_mode(module, existing)
         try:
             write_bytes_atomic(path, after.encode("utf-8"), mode=mode, uid=uid, gid=gid)
         except LinkRefused as exc:
