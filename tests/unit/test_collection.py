@@ -37,24 +37,20 @@ PLAYBOOK = """
 """
 
 
+def galaxy(work, *args):
+    """ansible-galaxy collection ARGS in `work`; a failure shows what it printed."""
+    done = subprocess.run(
+        [BIN / "ansible-galaxy", "collection", *args], capture_output=True, text=True, cwd=work
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
 @pytest.fixture(scope="module")
 def installed_collection(tmp_path_factory):
     work = tmp_path_factory.mktemp("collection")
-    built = subprocess.run(
-        [BIN / "ansible-galaxy", "collection", "build", "--output-path", work / "dist", ROOT],
-        capture_output=True,
-        text=True,
-        cwd=work,
-    )
-    assert built.returncode == 0, built.stdout + built.stderr
+    galaxy(work, "build", "--output-path", work / "dist", ROOT)
     (tarball,) = (work / "dist").glob("sdenv-toolkit-*.tar.gz")
-    installed = subprocess.run(
-        [BIN / "ansible-galaxy", "collection", "install", "-p", work / "collections", tarball],
-        capture_output=True,
-        text=True,
-        cwd=work,
-    )
-    assert installed.returncode == 0, installed.stdout + installed.stderr
+    galaxy(work, "install", "-p", work / "collections", tarball)
     return work
 
 
