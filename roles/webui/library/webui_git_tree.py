@@ -23,6 +23,16 @@ options:
     type: list
     elements: str
     default: []
+  repositories:
+    description: "Sub-repositories to bring to their commits in the same run, after I(dest): the lock's
+      [{dir, repo, commit}], each to I(dest)/repositories/<dir>, with the same I(force)."
+    type: list
+    elements: dict
+    default: []
+  repositories_source:
+    description: A directory holding <dir>.git for each sub-repository (an offline bundle's git/), or empty.
+    type: path
+    default: ""
   progress_file: {description: "A file to write clone/fetch progress to (the action plugin names it and shows
     it).", type: path, default: ""}
 """
@@ -45,10 +55,13 @@ fetched: {description: Objects were fetched from the remote., type: bool, return
 reset_files: {description: Files whose local changes were reset (force)., type: list, returned: always}
 repaired: {description: The tree's .git was no repository and was made one again in place., type: bool,
            returned: always}
+trees: {description: "The result of each of I(repositories), in order (action, before, after, ...).", type: list,
+        returned: always}
 broken_git_kept: {description: Where a non-empty broken .git was kept aside (empty when none)., type: str,
                   returned: always}
 """
 
+import os
 import re
 
 from ansible.module_utils.basic import AnsibleModule
@@ -66,25 +79,58 @@ def main():
             "force": {"type": "bool", "default": False},
             "managed": {"type": "list", "elements": "str", "default": []},
             "progress_file": {"type": "path", "default": ""},
+            "repositories": {"type": "list", "elements": "dict", "default": []},
+            "repositories_source": {"type": "path", "default": ""},
         },
         supports_check_mode=True,
     )
     p = module.params
-    if not re.fullmatch(r"[0-9a-f]{40}", p["commit"]):
-        module.fail_json(
-            msg=f"The pinned commit {p['commit']!r} for the {p['label']} is not a full 40-hex sha: fix the lock."
-        )
+    wanted = [
+        {
+            "dest": p["dest"],
+            "repo": p["repo"],
+            "commit": p["commit"],
+            "source": p["source"],
+            "label": p["label"],
+        },
+        *(
+            {
+                "dest": os.path.join(p["dest"], "repositories", str(r.get("dir"))),
+                "repo": r.get("repo"),
+                "commit": r.get("commit"),
+                "source": os.path.join(p["repositories_source"], f"{r.get('dir')}.git")
+                if p["repositories_source"]
+                else "",
+                "label": f"sub-repository {r.get('dir')}",
+            }
+            for r in p["repositories"]
+        ),
+    ]
+    for tree in wanted:
+        if not re.fullmatch(r"[0-9a-f]{40}", str(tree.get("commit") or "")):
+            module.fail_json(
+                msg=f"The pinned commit {tree.get('commit')!r} for the {tree.get('label') or 'tree'} is not a full "
+                "40-hex sha: fix the lock."
+            )
     git = module.get_bin_path("git", required=True)
+    results = []
     try:
-        result = ensure_tree(p["dest"], p["repo"], p["commit"], p["label"], p["force"], p["managed"],
-                             module.check_mode, git, p["source"], p["progress_file"])  # fmt: skip
+        for n, tree in enumerate(wanted):
+            managed = p["managed"] if n == 0 else []
+            results.append(
+                ensure_tree(tree["dest"], tree["repo"], tree["commit"],
+                            tree.get("label") or "tree", p["force"], managed, module.check_mode, git,
+                            tree.get("source") or "", p["progress_file"])
+            )  # fmt: skip
     except (GitTreeError, OSError) as exc:
-        module.fail_json(msg=str(exc))
+        module.fail_json(msg=str(exc), trees=results[1:])
+    result, more = results[0], results[1:]
     module.exit_json(
-        **result,
+        **{**result, "changed": any(r["changed"] for r in results)},
+        trees=more,
         diff={
-            "before": f"{result['before'] or '(absent)'}\n",
-            "after": f"{result['after']}\n",
+            "before": "".join(f"{t['dest']}: {r['before'] or '(absent)'}\n" for t, r in zip(wanted, results)),
+            "after": "".join(f"{t['dest']}: {r['after']}\n" for t, r in zip(wanted, results)),
             "before_header": p["dest"],
             "after_header": p["dest"],
         },
