@@ -68,8 +68,9 @@ help: ## List the targets and the variables they read
 controller: ## Set up .venv from requirements.txt (every target does this first)
 	@bash scripts/controller-venv.sh
 
+# var: DEEP=1         make provision: run every role in full (no fast path) and re-hash every model file
 provision: controller ## Bring every inventory host to the pinned state
-	$(PLAYBOOK) playbooks/provision.yml
+	$(if $(call is_yes,$(DEEP)),SDENV_E_sdenv_deep=true SDENV_E_sdenv_models_deep=true) $(PLAYBOOK) playbooks/provision.yml
 
 reset-dummy: controller ## Delete the dummy user and what provision made for it; recreate it clean
 	$(PLAYBOOK) playbooks/reset-dummy.yml

@@ -13,6 +13,8 @@
 # 5. runs the rules (plugins/module_utils/sdenv_preflight*.py) and fails with their sentences.
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import re
 import sys
@@ -35,6 +37,7 @@ for _directory in [ROOT / "plugins" / "module_utils", *sorted(ROOT.glob("roles/*
         sys.path.append(str(_directory))
 
 import model_pending  # noqa: E402
+import sdenv_fastpath as fastpath  # noqa: E402
 import sdenv_messages as say  # noqa: E402
 import sdenv_preflight as engine  # noqa: E402
 import sdenv_preflight_rules as rules  # noqa: E402
@@ -85,11 +88,7 @@ class ActionModule(ActionBase):
         documents = {use.partition(":")[0]: self._spec_document(use, roles) for use in uses}
         options = engine.load_entry_points(documents, uses)
 
-        host = self._host(task_vars)
-        if "failed" in host:
-            return {**result, **host}
-        facts = {**host.pop("facts"), **(task_vars.get("ansible_facts") or {})}
-
+        entry_points = {engine.entry_point(use) for use in uses}
         defaults = {}
         for use in uses:
             name = use.partition(":")[0]
@@ -99,34 +98,40 @@ class ActionModule(ActionBase):
                     self._loader.load_from_file(str(path), trusted_as_template=True) or {}
                 ).items():
                     defaults.setdefault(key, value)
-        # The facts as a play that gathered them would have them (ansible_facts and the ansible_* names).
-        variables = {
-            **defaults,
-            **{f"ansible_{k}": v for k, v in facts.items()},
-            **task_vars,
-            "ansible_facts": facts,
-        }
-        templar = self._templar.copy_with_new_env(available_variables=variables)
 
-        names = [*options, *rules.EXTRA_VALUES]
-        values, origins, references = {}, {}, {}
-        for name in names:
-            if name not in variables:
-                continue
-            raw = variables[name]
-            try:
-                values[name] = templar.template(raw)
-            except AnsibleError as error:
-                values[name] = engine.Unresolved(raw, first_line(error))
-            origins[name] = self._origin(name, raw, values[name], variables)
-            references[name] = engine.template_references(raw)
-
-        entry_points = {engine.entry_point(use) for use in uses}
+        # One module run per host: it takes the paths, ports and record the facts of this host's previous
+        # run lead to (a cache on the controller), and is asked a second time only when this run's facts lead
+        # to other ones (the first run on a host, or a host that changed).
+        cache = self._facts_cache(task_vars)
+        cached = self._read_cache(cache)
+        asked = None
+        if cached is not None:
+            resolved = self._resolve(options, defaults, cached, task_vars)
+            asked = self._probe_args(resolved, entry_points, self._task.args.get("reach"))
+        probe = self._execute_module(
+            module_name="preflight_facts", module_args={**(asked or {}), "facts": True}, task_vars=task_vars
+        )
+        host = self._host(probe)
+        if "failed" in host:
+            self._remove_tmp_path(self._connection._shell.tmpdir)
+            return {**result, **host}
+        gathered = host.pop("facts")
+        self._write_cache(cache, gathered)
+        facts = {**gathered, **(task_vars.get("ansible_facts") or {})}
+        variables, templar, values, origins, references = self._resolve(options, defaults, facts, task_vars)
+        wanted = self._probe_args(
+            (variables, templar, values, origins, references), entry_points, self._task.args.get("reach")
+        )
+        if wanted != asked:
+            probe = self._execute_module(
+                module_name="preflight_facts", module_args={**wanted, "facts": False}, task_vars=task_vars
+            )
+        self._remove_tmp_path(self._connection._shell.tmpdir)
         if "dummy_user:main" in entry_points:
-            host["dummy_record"] = self._dummy_record(values, variables, host, templar, task_vars)
+            host["dummy_record"] = probe.get("dummy_record")
         if rules.PORT_USERS & entry_points:
-            host["ports_in_use"] = self._ports_in_use(values, task_vars)
-        host["places"] = self._places(values, task_vars)
+            host["ports_in_use"] = probe.get("ports_in_use") or []
+        host["places"] = probe.get("places") or {}
         problems = engine.check(
             options,
             values,
@@ -141,7 +146,14 @@ class ActionModule(ActionBase):
         )
         if problems:
             return {**result, "failed": True, "msg": "\n".join(problems)}
-        facts = {"sdenv_preflight_passed": True}
+        # The facts the settings and the roles use, gathered once for the whole run: the plays after this one
+        # gather none of their own (gather_facts: false).
+        facts = {f"ansible_{k}": v for k, v in gathered.items()}
+        facts["sdenv_preflight_passed"] = True
+        if self._task.args.get("fastpath"):
+            facts["sdenv_fastpath_plan"] = self._fastpath_plan(
+                uses, documents, roles, variables, templar, values
+            )
         msg = _("{count} values checked for {uses}").format(count=len(values), uses=", ".join(uses))
         if {"models:main", "models:bundle"} & set(map(engine.entry_point, uses)):
             # A model the user must still fetch by hand is no reason to stop the rest (STRICT=1 made it one
@@ -156,25 +168,19 @@ class ActionModule(ActionBase):
             if pending:
                 msg = say.pending_in_preflight([entry["name"] for entry in pending])
                 result.setdefault("warnings", []).append(msg)
-        entry_points = set(map(engine.entry_point, uses))
         if entry_points & {"webui:main", "models:main"}:
             # What every host task of the run gets (provision.yml's play environment): the proxy and its CA.
-            network = reach.network_env(
-                engine.plain(values.get("sdenv_proxy")), values.get("sdenv_ca_bundle"), os.environ
-            )
-            facts["sdenv_network_env"] = network
-            if self._task.args.get("reach"):
-                pending_names = [entry["name"] for entry in facts.get("sdenv_models_pending", [])]
-                sources = reach.needed_sources(engine.plain(values), uses, pending_names)
-                if sources:
-                    probe = self._execute_module(
-                        module_name="sources_reachable",
-                        module_args={"sources": sources, "environment": network},
-                        task_vars=task_vars,
-                    )
-                    if probe.get("failed"):
-                        return {**result, "failed": True, "msg": probe.get("msg")}
-                    msg += f"; {probe.get('checked', 0)} of {len(sources)} sources probed, all answer"
+            facts["sdenv_network_env"] = self._network(values)
+            if wanted.get("sources"):
+                if probe.get("unreachable"):
+                    sentences = probe["unreachable"]
+                    return {
+                        **result,
+                        "failed": True,
+                        "msg": "\n".join([say.unreachable_heading(len(sentences)), *sentences]),
+                    }
+                checked = probe.get("checked", 0)
+                msg += f"; {checked} of {len(wanted['sources'])} sources probed, all answer"
         return {**result, "changed": False, "msg": msg, "ansible_facts": facts}
 
     # --- where things are ------------------------------------------------------------------------------
@@ -283,62 +289,141 @@ class ActionModule(ActionBase):
                         return f"{engine.relative_to(str(file), os.getcwd())} line {number}"
         return None
 
+    # --- the fast path of make provision (plugins/module_utils/sdenv_fastpath.py) ---------------------------
+
+    def _fastpath_plan(self, uses, documents, roles, variables, templar, values):
+        """{role: {inputs, outputs}}: each role's input digests and the outputs it will fingerprint."""
+        role_values = {}
+        code = {}
+        for use in uses:
+            role = use.partition(":")[0]
+            if role not in roles:
+                continue
+            name = "known_good" if role == "snapshot" else role
+            names = engine.load_entry_points(documents, [use])
+            role_values[name] = {k: engine.plain(values[k]) for k in names if k in values}
+            code[name] = fastpath.code_digest([str(roles[role]), str(ROOT / "plugins")])
+        outputs = {}
+        for name in fastpath.OUTPUT_VALUES:
+            if name in values:
+                outputs[name] = engine.plain(values[name])
+                continue
+            try:
+                outputs[name] = engine.plain(templar.template(variables[name]))
+            except (AnsibleError, KeyError):
+                outputs[name] = None
+        for values_of_role in role_values.values():
+            values_of_role.update({f"output {k}": v for k, v in outputs.items()})
+        system = (variables.get("ansible_facts") or {}).get("system")
+        # The whole lock, resolved even when this run's tags leave out every role that names it (a run of
+        # --tags dummy_user must stamp the same lock digest as a run of all roles).
+        lock = values.get("sdenv_lock")
+        if lock is None:
+            try:
+                lock = templar.template(variables["sdenv_lock"])
+            except (AnsibleError, KeyError):
+                lock = None
+        return fastpath.plan(role_values, engine.plain(lock), system, code)
+
     # --- the host ----------------------------------------------------------------------------------------
 
-    def _ports_in_use(self, values, task_vars):
-        """Which of the ports the target will listen on something else already listens on (a list)."""
-        ports = [values.get(name) for name in rules.PORTS]
-        ports = [
-            int(p) for p in ports if isinstance(p, (int, str)) and str(p).isdigit() and 0 < int(p) < 65536
-        ]
-        if not ports:
-            return []
-        probe = self._execute_module(
-            module_name="preflight_facts", module_args={"ports": ports}, task_vars=task_vars
-        )
-        self._remove_tmp_path(self._connection._shell.tmpdir)
-        return probe.get("ports_in_use") or []
+    def _resolve(self, options, defaults, facts, task_vars):
+        """(variables, templar, values, origins, references): each value this target uses, resolved for this
+        host with these facts (as a play that gathered them would have them: ansible_facts and ansible_*)."""
+        variables = {
+            **defaults,
+            **{f"ansible_{k}": v for k, v in facts.items()},
+            **task_vars,
+            "ansible_facts": facts,
+        }
+        templar = self._templar.copy_with_new_env(available_variables=variables)
+        values, origins, references = {}, {}, {}
+        for name in [*options, *rules.EXTRA_VALUES]:
+            if name not in variables:
+                continue
+            raw = variables[name]
+            try:
+                values[name] = templar.template(raw)
+            except AnsibleError as error:
+                values[name] = engine.Unresolved(raw, first_line(error))
+            origins[name] = self._origin(name, raw, values[name], variables)
+            references[name] = engine.template_references(raw)
+        return variables, templar, values, origins, references
 
-    def _dummy_record(self, values, variables, host, templar, task_vars):
-        """{"path", "entry"}: the provision record's entry for an existing dummy account ({} when the record
-        names nothing; None when it cannot be read, as an unprivileged login may not: the role checks as
-        root), or None when there is no such account to take over."""
+    @staticmethod
+    def _network(values):
+        return reach.network_env(
+            engine.plain(values.get("sdenv_proxy")), values.get("sdenv_ca_bundle"), os.environ
+        )
+
+    @staticmethod
+    def _probe_args(resolved, entry_points, probe_sources=False):
+        """What preflight_facts must look at besides the facts: the directories root writes in (where they
+        resolve to), the ports the target will listen on, and the provision record's entry of the dummy."""
+        variables, templar, values = resolved[:3]
+        args = {
+            "paths": [
+                values[name]
+                for name in rules.RESOLVED_PLACES
+                if isinstance(values.get(name), str) and engine.is_normal_absolute(values[name])
+            ]
+        }
+        if rules.PORT_USERS & entry_points:
+            ports = [values.get(name) for name in rules.PORTS]
+            args["ports"] = [
+                int(p) for p in ports if isinstance(p, (int, str)) and str(p).isdigit() and 0 < int(p) < 65536
+            ]
+        if probe_sources and entry_points & {"webui:main", "models:main"}:
+            # The sources the target fetches, probed from the host in the same run (the value checks still
+            # come first in what the run says: a bad value is reported before an unreachable source).
+            pending = []
+            if "models:main" in entry_points:
+                pending = model_pending.pending(
+                    (values.get("sdenv_lock") or {}).get("models"),
+                    values.get("sdenv_models_enabled"),
+                    values.get("sdenv_models_bundle_dirs"),
+                )
+            uses = sorted(entry_points)
+            sources = reach.needed_sources(engine.plain(values), uses, [entry["name"] for entry in pending])
+            if sources:
+                args["sources"] = sources
+                args["environment"] = ActionModule._network(values)
         name = values.get("sdenv_user_name")
-        if not isinstance(name, str) or not any(a["name"] == name for a in host["accounts"]):
-            return None
+        if "dummy_user:main" in entry_points and isinstance(name, str):
+            with contextlib.suppress(AnsibleError, KeyError):
+                args["record"] = {"path": str(templar.template(variables["sdenv_state_file"])), "user": name}
+        return engine.plain(args)
+
+    @staticmethod
+    def _facts_cache(task_vars):
+        """The controller's copy of this host's facts from its previous run (no secrets: platform,
+        distribution, user and python facts), beside Ansible's own local files (~/.ansible)."""
+        name = re.sub(r"[^\w.@-]", "_", str(task_vars.get("inventory_hostname", "")))
+        return Path(C.DEFAULT_LOCAL_TMP).parent.parent / "sdenv-preflight-facts" / f"{name}.json"
+
+    @staticmethod
+    def _read_cache(path):
         try:
-            path = templar.template(variables["sdenv_state_file"])
-        except (AnsibleError, KeyError):
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
             return None
-        probe = self._execute_module(
-            module_name="provision_record",
-            module_args={"path": path, "user": name, "state": "query"},
-            task_vars=task_vars,
-        )
-        self._remove_tmp_path(self._connection._shell.tmpdir)
-        return {"path": path, "entry": None if probe.get("failed") else probe.get("entry") or {}}
+        return data if isinstance(data, dict) else None
 
-    def _places(self, values, task_vars):
-        """Where the directories root writes in resolve to on the host (a second, read-only look: the paths
-        are known only once the facts have been applied); {} when the target uses none of them."""
-        paths = [
-            values[name]
-            for name in rules.RESOLVED_PLACES
-            if isinstance(values.get(name), str) and engine.is_normal_absolute(values[name])
-        ]
-        if not paths:
-            return {}
-        probe = self._execute_module(
-            module_name="preflight_facts",
-            module_args={"paths": paths, "only_paths": True},
-            task_vars=task_vars,
-        )
-        self._remove_tmp_path(self._connection._shell.tmpdir)
-        return probe.get("places") or {}
+    @staticmethod
+    def _write_cache(path, facts):
+        """Only a speed-up: a cache that cannot be written costs the next run a second look, nothing else."""
+        try:
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            temporary = path.with_suffix(f".{os.getpid()}.tmp")
+            temporary.write_text(
+                json.dumps(engine.plain(facts), sort_keys=True, default=str), encoding="utf-8"
+            )
+            os.replace(temporary, path)
+        except OSError:
+            pass
 
-    def _host(self, task_vars):
-        probe = self._execute_module(module_name="preflight_facts", module_args={}, task_vars=task_vars)
-        self._remove_tmp_path(self._connection._shell.tmpdir)
+    @staticmethod
+    def _host(probe):
         if probe.get("failed"):
             return {
                 "failed": True,

@@ -13,24 +13,38 @@ description:
     names) through getpwall(3) and getgrall(3), which read /etc/passwd and /etc/group on Linux and Open
     Directory on macOS; and, on Linux, the UID_MIN lines of /etc/login.defs and the HOME line of
     /etc/default/useradd (where useradd puts a new home).
-  - With I(ports), only says which of those ports something already listens on at 127.0.0.1 (a bind test with
-    SO_REUSEADDR, as the WebUI's server makes it, so a closing connection does not count); the preflight runs
-    it for make run, whose WebUI would otherwise find its port taken, or take another program's answer for
-    its own.
+  - With I(ports), also says which of those ports something already listens on at 127.0.0.1 (a bind test
+    with SO_REUSEADDR, as the WebUI's server makes it, so a closing connection does not count); the preflight
+    asks it for make run, whose WebUI would otherwise find its port taken, or take another program's answer
+    for its own.
+  - With I(record), also returns the provision record's entry for that user when the account exists (the
+    dummy_user rules need it), so the preflight reads the record in the same run.
   - With I(paths), says for each where it resolves to and the first symbolic link on the way that another
     account could change (the toolkit, as root, follows none: see sdenv_atomic), for the preflight to judge.
-  - Only reads. The preflight (action sdenv_preflight) runs it before any task that changes the host.
+  - Only reads. The preflight (action sdenv_preflight) runs it once per host before any task that changes the
+    host: it sends the paths, ports and record it expects from the facts of the host's previous run, and asks
+    again only when this run's facts lead to other ones.
 options:
-  ports: {description: Loopback ports to test instead of reading the facts., type: list, elements: int}
+  ports: {description: Loopback ports to test., type: list, elements: int, default: []}
+  record:
+    description: "{path, user}: the provision record and the dummy whose entry to return."
+    type: dict
+  sources:
+    description: The sources the target will fetch (sdenv_reach.needed_sources); each is probed unless the host
+      has it already, and C(unreachable) says which do not answer.
+    type: list
+    elements: dict
+    default: []
+  environment: {description: The proxy and CA variables for the probes., type: dict, default: {}}
+  facts:
+    description: Gather the facts and read the accounts (false for a second look at paths, ports, record).
+    type: bool
+    default: true
   paths:
     description: Absolute paths (the state directory, the WebUI directory) to resolve; nothing else is read.
     type: list
     elements: str
     default: []
-  only_paths:
-    description: Return only C(places) (the preflight's second look, once the paths are known from the facts).
-    type: bool
-    default: false
 """
 
 EXAMPLES = r"""
@@ -57,9 +71,18 @@ useradd_defaults:
   type: str
   returned: always
 ports_in_use:
-  description: The ports of I(ports) something listens on (only with I(ports)).
+  description: The ports of I(ports) something listens on.
   type: list
-  returned: when ports is given
+  returned: always
+unreachable:
+  description: One sentence per source of I(sources) that does not answer (empty when all do).
+  type: list
+  returned: always
+checked: {description: How many of I(sources) were probed (the others are on the host already)., type: int}
+dummy_record:
+  description: "{path, entry} for I(record) when its user exists (entry null when the record cannot be read)."
+  type: dict
+  returned: when record is given
 admin_group:
   description: The group that gives admin rights here (admin on macOS, else the first of sudo, wheel, admin).
   type: str
@@ -80,7 +103,9 @@ import socket
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.facts import ansible_collector, default_collectors
 from ansible.module_utils.facts.namespace import PrefixFactNamespace
+from ansible.module_utils.provision_record import RecordError, load
 from ansible.module_utils.sdenv_atomic import LinkRefused, open_dir_nofollow
+from ansible.module_utils.sdenv_reach import already_here, unreachable_sentences
 
 # Cheap collectors (no subprocess but uname and the distribution's release files): every fact the shipped
 # settings and the roles' defaults are made from (system, architecture, machine, os_family, ...).
@@ -151,20 +176,46 @@ def place(path):
         return {"resolved": os.path.realpath(path), "link": link}
 
 
+def dummy_record(path, user):
+    """The record's entry for an existing account ({} when the record names nothing; entry None when it
+    cannot be read, as an unprivileged login may not: the role checks as root); None for no such account."""
+    try:
+        pwd.getpwnam(user)
+    except KeyError:
+        return None
+    try:
+        entry = (load(path).get("users") or {}).get(user) or {}
+    except (RecordError, OSError):
+        entry = None
+    return {"path": path, "entry": entry}
+
+
 def main():
     module = AnsibleModule(
         argument_spec={
-            "ports": {"type": "list", "elements": "int"},
+            "ports": {"type": "list", "elements": "int", "default": []},
             "paths": {"type": "list", "elements": "str", "default": []},
-            "only_paths": {"type": "bool", "default": False},
+            "record": {"type": "dict"},
+            "sources": {"type": "list", "elements": "dict", "default": []},
+            "environment": {"type": "dict", "default": {}, "no_log": True},
+            "facts": {"type": "bool", "default": True},
         },
         supports_check_mode=True,
     )
-    if module.params["ports"] is not None:
-        module.exit_json(changed=False, ports_in_use=[p for p in module.params["ports"] if in_use(p)])
-    places = {path: place(path) for path in module.params["paths"] if os.path.isabs(path)}
-    if module.params["only_paths"]:
-        module.exit_json(changed=False, places=places)
+    p = module.params
+    result = {
+        "changed": False,
+        "places": {path: place(path) for path in p["paths"] if os.path.isabs(path)},
+        "ports_in_use": [port for port in p["ports"] if in_use(port)],
+    }
+    if p["record"] and p["record"].get("path") and p["record"].get("user"):
+        result["dummy_record"] = dummy_record(p["record"]["path"], p["record"]["user"])
+    if p["sources"]:
+        environ = {**os.environ, **{k: str(v) for k, v in p["environment"].items()}}
+        result["checked"] = sum(1 for source in p["sources"] if not already_here(source, environ))
+        result["unreachable"] = unreachable_sentences(p["sources"], environ)
+    if not p["facts"]:
+        module.exit_json(**result)
     collector = ansible_collector.get_ansible_collector(
         all_collector_classes=default_collectors.collectors,
         namespace=PrefixFactNamespace(namespace_name="ansible", prefix="ansible_"),
@@ -180,13 +231,12 @@ def main():
     admin = next((g for g in ("sudo", "wheel", "admin") if g in names), None)
     admin = "admin" if platform.system() == "Darwin" else admin
     module.exit_json(
-        changed=False,
+        **result,
         ansible_facts=collector.collect(module=module),
         accounts=accounts,
         login_defs=read_lines("/etc/login.defs", "UID_MIN"),
         useradd_defaults=read_lines("/etc/default/useradd", "HOME="),
         admin_group=admin,
-        places=places,
     )
 
 

@@ -293,8 +293,15 @@ def test_every_task_of_provision_gets_the_network_environment():
     # Ansible's environment keyword is set inside the become command, so sudo does not drop it; task-level
     # environments extend it. The play of the roles that fetch (webui: git, uv; models: downloads) carries it.
     plays = yaml.safe_load((ROOT / "playbooks/provision.yml").read_text())
-    roles_play = next(play for play in plays if "roles" in play)
-    assert {"webui", "models"} <= {role["role"] for role in roles_play["roles"]}
+    roles_play = next(
+        play for play in plays if play.get("name") == "Provision the Stable Diffusion environment"
+    )
+    included = {
+        t["ansible.builtin.include_role"]["name"]
+        for t in roles_play["tasks"]
+        if "ansible.builtin.include_role" in t
+    }
+    assert {"webui", "models"} <= included
     assert roles_play["environment"] == "{{ sdenv_network_env | default({}) }}"
     preflight = yaml.safe_load((ROOT / "playbooks/preflight.yml").read_text())[0]["tasks"][0]
     assert preflight["sdenv_preflight"]["reach"] == "{{ sdenv_preflight_reach | default(false) }}"
