@@ -164,6 +164,10 @@ def probe_http(url, environ, timeout=TIMEOUT):
         conn.close()
     except OSError as error:
         return "unreachable", describe_error(error)
+    except ValueError as error:
+        # A URL the value checks reject (ftp://): the preflight probes in the same module run as it reads the
+        # host, before those checks have spoken, and reports their sentence first.
+        return "unreachable", str(error)
     if status < 400 or status in ANSWERS:
         return None
     return "unreachable", f"HTTP {status}"

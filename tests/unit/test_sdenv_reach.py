@@ -81,6 +81,14 @@ def test_http_probe_answers_and_refuses_with_head_only(server):
     assert all(auth is None for _, _, auth in SEEN)  # never a token
 
 
+def test_a_url_that_is_not_http_is_unreachable_not_a_crash():
+    # The preflight probes in its one module run before the value checks report such a URL (issue 21).
+    assert reach.probe_http("ftp://civitai.com/x", {}) == (
+        "unreachable",
+        "ftp://civitai.com/x is not an http(s) URL",
+    )
+
+
 def test_http_probe_goes_through_the_proxy_the_environment_names(server):
     # The "proxy" is the recorder: a plain-HTTP request through a proxy carries the absolute URL.
     environ = {"http_proxy": server, "NO_PROXY": "localhost"}
