@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import snapshot_facts as sf
 
@@ -104,3 +105,79 @@ def test_darwin_ps_and_lsof_parsing():
     assert not sf._launcher_hits(
         ["python3", "launch.py"], "/Users/dummy/other", "/Users/dummy/stable-diffusion-webui"
     )
+
+
+def test_facts_commands_run_as_the_owner_with_the_environment_sudo_gives():
+    owner = {"name": "dummy", "uid": 501, "gid": 20, "groups": [20, 80], "home": "/nonexistent/dummy"}
+    environ = {
+        "HOME": "/root",
+        "PATH": "/root/bin:/usr/bin",
+        "LANG": "ja_JP.UTF-8",
+        "SSH_AUTH_SOCK": "/tmp/s",
+    }
+    args = sf.as_user_args(owner, environ=environ, euid=0)
+    assert (args["user"], args["group"], args["extra_groups"]) == (501, 20, [20, 80])
+    assert args["env"] == {
+        "HOME": "/nonexistent/dummy",
+        "USER": "dummy",
+        "LOGNAME": "dummy",
+        "PATH": sf.SECURE_PATH,
+        "LANG": "ja_JP.UTF-8",
+    }, "root's environment (its HOME, PATH, agent socket) must not reach the owner's commands"
+    assert args["cwd"] == "/", "a home that is not there is no working directory"
+    # Already the owner: the same environment, no switch. No owner: the command runs as it always did.
+    same = sf.as_user_args(owner, environ=environ, euid=501)
+    assert "user" not in same and same["env"]["HOME"] == "/nonexistent/dummy"
+    assert sf.as_user_args(None) == {}
+
+
+def test_a_caller_that_cannot_switch_gets_the_fact_absent_with_a_reason(monkeypatch):
+    owner = {"name": "dummy", "uid": os.geteuid() + 1, "gid": 20, "groups": [20], "home": "/"}
+    monkeypatch.setattr(sf.os, "geteuid", lambda: 4242)
+    rc, _, err = sf._run(["true"], owner=owner)
+    assert rc == 126 and "uid 4242 cannot run commands as dummy" in err
+
+
+def test_account_reads_the_password_database():
+    import pwd
+
+    me = pwd.getpwuid(os.getuid())
+    found = sf.account(me.pw_name)
+    assert (found["uid"], found["gid"], found["home"]) == (me.pw_uid, me.pw_gid, me.pw_dir)
+    assert me.pw_gid in found["groups"]
+    assert sf.account("sdt-no-such-account-0f3a") is None
+
+
+def test_gather_as_the_owner_reads_git_as_that_account(tmp_path, monkeypatch):
+    """Run as root, git refuses a repository another account owns ("dubious ownership"): the facts are only
+    found because git runs as the owner. As any other user, the owner is the caller itself."""
+    import pwd
+    import shutil
+    import tempfile
+
+    if os.geteuid() == 0:
+        nobody = pwd.getpwnam("nobody")
+        base = Path(tempfile.mkdtemp(prefix="sdt-facts-", dir="/var/tmp"))  # pytest's tmp_path is 0700 root
+        os.chmod(base, 0o755)  # noqa: S103 - nobody reads the tree below it
+        try:
+            tree = base / "tree"
+            tree.mkdir()
+            run = dict(capture_output=True, check=True, user=nobody.pw_uid, group=nobody.pw_gid, extra_groups=[],
+                       env={"HOME": str(tree), "PATH": sf.SECURE_PATH, "GIT_CONFIG_GLOBAL": "/dev/null"})  # fmt: skip
+            os.chown(tree, nobody.pw_uid, nobody.pw_gid)
+            subprocess.run(["git", "init", "-q", str(tree)], **run)
+            subprocess.run(["git", "-C", str(tree), "-c", "user.name=t", "-c", "user.email=t@e", "commit", "-q",
+                            "--allow-empty", "-m", "c"], **run)  # fmt: skip
+            # No safe.directory of root's own config may let root read it: git's own refusal is the point here.
+            monkeypatch.setenv("GIT_CONFIG_GLOBAL", "/dev/null")
+            monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+            assert sf.gather(str(tree))["webui"] is None, "root read another account's repository"
+            facts = sf.gather(str(tree), owner=sf.account("nobody"))
+        finally:
+            shutil.rmtree(base)
+    else:
+        subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+        subprocess.run(["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@e", "commit", "-q",
+                        "--allow-empty", "-m", "c"], check=True)  # fmt: skip
+        facts = sf.gather(str(tmp_path), owner=sf.account(pwd.getpwuid(os.geteuid()).pw_name))
+    assert facts["webui"]["dirty"] is False and len(facts["webui"]["commit"]) == 40

@@ -7,6 +7,9 @@ short_description: Snapshot, list, check, prune and roll back the working enviro
 description:
   - Content-addressed store (format in roles/snapshot/README.md); every operation takes the store's flock.
   - C(state=facts) gathers the manifest facts and must run as the environment's owner (become_user).
+  - With O(facts_user), C(state=snapshot) and C(state=rollback) gather the manifest facts themselves, every
+    command of it run as that account, so a snapshot is one module run after the preflight. When the
+    account does not exist they do nothing and return C(account=false) (the role says why in one sentence).
 options:
   state:
     description: What to do.
@@ -41,6 +44,12 @@ options:
     elements: str
     default: []
   brew: {description: The brew executable for facts (only when the toolkit installed Homebrew)., type: path}
+  facts_user:
+    description:
+      - The environment's owner. With it, snapshot and rollback gather the facts (git, python, pip, brew) as
+        this account before they act, and do nothing (C(account=false)) when it does not exist. O(facts), when
+        given too, is used as it is instead (a rollback hands over the facts its plan gathered).
+    type: str
   lock_digest: {description: SHA-256 of the lock the host was provisioned from., type: str}
 """
 
@@ -64,14 +73,15 @@ plan:
   description: Per root, what a rollback removes, writes, links, creates and fixes, per top-level entry (groups) and what it keeps (kept).
   type: dict
   returned: rollback
-facts: {description: The gathered facts., type: dict, returned: facts}
+facts: {description: The gathered facts., type: dict, returned: "facts; rollback in check mode with facts_user"}
+account: {description: False when O(facts_user) names no account (nothing was done)., type: bool, returned: when facts_user is given}
 prune: {description: Snapshots forgotten and bytes freed., type: dict, returned: prune}
 """
 
 import os
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.snapshot_facts import diff_facts, gather, homebrew_roots, running_webui
+from ansible.module_utils.snapshot_facts import account, diff_facts, gather, homebrew_roots, running_webui
 from ansible.module_utils.snapshot_retention import RetentionError, normalize_policy
 from ansible.module_utils.snapshot_store import SnapshotError, Store
 from ansible.module_utils.snapshot_store.report import plan_text, result_lines, snapshot_table
@@ -114,6 +124,7 @@ def main():
             "user_data": {"type": "list", "elements": "str", "default": []},
             "brew": {"type": "path"},
             "lock_digest": {"type": "str"},
+            "facts_user": {"type": "str"},
         },
         required_if=[
             ("state", s, ["store"])
@@ -125,8 +136,14 @@ def main():
     try:
         if p["state"] == "facts":
             module.exit_json(changed=False, facts=gather(p["webui_dir"] or "", brew=p["brew"]))
-        store = Store(p["store"])
         facts = dict(p["facts"] or {})
+        if p["facts_user"] and p["state"] in ("snapshot", "rollback"):
+            owner = account(p["facts_user"])
+            if owner is None:
+                module.exit_json(changed=False, account=False, msg=f"There is no account {p['facts_user']}.")
+            if not facts:
+                facts = gather(p["webui_dir"] or "", brew=p["brew"], owner=owner)
+        store = Store(p["store"])
         if p["lock_digest"]:
             facts["lock_digest"] = p["lock_digest"]
         roots = list(p["paths"]) + homebrew_roots(p["record_path"], p["user"])
@@ -192,6 +209,8 @@ def main():
             "after": "\n".join(diff_facts(before_facts, target["facts"]) + plan) + "\n",
         }
         res["lines"] = plan if module.check_mode else ([note] if note else []) + result_lines(res, target)
+        if module.check_mode and p["facts_user"]:
+            res["facts"] = facts  # the rollback that follows the plan records these in its before-snapshot
         warn(module, res.pop("warnings", []))
         module.exit_json(id=res.get("before"), **res)
     except (SnapshotError, RetentionError) as e:

@@ -1,40 +1,99 @@
 """The facts a snapshot manifest records, their diff, and whether the WebUI is running from a tree.
 
 Facts are gathered as the user who owns the environment (git refuses a root caller on another user's
-repository, brew refuses root): the role runs `env_snapshot state=facts` with become_user and hands the
-result to the snapshot. A fact that cannot be gathered is null, with the reason under "absent".
+repository, brew refuses root). The snapshot and rollback runs of `env_snapshot` gather them themselves:
+the module runs as root, and every command it starts for the facts runs as the owner (its uid, gid and
+groups, the environment `sudo -u` gives), so one module run does what a become_user task plus the
+snapshot did in two. A fact that cannot be gathered is null, with the reason under "absent".
 """
 
 from __future__ import annotations
 
 import json
 import os
+import pwd
 import re
 import subprocess
 import sys
 
 LAUNCHERS = ("launch.py", "webui.sh", "webui.py")
+# The PATH sudo's secure_path gives a become_user task (Debian's and macOS's default), so the owner's
+# commands resolve as they did when the facts were a become_user task of their own.
+SECURE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
-def _run(argv: list[str], cwd: str | None = None, timeout: int = 120) -> tuple[int, str, str]:
+def account(name: str) -> dict | None:
+    """The account the facts are read as ({name, uid, gid, groups, home}), or None when there is none."""
     try:
-        p = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False)
+        entry = pwd.getpwnam(name)
+    except KeyError:
+        return None
+    groups = os.getgrouplist(name, entry.pw_gid)
+    limit = os.sysconf("SC_NGROUPS_MAX") if "SC_NGROUPS_MAX" in os.sysconf_names else len(groups)
+    return {
+        "name": name,
+        "uid": entry.pw_uid,
+        "gid": entry.pw_gid,
+        "groups": groups[: max(limit, 1)],  # macOS caps setgroups at 16
+        "home": entry.pw_dir,
+    }
+
+
+def as_user_args(owner: dict | None, environ=None, euid: int | None = None) -> dict:
+    """subprocess.run arguments that run a command as `owner` with the environment `sudo -u` gives (HOME,
+    USER, LOGNAME, secure PATH, the locale), in its home; {} when no owner is given or this process is the
+    owner already. A caller that is neither root nor the owner cannot switch: ValueError names both."""
+    if owner is None:
+        return {}
+    environ = os.environ if environ is None else environ
+    euid = os.geteuid() if euid is None else euid
+    env = {"HOME": owner["home"], "USER": owner["name"], "LOGNAME": owner["name"], "PATH": SECURE_PATH}
+    env.update({k: v for k, v in environ.items() if k in ("LANG", "LC_ALL", "LC_CTYPE")})
+    cwd = owner["home"] if os.path.isdir(owner["home"]) else "/"
+    if euid == owner["uid"]:
+        return {"env": env, "cwd": cwd}
+    if euid != 0:
+        raise ValueError(
+            f"uid {euid} cannot run commands as {owner['name']} (uid {owner['uid']}): run as root"
+        )
+    return {
+        "env": env,
+        "cwd": cwd,
+        "user": owner["uid"],
+        "group": owner["gid"],
+        "extra_groups": owner["groups"],
+    }
+
+
+def _run(
+    argv: list[str], cwd: str | None = None, timeout: int = 120, owner: dict | None = None
+) -> tuple[int, str, str]:
+    try:
+        extra = as_user_args(owner)
+    except ValueError as e:
+        return 126, "", str(e)
+    if cwd is not None:
+        extra["cwd"] = cwd
+    try:
+        p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False, **extra)
     except FileNotFoundError:
         return 127, "", f"{argv[0]} not found"
     except subprocess.TimeoutExpired:
         return 124, "", f"{' '.join(argv)} timed out after {timeout} s"
+    except OSError as e:  # switching to the owner failed (setgroups, setuid)
+        return 126, "", f"{argv[0]} could not run as {owner['name'] if owner else 'this user'}: {e.strerror}"
     return p.returncode, p.stdout, p.stderr.strip()
 
 
-def git_state(path: str) -> tuple[dict | None, str | None]:
+def git_state(path: str, owner: dict | None = None) -> tuple[dict | None, str | None]:
     """({"commit", "dirty", "changes"} or None, reason when absent)."""
     if not os.path.isdir(os.path.join(path, ".git")) and not os.path.isfile(os.path.join(path, ".git")):
         return None, f"{path} is not a git checkout"
-    rc, out, err = _run(["git", "-C", path, "rev-parse", "HEAD"])
+    rc, out, err = _run(["git", "-C", path, "rev-parse", "HEAD"], owner=owner)
     if rc != 0:
         return None, f"git rev-parse failed in {path}: {err}"
     commit = out.strip()
-    rc, out, err = _run(["git", "-C", path, "status", "--porcelain", "--untracked-files=no"])
+    rc, out, err = _run(["git", "-C", path, "status", "--porcelain", "--untracked-files=no"], owner=owner)
     if rc != 0:
         return None, f"git status failed in {path}: {err}"
     changes = [ln for ln in out.splitlines() if ln.strip()]
@@ -68,17 +127,20 @@ def parse_brew_versions(text: str) -> dict:
     return out
 
 
-def gather(webui_dir: str, venv_dir: str | None = None, brew: str | None = None) -> dict:
-    """Everything the manifest records that can be found on this host; null + reason for the rest."""
+def gather(
+    webui_dir: str, venv_dir: str | None = None, brew: str | None = None, owner: dict | None = None
+) -> dict:
+    """Everything the manifest records that can be found on this host; null + reason for the rest. With
+    `owner` (account()), every command runs as that account."""
     facts: dict = {"absent": {}}
     absent = facts["absent"]
-    facts["webui"], why = git_state(webui_dir)
+    facts["webui"], why = git_state(webui_dir, owner)
     if why:
         absent["webui"] = why
     repos = {}
     rdir = os.path.join(webui_dir, "repositories")
     for name in sorted(os.listdir(rdir)) if os.path.isdir(rdir) else []:
-        state, why = git_state(os.path.join(rdir, name))
+        state, why = git_state(os.path.join(rdir, name), owner)
         repos[name] = state
         if why:
             absent[f"repositories/{name}"] = why
@@ -86,11 +148,11 @@ def gather(webui_dir: str, venv_dir: str | None = None, brew: str | None = None)
     venv = venv_dir or os.path.join(webui_dir, "venv")
     py = os.path.join(venv, "bin", "python")
     if os.path.exists(py):
-        rc, out, err = _run([py, "-VV"])
+        rc, out, err = _run([py, "-VV"], owner=owner)
         facts["python"] = out.strip() if rc == 0 else None
         if rc != 0:
             absent["python"] = f"{py} -VV failed: {err}"
-        rc, out, err = _run([py, "-m", "pip", "freeze", "--all"], timeout=300)
+        rc, out, err = _run([py, "-m", "pip", "freeze", "--all"], timeout=300, owner=owner)
         facts["pip_freeze"] = parse_pip_freeze(out) if rc == 0 else None
         if rc != 0:
             absent["pip_freeze"] = f"pip freeze failed: {err[:200]}"
@@ -98,7 +160,7 @@ def gather(webui_dir: str, venv_dir: str | None = None, brew: str | None = None)
         facts["python"] = facts["pip_freeze"] = None
         absent["python"] = absent["pip_freeze"] = f"no venv at {venv}"
     if brew and os.path.exists(brew):
-        rc, out, err = _run([brew, "list", "--versions"])
+        rc, out, err = _run([brew, "list", "--versions"], owner=owner)
         facts["brew"] = parse_brew_versions(out) if rc == 0 else None
         if rc != 0:
             absent["brew"] = f"brew list failed: {err[:200]}"
