@@ -49,6 +49,12 @@ def test_the_webui_gets_its_own_flags_for_the_store():
     }
 
 
+def test_snapshots_name_the_stores_models_from_the_same_folders():
+    from snapshot_store import format as snapshot_format
+
+    assert set(snapshot_format.MODEL_DIRS) == {"models/"} | {d + "/" for d in model_store.KIND_DIRS.values()}
+
+
 def test_the_jinja_filters_are_the_same_mapping():
     spec = importlib.util.spec_from_file_location(
         "layout_filter", ROOT / "plugins/filter/model_store_layout.py"
@@ -263,3 +269,50 @@ def test_a_legacy_file_swapped_after_the_plan_is_not_moved(layout):
         m.apply(steps)
     assert layout["legacy"]["c"].read_bytes() == b"swapped in"
     assert not layout["dest"]["c"].exists()
+
+
+# --- snapshots and rollback across the move -------------------------------------------------------------------
+
+
+def test_a_snapshot_of_the_store_names_its_models_by_sha256(layout, tmp_path):
+    import snapshot_store
+
+    for key in ("c", "l"):
+        layout["dest"][key].parent.mkdir(parents=True, exist_ok=True)
+        layout["dest"][key].write_bytes(layout["bytes"][key])
+    (layout["store"] / "checkpoints" / "notes.txt").write_text("not a model")
+    snaps = snapshot_store.Store(str(tmp_path / "snapshots"))
+    facts = snaps.snapshot([str(layout["store"])])["manifest"]["facts"]["models"]
+    assert facts == {str(layout["dest"][k]): sha(layout["bytes"][k]) for k in ("c", "l")}
+
+
+def test_an_older_snapshot_still_rolls_back_and_the_next_move_drops_its_copies(layout, tmp_path):
+    """A snapshot taken before the store (the WebUI tree its only root, the models in it) brings that layout
+    back whole, leaving the store (not one of its roots) as it is; the next provision then finds the same
+    bytes in both places and removes the tree's copies, without a download. A newer snapshot brings both."""
+    import snapshot_store
+
+    for key in ("c", "l"):
+        layout["legacy"][key].write_bytes(layout["bytes"][key])
+    snaps = snapshot_store.Store(str(tmp_path / "snapshots"))
+    older = snaps.snapshot([str(layout["webui"])])["id"]
+    m = mover(layout)
+    m.apply(m.plan())
+    newer = snaps.snapshot([str(layout["webui"]), str(layout["store"])])["id"]
+    after_move = tree_state(layout["home"])
+
+    snaps.rollback(older)
+    for key in ("c", "l"):
+        assert layout["legacy"][key].read_bytes() == layout["bytes"][key]
+        assert layout["dest"][key].read_bytes() == layout["bytes"][key]
+
+    steps = mover(layout).plan()
+    assert [s.action for s in steps] == ["drop", "drop"]
+    mover(layout).apply(steps)
+    assert not any(layout["legacy"][k].exists() for k in ("c", "l"))
+    assert all(layout["dest"][k].read_bytes() == layout["bytes"][k] for k in ("c", "l"))
+
+    snaps.rollback(newer)
+    assert {p: v[0] for p, v in tree_state(layout["home"]).items()} == {
+        p: v[0] for p, v in after_move.items()
+    }
