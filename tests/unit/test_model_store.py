@@ -316,3 +316,32 @@ def test_an_older_snapshot_still_rolls_back_and_the_next_move_drops_its_copies(l
     assert {p: v[0] for p, v in tree_state(layout["home"]).items()} == {
         p: v[0] for p, v in after_move.items()
     }
+
+
+# --- make bench BENCH=models: the store's disk figure --------------------------------------------------------
+
+
+def test_the_bench_counts_each_model_once_and_the_move_adds_no_copy(tmp_path):
+    from tests.bench import bench_models
+
+    a = tmp_path / "a"
+    a.mkdir()
+    (a / "m.safetensors").write_bytes(os.urandom(1 << 16))
+    (a / "notes.txt").write_bytes(os.urandom(1 << 16))  # not a model
+    one = bench_models.models_disk(a)
+    assert one >= 1 << 16
+    b = tmp_path / "b"
+    b.mkdir()
+    os.link(a / "m.safetensors", b / "m.safetensors")
+    assert bench_models.models_disk(a, b) == one  # a second name for the same bytes is no second copy
+    (b / "m.safetensors").unlink()
+    shutil.copyfile(a / "m.safetensors", b / "m.safetensors")
+    assert bench_models.models_disk(a, b) == 2 * one
+
+    data = random_safetensors(200_000, seed=3)
+    present = tmp_path / "present.safetensors"
+    present.write_bytes(data)
+    work = tmp_path / "work"
+    work.mkdir()
+    moved = bench_models.bench_store_move(work, present, sha(data))
+    assert moved["after"] == moved["before"] > 0 and moved["in_webui"] == 0
