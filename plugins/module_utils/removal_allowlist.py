@@ -2,9 +2,10 @@
 
 For one account they may delete only:
 - the account's home (`/home/NAME` on Linux, `/Users/NAME` on macOS) and anything inside it;
-- the WebUI tree the provision record names for it, only where the preflight would accept it as the WebUI
-  directory (sdenv_system_paths: in the account's home, or outside every system tree, root's home and every
-  other account's home), judged as named and as the file system resolves it;
+- the WebUI tree and the model store the provision record names for it, only where the preflight would
+  accept each as a directory the dummy owns (sdenv_system_paths: in the account's home, or outside every
+  system tree, root's home and every other account's home), judged as named and as the file system resolves
+  it;
 - the Homebrew prefix the record says the toolkit installed: the whole `/opt/homebrew` (Apple Silicon, where
   Homebrew owns the prefix alone), or on Intel only Homebrew's own entries in the shared `/usr/local` (its
   repository, Cellar, Caskroom, Frameworks, var/homebrew, bin/brew, and the links brew made into them);
@@ -118,6 +119,7 @@ class RemovalAllowlist:
         action="reset-dummy",
         accounts=(),
         first_regular_uid=1000,
+        model_store=None,
     ):
         self.user, self.action, self.home_roots = user, action, tuple(home_roots)
         self.accounts, self.first_regular_uid = list(accounts), first_regular_uid
@@ -129,7 +131,9 @@ class RemovalAllowlist:
         if self.home:
             self.trees.append((self.home, "its home"))
         if webui_dir:
-            self._webui(webui_dir)
+            self._dummy_tree(webui_dir, "WebUI tree")
+        if model_store:
+            self._dummy_tree(model_store, "model store")
         if homebrew_prefix:
             self._homebrew(homebrew_prefix)
         self.state_dir = None
@@ -183,18 +187,17 @@ class RemovalAllowlist:
         problem = SYSTEM_PATHS.problem(path, kind, self.accounts, self.user, self.first_regular_uid)
         return f"the preflight expects {problem}" if problem else None
 
-    def _webui(self, webui_dir):
-        problem = form_problem(webui_dir) or self._place_problem(webui_dir.rstrip("/"), "dummy")
-        problem = problem or self._usable_root(webui_dir)
-        if problem is None and self._in_another_home(webui_dir):
+    def _dummy_tree(self, path, what):
+        """A directory of the dummy's the record names (its WebUI tree, its model store)."""
+        problem = form_problem(path) or self._place_problem(path.rstrip("/"), "dummy")
+        problem = problem or self._usable_root(path)
+        if problem is None and self._in_another_home(path):
             problem = "it is inside another account's home"
         if problem:
-            self.unusable[webui_dir] = (
-                f"the WebUI tree {webui_dir} the record names cannot be deleted: {problem}"
-            )
+            self.unusable[path] = f"the {what} {path} the record names cannot be deleted: {problem}"
             return
-        self.trees.append((webui_dir.rstrip("/"), "its WebUI tree"))
-        self.judged[webui_dir.rstrip("/")] = (webui_dir.rstrip("/"), "dummy")
+        self.trees.append((path.rstrip("/"), f"its {what}"))
+        self.judged[path.rstrip("/")] = (path.rstrip("/"), "dummy")
 
     def _homebrew(self, prefix):
         prefix = prefix.rstrip("/") or "/"
@@ -321,6 +324,7 @@ def allowlist_for(
         action=action,
         accounts=host_accounts() if accounts is None else accounts,
         first_regular_uid=first_regular_uid,
+        model_store=(components.get("models") or {}).get("store"),
     )
 
 

@@ -281,6 +281,7 @@ RULES = {
     "sdenv_bundle_platform": EmptyOr(PLATFORM, "for this machine's platform"),
     # models
     "sdenv_models_enabled": ListOf(MODEL_NAME),
+    "sdenv_model_store": Path("dummy"),
     "sdenv_models_bundle_dirs": ListOf(Path("place")),
     "sdenv_models_deep": Flag(),
     "sdenv_strict": Flag(),
@@ -605,7 +606,10 @@ def venv_is_pinned_for_this_host(ctx):
 
 
 # Settings whose directory the dummy owns (it could replace anything below them).
-DUMMY_PLACES = ("sdenv_user_home", "sdenv_webui_dir", "sdenv_webui_hf_home")
+DUMMY_PLACES = ("sdenv_user_home", "sdenv_webui_dir", "sdenv_webui_hf_home", "sdenv_model_store")
+# The apps' own folders: the model store lies apart from each, so deleting an app's folder never deletes a
+# model, and no app's tree is inside the store.
+APP_DIRS = ("sdenv_webui_dir",)
 
 
 def places_are_apart(ctx):
@@ -663,6 +667,25 @@ def places_are_apart(ctx):
                     name, path, f"{what} apart from {root}, which snapshots capture (sdenv_snapshot_paths)"
                 )
                 return
+
+
+def store_is_apart_from_the_apps(ctx):
+    """The model store is neither inside an app's folder nor above one (module_utils/model_store.py)."""
+    store = ctx.values.get("sdenv_model_store")
+    if "sdenv_model_store" in ctx.failed or not is_normal_absolute(store):
+        return
+    for name in APP_DIRS:
+        app = ctx.values.get(name)
+        if name in ctx.failed or not is_normal_absolute(app):
+            continue
+        if inside(store, app) or inside(app, store):
+            yield Problem(
+                "sdenv_model_store",
+                store,
+                f"a directory apart from {app} ({name}): deleting an app's folder must never delete a model,"
+                " and an app's tree is no place for the store (the default is ~/sd-models)",
+            )
+            return
 
 
 # Directories root writes in whose real place on the host the preflight judges (action sdenv_preflight asks
@@ -747,6 +770,11 @@ CROSS = [
         ["webui:main"],
     ),
     Cross("places apart", ["sdenv_state_dir"], places_are_apart),
+    Cross(
+        "the model store apart from the apps",
+        ["sdenv_model_store", "sdenv_webui_dir"],
+        store_is_apart_from_the_apps,
+    ),
     *(
         Cross(f"where {name} resolves", [name], lambda ctx, name=name: places_reach_no_links(ctx, name))
         for name in RESOLVED_PLACES

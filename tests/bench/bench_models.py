@@ -14,6 +14,11 @@ with the toolkit (who goes first alternates too), and the median of the rounds i
   resolve 10 ms (MAX_TASK_ROUNDS at most). Target: <= 10 ms per model at any size.
 - DEEP re-hash: model_file's hashing (deep=true) vs `openssl dgst -sha256` (and sha256sum for reference).
   Target: >= 0.9x openssl's throughput.
+- the model store: an older provision's checkpoint in the WebUI tree (models/Stable-diffusion) moved into the
+  store by module_utils/model_store_move.py (SHA256 checked, hard link, no download), vs model_file's download
+  of the same file; and the disk the models take across the store and the WebUI tree before and after, each
+  file counted once per inode (models_disk). Target: the move adds <= 1% of the model's size on disk (one
+  copy whatever the number of apps reading the store) and takes less time than the download.
 SDENV_BENCH_DIR picks where the files go (default: a new directory under /var/tmp); removed at the end.
 """
 
@@ -348,6 +353,7 @@ def main() -> int:
         ours(present, url, sha, cache)  # the deep runs refreshed the cache entry; make sure it is there
         rr = bench_rerun(work, present, url, sha, cache)
         own = fast_path_work(present, sha, cache)
+        mv = bench_store_move(work, present, sha)
 
         gib = SIZE / (1 << 30)
         rows = []
@@ -420,6 +426,20 @@ def main() -> int:
                 rh_ratio >= 0.9,
             )
         )
+        added = mv["after"] - mv["before"]
+        rows.append(
+            (
+                "model store: move 1 GiB out of the WebUI tree",
+                f"verified move {mv['seconds']:.2f} s (one SHA256 pass, no download); models on disk "
+                f"{mv['before'] / 2**20:.0f} MiB before, {mv['after'] / 2**20:.0f} MiB after, "
+                f"{mv['in_webui'] / 2**20:.0f} MiB left in the WebUI tree (it reads the store through its flags)",
+                f"model_file download {dl['ours']:.2f} s",
+                f"{added / SIZE:+.2%} of the model's size on disk, {dl['ours'] / mv['seconds']:.1f}x faster than "
+                "the download",
+                "<= 1% added, faster",
+                added <= SIZE // 100 and mv["seconds"] < dl["ours"],
+            )
+        )
         print()
         for what, mine, peer, ratio, target, ok in rows:
             print(
@@ -438,6 +458,56 @@ def main() -> int:
             server.kill()
             server.wait()
         shutil.rmtree(work, ignore_errors=True)
+
+
+MODEL_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
+
+
+def models_disk(*roots) -> int:
+    """Bytes the model files under `roots` take on disk (allocated blocks), each inode counted once: a model
+    two apps see through a hard link, or one read through flags from the store, is one copy."""
+    seen, total = set(), 0
+    for root in roots:
+        for folder, _dirs, files in os.walk(root):
+            for name in files:
+                if not name.endswith(MODEL_SUFFIXES):
+                    continue
+                st = os.lstat(os.path.join(folder, name))
+                if (st.st_dev, st.st_ino) not in seen:
+                    seen.add((st.st_dev, st.st_ino))
+                    total += st.st_blocks * 512
+    return total
+
+
+def bench_store_move(work: Path, present: Path, sha: str) -> dict:
+    """Move a copy of the installed 1 GiB checkpoint from a WebUI tree into the model store, as role models
+    does for an older provision; the disk the models take before and after, and the move's time."""
+    sys.path.insert(0, str(ROOT / "plugins" / "module_utils"))
+    sys.path.insert(0, str(ROLE / "module_utils"))
+    import model_store
+    import model_store_move
+
+    home = work / "home"
+    webui, store = home / "stable-diffusion-webui", home / "sd-models"
+    legacy = Path(model_store.webui_kind_dirs(str(webui))["checkpoint"]) / "m.safetensors"
+    legacy.parent.mkdir(parents=True)
+    shutil.copyfile(present, legacy)  # a file of its own, as the older provision left it
+    for folder in model_store.kind_dirs(str(store)).values():
+        os.makedirs(folder)
+    before = models_disk(webui, store)
+    model = {"name": "m", "kind": "checkpoint", "file": "m.safetensors", "sha256": sha}
+    mover = model_store_move.StoreMover(str(store), str(webui), [model], str(work / "store-cache.json"))
+    t = time.monotonic()
+    mover.apply(mover.plan())
+    seconds = time.monotonic() - t
+    moved = Path(model_store.store_path(str(store), "checkpoint", "m.safetensors"))
+    assert moved.is_file() and not legacy.exists(), "the move did not happen"
+    return {
+        "seconds": seconds,
+        "before": before,
+        "after": models_disk(webui, store),
+        "in_webui": models_disk(webui),
+    }
 
 
 def fmt(groups) -> str:

@@ -179,7 +179,7 @@ def test_bundle_provisions_a_machine_with_no_network(world):
     home = Path(pwd.getpwnam(world["user"]).pw_dir)
     webui = home / "stable-diffusion-webui"
     assert (webui / "venv" / ".sdenv-venv.json").is_file()
-    assert (webui / "models" / "Stable-diffusion" / "sdtckpt.safetensors").is_file()
+    assert (home / "sd-models" / "checkpoints" / "sdtckpt.safetensors").is_file()
     origin = subprocess.run(["git", "-c", "safe.directory=*", "-C", str(webui), "remote", "get-url", "origin"],
                             capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
     assert origin.startswith(world["server"].url), "origin must name the lock's URL, not the bundle"

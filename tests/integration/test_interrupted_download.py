@@ -78,7 +78,7 @@ def setup(test_inventory, webui, server, tmp_path):  # noqa: F811 (webui is the 
         }
     ]
     inventory = test_inventory(**host_vars(webui, {"lock": lock}, tmp_path))
-    dest = webui / "models" / "Stable-diffusion" / "testckpt.safetensors"
+    dest = webui.parent / "sd-models" / "checkpoints" / "testckpt.safetensors"  # the model store
     return {
         "inventory": inventory,
         "blob": blob,
@@ -189,6 +189,7 @@ def token_roots(setup):
             str(Path.home() / ".ansible_async"),
             str(setup["inventory"].state_dir),
             str(setup["webui"]),
+            str(setup["dest"].parent),
         }
     )
 

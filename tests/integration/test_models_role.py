@@ -78,6 +78,11 @@ def models(server):
     }
 
 
+def store_of(webui):
+    """The model store of the `webui` fixture's account (settings.yml's default, ~/sd-models)."""
+    return webui.parent / "sd-models"
+
+
 def run_role(inventory, tmp_path, env=None, check=False, timeout=600):
     playbook = tmp_path / "models-only.yml"
     playbook.write_text(
@@ -164,10 +169,11 @@ def test_install_progress_rerun_and_cache(test_inventory, webui, models, server,
     assert storage and all(r["authorization"] is None and r["host"].startswith("localhost:") for r in storage)
 
     user = pwd.getpwnam(inventory.user)
-    ckpt = webui / "models" / "Stable-diffusion" / "testckpt.safetensors"
-    lora = webui / "models" / "Lora" / "testlora.safetensors"
+    ckpt = store_of(webui) / "checkpoints" / "testckpt.safetensors"
+    lora = store_of(webui) / "loras" / "testlora.safetensors"
     assert ckpt.read_bytes() == models["ckpt"] and lora.read_bytes() == models["lora"]
-    for path in (ckpt, lora, ckpt.parent, lora.parent):
+    assert not (webui / "models").exists()  # nothing in the WebUI tree: it reads the store through its flags
+    for path in (ckpt, lora, ckpt.parent, lora.parent, store_of(webui)):
         st = path.stat()
         assert (st.st_uid, st.st_gid) == (user.pw_uid, user.pw_gid), path
     assert oct(ckpt.stat().st_mode & 0o777) == "0o644"
@@ -205,6 +211,42 @@ def test_install_progress_rerun_and_cache(test_inventory, webui, models, server,
     assert third.returncode == 0 and "VERIFIED=download,stat-cache" in third.stdout
     assert json.loads((webui / "cache.json").read_text()) == cache
 
+    # An older provision's layout: the models in the WebUI tree, the store empty. CHECK=1 shows the move and
+    # changes nothing; then they move into the store, checked against the lock, with no download.
+    legacy = {
+        ckpt: webui / "models" / "Stable-diffusion" / ckpt.name,
+        lora: webui / "models" / "Lora" / lora.name,
+    }
+    for new, old in legacy.items():
+        old.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(new, old)
+    requests_before = len(server.requests)
+    check = run_role(inventory, tmp_path, env=env, check=True)
+    assert check.returncode == 0, check.stdout[-3000:]
+    assert f"move {legacy[ckpt]} -> {ckpt} (SHA256 checked, no download)" in check.stdout, check.stdout[
+        -3000:
+    ]
+    assert all(old.exists() for old in legacy.values()) and not ckpt.exists() and not lora.exists()
+    moved = run_role(inventory, tmp_path, env=env)
+    assert moved.returncode == 0, moved.stdout[-3000:]
+    assert "VERIFIED=stat-cache,stat-cache" in moved.stdout  # hashed once by the move, not again
+    assert len(server.requests) == requests_before
+    assert ckpt.read_bytes() == models["ckpt"] and lora.read_bytes() == models["lora"]
+    assert not any(old.exists() for old in legacy.values())  # the WebUI lists nothing twice
+
+    # A file in the store the toolkit did not put there (no stat-cache entry) with other bytes: one sentence,
+    # and nothing changes (no download over it, the LoRA beside it untouched).
+    (state / "stat-cache.json").unlink()
+    ckpt.write_bytes(b"the user's own fine-tune")
+    lora_mtime = lora.stat().st_mtime_ns
+    mine = run_role(inventory, tmp_path, env=env)
+    said = " ".join(mine.stdout.split())
+    assert mine.returncode != 0 and "Traceback" not in mine.stdout
+    assert f"{ckpt} holds other bytes than model testckpt of the lock" in said, said[-3000:]
+    assert "move your file elsewhere or give it another name" in said
+    assert ckpt.read_bytes() == b"the user's own fine-tune" and lora.stat().st_mtime_ns == lora_mtime
+    assert len(server.requests) == requests_before
+
 
 def test_kill_9_of_the_module_then_resume(test_inventory, webui, models, server, tmp_path):
     models["lock"] = models["lock"][:1]
@@ -212,7 +254,7 @@ def test_kill_9_of_the_module_then_resume(test_inventory, webui, models, server,
     inventory = test_inventory(**host_vars(webui, models, tmp_path))
     env = {"SDT_MODELS_TOKEN": TOKEN}
     progress_files = (inventory.state_dir / "models").glob
-    part = webui / "models" / "Stable-diffusion" / "testckpt.safetensors.part"
+    part = store_of(webui) / "checkpoints" / "testckpt.safetensors.part"
     payloads_before = ansiballz_payload_dirs("model_file")
     first = subprocess.Popen(
         [
@@ -248,7 +290,7 @@ def test_kill_9_of_the_module_then_resume(test_inventory, webui, models, server,
     assert first.returncode != 0
     assert "ended without a result" in output and "run again to resume" in output, output[-3000:]
     assert "Traceback" not in output, output[-4000:]
-    assert not (webui / "models" / "Stable-diffusion" / "testckpt.safetensors").exists()
+    assert not (store_of(webui) / "checkpoints" / "testckpt.safetensors").exists()
     kept = part.stat().st_size
     assert 0 < kept < len(models["ckpt"])
 
@@ -258,7 +300,7 @@ def test_kill_9_of_the_module_then_resume(test_inventory, webui, models, server,
     resume = server.requests_to("/bucket/ckpt")[-1]
     assert resume["range"] == f"bytes={kept}-"
     assert resume["sent"] == len(models["ckpt"]) - kept
-    assert (webui / "models" / "Stable-diffusion" / "testckpt.safetensors").read_bytes() == models["ckpt"]
+    assert (store_of(webui) / "checkpoints" / "testckpt.safetensors").read_bytes() == models["ckpt"]
 
 
 def _playbook(tmp_path):
@@ -290,7 +332,7 @@ def test_no_network_is_one_sentence_naming_the_alternatives(test_inventory, webu
         in result.stdout
     )
     assert "Traceback" not in result.stdout
-    assert not list((webui / "models" / "Stable-diffusion").iterdir())
+    assert not list((store_of(webui) / "checkpoints").iterdir())
 
 
 def test_a_rejected_download_is_kept_root_only_in_the_state_directory(
@@ -307,7 +349,7 @@ def test_a_rejected_download_is_kept_root_only_in_the_state_directory(
     assert rejected.read_bytes() == models["lora"]
     assert (rejected.stat().st_uid, rejected.stat().st_mode & 0o777) == (0, 0o600)
     assert (rejected.parent.stat().st_uid, rejected.parent.stat().st_mode & 0o777) == (0, 0o700)
-    assert [p for p in webui.rglob("*") if p.is_file()] == []  # nothing in the WebUI tree
+    assert [p for p in store_of(webui).rglob("*") if p.is_file()] == []  # nothing in the store
     as_dummy = subprocess.run(
         ["runuser", "-u", throwaway_user, "--", "cat", str(rejected)], capture_output=True
     )
@@ -318,7 +360,7 @@ def test_bundle_directory_serves_an_offline_machine(test_inventory, webui, model
     inventory = offline_inventory(test_inventory, webui, models, tmp_path)
     result = run_role(inventory, tmp_path)
     assert result.returncode == 0, result.stdout[-3000:]
-    assert (webui / "models" / "Lora" / "testlora.safetensors").read_bytes() == models["lora"]
+    assert (store_of(webui) / "loras" / "testlora.safetensors").read_bytes() == models["lora"]
 
 
 def test_make_pin_models_shows_then_records(test_inventory, make_target, models, server, tmp_path):
@@ -498,19 +540,21 @@ def test_a_cache_json_linked_to_a_root_only_file_is_refused_and_the_file_stays_r
     assert untouched(root_only) and (webui / "cache.json").is_symlink()
 
 
-@pytest.mark.parametrize("folder", ["Lora", "Stable-diffusion"])
+@pytest.mark.parametrize("folder", ["stable-diffusion-webui/models/Stable-diffusion", "sd-models/loras"])
 def test_a_model_folder_linked_to_a_root_owned_directory_gets_nothing(
     test_inventory, webui, models, tmp_path, root_only, folder
 ):
+    """The store's folders and, for the move out of it, the WebUI tree's old ones."""
     inventory = offline_inventory(test_inventory, webui, models, tmp_path)
     user = pwd.getpwnam(inventory.user)
-    (webui / "models").mkdir()
-    os.chown(webui / "models", user.pw_uid, user.pw_gid)
-    dummy_link(webui / "models" / folder, root_only, inventory.user)
+    home = webui.parent
+    (home / folder).parent.mkdir(parents=True, exist_ok=True)
+    os.chown((home / folder).parent, user.pw_uid, user.pw_gid)
+    dummy_link(home / folder, root_only, inventory.user)
     refused(
         inventory,
         tmp_path,
-        f"{webui}/models/{folder} is a symbolic link that another account can change, and the toolkit does not "
+        f"{home}/{folder} is a symbolic link that another account can change, and the toolkit does not "
         "follow links there",
     )
     assert untouched(root_only)

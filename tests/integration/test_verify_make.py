@@ -149,7 +149,7 @@ def test_verify_passes_then_names_each_broken_thing(fixture_host, make_target, p
 
     home = Path(inventory.variables.get("sdenv_user_home", f"/home/{inventory.user}"))
     webui = home / "stable-diffusion-webui"
-    models = webui / "models"
+    store = home / "sd-models"  # settings.yml's sdenv_model_store
 
     # The server verify started is the tree's own launch, exactly as webui.sh runs it: the dummy, the tree
     # as working directory and first on sys.path, its venv, webui-user.sh's settings, nothing fetched; and
@@ -182,7 +182,7 @@ def test_verify_passes_then_names_each_broken_thing(fixture_host, make_target, p
     as_user(inventory.user, "git", "-C", str(webui), "checkout", "-q", upstream.webui_shas[0])
 
     # 2. One byte of a model changed (in place: size and inode stay, mtime moves).
-    ckpt = models / "Stable-diffusion" / "sdtckpt.safetensors"
+    ckpt = store / "checkpoints" / "sdtckpt.safetensors"
     original = ckpt.read_bytes()
     with open(ckpt, "r+b") as handle:
         handle.seek(len(original) - 1)
@@ -193,7 +193,7 @@ def test_verify_passes_then_names_each_broken_thing(fixture_host, make_target, p
     ckpt.write_bytes(original)
 
     # 3. The LoRA removed: the static check and the LIVE LoRA checks all name it.
-    lora = models / "Lora" / "sdtglasses.safetensors"
+    lora = store / "loras" / "sdtglasses.safetensors"
     away = lora.with_name("sdtglasses.away")
     lora.rename(away)
     code, rows, result, _ = verify(make_target, inventory, LIVE=1)
@@ -303,7 +303,7 @@ def test_lifecycle_provision_snapshot_rollback_reset(served_fixture_host, make_t
 
     home = Path(f"/home/{inventory.user}")
     webui = home / "stable-diffusion-webui"
-    ckpt = webui / "models" / "Stable-diffusion" / "sdtckpt.safetensors"
+    ckpt = home / "sd-models" / "checkpoints" / "sdtckpt.safetensors"  # in the model store, a snapshot root
     ui_config = webui / "ui-config.json"
     stray = webui / "venv" / "sdt-added-by-pip.py"
     original_ckpt, original_ui = ckpt.read_bytes(), ui_config.read_bytes()

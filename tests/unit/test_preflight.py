@@ -69,7 +69,12 @@ def good_values():
         sdenv_webui_extra_args=["--skip-torch-cuda-test", "--use-cpu", "all", "--no-half"],
         sdenv_webui_hf_home="/home/dummy/.cache/huggingface",
         sdenv_snapshot_store="/srv/sdenv/snapshots/localhost",
-        sdenv_snapshot_paths=["/home/dummy/stable-diffusion-webui", "/home/dummy/.zprofile"],
+        sdenv_snapshot_paths=[
+            "/home/dummy/stable-diffusion-webui",
+            "/home/dummy/sd-models",
+            "/home/dummy/.zprofile",
+        ],
+        sdenv_model_store="/home/dummy/sd-models",
         sdenv_models_bundle_dirs=["/var/lib/sdenv/model-bundle"],
         sdenv_lock=lock(),
         sdenv_webui_platform="Linux-x86_64",
@@ -143,6 +148,16 @@ def test_the_sentence_names_where_the_setting_the_value_and_what_is_expected():
         "-e on the command line sets sdenv_webui_port to 80: expected a port number from 1024 to 65535 (below"
         " 1024 needs root, and the WebUI never runs as root)."
     )
+
+
+def test_the_model_store_lies_apart_from_the_webui_tree():
+    """Deleting an app's folder must never delete a model: the store is neither inside it nor above it."""
+    inside = one(sdenv_model_store="/home/dummy/stable-diffusion-webui/models")
+    assert "sdenv_model_store" in inside and "apart from /home/dummy/stable-diffusion-webui" in inside
+    assert "apart from" in one(
+        sdenv_model_store="/home/dummy", sdenv_snapshot_paths=["/home/dummy/.zprofile"]
+    )
+    assert "outside /etc, which belongs to the system" in one(sdenv_model_store="/etc/sd-models")
 
 
 @pytest.mark.parametrize(

@@ -450,3 +450,29 @@ def test_a_link_outside_brews_link_directories_is_refused_whatever_it_points_to(
 def test_home_roots_per_platform_are_the_systems_defaults():
     assert HOME_ROOTS == {"Linux": ("/home",), "Darwin": ("/Users",)}
     assert os.path.join(HOME_ROOTS["Darwin"][0], "dummy") == MAC_ARM.home
+
+
+def test_a_model_store_the_record_names_is_deletable_where_the_preflight_accepts_it():
+    """The store outside the home the record names (models.store) goes with the account, like its WebUI
+    tree; a store in a system tree or another account's home never does, whatever the record says."""
+    entry = {"components": {"models": {"store": "/srv/sd-models", "state_dir": "/var/lib/sdenv/models"}}}
+    allowlist = allowlist_for(
+        "dummy", entry, "/home/dummy", ("/home",), "/var/lib/sdenv", accounts=HOST_ACCOUNTS
+    )
+    assert allowlist.refusal("/srv/sd-models/checkpoints/a.safetensors") is None
+    assert allowlist.refusal("/srv/other") is not None
+    for bad in ("/etc/sd-models", "/home/alice/sd-models"):
+        entry = {"components": {"models": {"store": bad}}}
+        allowlist = allowlist_for(
+            "dummy", entry, "/home/dummy", ("/home",), "/var/lib/sdenv", accounts=HOST_ACCOUNTS
+        )
+        assert "the model store " + bad + " the record names cannot be deleted" in allowlist.refusal(
+            bad + "/x"
+        )
+
+
+def test_another_accounts_removal_keeps_a_store_this_account_uses():
+    import reset_guard
+
+    others = {"bob": {"components": {"models": {"store": "/srv/shared-models"}}}}
+    assert reset_guard.still_used("/srv/shared-models/checkpoints", others) == "bob"

@@ -242,7 +242,7 @@ def fake_api(tmp_path):
     loras.mkdir(parents=True)
     (checkpoints / "ckpt.safetensors").write_bytes(safetensors_bytes(b"checkpoint"))
     (loras / "glasses-test.safetensors").write_bytes(safetensors_bytes(b"lora data"))
-    app = fake_webui_api.FakeWebUI(str(tmp_path))
+    app = fake_webui_api.FakeWebUI(str(tmp_path / "models"))
     server = fake_webui_api.ThreadingHTTPServer(("127.0.0.1", 0), fake_webui_api.make_handler(app))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

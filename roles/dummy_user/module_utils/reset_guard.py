@@ -67,7 +67,8 @@ def reset_refusal(
 
 def used_paths(entry):
     """The paths a record entry says its account uses outside its home (what another account's removal
-    must leave in place): what it created, its WebUI tree, its models' state and its uv cache."""
+    must leave in place): what it created, its WebUI tree, its model store, its models' state and its uv
+    cache."""
     components = (entry or {}).get("components") or {}
     webui = components.get("webui") or {}
     candidates = [
@@ -75,6 +76,7 @@ def used_paths(entry):
         webui.get("path"),
         (webui.get("uv") or {}).get("cache"),
         (components.get("models") or {}).get("state_dir"),
+        (components.get("models") or {}).get("store"),
     ]
     return [path.rstrip("/") for path in candidates if isinstance(path, str) and path.startswith("/")]
 

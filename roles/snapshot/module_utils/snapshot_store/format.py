@@ -37,6 +37,10 @@ SNAPID_RE = re.compile(r"\d{8}T\d{6}\.\d{6}Z-[0-9a-f]{4}")
 REF_RE = re.compile(r"[0-9A-Za-z._-]{1,64}")  # an id, a prefix of one, or a label
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 MODEL_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
+# Where a root holds models: a WebUI tree's models/, the model store's kind folders (module_utils/
+# model_store.py KIND_DIRS; this package is stdlib-only and standalone, tests/unit/test_model_store.py keeps
+# the two equal).
+MODEL_DIRS = ("models/", "checkpoints/", "loras/")
 
 
 class SnapshotError(Exception):
@@ -312,7 +316,7 @@ def diff_listings(old: dict, new: dict) -> dict:
 def collect_models(root: str, lines: list, out: dict) -> None:
     """Model SHA-256s straight from a listing: a file's blob id is the SHA-256 of its content."""
     for ln in lines:
-        if ln.startswith("models/"):
+        if ln.startswith(MODEL_DIRS):
             f = ln.split("\t")
             if f[1] == "f" and f[0].endswith(MODEL_SUFFIXES):
                 out[os.path.join(root, unesc(f[0]))] = f[9] or EMPTY_SHA256

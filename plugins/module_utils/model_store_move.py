@@ -1,0 +1,1 @@
+../../roles/models/module_utils/model_store_move.py

@@ -1,0 +1,1 @@
+../../roles/models/library/model_store.py
