@@ -398,3 +398,33 @@ def set_model_dir(run, domain, key, directory, check_mode=False):
                 f"defaults could not write {domain} {key} ({err.strip() or 'exit ' + str(rc)})."
             )
     return True
+
+
+# --- the model store, as far as each app allows ---------------------------------------------------------
+
+
+def models_note(name, entry, checkpoints_dir, user, models_dir=""):
+    """One sentence on what the toolkit does for app `name` with the model store's checkpoints
+    (checkpoints_dir, <sdenv_model_store>/checkpoints), from each app's documented behaviour: neither app
+    can read a .safetensors in place, so neither is pointed at the store itself."""
+    version = entry.get("version")
+    if name == "diffusionbee":
+        # Its importer (Models > Import From Computer) converts a checkpoint into its own .tdict copy in
+        # ~/.diffusionbee/imported_models; it has no setting for a folder of checkpoints to read in place.
+        return (
+            f"DiffusionBee {version} reads only its own converted copies (~/.diffusionbee/imported_models, about"
+            f" the checkpoint's size again), so the toolkit sets nothing: as {user}, open it, choose Models,"
+            f" Import From Computer, and pick a .safetensors file in {checkpoints_dir}."
+        )
+    if name == "mochi-diffusion":
+        if models_dir:
+            return (
+                f"Mochi Diffusion {version}'s model folder (its ModelDir setting) is {models_dir}, your Core ML"
+                f" conversions; it cannot read the .safetensors in {checkpoints_dir}."
+            )
+        return (
+            f"Mochi Diffusion {version} reads Core ML conversions only, not the .safetensors in {checkpoints_dir},"
+            " so its model folder stays its own (~/MochiDiffusion/models): convert a model (README of role"
+            " mac_apps) and set sdenv_mac_apps_mochi_models_dir to point the app there."
+        )
+    raise MacAppError(f"{name} is not one of the Mac apps ({', '.join(MAC_APP_NAMES)}).")

@@ -426,6 +426,53 @@ def test_mochi_is_pointed_only_at_core_ml_models(tmp_path):
     assert mac_apps.set_model_dir(fake, MOCHI["bundle_id"], "ModelDir", str(models)) is False
 
 
+STORE = "/Users/dummy/sd-models/checkpoints"
+
+
+def test_each_app_is_told_about_the_model_store_as_far_as_it_allows():
+    """Documented behaviour, no Mac: DiffusionBee imports by converting into its own copy, so it is given the
+    store's checkpoints as the folder to import from; Mochi Diffusion reads Core ML only, so the store's
+    .safetensors are never offered as its ModelDir (only a folder of conversions the user names)."""
+    bee = mac_apps.models_note("diffusionbee", DIFFUSIONBEE, STORE, "dummy")
+    assert bee == (
+        "DiffusionBee 2.5.3 reads only its own converted copies (~/.diffusionbee/imported_models, about the"
+        " checkpoint's size again), so the toolkit sets nothing: as dummy, open it, choose Models, Import From"
+        f" Computer, and pick a .safetensors file in {STORE}."
+    )
+    mochi = mac_apps.models_note("mochi-diffusion", MOCHI, STORE, "dummy")
+    assert mochi.startswith(
+        f"Mochi Diffusion 6.2 reads Core ML conversions only, not the .safetensors in {STORE},"
+    )
+    assert "sdenv_mac_apps_mochi_models_dir" in mochi
+    pointed = mac_apps.models_note("mochi-diffusion", MOCHI, STORE, "dummy", models_dir="/Users/dummy/coreml")
+    assert pointed == (
+        "Mochi Diffusion 6.2's model folder (its ModelDir setting) is /Users/dummy/coreml, your Core ML"
+        f" conversions; it cannot read the .safetensors in {STORE}."
+    )
+    with pytest.raises(mac_apps.MacAppError, match="not one of the Mac apps"):
+        mac_apps.models_note("webui", {}, STORE, "dummy")
+
+
+@pytest.mark.parametrize(
+    ("variables", "expected"),
+    [
+        ({"sdenv_model_store": "/Users/dummy/sd-models"}, STORE),
+        (
+            {},
+            "/Users/dummy/stable-diffusion-webui/models/Stable-diffusion",
+        ),  # a settings.yml without the store
+    ],
+)
+def test_diffusionbee_imports_from_the_model_stores_checkpoints(variables, expected):
+    from ansible.parsing.dataloader import DataLoader
+    from ansible.template import Templar, trust_as_template
+
+    defaults = yaml.safe_load((ROOT / "roles/mac_apps/defaults/main.yml").read_text())
+    variables = {"sdenv_webui_dir": "/Users/dummy/stable-diffusion-webui", **variables}
+    templar = Templar(loader=DataLoader(), variables=variables)
+    assert templar.template(trust_as_template(defaults["sdenv_mac_apps_import_dir"])) == expected
+
+
 # --- the preflight: names, platform, lock -----------------------------------------------------------------------
 
 MAC_HOST = {

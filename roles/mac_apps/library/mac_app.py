@@ -52,6 +52,14 @@ options:
     description: Mochi Diffusion only - a directory of Core ML model folders to point the app at (empty - leave it).
     type: path
     default: ""
+  checkpoints_dir:
+    description: The model store's checkpoints (<sdenv_model_store>/checkpoints), named in the I(models) sentence.
+    type: path
+    required: true
+  user:
+    description: The dummy's name, for the I(models) sentence.
+    type: str
+    required: true
 """
 
 EXAMPLES = r"""
@@ -64,6 +72,8 @@ EXAMPLES = r"""
     applications: /Users/dummy/Applications
     cache_dir: /Users/dummy/Library/Caches/sdenv-mac-apps
     home: /Users/dummy
+    checkpoints_dir: /Users/dummy/sd-models/checkpoints
+    user: dummy
   become: true
   become_user: dummy
 """
@@ -81,6 +91,10 @@ installed_now:
   description: Whether this run put the bundle there.
   type: bool
   returned: success
+models:
+  description: One sentence - what the toolkit does for this app with the model store's checkpoints (and what the user does).
+  type: str
+  returned: success
 """
 
 import os
@@ -93,6 +107,7 @@ from ansible.module_utils.mac_apps import (
     archive_installer,
     download_for,
     install,
+    models_note,
     plan,
     present_bundle,
     set_model_dir,
@@ -112,6 +127,8 @@ def main():
             "home": {"type": "path", "required": True},
             "recorded": {"type": "bool", "default": False},
             "models_dir": {"type": "path", "default": ""},
+            "checkpoints_dir": {"type": "path", "required": True},
+            "user": {"type": "str", "required": True},
         },
         supports_check_mode=True,
     )
@@ -145,6 +162,7 @@ def main():
         ):
             result["changed"] = True
             result["model_dir_set"] = p["models_dir"]
+        result["models"] = models_note(p["name"], entry, p["checkpoints_dir"], p["user"], p["models_dir"])
     except (MacAppError, ModelFileError, SourceError) as exc:
         module.fail_json(msg=str(exc), **result)
     module.exit_json(**result)
