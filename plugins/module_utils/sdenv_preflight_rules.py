@@ -749,6 +749,19 @@ def mac_apps_need_a_mac(ctx):
             text=f"{where} asks for {', '.join(missing)}, which sdenv_lock.mac_apps does not pin: add its cask's"
             " version, app, bundle_id and downloads (url, sha256) there, or remove it from sdenv_apps.",
         )
+        return
+    # The casks' own limits (Mochi Diffusion has no Intel build, both need a recent macOS): said here, before
+    # the roles that come first have changed the host, rather than by the module at the end.
+    facts = ctx.host.get("facts") or {}
+    if not facts.get("architecture"):
+        return
+    for name in mac_apps.mac_apps_in(apps):
+        try:
+            mac_apps.download_for(
+                name, pinned[name], facts["architecture"], facts.get("distribution_version")
+            )
+        except mac_apps.MacAppError as exc:
+            yield Problem("sdenv_apps", None, "", text=f"{where} asks for {name}, but {exc}")
 
 
 def host_is_supported(ctx):

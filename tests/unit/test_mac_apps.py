@@ -509,6 +509,39 @@ def test_the_preflight_accepts_mac_apps_on_a_mac_and_refuses_unknown_names():
 
 
 @pytest.mark.parametrize(
+    ("architecture", "macos", "expected"),
+    [
+        ("arm64", "15.1", None),
+        (
+            "x86_64",
+            "15.1",
+            "sdenv_apps (settings.yml line 1) asks for mochi-diffusion, but mochi-diffusion 6.2 has no build for"
+            " this Mac's architecture x86_64 (the cask ships arm64): remove mochi-diffusion from sdenv_apps for"
+            " this host.",
+        ),
+        (
+            "arm64",
+            "14.7.1",
+            "sdenv_apps (settings.yml line 1) asks for mochi-diffusion, but mochi-diffusion 6.2 needs macOS 15.0 or"
+            " later and this Mac runs 14.7.1: update macOS, or remove mochi-diffusion from sdenv_apps for this host.",
+        ),
+    ],
+)
+def test_the_preflight_refuses_a_cask_this_mac_cannot_run_before_any_change(architecture, macos, expected):
+    """ansible_facts as the preflight's own probe reads them on a Mac (platform and distribution collectors:
+    architecture arm64 or x86_64, distribution_version 15.1), written from Ansible's documented facts."""
+    host = dict(MAC_HOST, facts={"architecture": architecture, "distribution_version": macos})
+    sentences = run(
+        uses=["mac_apps"],
+        host=host,
+        sdenv_apps=["webui", "diffusionbee", "mochi-diffusion"],
+        sdenv_user_home="/Users/dummy",
+        sdenv_webui_dir="/Users/dummy/stable-diffusion-webui",
+    )
+    assert sentences == ([expected] if expected else [])
+
+
+@pytest.mark.parametrize(
     ("change", "words"),
     [
         (
