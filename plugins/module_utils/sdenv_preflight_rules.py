@@ -750,6 +750,21 @@ def mac_apps_need_a_mac(ctx):
             " version, app, bundle_id and downloads (url, sha256) there, or remove it from sdenv_apps.",
         )
         return
+    # An offline provision (BUNDLE=) fetches nothing, and make bundle does not carry the apps' disk images.
+    bundle = ctx.values.get("sdenv_bundle")
+    if isinstance(bundle, str) and bundle:
+        wanted = mac_apps.mac_apps_in(apps)
+        one = len(wanted) == 1
+        yield Problem(
+            "sdenv_apps",
+            None,
+            "",
+            text=f"{where} asks for {' and '.join(wanted)}, whose disk {'image' if one else 'images'} the bundle"
+            f" {bundle} does not carry (make bundle leaves the Mac apps out): provision without BUNDLE= to"
+            f" download {'it from its pinned cask' if one else 'them from their pinned casks'}, or remove"
+            f" {'it' if one else 'them'} from sdenv_apps for the offline run.",
+        )
+        return
     # The casks' own limits (Mochi Diffusion has no Intel build, both need a recent macOS): said here, before
     # the roles that come first have changed the host, rather than by the module at the end.
     facts = ctx.host.get("facts") or {}

@@ -508,6 +508,22 @@ def test_the_preflight_accepts_mac_apps_on_a_mac_and_refuses_unknown_names():
     assert "asks for mochi-diffusion, which sdenv_lock.mac_apps does not pin" in sentence
 
 
+def test_an_offline_provision_with_mac_apps_is_refused_before_any_change():
+    (sentence,) = run(
+        uses=["mac_apps"],
+        host=MAC_HOST,
+        sdenv_apps=["webui", "diffusionbee"],
+        sdenv_bundle="/Volumes/usb/sdenv-bundle",
+        sdenv_user_home="/Users/dummy",
+        sdenv_webui_dir="/Users/dummy/stable-diffusion-webui",
+    )
+    assert sentence == (
+        "sdenv_apps (settings.yml line 1) asks for diffusionbee, whose disk image the bundle"
+        " /Volumes/usb/sdenv-bundle does not carry (make bundle leaves the Mac apps out): provision without"
+        " BUNDLE= to download it from its pinned cask, or remove it from sdenv_apps for the offline run."
+    )
+
+
 @pytest.mark.parametrize(
     ("architecture", "macos", "expected"),
     [
