@@ -13,6 +13,7 @@ line in RULES (a unit test fails for any spec option without one); a new lock se
 LOCK; a rule over several settings or the host goes into CROSS.
 """
 
+import mac_apps
 import model_pending
 import sdenv_messages as say
 from sdenv_preflight import (
@@ -142,6 +143,35 @@ MODEL = Fields(
     what="a model entry",
 )
 
+# The apps sdenv_apps may name (the Mac apps' names are role mac_apps', listed once in module_utils/mac_apps.py).
+APPS = ListOf(
+    Choice("webui", *mac_apps.MAC_APP_NAMES), unique=lambda name: name, unique_words="each app once"
+)
+# A Mac app as the lock pins it from its Homebrew cask (role mac_apps).
+MAC_APP = Fields(
+    required={
+        "version": VERSION,
+        "app": Pattern(r"[^/\x00-\x1f]+\.app", "an app bundle's name (Name.app)"),
+        "bundle_id": Pattern(
+            r"[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+", "a bundle identifier such as com.example.App"
+        ),
+        "downloads": Fields(
+            other=Fields(
+                required={"url": URL, "sha256": SHA256},
+                optional={
+                    "size": Nullable(
+                        Number(1, expected="a number of bytes (a positive whole number)"), "until known"
+                    )
+                },
+            ),
+            key=Choice("arm64", "x86_64"),
+            what="downloads by architecture",
+        ),
+    },
+    optional={"min_macos": VERSION, "data": ListOf(Text())},
+    what="a Mac app entry",
+)
+
 # The lock (lock.yml): each section is checked when present; CROSS says which entry points need which.
 LOCK = Fields(
     optional={
@@ -208,6 +238,7 @@ LOCK = Fields(
             unique=lambda entry: entry.get("name") if isinstance(entry, dict) else None,
             unique_words="a name no other entry has",
         ),
+        "mac_apps": Fields(other=MAC_APP, key=Choice(*mac_apps.MAC_APP_NAMES), what="Mac apps by name"),
     },
     what="the lock",
 )
@@ -304,6 +335,11 @@ RULES = {
     "sdenv_models_pin_names": ListOf(MODEL_NAME),
     "sdenv_models_lock_file": Path("local"),
     # snapshot
+    "sdenv_apps": APPS,
+    "sdenv_mac_apps_mochi_models_dir": EmptyOr(Path("local"), "to leave Mochi Diffusion's own model folder"),
+    "sdenv_mac_apps_dir": Path("dummy"),
+    "sdenv_mac_apps_cache_dir": Path("dummy"),
+    "sdenv_mac_apps_import_dir": Path("local"),
     "sdenv_snapshot_store": Path("place"),
     "sdenv_snapshot_paths": ListOf(Path("place")),
     "sdenv_snapshot_homebrew": Flag(),
@@ -373,6 +409,7 @@ LOCK_SECTIONS = {
     "models:main": ("models",),
     "models:bundle": ("models",),
     "models:pin": ("models",),
+    "mac_apps:main": ("mac_apps",),
 }
 
 
@@ -717,6 +754,54 @@ def places_reach_no_links(ctx, name):
             )
 
 
+def mac_apps_need_a_mac(ctx):
+    """A Mac app in sdenv_apps: only on macOS, and pinned in the lock (role mac_apps' names, one list)."""
+    apps = ctx.values["sdenv_apps"]
+    where = f"sdenv_apps ({ctx.origin_of('sdenv_apps') or UNKNOWN_PLACE})"
+    refusal = mac_apps.platform_refusal(apps, ctx.host.get("system"), where)
+    if refusal:
+        yield Problem("sdenv_apps", None, "", text=refusal)
+        return
+    pinned = ctx.values["sdenv_lock"].get("mac_apps") or {}
+    missing = [name for name in mac_apps.mac_apps_in(apps) if name not in pinned]
+    if missing:
+        yield Problem(
+            "sdenv_apps",
+            None,
+            "",
+            text=f"{where} asks for {', '.join(missing)}, which sdenv_lock.mac_apps does not pin: add its cask's"
+            " version, app, bundle_id and downloads (url, sha256) there, or remove it from sdenv_apps.",
+        )
+        return
+    # An offline provision (BUNDLE=) fetches nothing, and make bundle does not carry the apps' disk images.
+    bundle = ctx.values.get("sdenv_bundle")
+    if isinstance(bundle, str) and bundle:
+        wanted = mac_apps.mac_apps_in(apps)
+        one = len(wanted) == 1
+        yield Problem(
+            "sdenv_apps",
+            None,
+            "",
+            text=f"{where} asks for {' and '.join(wanted)}, whose disk {'image' if one else 'images'} the bundle"
+            f" {bundle} does not carry (make bundle leaves the Mac apps out): provision without BUNDLE= to"
+            f" download {'it from its pinned cask' if one else 'them from their pinned casks'}, or remove"
+            f" {'it' if one else 'them'} from sdenv_apps for the offline run.",
+        )
+        return
+    # The casks' own limits (Mochi Diffusion has no Intel build, both need a recent macOS): said here, before
+    # the roles that come first have changed the host, rather than by the module at the end.
+    facts = ctx.host.get("facts") or {}
+    if not facts.get("architecture"):
+        return
+    for name in mac_apps.mac_apps_in(apps):
+        try:
+            mac_apps.download_for(
+                name, pinned[name], facts["architecture"], facts.get("distribution_version")
+            )
+        except mac_apps.MacAppError as exc:
+            yield Problem("sdenv_apps", None, "", text=f"{where} asks for {name}, but {exc}")
+
+
 def host_is_supported(ctx):
     system, family = ctx.host.get("system"), ctx.host.get("os_family")
     if system != "Darwin" and family != "Debian":
@@ -747,6 +832,7 @@ CROSS = [
     Cross("the dummy password", ["sdenv_user_password_env"], dummy_password_is_usable, ["dummy_user:main"]),
     Cross("the ports are free", list(PORTS), ports_are_free, sorted(PORT_USERS)),
     Cross("the host's platform", ["sdenv_homebrew_formulae"], host_is_supported, ["homebrew:main"]),
+    Cross("Mac apps on a Mac", ["sdenv_apps", "sdenv_lock"], mac_apps_need_a_mac, ["mac_apps:main"]),
     Cross("the lock's sections", ["sdenv_lock"], lock_has_what_the_target_reads),
     Cross(
         "enabled models",

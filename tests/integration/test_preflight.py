@@ -146,6 +146,10 @@ CASES = [
      "sets sdenv_lock.models[2].size to -1: expected a number of bytes (a positive whole number), or null"),
     ("lock key misspelt", "provision", {}, [("lock.yml", "      sha256: 6ce0", "      sha265: 6ce0")], {},
      "expected no key 'sha265' here (known keys: name, kind, file, sha256, urls, size, source"),
+    # Apps: the seed's Mac apps are macOS only (role mac_apps), refused here before anything changes.
+    ("Mac app on Linux", "provision", {"sdenv_apps": ["webui", "diffusionbee"]}, [], {},
+     ") asks for diffusionbee, a macOS app (Homebrew cask), but this host runs Linux:"
+     " remove it from sdenv_apps for this host, or leave the host out with LIMIT."),
     ("extra args a string", "provision", {"sdenv_webui_extra_args": "--api"}, [], {},
      "sets sdenv_webui_extra_args to '--api': expected a list of texts."),
     # Models
