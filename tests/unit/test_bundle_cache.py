@@ -210,3 +210,11 @@ def test_an_archive_member_with_other_bytes_is_not_put_in_place(tmp_path):
     with pytest.raises(bl.BundleError, match="arrived with another sha256"):
         bc.unpack(str(copy), archive, listing)
     assert not (copy / "wheelhouse" / "a-1.whl").exists()
+
+
+def test_a_model_download_lock_is_no_part_of_the_bundle(tmp_path):
+    """model_file leaves .<file>.lock beside the model (it names the last holder, so it changes every run):
+    listed, it would travel to every host again after each fill."""
+    bundle = make_bundle(tmp_path / "cache", {**FILES, "models/.m.safetensors.lock": b"pid 1"})
+    assert "models/.m.safetensors.lock" not in bl.read_sums(str(bundle))
+    assert "models/m.safetensors" in bl.read_sums(str(bundle))

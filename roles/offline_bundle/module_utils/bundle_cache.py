@@ -218,7 +218,8 @@ def plan_host(directory, listing, deep=False, hasher=sha256_file):
 
 
 def _no_links_between(directory, relative):
-    """Refuse a path whose parent directories (inside the copy) include a link: root writes there."""
+    """Remove any link among a path's parent directories inside the copy (root writes there and must never
+    write through one: a link is never the cache's, so the directory is made again in its place)."""
     current = directory
     for part in relative.split("/")[:-1]:
         current = os.path.join(current, part)
