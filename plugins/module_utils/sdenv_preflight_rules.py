@@ -310,6 +310,10 @@ RULES = {
     "sdenv_bundle": EmptyOr(Path("file"), "for no bundle"),
     "sdenv_bundle_out": Path("local"),
     "sdenv_bundle_platform": EmptyOr(PLATFORM, "for this machine's platform"),
+    # the fleet cache (make provision over several hosts: each byte once, README "A fleet: each byte once")
+    "sdenv_fleet_cache": Choice("auto", "always", "never"),
+    "sdenv_fleet_cache_dir": Path("local"),
+    "sdenv_fleet_cache_host_dir": Path("place"),
     # models
     "sdenv_models_enabled": ListOf(MODEL_NAME),
     "sdenv_model_store": Path("dummy"),
@@ -400,6 +404,7 @@ MAKE_VARIABLES = {
     "sdenv_bundle": "BUNDLE",
     "sdenv_bundle_out": "OUT",
     "sdenv_bundle_platform": "PLATFORM",
+    "sdenv_fleet_cache": "FLEET_CACHE",
 }
 
 # Which lock sections each entry point reads.

@@ -313,7 +313,10 @@ def test_every_task_of_provision_gets_the_network_environment():
     assert roles_play["environment"] == "{{ sdenv_network_env | default({}) }}"
     preflight = yaml.safe_load((ROOT / "playbooks/preflight.yml").read_text())[0]["tasks"][0]
     assert preflight["sdenv_preflight"]["reach"] == "{{ sdenv_preflight_reach | default(false) }}"
-    assert plays[0]["vars"]["sdenv_preflight_reach"] is True
+    # Each host probes its sources unless the fleet cache is on (then the controller's fill fetches for all).
+    assert plays[0]["vars"]["sdenv_preflight_reach"] == "{{ not (sdenv_fleet_cache_on | bool) }}"
+    fill = next(play for play in plays if play.get("name", "").startswith("Fetch every byte once"))
+    assert fill["environment"] == "{{ sdenv_network_env | default({}) }}"
 
 
 def test_git_and_uv_pass_the_environment_on():

@@ -399,8 +399,11 @@ def build_bundle(spec_path, out, cache, index_url="", archive=False):
             raise BundleError(
                 f"The model {model['name']} is not in {out}/models: run make bundle (it fetches it first)."
             )
-    say("controller requirements ...")
-    manifest["controller"] = add_controller(out, spec["controller_requirements"], platform, index)
+    # The fleet cache (spec without controller_requirements) serves hosts the controller already reaches:
+    # they need no controller environment of their own.
+    if spec.get("controller_requirements"):
+        say("controller requirements ...")
+        manifest["controller"] = add_controller(out, spec["controller_requirements"], platform, index)
     write_json(os.path.join(out, MANIFEST), manifest)
     known = {m["file"]: m["sha256"] for m in manifest["models"]}
     total = write_sums(out, known)

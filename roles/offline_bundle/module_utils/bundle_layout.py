@@ -40,6 +40,10 @@ def bundle_files(bundle):
             relative = os.path.relpath(os.path.join(dirpath, name), bundle)
             if relative == SUMS or name.startswith(".sdenv-") or name.endswith(".part"):
                 continue
+            # model_file's download lock (.<model>.lock, beside its .sdenv- stat cache): it names the last
+            # holder, so it changes every run, and it is no part of what a host installs.
+            if name.startswith(".") and name.endswith(".lock"):
+                continue
             found.append(relative)
     return sorted(found)
 

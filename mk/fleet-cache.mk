@@ -1,0 +1,10 @@
+# The fleet cache (roles/offline_bundle/tasks/fleet_cache_*.yml): make provision fetches every byte once on the
+# controller and each host copies from it over its own connection. Only a value given here reaches Ansible:
+# otherwise sdenv_fleet_cache from settings.yml (default auto) decides.
+
+FLEET_CACHE ?=
+
+# var: FLEET_CACHE=auto  make provision: fetch every byte once on the controller for all hosts (auto: >1 host; always; never)
+ifneq ($(FLEET_CACHE),)
+export SDENV_E_sdenv_fleet_cache := $(FLEET_CACHE)
+endif
