@@ -482,7 +482,11 @@ def entry_points_run_by(plays):
     for play in plays:
         for role in play.get("roles") or []:
             found.add(role["role"] if isinstance(role, dict) else role)
-        for task in play.get("tasks") or []:
+        for task in [
+            *(play.get("pre_tasks") or []),
+            *(play.get("tasks") or []),
+            *(play.get("post_tasks") or []),
+        ]:
             for key in ("ansible.builtin.include_role", "ansible.builtin.import_role"):
                 if key in task:
                     entry = task[key].get("tasks_from", "main.yml").removesuffix(".yml")
