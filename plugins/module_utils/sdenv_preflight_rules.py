@@ -177,6 +177,20 @@ LOCK = Fields(
                 "open_clip": ARCHIVE,
             }
         ),
+        # ComfyUI (role comfyui, when sdenv_apps names it): its pin, and its venv's torch trio per platform.
+        "comfyui": Fields(required={"repo": URL, "commit": COMMIT}, optional={"version": Text()}),
+        "comfyui_venv": Fields(
+            required={
+                "torch": Fields(
+                    other=Fields(
+                        required={"torch": VERSION, "torchvision": VERSION, "torchaudio": VERSION},
+                        optional={"index_url": EmptyOr(URL)},
+                    ),
+                    key=PLATFORM,
+                    what="pins by platform",
+                )
+            }
+        ),
         "uv": Fields(
             required={
                 "version": VERSION,
@@ -211,6 +225,9 @@ LOCK = Fields(
     },
     what="the lock",
 )
+
+# The apps provision can install (settings.yml sdenv_apps): each is a role of that name.
+APPS = ("webui", "comfyui")
 
 # --- Rules by setting name ---------------------------------------------------------------------------
 # Every option of every argument spec has an entry (tests/unit/test_preflight.py checks it); None means its
@@ -275,6 +292,14 @@ RULES = {
     "sdenv_webui_venv_lock_dir": Path("local"),
     "sdenv_tools_dir": Path("place"),
     "sdenv_webui_uv_cache_dir": Path("place"),
+    # comfyui (and which apps provision installs)
+    "sdenv_apps": ListOf(
+        Choice(*APPS), unique=lambda app: app if isinstance(app, str) else None, unique_words="no app twice"
+    ),
+    "sdenv_comfyui_dir": Path("dummy"),
+    "sdenv_comfyui_port": PORT,
+    "sdenv_comfyui_extra_args": ListOf(Text()),
+    "sdenv_model_store": Path("dummy"),
     # offline_bundle (make bundle on the controller; make provision BUNDLE=dir on the host)
     "sdenv_bundle": EmptyOr(Path("file"), "for no bundle"),
     "sdenv_bundle_out": Path("local"),
@@ -443,12 +468,12 @@ def existing_account_is_not_taken_over(ctx):
 
 # The ports a target listens on (make run's WebUI), and the entry points that do: checked free on the host.
 # Provision only prepares the WebUI (launch.py --exit, no listening); make verify LIVE=1 picks a free port.
-PORTS = ("sdenv_webui_port",)
-PORT_USERS = {"webui:run"}
+PORTS = ("sdenv_webui_port", "sdenv_comfyui_port")
+PORT_USERS = {"webui:run", "comfyui:run"}
 
 
-def ports_are_free(ctx):
-    for setting in PORTS:
+def ports_are_free(ctx, settings=PORTS):
+    for setting in settings:
         port = ctx.values.get(setting)
         if port in ctx.host.get("ports_in_use", []):
             yield Problem(
@@ -604,8 +629,56 @@ def venv_is_pinned_for_this_host(ctx):
         )
 
 
+def apps_fit_together(ctx):
+    """ComfyUI comes beside the WebUI: the WebUI stays in the list, ComfyUI's port is not the WebUI's, and the
+    lock pins ComfyUI (its commit, and its venv's torch for this host's platform)."""
+    apps = ctx.values["sdenv_apps"]
+    if not isinstance(apps, (list, tuple)) or "sdenv_apps" in ctx.failed:
+        return
+    where = ctx.origin_of("sdenv_apps") or UNKNOWN_PLACE
+    if "webui" not in apps:
+        yield Problem(
+            "sdenv_apps",
+            None,
+            "",
+            text=f"{where} sets sdenv_apps to {plain(list(apps))}: expected webui in it (the guide's WebUI is the"
+            " base the other apps are installed beside): add webui to the list.",
+        )
+    if "comfyui" not in apps:
+        return
+    webui, comfyui = ctx.values.get("sdenv_webui_port"), ctx.values.get("sdenv_comfyui_port")
+    if webui == comfyui and "sdenv_comfyui_port" not in ctx.failed:
+        yield Problem(
+            "sdenv_comfyui_port",
+            None,
+            "",
+            text=f"{ctx.origin_of('sdenv_comfyui_port') or UNKNOWN_PLACE} sets sdenv_comfyui_port to {comfyui},"
+            f" the WebUI's port (sdenv_webui_port) too: expected another port, so both apps can run at once:"
+            " set sdenv_comfyui_port to a free one (ComfyUI's own default is 8188).",
+        )
+    lock = ctx.values["sdenv_lock"]
+    for section in ("comfyui", "comfyui_venv"):
+        if section not in lock:
+            yield Problem(
+                "sdenv_lock",
+                None,
+                "",
+                text=f"{ctx.origin_of('sdenv_lock') or 'The lock'} has no sdenv_lock.{section}: expected it there,"
+                " because sdenv_apps names comfyui (see the lock.yml this toolkit ships).",
+            )
+            return
+    platform = ctx.values.get("sdenv_webui_platform")
+    torch = (lock["comfyui_venv"] or {}).get("torch") or {}
+    if platform and platform not in torch:
+        yield Problem(
+            "sdenv_lock.comfyui_venv.torch",
+            plain(sorted(torch)),
+            f"torch, torchvision and torchaudio pins for this host's platform {platform} as well",
+        )
+
+
 # Settings whose directory the dummy owns (it could replace anything below them).
-DUMMY_PLACES = ("sdenv_user_home", "sdenv_webui_dir", "sdenv_webui_hf_home")
+DUMMY_PLACES = ("sdenv_user_home", "sdenv_webui_dir", "sdenv_webui_hf_home", "sdenv_comfyui_dir")
 
 
 def places_are_apart(ctx):
@@ -722,7 +795,16 @@ CROSS = [
         ["dummy_user:main"],
     ),
     Cross("the dummy password", ["sdenv_user_password_env"], dummy_password_is_usable, ["dummy_user:main"]),
-    Cross("the ports are free", list(PORTS), ports_are_free, sorted(PORT_USERS)),
+    # One check per port: a Cross runs only when the target uses every setting it reads.
+    *(
+        Cross(
+            f"the port {name} is free",
+            [name],
+            lambda ctx, name=name: ports_are_free(ctx, [name]),
+            sorted(PORT_USERS),
+        )
+        for name in PORTS
+    ),
     Cross("the host's platform", ["sdenv_homebrew_formulae"], host_is_supported, ["homebrew:main"]),
     Cross("the lock's sections", ["sdenv_lock"], lock_has_what_the_target_reads),
     Cross(
@@ -745,6 +827,12 @@ CROSS = [
         ["sdenv_lock", "sdenv_webui_venv_bootstrap"],
         venv_is_pinned_for_this_host,
         ["webui:main"],
+    ),
+    Cross(
+        "the apps fit together",
+        ["sdenv_apps", "sdenv_comfyui_port", "sdenv_webui_port", "sdenv_lock"],
+        apps_fit_together,
+        ["comfyui:main"],
     ),
     Cross("places apart", ["sdenv_state_dir"], places_are_apart),
     *(
