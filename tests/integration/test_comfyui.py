@@ -129,40 +129,60 @@ def test_a_second_run_changes_nothing_and_keeps_the_users_yaml_byte_for_byte(pro
     assert again.returncode == 0, again.output[-3000:]
     assert again.recap.get("changed") == 0, again.output[-3000:]
     assert yaml_file.read_text() == USERS_SECTION + before
-
-    # A yaml that does not parse: one sentence, the file as it was.
-    broken = USERS_SECTION + "oops: [\n"
-    as_dummy(inventory, ["tee", str(yaml_file)], input=broken, text=True, stdout=subprocess.DEVNULL)
-    refused = run_make("provision", inventory, ARGS=AGAIN)
-    assert refused.returncode != 0 and "is not valid YAML (line" in refused.output, refused.output[-3000:]
-    assert yaml_file.read_text() == broken
-    as_dummy(inventory, ["tee", str(yaml_file)], input=before, text=True, stdout=subprocess.DEVNULL)
+    # A yaml that does not parse is refused with the file left as it was: tests/unit/test_comfyui_model_paths.py.
 
 
-def test_verify_has_comfyuis_rows_and_names_a_yaml_that_points_elsewhere(provisioned):
+def test_verify_offline_generates_through_comfyui_and_names_a_yaml_section_it_did_not_write(provisioned):
+    """make verify OFFLINE=1: ComfyUI's rows, and its LIVE rows (started as the dummy inside a network
+    namespace with only lo, the lock's checkpoint listed from the store, the guide's workflow, the PNG in the
+    report). The toolkit's yaml section carries one key too many, so its row fails while ComfyUI still reads
+    the store."""
     inventory, _, comfyui, store, _ = provisioned
     yaml_file = comfyui / "extra_model_paths.yaml"
     before = yaml_file.read_text()
-    elsewhere = before.replace(f"base_path: {store}\n", "base_path: /srv/elsewhere\n")
-    assert elsewhere != before
-    as_dummy(inventory, ["tee", str(yaml_file)], input=elsewhere, text=True, stdout=subprocess.DEVNULL)
+    edited = before.replace(f"base_path: {store}\n", f"base_path: {store}\n    vae: vae\n")
+    assert edited != before
+    checkpoints = [m["file"] for m in real_lock()["models"] if m.get("kind") == "checkpoint"]
+    as_dummy(inventory, ["tee", str(yaml_file)], input=edited, text=True, stdout=subprocess.DEVNULL)
+    # The checkpoint in the store for ComfyUI, and in the WebUI's own folder for the WebUI's LIVE rows (on
+    # this branch role models still installs there), random weights under the lock's file names.
+    folders = [store / "checkpoints", comfyui.parent / "stable-diffusion-webui/models/Stable-diffusion"]
+    placed = [folder / name for folder in folders for name in checkpoints]
+    as_dummy(inventory, ["mkdir", "-p", *map(str, folders)])
+    for path in placed:
+        as_dummy(inventory, ["tee", str(path)], input=random_safetensors(64), stdout=subprocess.DEVNULL)
     try:
-        result = run_make("verify", inventory, VERIFY_REPORTS=str(Path(str(inventory)).parent / "reports"))
+        result = run_make(
+            "verify", inventory, VERIFY_REPORTS=str(Path(str(inventory)).parent / "reports"), OFFLINE="1"
+        )
     finally:
         as_dummy(inventory, ["tee", str(yaml_file)], input=before, text=True, stdout=subprocess.DEVNULL)
+        as_dummy(inventory, ["rm", "-f", *map(str, placed)])
     match = re.search(r"^Report: (.+)/index\.html$", result.output, re.M)
     assert match, result.output[-3000:]
-    rows = {
-        row["check"]: row for row in json.loads((Path(match.group(1)) / "checks.json").read_text())["checks"]
-    }
-    for passing in (
+    report = Path(match.group(1))
+    rows = {row["check"]: row for row in json.loads((report / "checks.json").read_text())["checks"]}
+    comfy = {name: row for name, row in rows.items() if "ComfyUI" in name}
+    passing = [
         "ComfyUI at the pinned commit, clean tree",
         "ComfyUI venv holds exactly its locked set",
         "ComfyUI venv passes pip check",
-    ):
-        assert rows[passing]["result"] == "PASS", rows[passing]
-    row = rows["ComfyUI extra_model_paths.yaml points at the model store"]
-    assert row["result"] == "FAIL" and "/srv/elsewhere" in row["detail"] and str(store) in row["detail"], row
+        "LIVE ComfyUI server starts",
+        "LIVE ComfyUI network cut",
+        "LIVE ComfyUI txt2img 1woman",
+        "LIVE ComfyUI server stops",
+    ]
+    listed = [name for name in comfy if name.startswith("LIVE ComfyUI lists checkpoint ")]
+    assert len(listed) == 1 and listed[0].rsplit(" ", 1)[1] in checkpoints, sorted(comfy)
+    for name in [*passing, *listed]:
+        assert comfy.get(name, {}).get("result") == "PASS", (name, comfy)
+    row = comfy["ComfyUI extra_model_paths.yaml points at the model store"]
+    assert row["result"] == "FAIL" and "'vae'" in row["detail"] and str(store) in row["detail"], row
+    assert "own network namespace" in comfy["LIVE ComfyUI network cut"]["detail"]
+    pngs = list((report / "images").rglob("sdenv-verify*.png"))
+    assert pngs and all(p.read_bytes().startswith(b"\x89PNG") for p in pngs), list(
+        (report / "images").rglob("*")
+    )
 
 
 def test_make_run_app_comfyui_serves_the_store_generates_the_guide_image_and_ctrl_c_stops_it(provisioned):

@@ -1,5 +1,10 @@
 """ComfyUI's HTTP API as the verify suite uses it: the guide's generation as an API-format workflow.
 
+    python3 comfyui_client.py live SPEC.json    # LIVE=1: start ComfyUI as the dummy, check, generate, stop
+
+The live run starts, stops and cuts the network exactly as webui_client.py does for the WebUI (copied beside
+this file on the host, and imported from there).
+
 Runs on the verified host beside webui_client.py (stdlib only, Python >= 3.9). Facts it relies on (the
 pinned v0.3.64's server.py, execution.py and nodes.py; shared/UPSTREAM.md "Other local apps"):
 - POST /prompt {"prompt": <workflow>, "client_id"} answers {"prompt_id", "number", "node_errors"}, or 400
@@ -12,7 +17,10 @@ pinned v0.3.64's server.py, execution.py and nodes.py; shared/UPSTREAM.md "Other
 - The guide's "DPM++ SDE Karras" is KSampler sampler_name dpmpp_sde with scheduler karras.
 """
 
+import base64
 import json
+import os
+import sys
 import time
 import urllib.error
 import urllib.parse
@@ -134,3 +142,99 @@ class ComfyClient:
                     raise ComfyError(f"/view of {image.get('filename')} answered {status}")
                 found.append((image["filename"], body))
         return found
+
+
+# --- The live run (LIVE=1 / OFFLINE=1) --------------------------------------------------------------------
+
+
+def wait_ready(client, deadline, alive, interval=0.5):
+    """ComfyUI answers GET /system_stats once its server is up (after the nodes and the models' lists)."""
+    while time.monotonic() < deadline:
+        if not alive():
+            raise ComfyError("ComfyUI exited before it answered")
+        try:
+            if client.request("GET", "/system_stats")[0] == 200:
+                return
+        except ComfyError:
+            pass
+        time.sleep(interval)
+    raise ComfyError("ComfyUI did not answer in time")
+
+
+def run_live(spec):
+    """Start ComfyUI as the dummy on a free loopback port, check that it lists the store's models, queue the
+    guide's workflow, fetch the PNG, stop. Returns {"checks": [...], "images": [...], "log_tail": ...}."""
+    import webui_client as wc
+
+    checks, images = wc.Checks(), []
+    out_dir = spec["out_dir"]
+    os.makedirs(out_dir, exist_ok=True)
+    log_path = os.path.join(out_dir, "comfyui.log")
+    offline = {}
+    if spec.get("offline") == "netns":
+        wc.bring_loopback_up()
+        if spec.get("probe"):
+            offline["probe_inside"] = wc.probe(*spec["probe"])
+    port = wc.free_loopback_port()
+    argv = [spec["python"], "main.py", "--listen", "127.0.0.1", "--port", str(port), "--disable-auto-launch",
+            *spec.get("extra_args", [])]  # fmt: skip
+    if spec.get("offline") == "sandbox":
+        argv = ["sandbox-exec", "-p", wc.sandbox_profile(), *argv]
+    started = time.monotonic()
+    try:
+        proc = wc.start_as_user(spec, argv, spec["comfyui_dir"], {}, log_path, what="ComfyUI")
+    except (wc.LiveError, OSError) as exc:
+        checks.add("server starts", False, f"could not start ComfyUI: {exc}")
+        return {"checks": checks.items, "images": images, "log_tail": ""}
+    client = ComfyClient(f"http://127.0.0.1:{port}", timeout=spec.get("request_timeout", 60))
+    try:
+        wait_ready(client, time.monotonic() + spec.get("ready_timeout", 600), lambda: proc.poll() is None)
+        checks.add("server starts", True, f"127.0.0.1:{port} after {time.monotonic() - started:.0f} s")
+        wc.check_cut(spec, proc, checks, offline)
+        listed = client.checkpoints()
+        ckpt, lora = spec["checkpoint"], spec.get("lora")
+        checks.add(f"lists checkpoint {ckpt}", ckpt in listed, f"CheckpointLoaderSimple offers {listed}")
+        if lora:
+            loras = client.loras()
+            checks.add(f"lists LoRA {lora}", lora in loras, f"LoraLoader offers {loras}")
+        begun = time.monotonic()
+        workflow = guide_workflow(ckpt, spec["prompt"], spec["image"], lora, spec.get("negative", ""))
+        entry = client.wait(client.queue(workflow), time.monotonic() + spec.get("generate_timeout", 1800),
+                            alive=lambda: proc.poll() is None)  # fmt: skip
+        status = (entry.get("status") or {}).get("status_str")
+        found = client.images(entry) if status == "success" else []
+        for name, png in found:
+            with open(os.path.join(out_dir, name), "wb") as handle:
+                handle.write(png)
+            images.append({"name": f"ComfyUI {spec['prompt']}", "path": os.path.join(out_dir, name),
+                           "prompt": spec["prompt"], "png": base64.b64encode(png).decode()})  # fmt: skip
+        ok = status == "success" and len(found) == 1 and found[0][1].startswith(b"\x89PNG")
+        checks.add(
+            f"txt2img {spec['prompt']}",
+            ok,
+            f"{found[0][0]} in {time.monotonic() - begun:.1f} s ({SAMPLER} / {SCHEDULER}, seed "
+            f"{spec['image']['seed']}, {spec['image']['steps']} steps)"
+            if ok
+            else f"status {status}, {len(found)} images: {json.dumps(entry.get('status'))[:300]}",
+        )
+    except ComfyError as exc:
+        checks.add("API", False, str(exc))
+    finally:
+        checks.add("server stops", *wc.stop_server(proc, spec.get("stop_grace", 60)))
+    return {"checks": checks.items, "images": images, "log_tail": wc.log_tail(log_path), "offline": offline}
+
+
+def main(argv):
+    if len(argv) == 3 and argv[1] == "live":
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # webui_client.py, copied beside
+        with open(argv[2], encoding="utf-8") as handle:
+            spec = json.load(handle)
+        json.dump(run_live(spec), sys.stdout)
+        sys.stdout.write("\n")
+        return 0
+    sys.stderr.write(__doc__)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
