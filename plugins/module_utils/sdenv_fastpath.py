@@ -25,9 +25,10 @@ import os
 import pwd
 import stat
 
-ROLES = ("dummy_user", "homebrew", "python", "webui", "models", "known_good")
+ROLES = ("dummy_user", "homebrew", "python", "webui", "comfyui", "models", "known_good")
 # role -> the roles that need it to run when they run (it sets a fact they use).
-FEEDS = {"python": ("webui",)}
+# ComfyUI uses the interpreter, uv and caches the webui role's defaults name (the playbook makes them public).
+FEEDS = {"python": ("webui", "comfyui"), "webui": ("comfyui",)}
 # dpkg's database: the status and version of each package the role installs are read from it.
 DPKG_STATUS = "/var/lib/dpkg/status"
 SECRET = ("password", "token", "secret")
@@ -38,7 +39,7 @@ OUTPUT_VALUES = (
     "sdenv_user_name", "sdenv_user_home", "sdenv_user_password_file", "sdenv_homebrew_prefix",
     "sdenv_login_profile", "sdenv_webui_dir", "sdenv_models_kind_dirs", "sdenv_snapshot_user_data",
     "sdenv_webui_hf_home", "sdenv_webui_cache_dir", "sdenv_webui_venv_dir", "sdenv_webui_uv", "sdenv_user_shell",
-    "sdenv_linux_packages", "sdenv_python_fallback",
+    "sdenv_linux_packages", "sdenv_python_fallback", "sdenv_apps", "sdenv_comfyui_dir", "sdenv_comfyui_venv_dir",
 )  # fmt: skip
 
 
@@ -111,6 +112,16 @@ def outputs(role, values, system):
             ["path", p, []] for p in ("/usr/bin/python3.10", fallback) if linux and isinstance(p, str) and p
         ]
         return [*packages(["python3.10", "python3.10-venv"]), *paths, *brew]
+    if role == "comfyui":
+        comfyui = values.get("sdenv_comfyui_dir")
+        if not isinstance(comfyui, str) or not comfyui:
+            return [["tree", None, []]]
+        # What ComfyUI writes as it runs is the user's (folder_paths: output, input, temp, user).
+        specs = [["tree", comfyui, [f"{comfyui}/{d}" for d in ("input", "output", "temp", "user")]]]
+        venv = values.get("sdenv_comfyui_venv_dir")
+        if isinstance(venv, str) and venv and not (venv + "/").startswith(comfyui + "/"):
+            specs.append(["tree", venv, []])
+        return specs
     if role not in ("webui", "models"):
         return []  # the known-good snapshot: what it records is the other roles' outputs
     webui = values.get("sdenv_webui_dir")
@@ -145,6 +156,8 @@ def plan(role_values, lock, system, code):
         everything.update({k.removeprefix("output "): v for k, v in values.items()})
     result = {}
     for role, values in role_values.items():
+        if role == "comfyui" and "comfyui" not in (everything.get("sdenv_apps") or ()):
+            continue  # not chosen: the playbook skips it, and it feeds nothing
         specs = outputs(role, everything, system)
         usable = all(isinstance(s[1], str) and s[1] for s in specs)
         if not usable or any(s[0] != "account" and not s[1].startswith("/") for s in specs):
@@ -286,9 +299,14 @@ def fast_roles(planned_roles, stamps, deep=False):
             reasons[role] = "DEEP=1"
         else:
             reasons[role] = why_not(planned_roles[role], (stamps or {}).get(role))
-    for feeder, fed in FEEDS.items():
-        if feeder in reasons and reasons[feeder] is None and any(reasons.get(f) for f in fed if f in reasons):
-            reasons[feeder] = "it feeds " + ", ".join(f for f in fed if reasons.get(f))
+    # Until nothing changes: a feeder made to run may feed another (comfyui -> webui -> python).
+    fed_one = True
+    while fed_one:
+        fed_one = False
+        for feeder, fed in FEEDS.items():
+            if feeder in reasons and reasons[feeder] is None and any(reasons.get(f) for f in fed):
+                reasons[feeder] = "it feeds " + ", ".join(f for f in fed if reasons.get(f))
+                fed_one = True
     # The known-good snapshot records what the roles made: it is taken again whenever any of them ran.
     if "known_good" in reasons and reasons["known_good"] is None:
         ran = [r for r, why in reasons.items() if why and r != "known_good"]

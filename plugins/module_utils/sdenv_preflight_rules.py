@@ -143,9 +143,12 @@ MODEL = Fields(
     what="a model entry",
 )
 
-# The apps sdenv_apps may name (the Mac apps' names are role mac_apps', listed once in module_utils/mac_apps.py).
+# The apps sdenv_apps may name: webui and comfyui (each a role of that name) and the Mac apps (role mac_apps';
+# their names are listed once, in module_utils/mac_apps.py).
 APPS = ListOf(
-    Choice("webui", *mac_apps.MAC_APP_NAMES), unique=lambda name: name, unique_words="each app once"
+    Choice("webui", "comfyui", *mac_apps.MAC_APP_NAMES),
+    unique=lambda name: name if isinstance(name, str) else None,
+    unique_words="each app once",
 )
 # A Mac app as the lock pins it from its Homebrew cask (role mac_apps).
 MAC_APP = Fields(
@@ -205,6 +208,20 @@ LOCK = Fields(
                 ),
                 "clip": ARCHIVE,
                 "open_clip": ARCHIVE,
+            }
+        ),
+        # ComfyUI (role comfyui, when sdenv_apps names it): its pin, and its venv's torch trio per platform.
+        "comfyui": Fields(required={"repo": URL, "commit": COMMIT}, optional={"version": Text()}),
+        "comfyui_venv": Fields(
+            required={
+                "torch": Fields(
+                    other=Fields(
+                        required={"torch": VERSION, "torchvision": VERSION, "torchaudio": VERSION},
+                        optional={"index_url": EmptyOr(URL)},
+                    ),
+                    key=PLATFORM,
+                    what="pins by platform",
+                )
             }
         ),
         "uv": Fields(
@@ -306,6 +323,12 @@ RULES = {
     "sdenv_webui_venv_lock_dir": Path("local"),
     "sdenv_tools_dir": Path("place"),
     "sdenv_webui_uv_cache_dir": Path("place"),
+    # comfyui (and which apps provision installs)
+    "sdenv_apps": APPS,
+    "sdenv_comfyui_dir": Path("dummy"),
+    "sdenv_comfyui_port": PORT,
+    "sdenv_comfyui_extra_args": ListOf(Text()),
+    "sdenv_model_store": Path("dummy"),
     # offline_bundle (make bundle on the controller; make provision BUNDLE=dir on the host)
     "sdenv_bundle": EmptyOr(Path("file"), "for no bundle"),
     "sdenv_bundle_out": Path("local"),
@@ -339,7 +362,6 @@ RULES = {
     "sdenv_models_pin_names": ListOf(MODEL_NAME),
     "sdenv_models_lock_file": Path("local"),
     # snapshot
-    "sdenv_apps": APPS,
     "sdenv_mac_apps_mochi_models_dir": EmptyOr(Path("local"), "to leave Mochi Diffusion's own model folder"),
     "sdenv_mac_apps_dir": Path("dummy"),
     "sdenv_mac_apps_cache_dir": Path("dummy"),
@@ -486,12 +508,12 @@ def existing_account_is_not_taken_over(ctx):
 
 # The ports a target listens on (make run's WebUI), and the entry points that do: checked free on the host.
 # Provision only prepares the WebUI (launch.py --exit, no listening); make verify LIVE=1 picks a free port.
-PORTS = ("sdenv_webui_port",)
-PORT_USERS = {"webui:run"}
+PORTS = ("sdenv_webui_port", "sdenv_comfyui_port")
+PORT_USERS = {"webui:run", "comfyui:run"}
 
 
-def ports_are_free(ctx):
-    for setting in PORTS:
+def ports_are_free(ctx, settings=PORTS):
+    for setting in settings:
         port = ctx.values.get(setting)
         if port in ctx.host.get("ports_in_use", []):
             yield Problem(
@@ -647,11 +669,65 @@ def venv_is_pinned_for_this_host(ctx):
         )
 
 
+def apps_fit_together(ctx):
+    """ComfyUI comes beside the WebUI: the WebUI stays in the list, ComfyUI's port is not the WebUI's, and the
+    lock pins ComfyUI (its commit, and its venv's torch for this host's platform)."""
+    apps = ctx.values["sdenv_apps"]
+    if not isinstance(apps, (list, tuple)) or "sdenv_apps" in ctx.failed:
+        return
+    where = ctx.origin_of("sdenv_apps") or UNKNOWN_PLACE
+    if "webui" not in apps:
+        yield Problem(
+            "sdenv_apps",
+            None,
+            "",
+            text=f"{where} sets sdenv_apps to {plain(list(apps))}: expected webui in it (the guide's WebUI is the"
+            " base the other apps are installed beside): add webui to the list.",
+        )
+    if "comfyui" not in apps:
+        return
+    webui, comfyui = ctx.values.get("sdenv_webui_port"), ctx.values.get("sdenv_comfyui_port")
+    if webui == comfyui and "sdenv_comfyui_port" not in ctx.failed:
+        yield Problem(
+            "sdenv_comfyui_port",
+            None,
+            "",
+            text=f"{ctx.origin_of('sdenv_comfyui_port') or UNKNOWN_PLACE} sets sdenv_comfyui_port to {comfyui},"
+            f" the WebUI's port (sdenv_webui_port) too: expected another port, so both apps can run at once:"
+            " set sdenv_comfyui_port to a free one (ComfyUI's own default is 8188).",
+        )
+    lock = ctx.values["sdenv_lock"]
+    for section in ("comfyui", "comfyui_venv"):
+        if section not in lock:
+            yield Problem(
+                "sdenv_lock",
+                None,
+                "",
+                text=f"{ctx.origin_of('sdenv_lock') or 'The lock'} has no sdenv_lock.{section}: expected it there,"
+                " because sdenv_apps names comfyui (see the lock.yml this toolkit ships).",
+            )
+            return
+    platform = ctx.values.get("sdenv_webui_platform")
+    torch = (lock["comfyui_venv"] or {}).get("torch") or {}
+    if platform and platform not in torch:
+        yield Problem(
+            "sdenv_lock.comfyui_venv.torch",
+            plain(sorted(torch)),
+            f"torch, torchvision and torchaudio pins for this host's platform {platform} as well",
+        )
+
+
 # Settings whose directory the dummy owns (it could replace anything below them).
-DUMMY_PLACES = ("sdenv_user_home", "sdenv_webui_dir", "sdenv_webui_hf_home", "sdenv_model_store")
+DUMMY_PLACES = (
+    "sdenv_user_home",
+    "sdenv_webui_dir",
+    "sdenv_webui_hf_home",
+    "sdenv_model_store",
+    "sdenv_comfyui_dir",
+)
 # The apps' own folders: the model store lies apart from each, so deleting an app's folder never deletes a
 # model, and no app's tree is inside the store.
-APP_DIRS = ("sdenv_webui_dir",)
+APP_DIRS = ("sdenv_webui_dir", "sdenv_comfyui_dir")
 
 
 def places_are_apart(ctx):
@@ -835,7 +911,16 @@ CROSS = [
         ["dummy_user:main"],
     ),
     Cross("the dummy password", ["sdenv_user_password_env"], dummy_password_is_usable, ["dummy_user:main"]),
-    Cross("the ports are free", list(PORTS), ports_are_free, sorted(PORT_USERS)),
+    # One check per port: a Cross runs only when the target uses every setting it reads.
+    *(
+        Cross(
+            f"the port {name} is free",
+            [name],
+            lambda ctx, name=name: ports_are_free(ctx, [name]),
+            sorted(PORT_USERS),
+        )
+        for name in PORTS
+    ),
     Cross("the host's platform", ["sdenv_homebrew_formulae"], host_is_supported, ["homebrew:main"]),
     Cross("Mac apps on a Mac", ["sdenv_apps", "sdenv_lock"], mac_apps_need_a_mac, ["mac_apps:main"]),
     Cross("the lock's sections", ["sdenv_lock"], lock_has_what_the_target_reads),
@@ -859,6 +944,12 @@ CROSS = [
         ["sdenv_lock", "sdenv_webui_venv_bootstrap"],
         venv_is_pinned_for_this_host,
         ["webui:main"],
+    ),
+    Cross(
+        "the apps fit together",
+        ["sdenv_apps", "sdenv_comfyui_port", "sdenv_webui_port", "sdenv_lock"],
+        apps_fit_together,
+        ["comfyui:main"],
     ),
     Cross("places apart", ["sdenv_state_dir"], places_are_apart),
     Cross(

@@ -246,3 +246,31 @@ def test_linux_roles_fingerprint_their_own_packages():
     # macOS (documented behaviour, not run here): Homebrew's Cellar and bin stand for the formulae
     darwin = fastpath.outputs("homebrew", {**values, "sdenv_homebrew_prefix": "/opt/homebrew"}, "Darwin")
     assert ["path", "/opt/homebrew/Cellar", []] in darwin and all(s[0] != "packages" for s in darwin)
+
+
+def comfyui_planned(tmp_path, apps):
+    plan, webui = planned(tmp_path)
+    comfyui = tmp_path / "ComfyUI"
+    (comfyui / "output").mkdir(parents=True)
+    (comfyui / "main.py").write_text("print('comfy')\n")
+    values = {**VALUES, "sdenv_webui_dir": str(webui), "sdenv_apps": apps, "sdenv_comfyui_dir": str(comfyui)}
+    more = fastpath.plan({"comfyui": values, "python": values, "webui": values}, {}, "Linux", {})
+    return {**plan, **more}, comfyui
+
+
+def test_comfyui_not_chosen_is_not_planned(tmp_path):
+    plan, _ = comfyui_planned(tmp_path, ["webui"])
+    assert "comfyui" not in plan
+
+
+def test_a_file_changed_in_comfyui_runs_it_and_what_feeds_it(tmp_path):
+    plan, comfyui = comfyui_planned(tmp_path, ["webui", "comfyui"])
+    stamps = stamped(plan)
+    (comfyui / "output" / "ComfyUI_00001_.png").write_bytes(b"png")  # the user's: no drift
+    assert fastpath.fast_roles(plan, stamps)[1] == {}
+    (comfyui / "main.py").write_text("print('edited')\n")
+    fast, reasons = fastpath.fast_roles(plan, stamps)
+    # comfyui uses webui's defaults and python's interpreter: both run with it (a chain, fed to a fixpoint)
+    assert reasons["comfyui"] == f"{comfyui} changed"
+    assert reasons["webui"] == "it feeds comfyui" and reasons["python"].startswith("it feeds")
+    assert "models" in fast

@@ -15,10 +15,10 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 SETTINGS = ROOT / "inventory" / "group_vars" / "all"
-PROVISION = ["dummy_user", "homebrew", "python", "webui", "models", "snapshot"]
+PROVISION = ["dummy_user", "homebrew", "python", "webui", "comfyui", "models", "snapshot"]
 ALL_ENTRY_POINTS = [
     *PROVISION, "dummy_user:reset", "models:pin", "snapshot:rollback", "snapshot:list", "snapshot:check",
-    "snapshot:prune", "webui:run", "tests/verify/argument_specs.yml",
+    "snapshot:prune", "webui:run", "comfyui:run", "tests/verify/argument_specs.yml",
 ]  # fmt: skip
 
 ACCOUNTS = [
@@ -68,6 +68,8 @@ def good_values():
         sdenv_webui_dir="/home/dummy/stable-diffusion-webui",
         sdenv_webui_extra_args=["--skip-torch-cuda-test", "--use-cpu", "all", "--no-half"],
         sdenv_webui_hf_home="/home/dummy/.cache/huggingface",
+        sdenv_comfyui_dir="/home/dummy/ComfyUI",
+        sdenv_comfyui_extra_args=["--cpu"],
         sdenv_snapshot_store="/srv/sdenv/snapshots/localhost",
         sdenv_snapshot_paths=[
             "/home/dummy/stable-diffusion-webui",
@@ -460,7 +462,7 @@ def test_secrets_are_never_shown():
         (["all"], [], PROVISION),
         (["dummy_user"], [], ["dummy_user"]),
         (["dummy_user", "homebrew", "python"], [], ["dummy_user", "homebrew", "python"]),
-        (["all"], ["models", "snapshot"], ["dummy_user", "homebrew", "python", "webui"]),
+        (["all"], ["models", "snapshot"], ["dummy_user", "homebrew", "python", "webui", "comfyui"]),
     ],
 )
 def test_tags_narrow_what_is_checked(run_tags, skip_tags, chosen):
@@ -646,3 +648,56 @@ def test_a_link_only_root_controls_is_fine_where_it_resolves_to_a_place_of_its_o
     # macOS: /var is root's link to /private/var.
     host = with_places(**{"/var/db/sdenv": {"resolved": "/private/var/db/sdenv", "link": None}})
     assert run(sdenv_state_dir="/var/db/sdenv", host=host) == []
+
+
+# --- ComfyUI beside the WebUI (issue 22) ---------------------------------------------------------------
+
+
+def test_comfyui_is_opt_in_and_passes_with_the_shipped_settings():
+    assert shipped("settings.yml")["sdenv_apps"] == ["webui"]
+    assert run(sdenv_apps=["webui", "comfyui"]) == []
+
+
+@pytest.mark.parametrize(
+    "apps, words",
+    [
+        (["webui", "comfy"], "sets sdenv_apps[1] to 'comfy': expected one of webui, comfyui."),
+        (["webui", "webui"], "no app twice"),
+        (["comfyui"], "expected webui in it"),
+        ("comfyui", "expected a list"),
+    ],
+)
+def test_an_unknown_or_incomplete_app_list_is_refused_in_one_sentence(apps, words):
+    sentence = one(sdenv_apps=apps)
+    assert words in sentence and sentence.count(": ") >= 1
+
+
+def test_comfyuis_port_must_differ_from_the_webuis():
+    sentence = one(sdenv_apps=["webui", "comfyui"], sdenv_comfyui_port=7860)
+    assert "sets sdenv_comfyui_port to 7860, the WebUI's port (sdenv_webui_port) too" in sentence
+    assert run(sdenv_comfyui_port=7860) == []  # not installed: nothing listens there
+
+
+def test_comfyui_needs_its_pins_when_chosen():
+    pins = lock()
+    del pins["comfyui"]
+    assert "has no sdenv_lock.comfyui: expected it there, because sdenv_apps names comfyui" in one(
+        sdenv_apps=["webui", "comfyui"], sdenv_lock=pins
+    )
+    assert run(sdenv_lock=pins) == []  # the WebUI alone does not read it
+    pins = lock()
+    del pins["comfyui_venv"]["torch"]["Linux-x86_64"]
+    assert "torchaudio pins for this host's platform Linux-x86_64" in one(
+        sdenv_apps=["webui", "comfyui"], sdenv_lock=pins
+    )
+    pins = lock()
+    pins["comfyui"]["commit"] = "v0.3.64"
+    assert "sdenv_lock.comfyui.commit" in one(sdenv_lock=pins)
+
+
+def test_make_run_app_comfyui_checks_comfyuis_port_only():
+    busy = dict(HOST, ports_in_use=[8188])
+    sentence = one(uses=["comfyui:run"], host=busy)
+    assert "sets sdenv_comfyui_port to 8188, and another program already listens on port 8188" in sentence
+    assert run(uses=["webui:run"], host=busy) == []
+    assert run(uses=["comfyui:run"], host=dict(HOST, ports_in_use=[7860])) == []

@@ -1,5 +1,5 @@
 """Progress of long steps: the shared line and watch (plugins/module_utils/sdenv_progress.py) and the WebUI's
-git and uv progress (roles/webui/module_utils/step_progress.py)."""
+git and uv progress (plugins/module_utils/step_progress.py)."""
 
 import importlib.util
 import json
@@ -233,10 +233,13 @@ def test_a_progress_file_beside_a_path_is_a_hidden_sibling():
     assert os.path.basename(path).startswith(".stable-diffusion-webui.") and path.endswith(".progress.json")
 
 
-@pytest.mark.parametrize("name", ["webui_git_tree", "webui_venv"])
-def test_the_webui_action_plugins_load_the_shared_watch(name):
-    spec = importlib.util.spec_from_file_location(f"webui_action_{name}", ROOT / "roles/webui/action_plugins" /
-                                                  f"{name}.py")  # fmt: skip
+@pytest.mark.parametrize(
+    "name, where",
+    # webui_git_tree is shared with role comfyui, so it sits in the collection's plugins/action.
+    [("webui_git_tree", "plugins/action"), ("webui_venv", "roles/webui/action_plugins")],
+)
+def test_the_webui_action_plugins_load_the_shared_watch(name, where):
+    spec = importlib.util.spec_from_file_location(f"webui_action_{name}", ROOT / where / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     from ansible.plugins.action import ActionBase
@@ -292,7 +295,7 @@ def test_the_actions_run_the_modules_through_ansible(tmp_path):
                  "ansible_python_interpreter": sys.executable}  # fmt: skip
     run_env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")} | {
         "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
-        "ANSIBLE_LIBRARY": str(ROOT / "roles/webui/library"),
+        "ANSIBLE_LIBRARY": f"{ROOT / 'roles/webui/library'}:{ROOT / 'plugins/modules'}",
         "ANSIBLE_MODULE_UTILS": f"{ROOT / 'roles/webui/module_utils'}:{ROOT / 'plugins/module_utils'}",
         "ANSIBLE_ACTION_PLUGINS": f"{ROOT / 'roles/webui/action_plugins'}:{ROOT / 'plugins/action'}",
     }

@@ -265,3 +265,49 @@ def test_manifests_of_another_format_are_refused(tmp_path):
     (tmp_path / bl.MANIFEST).write_text(json.dumps({"format": 2, "platform": "Linux-x86_64"}))
     with pytest.raises(bl.BundleError, match="format 1"):
         bl.read_manifest(str(tmp_path))
+
+
+# --- ComfyUI's venv locks (role comfyui) ----------------------------------------------------------------
+# requirements.txt of ComfyUI at the pinned v0.3.64 (read from upstream's tree at that commit).
+COMFYUI_REQUIREMENTS_SHA256 = "35d6c9a7055c770f73902b6556af4e34c949c66831680026b6ec65804dc5a02d"
+
+
+@pytest.mark.parametrize("platform", sorted(vl.PYTHONS))
+def test_every_committed_comfyui_lock_was_resolved_from_todays_lock_yml(platform):
+    pins = lock()["comfyui_venv"]["torch"][platform]
+    for python in vl.PYTHONS[platform]:
+        name = vl.lock_file_name(platform, python)
+        text = (LOCK_DIR / "comfyui" / name).read_text()
+        recorded = vl.check_lock_text(
+            text,
+            lock(),
+            platform,
+            python,
+            name,
+            COMFYUI_REQUIREMENTS_SHA256,
+            inputs_of=vl.comfyui_lock_inputs,
+        )
+        assert recorded["app"] == "comfyui" and recorded["comfyui_commit"] == lock()["comfyui"]["commit"]
+        packages = vl.parse_packages(text)
+        for name_ in ("torch", "torchvision", "torchaudio"):
+            assert packages[name_]["version"] == pins[name_]
+        assert packages["pip"]["version"] == lock()["webui_venv"]["pip"]
+        # Upstream's own == pins and the unpinned sampler dependency are all in the locked set.
+        assert packages["comfyui-frontend-package"]["version"] == "1.27.10" and "torchsde" in packages
+        assert all(p["hashes"] and all(len(h) == 64 for h in p["hashes"]) for p in packages.values())
+
+
+def test_a_changed_comfyui_pin_makes_its_lock_stale_and_the_webuis_inputs_never_match_it():
+    name = vl.lock_file_name("Linux-x86_64", "3.11")
+    text = (LOCK_DIR / "comfyui" / name).read_text()
+    changed = lock()
+    changed["comfyui_venv"]["torch"]["Linux-x86_64"]["torch"] = "2.9.0"
+    with pytest.raises(vl.LockError, match=r"resolved from other inputs .*torch.* run make lock-venv"):
+        vl.check_lock_text(text, changed, "Linux-x86_64", "3.11", name, inputs_of=vl.comfyui_lock_inputs)
+    with pytest.raises(vl.LockError, match=r"run make lock-venv"):
+        vl.check_lock_text(text, lock(), "Linux-x86_64", "3.11", name)  # read as the WebUI's: refused
+    source = vl.comfyui_requirements_in(
+        vl.comfyui_lock_inputs(lock(), "Darwin-arm64", "3.10", "r" * 64), "torch\n# c\npyyaml\n"
+    )
+    assert {"torch", "pyyaml", "torch==2.8.0", "torchaudio==2.8.0"} <= set(source.splitlines())
+    assert "# c" not in source.splitlines()

@@ -202,7 +202,7 @@ def git_as_user(target, directory, *args):
 
 
 def porcelain_paths(text):
-    import webui_git_tree  # roles/webui/module_utils: the role's own rule for what counts as a change
+    import webui_git_tree  # plugins/module_utils: the role's own rule for what counts as a change
 
     return webui_git_tree.parse_porcelain(text)
 
@@ -449,6 +449,72 @@ def test_venv_pip_check(target, item, note):
     out = target.run_as_user(quote(python, "-B", "-m", "pip", "check", "--disable-pip-version-check"))
     expect(out.rc == 0, f"pip check in {python}: {(out.stdout or out.stderr).strip()[-300:]}")
     note(out.stdout.strip() or "pip check: no broken requirements")
+
+
+# --- ComfyUI (role comfyui), when settings.yml sdenv_apps names it ----------------------------------------
+
+
+def comfyui_chosen(target):
+    """One row when the host's sdenv_apps names comfyui, none otherwise (the WebUI alone is the default)."""
+    return ["ComfyUI"] if "comfyui" in (target.vars.get("sdenv_apps") or []) else []
+
+
+@check("{item} at the pinned commit, clean tree", items=comfyui_chosen, depends=["user"])
+def test_comfyui_commit(target, item, note):
+    pin = target.lock("comfyui")
+    directory = target.var("sdenv_comfyui_dir")
+    commit = tree_state(target, directory, pin["commit"])
+    note(f"{directory} at {commit[:12]} ({pin.get('version', '')}), no local changes")
+
+
+@check("{item} venv holds exactly its locked set", items=comfyui_chosen, depends=["comfyui_commit"])
+def test_comfyui_venv_matches_lock(target, item, note):
+    python = f"{target.var('sdenv_comfyui_venv_dir')}/bin/python"
+    out = target.run_as_user(quote(python, "-B", "-c", VENV_SET_SCRIPT))
+    expect(out.rc == 0, f"ComfyUI's venv Python {python} does not run: {out.stderr.strip()[-200:]}")
+    found = json.loads(out.stdout)
+    name = venv_lock.lock_file_name(target.vars.get("sdenv_webui_platform"), found["python"])
+    lock_dir = target.var("sdenv_comfyui_host_lock_dir")
+    text = target.run("cat %s", f"{lock_dir}/{name}")
+    expect(text.rc == 0, f"the host has no ComfyUI venv lock {lock_dir}/{name}: provision again")
+    wanted = {key: p["version"] for key, p in venv_lock.parse_packages(text.stdout).items()}
+    installed = {venv_lock.normalize(n): v for n, v in found["dists"].items()}
+    differ = sorted(
+        f"{k} {installed.get(k, 'missing')} (lock {wanted.get(k, 'none')})"
+        for k in set(wanted) | set(installed)
+        if installed.get(k) != wanted.get(k)
+    )
+    expect(not differ, f"ComfyUI's venv is not its lock: {', '.join(differ[:8])}")
+    note(f"{len(wanted)} locked packages, as comfyui/{name}")
+
+
+@check("{item} venv passes pip check", items=comfyui_chosen, depends=["comfyui_commit"])
+def test_comfyui_pip_check(target, item, note):
+    python = f"{target.var('sdenv_comfyui_venv_dir')}/bin/python"
+    out = target.run_as_user(quote(python, "-B", "-m", "pip", "check", "--disable-pip-version-check"))
+    expect(out.rc == 0, f"pip check in {python}: {(out.stdout or out.stderr).strip()[-300:]}")
+    note(out.stdout.strip() or "pip check: no broken requirements")
+
+
+@check(
+    "{item} extra_model_paths.yaml points at the model store",
+    items=comfyui_chosen,
+    depends=["comfyui_commit"],
+)
+def test_comfyui_model_paths(target, item, note):
+    import comfyui_model_paths  # roles/comfyui/module_utils: the role's own reading of the file
+
+    path = target.var("sdenv_comfyui_model_paths_file")
+    out = target.run_as_user("cat %s", path)
+    expect(out.rc == 0, f"{path} is missing ({out.stderr.strip()}): provision again")
+    try:
+        section = comfyui_model_paths.read_section(out.stdout, path)
+    except comfyui_model_paths.ModelPathsError as exc:
+        expect(False, str(exc))
+    store, folders = target.var("sdenv_model_store"), target.var("sdenv_comfyui_model_folders")
+    wanted = {"base_path": store, **folders}
+    expect(section == wanted, f"{path} has the section {section}, expected {wanted}: provision again")
+    note(f"sdenv: base_path {store} ({', '.join(sorted(folders))})")
 
 
 def clip_pins(target):

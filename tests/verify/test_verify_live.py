@@ -12,11 +12,13 @@ import secrets
 import shlex
 from pathlib import Path
 
+import comfyui_client
 import model_pending
 import webui_client
 from verify_lib import NotProvisionedError, check, expect, quote
 
 CLIENT_SOURCE = Path(webui_client.__file__).read_text(encoding="utf-8")
+COMFYUI_CLIENT_SOURCE = Path(comfyui_client.__file__).read_text(encoding="utf-8")
 # The guide's image when settings.yml does not say (a copy of its sdenv_verify_image, for inventories
 # that do not read the repository's group_vars).
 DEFAULT_IMAGE = {"width": 512, "height": 512, "steps": 20, "seed": 1234, "cfg_scale": 7}
@@ -126,8 +128,9 @@ def put_file(target, path, data):
     expect(out.rc == 0, f"cannot write {path} on {target.name}: {out.stderr.strip()[-200:]}")
 
 
-def live_run(target):
-    """Run the live client once per host; every live row reads its result."""
+def live_run(target, app="webui"):
+    """Run the live client once per host (and app); every live row reads its result. ComfyUI's client
+    (comfyui_client.py) runs beside the WebUI's, whose start, stop and network cut it uses."""
 
     def run():
         work = f"/tmp/sdenv-verify-{secrets.token_hex(6)}"
@@ -135,10 +138,13 @@ def live_run(target):
         if made.rc != 0:
             return {"error": f"cannot make {work} on the host: {made.stderr.strip()}"}
         try:
-            spec = build_spec(target, work)
+            spec = build_spec(target, work) if app == "webui" else comfyui_spec(target, work)
             put_file(target, f"{work}/webui_client.py", CLIENT_SOURCE.encode())
+            client = f"{work}/{app}_client.py"
+            if app == "comfyui":
+                put_file(target, client, COMFYUI_CLIENT_SOURCE.encode())
             put_file(target, f"{work}/spec.json", json.dumps(spec).encode())
-            command = quote(target.facts["python"], f"{work}/webui_client.py", "live", f"{work}/spec.json")
+            command = quote(target.facts["python"], client, "live", f"{work}/spec.json")
             if spec.get("probe"):
                 outside = target.run(
                     quote(target.facts["python"], f"{work}/webui_client.py", "probe", *spec["probe"])
@@ -156,15 +162,15 @@ def live_run(target):
                 }
             result = json.loads(lines[-1])
             result["spec"] = spec
-            save_images(target, result)
+            save_images(target, result, app)
             return result
         finally:
             target.run(quote("rm", "-rf", work))
 
-    return target.cached("live", run)
+    return target.cached("live" if app == "webui" else f"live-{app}", run)
 
 
-def save_images(target, result):
+def save_images(target, result, app="webui"):
     directory = target.options.run_dir / "images" / target.name
     directory.mkdir(parents=True, exist_ok=True)
     saved = []
@@ -180,7 +186,7 @@ def save_images(target, result):
                 "infotext": image.get("infotext", ""),
             }
         )
-    (directory / "webui.log.txt").write_text(result.get("log_tail") or "", encoding="utf-8")
+    (directory / f"{app}.log.txt").write_text(result.get("log_tail") or "", encoding="utf-8")
     result["saved_images"] = saved
 
 
@@ -192,7 +198,10 @@ def live_depends(item):
 
 @check("LIVE {item}", items=live_items, depends=live_depends)
 def test_live(target, item, note, request):
-    result = live_run(target)
+    live_row(live_run(target), item, note, request, "webui.log.txt")
+
+
+def live_row(result, item, note, request, log):
     expect("error" not in result, result.get("error", ""))
     if item == "server starts":
         request.node.sdenv_images = result["saved_images"]
@@ -210,4 +219,49 @@ def test_live(target, item, note, request):
             f" ({result['spec']['probe_outside']}): it proves nothing about the cut",
         )
     expect(outcome["ok"], outcome["detail"])
-    note(outcome["detail"] + (f" (log: {shlex.quote('webui.log.txt')})" if item == "server stops" else ""))
+    note(outcome["detail"] + (f" (log: {shlex.quote(log)})" if item == "server stops" else ""))
+
+
+# --- ComfyUI (role comfyui), when settings.yml sdenv_apps names it ------------------------------------------
+
+
+def comfyui_models(target):
+    """(checkpoint file, LoRA file or None): the WebUI's live run's models, as ComfyUI lists them from the store."""
+    model = lora(target) and models_of_kind(target, "lora")[0]
+    return checkpoint(target)["file"], model["file"] if model else None
+
+
+def comfyui_live_items(target):
+    if not target.options.live or "comfyui" not in (target.vars.get("sdenv_apps") or []):
+        return []
+    ckpt, lora_file = comfyui_models(target)
+    names = [
+        "server starts",
+        *(["network cut"] if target.options.offline else []),
+        f"lists checkpoint {ckpt}",
+    ]
+    names += [f"lists LoRA {lora_file}"] if lora_file else []
+    return [*names, f"txt2img {target.vars.get('sdenv_verify_prompt', '1woman')}", "server stops"]
+
+
+def comfyui_spec(target, out_dir):
+    """The WebUI's spec (the guide's image, SMALL, the network cut), ComfyUI's tree, venv and models."""
+    ckpt, lora_file = comfyui_models(target)
+    return {
+        **build_spec(target, out_dir),
+        "comfyui_dir": target.vars["sdenv_comfyui_dir"],
+        "python": f"{target.vars['sdenv_comfyui_venv_dir']}/bin/python",
+        "extra_args": [str(a) for a in target.vars.get("sdenv_comfyui_extra_args") or []],
+        "checkpoint": ckpt,
+        "lora": lora_file,
+    }
+
+
+def comfyui_live_depends(item):
+    needs = ["comfyui_commit", "comfyui_venv_matches_lock", "comfyui_model_paths"]
+    return needs if item == "server starts" else [*needs, "comfyui_live:server_starts"]
+
+
+@check("LIVE ComfyUI {item}", items=comfyui_live_items, depends=comfyui_live_depends)
+def test_comfyui_live(target, item, note, request):
+    live_row(live_run(target, "comfyui"), item, note, request, "comfyui.log.txt")

@@ -367,9 +367,6 @@ def account_of(name):
 
 def start_server(spec, port, log_path):
     """Start the WebUI as the dummy (never root) in its own process group, output to log_path."""
-    entry, groups = account_of(spec["user"])
-    if entry.pw_uid == 0:
-        raise LiveError("refusing to start the WebUI as root: the dummy user is root")
     user_script = os.path.join(spec["webui_dir"], "webui-user.sh")
     try:
         with open(user_script, encoding="utf-8", errors="replace") as handle:
@@ -381,6 +378,16 @@ def start_server(spec, port, log_path):
             f"{user_script} was written by an older version of the toolkit (it does not pass "
             f"{EXTRA_ARGS_VARIABLE} on to the WebUI): run make provision, then verify again"
         )
+    extra_env = {EXTRA_ARGS_VARIABLE: shlex.join(verify_args(spec, port))}
+    return start_as_user(spec, server_argv(spec), spec["webui_dir"], extra_env, log_path)
+
+
+def start_as_user(spec, argv, cwd, extra_env, log_path, what="the WebUI"):
+    """argv in cwd as the dummy (never root) in its own process group, output to log_path (also ComfyUI's,
+    comfyui_client.py)."""
+    entry, groups = account_of(spec["user"])
+    if entry.pw_uid == 0:
+        raise LiveError(f"refusing to start {what} as root: the dummy user is root")
     env = {
         "HOME": entry.pw_dir,
         "USER": entry.pw_name,
@@ -390,19 +397,19 @@ def start_server(spec, port, log_path):
         "LANG": os.environ.get("LANG", "C.UTF-8"),
         # Without it the log holds back "Model loaded" until exit.
         "PYTHONUNBUFFERED": "1",
-        EXTRA_ARGS_VARIABLE: shlex.join(verify_args(spec, port)),
+        **extra_env,
         **spec.get("env", {}),
     }
     as_user = {}
     if os.geteuid() != entry.pw_uid:
         if os.geteuid() != 0:
-            raise LiveError(f"cannot start the WebUI as {entry.pw_name}: this runs as uid {os.geteuid()}")
+            raise LiveError(f"cannot start {what} as {entry.pw_name}: this runs as uid {os.geteuid()}")
         as_user = {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": groups}
     log = open(log_path, "ab")  # noqa: SIM115 - the child keeps writing to it after this returns
     try:
         return subprocess.Popen(
-            server_argv(spec),
-            cwd=spec["webui_dir"],
+            argv,
+            cwd=cwd,
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=log,
@@ -573,25 +580,27 @@ def run_live(spec):
         stop_server(proc, spec.get("stop_grace", 60))
         return {"checks": checks.items, "images": images, "log_tail": log_tail(log_path)}
     try:
-        if spec.get("offline") == "netns":
-            offline.update(netns_facts(proc.pid, spec.get("host_netns")))
-            ok = offline["interfaces"] == ["lo"] and offline["netns"] not in (
-                offline["host_netns"],
-                "unreadable",
-            )
-            if spec.get("probe"):
-                ok = ok and offline["probe_inside"] in ("unreachable", "denied")
-            checks.add("network cut", ok, describe_cut(offline))
-        elif spec.get("offline") == "sandbox":
-            offline["probe_inside"] = sandboxed_probe(spec) if spec.get("probe") else None
-            ok = spec.get("probe") is None or offline["probe_inside"] == "denied"
-            checks.add("network cut", ok, describe_cut({**offline, "sandbox": True}))
+        check_cut(spec, proc, checks, offline)
         live_checks(client, checks, spec, images, out_dir)
     except LiveError as exc:
         checks.add("API", False, str(exc))
     finally:
         checks.add("server stops", *stop_server(proc, spec.get("stop_grace", 60)))
     return {"checks": checks.items, "images": images, "log_tail": log_tail(log_path), "offline": offline}
+
+
+def check_cut(spec, proc, checks, offline):
+    """The "network cut" row under OFFLINE=1, seen from the running server (also ComfyUI's)."""
+    if spec.get("offline") == "netns":
+        offline.update(netns_facts(proc.pid, spec.get("host_netns")))
+        ok = offline["interfaces"] == ["lo"] and offline["netns"] not in (offline["host_netns"], "unreadable")
+        if spec.get("probe"):
+            ok = ok and offline["probe_inside"] in ("unreachable", "denied")
+        checks.add("network cut", ok, describe_cut(offline))
+    elif spec.get("offline") == "sandbox":
+        offline["probe_inside"] = sandboxed_probe(spec) if spec.get("probe") else None
+        ok = spec.get("probe") is None or offline["probe_inside"] == "denied"
+        checks.add("network cut", ok, describe_cut({**offline, "sandbox": True}))
 
 
 def live_checks(client, checks, spec, images, out_dir):

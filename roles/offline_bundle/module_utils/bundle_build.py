@@ -47,6 +47,8 @@ from venv_lock import (
     UV_PLATFORMS,
     LockError,
     check_lock_text,
+    comfyui_lock_inputs,
+    comfyui_requirements_in,
     header,
     lock_file_name,
     lock_inputs,
@@ -61,6 +63,9 @@ from wheel_tags import choose_file, is_pure_wheel, target_tags
 BUNDLE_ERRORS = (BundleError, SourceError, PackageIndexError, LockError, VenvError, OSError)
 CONTROLLER_PYTHONS = ["3.11", "3.12", "3.13"]
 WEBUI_GIT_NAME = "stable-diffusion-webui"
+COMFYUI_GIT_NAME = "ComfyUI"
+# ComfyUI's venv locks sit in this subdirectory of the WebUI's (role comfyui reads them there).
+COMFYUI_LOCK_DIR = "comfyui"
 
 
 def say(message):
@@ -113,7 +118,8 @@ def platforms_of(sdenv_lock, wanted):
 
 
 def lock_venv(sdenv_lock, lock_dir, cache, index_url="", platforms=()):
-    """Resolve every platform + Python into lock_dir/<platform>-py<X.Y>.txt with uv."""
+    """Resolve every platform + Python into lock_dir/<platform>-py<X.Y>.txt with uv; with a ComfyUI pin in the
+    lock, its venv too, into lock_dir/comfyui/<platform>-py<X.Y>.txt (role comfyui)."""
     uv = uv_command()
     version = uv_version(uv)
     raw = webui_requirements(sdenv_lock, cache)
@@ -122,35 +128,58 @@ def lock_venv(sdenv_lock, lock_dir, cache, index_url="", platforms=()):
         name: archive_member(archive_cache(cache, sdenv_lock["webui_venv"][name]), "requirements.txt")
         for name in ("clip", "open_clip")
     }
+    comfyui_raw = comfyui_requirements(sdenv_lock, cache) if "comfyui" in sdenv_lock else None
     for platform in platforms_of(sdenv_lock, platforms):
         for python in PYTHONS[platform]:
             inputs = lock_inputs(sdenv_lock, platform, python, hashlib.sha256(raw).hexdigest())
             source = requirements_in(inputs, requirements, archive_requirements)
-            argv = [uv, "pip", "compile", "-", "--quiet", "--no-header", "--generate-hashes",
-                    "--python-platform", UV_PLATFORMS[platform], "--python-version", python,
-                    "--index-url", index_url or "https://pypi.org/simple"]  # fmt: skip
-            if inputs["torch"]["index_url"]:
-                argv += [
-                    "--extra-index-url",
-                    inputs["torch"]["index_url"],
-                    "--index-strategy",
-                    "unsafe-best-match",
-                ]
-            env = {**os.environ, "UV_NO_CONFIG": "1", "MACOSX_DEPLOYMENT_TARGET": "13.0"}
-            say(f"resolving {platform} / Python {python} ...")
-            completed = subprocess.run(
-                argv, input=source, capture_output=True, text=True, env=env, check=False
+            resolve(
+                uv,
+                version,
+                inputs,
+                source,
+                os.path.join(lock_dir, lock_file_name(platform, python)),
+                index_url,
             )
-            if completed.returncode != 0:
-                detail = completed.stderr.strip().splitlines()
-                raise BundleError(
-                    f"uv could not resolve the venv for {platform} / Python {python}: "
-                    f"{' '.join(detail[-3:]) if detail else 'no output'}"
+            if comfyui_raw is not None:
+                inputs = comfyui_lock_inputs(
+                    sdenv_lock, platform, python, hashlib.sha256(comfyui_raw).hexdigest()
                 )
-            packages = parse_packages(completed.stdout)
-            name = lock_file_name(platform, python)
-            write_text_atomic(os.path.join(lock_dir, name), header(inputs, version) + completed.stdout)
-            say(f"wrote {name}: {len(packages)} packages")
+                source = comfyui_requirements_in(inputs, comfyui_raw.decode("utf-8"))
+                path = os.path.join(lock_dir, COMFYUI_LOCK_DIR, lock_file_name(platform, python))
+                resolve(uv, version, inputs, source, path, index_url)
+
+
+def resolve(uv, version, inputs, source, path, index_url):
+    """uv pip compile of source for the inputs' platform and Python, written to path with its header."""
+    platform, python = inputs["platform"], inputs["python"]
+    argv = [uv, "pip", "compile", "-", "--quiet", "--no-header", "--generate-hashes",
+            "--python-platform", UV_PLATFORMS[platform], "--python-version", python,
+            "--index-url", index_url or "https://pypi.org/simple"]  # fmt: skip
+    if inputs["torch"]["index_url"]:
+        argv += ["--extra-index-url", inputs["torch"]["index_url"], "--index-strategy", "unsafe-best-match"]
+    env = {**os.environ, "UV_NO_CONFIG": "1", "MACOSX_DEPLOYMENT_TARGET": "13.0"}
+    what = "ComfyUI's venv" if inputs.get("app") == "comfyui" else "the venv"
+    say(f"resolving {what} for {platform} / Python {python} ...")
+    completed = subprocess.run(argv, input=source, capture_output=True, text=True, env=env, check=False)
+    if completed.returncode != 0:
+        detail = completed.stderr.strip().splitlines()
+        raise BundleError(
+            f"uv could not resolve {what} for {platform} / Python {python}: "
+            f"{' '.join(detail[-3:]) if detail else 'no output'}"
+        )
+    packages = parse_packages(completed.stdout)
+    write_text_atomic(path, header(inputs, version) + completed.stdout)
+    name = os.path.basename(path)
+    say(
+        f"wrote {COMFYUI_LOCK_DIR + '/' + name if inputs.get('app') == 'comfyui' else name}: {len(packages)} packages"
+    )
+
+
+def comfyui_requirements(sdenv_lock, cache):
+    comfyui = sdenv_lock["comfyui"]
+    repo = git_cache(cache, COMFYUI_GIT_NAME, comfyui["repo"], comfyui["commit"])
+    return file_at(repo, comfyui["commit"], "requirements.txt")
 
 
 def read_locks(sdenv_lock, lock_dir, platform):

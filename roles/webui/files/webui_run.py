@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
-"""make run, step 2: start the WebUI as the dummy user, wait until it answers, print its URL.
+"""make run, step 2: start the WebUI (or ComfyUI, APP=comfyui) as the dummy user, wait until it answers, print
+its URL.
 
-Reads the settings playbooks/run.yml resolved (and deletes that file). webui.sh runs as the dummy (never
+Reads the settings playbooks/run.yml resolved (and deletes that file): the app's name, its command line and
+directory (webui.sh in the WebUI tree by default; ComfyUI's venv python main.py ... from role comfyui's
+run.yml). The app runs as the dummy (never
 root: as root this drops to the dummy's uid, gid and groups before exec; as the dummy it runs directly)
 in a session of its own, so Ctrl-C reaches this launcher only, which then stops the whole process group:
 SIGTERM, a grace period for a request in progress, then SIGKILL.
@@ -66,8 +69,9 @@ def main(spec_path):
         spec = json.load(handle)
     os.unlink(spec_path)
     account = pwd.getpwnam(spec["user"])
+    app = spec.get("app", "the WebUI")
     if account.pw_uid == 0:
-        say("the WebUI never runs as root: set sdenv_user_name to the dummy user.")
+        say(f"{app} never runs as root: set sdenv_user_name to the dummy user.")
         return 2
     me = os.geteuid()
     if me not in (0, account.pw_uid):
@@ -91,11 +95,10 @@ def main(spec_path):
 
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, request_stop)
-    proc = subprocess.Popen(
-        ["bash", "webui.sh"], cwd=spec["webui_dir"], env=env, start_new_session=True, **drop
-    )
+    argv, cwd = spec.get("argv", ["bash", "webui.sh"]), spec.get("cwd", spec.get("webui_dir"))
+    proc = subprocess.Popen(argv, cwd=cwd, env=env, start_new_session=True, **drop)
     pgid = proc.pid  # the session leader's pid is its process group id
-    say(f"starting the WebUI as {spec['user']} (pid {proc.pid}); waiting for {spec['url']}")
+    say(f"starting {app} as {spec['user']} (pid {proc.pid}); waiting for {spec['url']}")
     announced = False
     while not stopping:
         code = proc.poll()
@@ -103,15 +106,15 @@ def main(spec_path):
             if group_alive(pgid):
                 stop_group(proc, pgid)
             say(
-                f"the WebUI exited with code {code}"
+                f"{app} exited with code {code}"
                 + ("" if announced else " before it answered: see its output above.")
             )
             return code if announced else (code or 1)
         if not announced and answers(spec["url"]):
-            say(f"the WebUI is running at {spec['url']} (Ctrl-C stops it)")
+            say(f"{app} is running at {spec['url']} (Ctrl-C stops it)")
             announced = True
         time.sleep(POLL_SECONDS)
-    say("stopping the WebUI and everything it started ...")
+    say(f"stopping {app} and everything it started ...")
     stop_group(proc, pgid)
     say("stopped.")
     return 0

@@ -87,6 +87,44 @@ def lock_inputs(sdenv_lock, platform, python, requirements_sha256):
     }
 
 
+def comfyui_lock_inputs(sdenv_lock, platform, python, requirements_sha256):
+    """The same for ComfyUI's venv (role comfyui): its commit, its requirements.txt, this platform's torch
+    trio (lock.yml sdenv_lock.comfyui_venv.torch) and pip (the WebUI's pin: one pip for both venvs)."""
+    torch = ((sdenv_lock.get("comfyui_venv") or {}).get("torch") or {}).get(platform)
+    if not torch:
+        raise LockError(
+            f"lock.yml pins no torch/torchvision/torchaudio for {platform} (sdenv_lock.comfyui_venv.torch): "
+            "add them."
+        )
+    return {
+        "app": "comfyui",
+        "platform": platform,
+        "python": python,
+        "comfyui_commit": sdenv_lock["comfyui"]["commit"],
+        "requirements_sha256": requirements_sha256,
+        "torch": {k: str(torch.get(k, "")) for k in ("torch", "torchvision", "torchaudio", "index_url")},
+        "pip": str(sdenv_lock["webui_venv"]["pip"]),
+    }
+
+
+def comfyui_requirements_in(inputs, requirements_text):
+    """The uv input for ComfyUI: its requirements.txt as upstream ships it, then the toolkit's pins."""
+    lines = [
+        f"# requirements.txt of ComfyUI at {inputs['comfyui_commit']}",
+        *[
+            line
+            for line in requirements_text.splitlines()
+            if line.strip() and not line.lstrip().startswith("#")
+        ],
+        "# this platform's torch pins and pip (lock.yml sdenv_lock.comfyui_venv, webui_venv.pip)",
+        f"torch=={inputs['torch']['torch']}",
+        f"torchvision=={inputs['torch']['torchvision']}",
+        f"torchaudio=={inputs['torch']['torchaudio']}",
+        f"pip=={inputs['pip']}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def inputs_digest(inputs):
     return sha256_text(canonical(inputs))
 
@@ -176,16 +214,17 @@ def stale_inputs(recorded, wanted):
     return sorted(k for k in set(recorded) | set(wanted) if recorded.get(k) != wanted.get(k))
 
 
-def check_lock_text(text, sdenv_lock, platform, python, name, requirements_sha256=None):
+def check_lock_text(text, sdenv_lock, platform, python, name, requirements_sha256=None, inputs_of=None):
     """Raise LockError unless text is a lock resolved from today's inputs. requirements_sha256 None means
-    'trust the header's' (before the tree exists); the venv module passes the tree's real one."""
+    'trust the header's' (before the tree exists); the venv module passes the tree's real one. inputs_of:
+    the app's lock_inputs (the WebUI's by default, comfyui_lock_inputs for ComfyUI's locks)."""
     try:
         digest, recorded = parse_header(text)
     except LockError as exc:
         raise LockError(
             f"The venv lock {name} is not one make lock-venv wrote ({exc}): run make lock-venv."
         ) from exc
-    wanted = lock_inputs(
+    wanted = (inputs_of or lock_inputs)(
         sdenv_lock,
         platform,
         python,

@@ -1,0 +1,242 @@
+"""Role comfyui for real on this machine: one throwaway dummy provisioned once with sdenv_apps [webui,
+comfyui] from fixture upstreams (the WebUI's and ComfyUI's bare repos, the wheel index, the venv locks that
+`make lock-venv`'s own code resolved from it), shared by the tests of this file, which only read it or add
+what they remove again. ComfyUI is tests/fixtures/comfyui_tree: as strict as the pinned v0.3.64 about flags,
+yaml keys, folder names and the prompt's node classes and inputs."""
+
+import json
+import os
+import pwd
+import re
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import clip_tokenizer_files
+import pytest
+from comfyui_fixtures import add_comfyui_upstream, git_head
+from fixture_host import account_vars, free_port, real_lock, write_inventory
+from model_fixtures import random_safetensors
+from sdenv_testlib import ROOT, TestInventory, remove_user, run_make, user_exists
+from venv_index_fixtures import venv_lock_vars
+from webui_fixtures import build_webui_upstream, serve_http
+
+sys.path.insert(0, str(ROOT / "tests" / "verify"))
+import comfyui_client
+
+SHIPPED = ROOT / "roles" / "webui" / "files" / "clip-vit-large-patch14"
+TAGS = "--tags dummy_user,homebrew,python,webui,comfyui"
+# A re-run of role comfyui alone (role python sets the interpreter fact it builds the venv with).
+AGAIN = "--tags python,comfyui"
+USERS_SECTION = (
+    "# my own models\nmine:\n    base_path: /srv/elsewhere\n    checkpoints: |\n        a\n        b\n"
+)
+
+
+@pytest.fixture(scope="module")
+def provisioned(tmp_path_factory):
+    """(inventory, fixture, comfyui dir, store) after one make provision with both apps."""
+    if os.geteuid() != 0:
+        pytest.skip("integration tests create users: run them as root")
+    root = Path(f"/tmp/sdt-comfyui-{os.getpid()}-{time.monotonic_ns()}")
+    user = "sdt" + secrets.token_hex(4)
+    assert not user_exists(user)
+    work = tmp_path_factory.mktemp("comfyui")
+    fixture = build_webui_upstream(root, SHIPPED, clip_tokenizer_files.derived_files)
+    add_comfyui_upstream(fixture)
+    try:
+        with serve_http(root) as server:
+            variables = {
+                **account_vars(user, work),
+                **venv_lock_vars(fixture, server.url, real_lock()),
+                "sdenv_apps": ["webui", "comfyui"],
+                "sdenv_webui_port": free_port(),
+                "sdenv_comfyui_port": free_port(),
+            }
+            path = write_inventory(work / "inventory", variables)
+            inventory = TestInventory(path, user, Path(variables["sdenv_state_dir"]), variables)
+            home = Path(f"/home/{user}")
+            first = run_make("provision", inventory, ARGS=TAGS)
+            assert first.returncode == 0, first
+            yield inventory, fixture, home / "ComfyUI", home / "sd-models", first
+    finally:
+        remove_user(user)
+        subprocess.run(["rm", "-rf", str(root)], check=False)
+
+
+def as_dummy(inventory, argv, **kwargs):
+    return subprocess.run(["runuser", "-u", inventory.user, "--", *argv], check=False, **kwargs)
+
+
+def put_models(inventory, store):
+    """The store's layout (ComfyUI's own folder names), filled as the dummy: what role models puts there."""
+    for kind, name in (("checkpoints", "guide.safetensors"), ("loras", "glasses-2.safetensors")):
+        target = store / kind / name
+        as_dummy(inventory, ["mkdir", "-p", str(target.parent)])
+        as_dummy(inventory, ["tee", str(target)], input=random_safetensors(64), stdout=subprocess.DEVNULL)
+
+
+def test_provision_clones_the_pin_builds_the_locked_venv_and_points_the_yaml_at_the_store(provisioned):
+    inventory, fixture, comfyui, store, first = provisioned
+    dummy = pwd.getpwnam(inventory.user)
+    assert git_head(comfyui) == fixture.comfyui.shas[0]
+    assert {os.lstat(p).st_uid for p in [comfyui, *comfyui.rglob("*")]} == {dummy.pw_uid}
+    assert json.loads((comfyui / "venv" / ".sdenv-venv.json").read_text())["inputs"]["lock_sha256"]
+    locked = {line.split("==")[0] for line in Path(marker_lock(inventory)).read_text().splitlines()
+              if "==" in line and not line.startswith((" ", "#"))}  # fmt: skip
+    assert {"torch", "torchsde", "torchaudio", "comfyui-frontend-package", "pyyaml", "pip"} <= locked
+    check = subprocess.run(
+        [str(comfyui / "venv/bin/python"), "-m", "pip", "check"], capture_output=True, text=True
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+    section = comfyui_client_section(comfyui)
+    assert section == {"base_path": str(store), "checkpoints": "checkpoints", "loras": "loras"}
+    record = json.loads((inventory.state_dir / "state.json").read_text())["users"][inventory.user][
+        "components"
+    ]
+    assert (
+        record["comfyui"]["commit"] == fixture.comfyui.shas[0] and record["comfyui"]["venv"]["inputs_digest"]
+    )
+    assert "ComfyUI tree" in first.output
+
+
+def marker_lock(inventory):
+    record = json.loads((inventory.state_dir / "state.json").read_text())["users"][inventory.user][
+        "components"
+    ]
+    return record["comfyui"]["venv"]["lock"]
+
+
+def comfyui_client_section(comfyui):
+    import comfyui_model_paths
+
+    return comfyui_model_paths.read_section((comfyui / "extra_model_paths.yaml").read_text())
+
+
+def test_a_second_run_changes_nothing_and_keeps_the_users_yaml_byte_for_byte(provisioned):
+    inventory, _, comfyui, _, _ = provisioned
+    yaml_file = comfyui / "extra_model_paths.yaml"
+    before = yaml_file.read_text()
+    as_dummy(
+        inventory, ["tee", str(yaml_file)], input=USERS_SECTION + before, text=True, stdout=subprocess.DEVNULL
+    )
+    # The role's own re-run (the WebUI's idempotence is test_webui_provision's): nothing changes.
+    again = run_make("provision", inventory, ARGS=AGAIN)
+    assert again.returncode == 0, again.output[-3000:]
+    assert again.recap.get("changed") == 0, again.output[-3000:]
+    assert yaml_file.read_text() == USERS_SECTION + before
+    # A yaml that does not parse is refused with the file left as it was: tests/unit/test_comfyui_model_paths.py.
+
+
+def test_verify_offline_generates_through_comfyui_and_names_a_yaml_section_it_did_not_write(provisioned):
+    """make verify OFFLINE=1: ComfyUI's rows, and its LIVE rows (started as the dummy inside a network
+    namespace with only lo, the lock's checkpoint listed from the store, the guide's workflow, the PNG in the
+    report). The toolkit's yaml section carries one key too many, so its row fails while ComfyUI still reads
+    the store."""
+    inventory, _, comfyui, store, _ = provisioned
+    yaml_file = comfyui / "extra_model_paths.yaml"
+    before = yaml_file.read_text()
+    edited = before.replace(f"base_path: {store}\n", f"base_path: {store}\n    vae: vae\n")
+    assert edited != before
+    checkpoints = [m["file"] for m in real_lock()["models"] if m.get("kind") == "checkpoint"]
+    as_dummy(inventory, ["tee", str(yaml_file)], input=edited, text=True, stdout=subprocess.DEVNULL)
+    # The checkpoint in the store for ComfyUI, and in the WebUI's own folder for the WebUI's LIVE rows (on
+    # this branch role models still installs there), random weights under the lock's file names.
+    folders = [store / "checkpoints", comfyui.parent / "stable-diffusion-webui/models/Stable-diffusion"]
+    placed = [folder / name for folder in folders for name in checkpoints]
+    as_dummy(inventory, ["mkdir", "-p", *map(str, folders)])
+    for path in placed:
+        as_dummy(inventory, ["tee", str(path)], input=random_safetensors(64), stdout=subprocess.DEVNULL)
+    try:
+        result = run_make(
+            "verify", inventory, VERIFY_REPORTS=str(Path(str(inventory)).parent / "reports"), OFFLINE="1"
+        )
+    finally:
+        as_dummy(inventory, ["tee", str(yaml_file)], input=before, text=True, stdout=subprocess.DEVNULL)
+        as_dummy(inventory, ["rm", "-f", *map(str, placed)])
+    match = re.search(r"^Report: (.+)/index\.html$", result.output, re.M)
+    assert match, result.output[-3000:]
+    report = Path(match.group(1))
+    rows = {row["check"]: row for row in json.loads((report / "checks.json").read_text())["checks"]}
+    comfy = {name: row for name, row in rows.items() if "ComfyUI" in name}
+    passing = [
+        "ComfyUI at the pinned commit, clean tree",
+        "ComfyUI venv holds exactly its locked set",
+        "ComfyUI venv passes pip check",
+        "LIVE ComfyUI server starts",
+        "LIVE ComfyUI network cut",
+        "LIVE ComfyUI txt2img 1woman",
+        "LIVE ComfyUI server stops",
+    ]
+    listed = [name for name in comfy if name.startswith("LIVE ComfyUI lists checkpoint ")]
+    assert len(listed) == 1 and listed[0].rsplit(" ", 1)[1] in checkpoints, sorted(comfy)
+    for name in [*passing, *listed]:
+        assert comfy.get(name, {}).get("result") == "PASS", (name, comfy)
+    row = comfy["ComfyUI extra_model_paths.yaml points at the model store"]
+    assert row["result"] == "FAIL" and "'vae'" in row["detail"] and str(store) in row["detail"], row
+    assert "own network namespace" in comfy["LIVE ComfyUI network cut"]["detail"]
+    pngs = list((report / "images").rglob("sdenv-verify*.png"))
+    assert pngs and all(p.read_bytes().startswith(b"\x89PNG") for p in pngs), list(
+        (report / "images").rglob("*")
+    )
+
+
+def test_make_run_app_comfyui_serves_the_store_generates_the_guide_image_and_ctrl_c_stops_it(provisioned):
+    inventory, _, comfyui, store, _ = provisioned
+    dummy = pwd.getpwnam(inventory.user)
+    put_models(inventory, store)
+    port = inventory.variables["sdenv_comfyui_port"]
+    argv = ["make", "--no-print-directory", "-C", str(ROOT), "run", f"INVENTORY={inventory}", "APP=comfyui"]
+    lines = []
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          start_new_session=True) as proc:  # fmt: skip
+        try:
+            for line in proc.stdout:
+                lines.append(line)
+                if "ComfyUI is running at" in line or "ComfyUI exited" in line:
+                    break
+            assert f"ComfyUI is running at http://127.0.0.1:{port}/" in "".join(lines), "".join(lines[-40:])
+            record = [json.loads(x) for x in (comfyui / "launch-record.jsonl").read_text().splitlines()][-1]
+            assert record["argv"][:5] == [
+                "--listen",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--disable-auto-launch",
+            ]
+            assert "--cpu" in record["argv"] and record["uid"] == dummy.pw_uid != 0
+            assert record["python"] == str(comfyui / "venv/bin/python")
+            client = comfyui_client.ComfyClient(f"http://127.0.0.1:{port}")
+            assert client.checkpoints() == ["guide.safetensors"] and client.loras() == [
+                "glasses-2.safetensors"
+            ]
+            image = {"width": 64, "height": 64, "steps": 2, "seed": 1234, "cfg_scale": 7}
+            workflow = comfyui_client.guide_workflow(
+                "guide.safetensors", "1woman", image, "glasses-2.safetensors"
+            )
+            entry = client.wait(client.queue(workflow), time.monotonic() + 60)
+            [(name, png)] = client.images(entry)
+            assert png.startswith(b"\x89PNG") and (comfyui / "output" / name).stat().st_uid == dummy.pw_uid
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/queue", timeout=10) as answer:
+                assert answer.status == 200
+            os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C does in a terminal
+            rest, _ = proc.communicate(timeout=120)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+    assert "sdenv: stopped." in rest, rest
+    assert not os.path.exists(f"/proc/{record['pid']}"), "ComfyUI outlived Ctrl-C"
+
+
+def test_make_run_refuses_an_unknown_app_before_anything_runs(provisioned):
+    inventory = provisioned[0]
+    result = run_make("run", inventory, APP="comfy")
+    assert result.returncode == 2
+    assert (
+        "APP=comfy is not an app the toolkit installs: use APP=webui (the default) or APP=comfyui."
+        in result.output
+    )
