@@ -339,7 +339,6 @@ RULES = {
     "sdenv_fleet_cache_host_dir": Path("place"),
     # models
     "sdenv_models_enabled": ListOf(MODEL_NAME),
-    "sdenv_model_store": Path("dummy"),
     "sdenv_models_bundle_dirs": ListOf(Path("place")),
     "sdenv_models_deep": Flag(),
     "sdenv_strict": Flag(),

@@ -499,7 +499,7 @@ def test_the_preflight_accepts_mac_apps_on_a_mac_and_refuses_unknown_names():
     assert run(uses=["mac_apps"], host=MAC_HOST, **values) == []
     (sentence,) = run(uses=["mac_apps"], host=MAC_HOST, **dict(values, sdenv_apps=["webui", "diffusion-bee"]))
     assert (
-        "sets sdenv_apps[1] to 'diffusion-bee': expected one of webui, diffusionbee, mochi-diffusion"
+        "sets sdenv_apps[1] to 'diffusion-bee': expected one of webui, comfyui, diffusionbee, mochi-diffusion"
         in sentence
     )
     lock = good_values()["sdenv_lock"]

@@ -661,8 +661,11 @@ def test_comfyui_is_opt_in_and_passes_with_the_shipped_settings():
 @pytest.mark.parametrize(
     "apps, words",
     [
-        (["webui", "comfy"], "sets sdenv_apps[1] to 'comfy': expected one of webui, comfyui."),
-        (["webui", "webui"], "no app twice"),
+        (
+            ["webui", "comfy"],
+            "sets sdenv_apps[1] to 'comfy': expected one of webui, comfyui, diffusionbee, mochi-diffusion.",
+        ),
+        (["webui", "webui"], "each app once"),
         (["comfyui"], "expected webui in it"),
         ("comfyui", "expected a list"),
     ],
