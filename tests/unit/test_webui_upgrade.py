@@ -335,3 +335,14 @@ def test_snapshot_label_names_both_versions_within_the_store_rule():
 )
 def test_recovery_from_a_journal(journal, expected):
     assert wu.recovery(journal) == expected
+
+
+@pytest.mark.parametrize(
+    ("url", "file"),
+    [
+        ("https://github.com/openai/CLIP/archive/" + "a" * 40 + ".zip", "CLIP-" + "a" * 40 + ".zip"),
+        ("http://127.0.0.1:8080/archives/CLIP-" + "c" * 40 + ".zip", "CLIP-" + "c" * 40 + ".zip"),
+    ],
+)
+def test_archive_file_names(url, file):
+    assert wu.archive_file(url) == file

@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import ast
-import posixpath
 import re
 import shlex
 
@@ -26,7 +25,10 @@ ARCHIVES = (("clip_package", "clip"), ("openclip_package", "open_clip"))
 LINUX = ("Linux-x86_64", "Linux-aarch64")
 DARWIN = {"intel": "Darwin-x86_64", "arm": "Darwin-arm64"}
 _SHA = re.compile(r"^[0-9a-f]{40}$")
-_ARCHIVE = re.compile(r"^https://github\.com/(?P<repo>[^/]+/[^/]+)/archive/(?P<commit>[0-9a-f]{40})\.zip$")
+# An archive pinned by commit: GitHub's /<owner>/<repo>/archive/<commit>.zip, or a file <name>-<commit>.zip.
+_ARCHIVE = re.compile(
+    r"^https?://[^\s?#]+/(?:(?P<repo>[^/\s]+)/archive/(?P<commit>[0-9a-f]{40})|(?P<file>[A-Za-z0-9_.]+-[0-9a-f]{40}))\.zip$"
+)
 
 
 class UpgradeError(ValueError):
@@ -191,9 +193,10 @@ def wanted_values(launcher, macos, requirements, version, commit):
 
 
 def archive_file(url):
-    """The lock's `file` for a GitHub archive URL: <repo name>-<commit>.zip, as GitHub names its top directory."""
+    """The lock's `file` for an archive URL: GitHub's is <repo name>-<commit>.zip, as GitHub names its top
+    directory; any other is its own file name."""
     m = _ARCHIVE.match(url)
-    return f"{posixpath.basename(m.group('repo'))}-{m.group('commit')}.zip"
+    return f"{m.group('file')}.zip" if m.group("file") else f"{m.group('repo')}-{m.group('commit')}.zip"
 
 
 class Change:
