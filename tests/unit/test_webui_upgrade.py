@@ -268,6 +268,20 @@ def test_applying_the_plan_changes_only_those_lines():
     assert back == LOCK
 
 
+def test_a_sequence_at_its_keys_indent_is_edited_in_place():
+    """PyYAML writes a list under a key with the dashes at the key's own indent; the edit finds its items."""
+    text = yaml.safe_dump({"sdenv_lock": yaml.safe_load(LOCK)["sdenv_lock"]}, sort_keys=False)
+    assert "\n  - dir: BLIP\n" in text
+    after = le.set_values(text, [(("repositories", "dir=BLIP", "commit"), "a" * 40)], yaml.safe_load)
+    diff = [line for line in difflib.unified_diff(text.splitlines(), after.splitlines(), lineterm="", n=0)
+            if line[:1] in "+-" and not line.startswith(("+++", "---"))]  # fmt: skip
+    old = yaml.safe_load(LOCK)["sdenv_lock"]["repositories"][-1]["commit"]
+    assert diff == [f"-    commit: {old}", f"+    commit: {'a' * 40}"]
+    # The key after the list still ends it: the next mapping key is not read as part of repositories.
+    with pytest.raises(le.LockTextError, match="no item with dir: webui_venv"):
+        le.set_value(text, ("repositories", "dir=webui_venv", "commit"), "x")
+
+
 def test_a_value_that_reads_as_a_number_is_quoted():
     after = le.set_values(LOCK, [(("repositories", "dir=BLIP", "commit"), "0123456789" * 4)], yaml.safe_load)
     assert '      commit: "0123456789012345678901234567890123456789"\n' in after

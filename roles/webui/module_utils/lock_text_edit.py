@@ -44,11 +44,15 @@ def _content(line):
     return bool(stripped) and not stripped.startswith("#")
 
 
-def _block_end(lines, start, parent_indent):
-    """The index after the block that starts at start, whose lines are indented deeper than parent_indent."""
+def _block_end(lines, start, parent_indent, key_value=False):
+    """The index after the block that starts at start, whose lines are indented deeper than parent_indent.
+    key_value: the block is a key's value, which may be a sequence whose dashes sit at the key's own indent
+    (`key:` then `- item` below it, as PyYAML writes it)."""
     end = start
     while end < len(lines):
-        if _content(lines[end]) and _indent(lines[end]) <= parent_indent:
+        line = lines[end]
+        dash_at_key = key_value and _indent(line) == parent_indent and line.lstrip().startswith("- ")
+        if _content(line) and _indent(line) <= parent_indent and not dash_at_key:
             break
         end += 1
     return end
@@ -78,7 +82,7 @@ def _find_key(lines, begin, end, key, name):
     pattern = re.compile(r"^\s*(- )?" + re.escape(key) + r":(\s|$)")
     for i in range(begin, end):
         if pattern.match(lines[i]) and _own_indent(lines[i]) == indent:
-            return i, i + 1, _block_end(lines, i + 1, indent), indent
+            return i, i + 1, _block_end(lines, i + 1, indent, key_value=True), indent
     raise LockTextError(f"lock.yml has no key {key} under {name}")
 
 
