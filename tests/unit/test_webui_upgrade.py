@@ -360,3 +360,41 @@ def test_recovery_from_a_journal(journal, expected):
 )
 def test_archive_file_names(url, file):
     assert wu.archive_file(url) == file
+
+
+def test_the_relock_covers_the_platforms_the_venv_lock_holds():
+    names = ["Linux-x86_64-py3.10.txt", "Linux-x86_64-py3.11.txt", "Darwin-arm64-py3.10.txt", "README.md"]
+    assert wu.locked_platforms(names) == ["Darwin-arm64", "Linux-x86_64"]
+    assert wu.locked_platforms([]) == []  # none locked yet: lock_venv takes that as every platform
+
+
+def load_upgrade_cli():
+    """roles/webui/files/sdenv_upgrade.py (a script, not a package) as a module."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "roles" / "webui" / "files" / "sdenv_upgrade.py"
+    spec = importlib.util.spec_from_file_location("sdenv_upgrade_cli", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(
+    ("journal", "recovered", "status", "calls"),
+    [
+        (None, 0, 0, 0),  # no interrupted upgrade: make rollback goes on as usual
+        ({"step": "locked", "hosts": {"h": "provision"}}, 0, 3, 1),  # undone, then make rollback stops
+        ({"step": "locked", "hosts": {"h": "provision"}}, 1, 1, 1),  # the undo was red: an error
+    ],
+)
+def test_make_rollback_first_undoes_an_interrupted_upgrade_then_stops(
+    monkeypatch, journal, recovered, status, calls
+):
+    cli = load_upgrade_cli()
+    seen = []
+    monkeypatch.setattr(cli, "read_journal", lambda place: journal)
+    monkeypatch.setattr(cli, "recover", lambda args, place: seen.append(place) or recovered)
+    # Stopping matters: after the undo, make rollback's TO=latest would be the snapshot taken before that undo.
+    assert cli.recover_before_rollback(None, "place") == status
+    assert len(seen) == calls

@@ -6,14 +6,16 @@
 
 The plan: the new commit's modules/launch_utils.py, webui-macos-env.sh and requirements_versions.txt (read
 with git show from the controller's cache of the lock's WebUI repository; git's url.<base>.insteadOf can point
-any URL at a mirror), every sub-repository checked to serve its commit, the venv re-locked for every platform
-(make lock-venv's own code) into a staging directory; printed as old -> new; CHECK=1 stops there.
+any URL at a mirror), every sub-repository checked to serve its commit, the venv re-locked (make lock-venv's
+own code) for every platform the inventory's venv-lock holds into a staging directory; printed as old -> new;
+CHECK=1 stops there.
 
 Then, per host (make's own targets, each one's output kept under the staging directory's logs/): a snapshot
-labelled with both versions (make snapshot LABEL=upgrade-<old>-to-<new>), make provision, make verify (LIVE=1: live); red -> every
-host this upgrade touched goes back to its snapshot (make rollback), the old lock and venv locks go back in
-place, make verify, and one sentence says what failed and where the logs are. Green keeps the new lock (the
-old one stays in git history).
+labelled with both versions (make snapshot LABEL=upgrade-<old>-to-<new>), make provision, make verify (LIVE=1:
+live); red -> every host this upgrade touched goes back to its snapshot (make rollback), the old lock and venv
+locks go back in place, make provision (the provision record is not in a snapshot: this writes it back) and
+make verify, and one sentence says what failed and where the logs are. Green keeps the new lock (the old one
+stays in git history).
 
 Every step is written to a journal (.sdenv-upgrade/journal.json beside the inventory) before it starts, so an
 upgrade killed at any point is brought back to the old version, verified, by the next make upgrade or make
@@ -152,11 +154,14 @@ def serves_checker(cache):
                 # Commits and trees only (--filter=blob:none): the question is whether the commit is there, and
                 # a mirror may lack large files. The upload-pack option lets a local mirror honour the filter.
                 upload = ["--upload-pack", "git -c uploadpack.allowFilter=true upload-pack"]
+                refs = ["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"]
+                if os.path.isdir(path) and not has_commit(path, commit):
+                    try:
+                        git(["fetch", "--quiet", *upload, repo, *refs], cwd=path)
+                    except SourceError:
+                        shutil.rmtree(path)  # a cache that cannot be brought up to date is cloned again
                 if not os.path.isdir(path):
                     git(["clone", "--quiet", "--bare", "--filter=blob:none", *upload, repo, path])
-                if not has_commit(path, commit):
-                    git(["fetch", "--quiet", *upload, repo, "+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"],
-                        cwd=path)  # fmt: skip
                 seen[repo, commit] = has_commit(path, commit)
             except SourceError as exc:
                 seen[repo, commit] = None
@@ -230,11 +235,16 @@ def make_plan(args, place):
     write_atomic(place.new_lock, new_text)
     relocked = []
     if args.relock:
-        say("re-locking the venv for every platform (make lock-venv) ...")
+        say("re-locking the venv for every platform its venv-lock holds (make lock-venv) ...")
         try:
             place.new_venv_lock.mkdir(parents=True, exist_ok=True)
+            platforms = webui_upgrade.locked_platforms(p.name for p in place.venv_lock.glob("*.txt"))
             bundle_build.lock_venv(
-                yaml.safe_load(new_text)["sdenv_lock"], str(place.new_venv_lock), args.cache, args.index_url
+                yaml.safe_load(new_text)["sdenv_lock"],
+                str(place.new_venv_lock),
+                args.cache,
+                args.index_url,
+                platforms,
             )
             relocked = venv_lock_changes(place.venv_lock, place.new_venv_lock)
         except bundle_build.BUNDLE_ERRORS as exc:
@@ -301,7 +311,8 @@ def put_lock(place, lock_file, venv_dir):
 
 
 def restore(args, place, journal, why):
-    """Every host this upgrade touched back to its snapshot, the old lock back, verify. Returns True if green."""
+    """Every host this upgrade touched back to its snapshot, the old lock back, provisioned from it, verified.
+    Returns True if green."""
     action, hosts = webui_upgrade.recovery(journal)
     if action == "discard":
         shutil.rmtree(place.work, ignore_errors=True)
@@ -315,6 +326,10 @@ def restore(args, place, journal, why):
             and ok
         )
     put_lock(place, place.old_lock, place.old_venv_lock)
+    # The provision record is not part of a snapshot: provisioning the old lock on the rolled-back tree writes
+    # it back (the record would still name the new commit, and verify would say so) and changes nothing else.
+    for host in hosts:
+        ok = run_make(args, place, "provision", host, f"{host}-provision-after-rollback") and ok
     for host in journal.get("hosts", {}):
         ok = run_make(args, place, "verify", host, f"{host}-verify-after-rollback") and ok
     if ok:
@@ -346,6 +361,17 @@ def recover(args, place):
         f" {journal['step']}: bringing every host back to {journal['from']['version']} first."
     )
     return 0 if restore(args, place, journal, "The interrupted upgrade was undone.") else 1
+
+
+def recover_before_rollback(args, place):
+    """make rollback's first step. After undoing an interrupted upgrade it stops make rollback (exit 3): its
+    default TO=latest would now be the snapshot taken just before that undo, the half-upgraded state."""
+    if webui_upgrade.recovery(read_journal(place))[0] == "none":
+        return 0
+    if recover(args, place) != 0:
+        return 1
+    say("make rollback stopped there: nothing else was rolled back. Run it again to roll back further.")
+    return 3
 
 
 def upgrade(args, place):
@@ -404,7 +430,10 @@ def main(argv):
         command.add_argument("--inventory", required=True)
         command.add_argument("--limit", default="")
         command.add_argument("--args", default="")
-        command.add_argument("--cache", default=os.path.expanduser("~/.cache/sdenv"))
+        # SDENV_UPGRADE_CACHE: another cache (the tests use a throwaway one).
+        command.add_argument(
+            "--cache", default=os.environ.get("SDENV_UPGRADE_CACHE") or os.path.expanduser("~/.cache/sdenv")
+        )
     up = sub.choices["upgrade"]
     up.add_argument("--webui", required=True)
     up.add_argument("--check", action="store_true")
@@ -420,7 +449,7 @@ def main(argv):
         )
         return 2
     try:
-        return upgrade(args, place) if args.command == "upgrade" else recover(args, place)
+        return upgrade(args, place) if args.command == "upgrade" else recover_before_rollback(args, place)
     except (Failed, webui_upgrade.UpgradeError, lock_text_edit.LockTextError, SourceError) as exc:
         print(f"sdenv upgrade: {exc}", file=sys.stderr)
         return 1

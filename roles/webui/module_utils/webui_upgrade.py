@@ -25,6 +25,7 @@ ARCHIVES = (("clip_package", "clip"), ("openclip_package", "open_clip"))
 LINUX = ("Linux-x86_64", "Linux-aarch64")
 DARWIN = {"intel": "Darwin-x86_64", "arm": "Darwin-arm64"}
 _SHA = re.compile(r"^[0-9a-f]{40}$")
+_LOCK_FILE = re.compile(r"^(.+)-py\d+\.\d+\.txt$")
 # An archive pinned by commit: GitHub's /<owner>/<repo>/archive/<commit>.zip, or a file <name>-<commit>.zip.
 _ARCHIVE = re.compile(
     r"^https?://[^\s?#]+/(?:(?P<repo>[^/\s]+)/archive/(?P<commit>[0-9a-f]{40})|(?P<file>[A-Za-z0-9_.]+-[0-9a-f]{40}))\.zip$"
@@ -330,3 +331,10 @@ def recovery(journal):
         return "discard", []
     hosts = [host for host, step in sorted(journal.get("hosts", {}).items()) if step in STEPS[3:]]
     return "restore", hosts
+
+
+def locked_platforms(file_names):
+    """The platforms a venv-lock directory holds, from its <platform>-py<X.Y>.txt names, for the re-lock:
+    what was locked is locked again (the repository's holds every platform the lock pins torch for). An
+    empty result means every platform."""
+    return sorted({m.group(1) for name in file_names if (m := _LOCK_FILE.match(name))})
