@@ -1,0 +1,340 @@
+# make upgrade's plan: read every pin a WebUI commit names for itself, map it onto lock.yml's values, and
+# list the changes old -> new. Plain Python (stdlib only) that the controller script
+# (roles/webui/files/sdenv_upgrade.py) wires to git and the network, and unit tests call with recorded text.
+#
+# Where upstream keeps its pins (read from its files, not guessed): modules/launch_utils.py
+# prepare_environment() assigns each one as `name = os.environ.get('ENV', <default>)` at the top of the
+# function (the IPEX/Windows branches below are nested in `if` and are not this toolkit's platforms), the
+# torch command being an f-string over torch_index_url; webui-macos-env.sh exports TORCH_COMMAND per CPU kind
+# (Intel: the first branch); requirements_versions.txt pins setuptools among the rest.
+from __future__ import annotations
+
+import ast
+import re
+import shlex
+
+# (launch_utils variable prefix, lock repositories[].dir): the five sub-repositories, in the launcher's order.
+SUBREPOS = (
+    ("assets", "stable-diffusion-webui-assets"),
+    ("stable_diffusion", "stable-diffusion-stability-ai"),
+    ("stable_diffusion_xl", "generative-models"),
+    ("k_diffusion", "k-diffusion"),
+    ("blip", "BLIP"),
+)
+ARCHIVES = (("clip_package", "clip"), ("openclip_package", "open_clip"))
+LINUX = ("Linux-x86_64", "Linux-aarch64")
+DARWIN = {"intel": "Darwin-x86_64", "arm": "Darwin-arm64"}
+_SHA = re.compile(r"^[0-9a-f]{40}$")
+_LOCK_FILE = re.compile(r"^(.+)-py\d+\.\d+\.txt$")
+# An archive pinned by commit: GitHub's /<owner>/<repo>/archive/<commit>.zip, or a file <name>-<commit>.zip.
+_ARCHIVE = re.compile(
+    r"^https?://[^\s?#]+/(?:(?P<repo>[^/\s]+)/archive/(?P<commit>[0-9a-f]{40})|(?P<file>[A-Za-z0-9_.]+-[0-9a-f]{40}))\.zip$"
+)
+
+
+class UpgradeError(ValueError):
+    """One sentence: why the plan could not be made; nothing was changed."""
+
+
+# --- Reading the new commit's files -------------------------------------------------------------------------
+
+
+def _evaluate(node, names):
+    """The value of a launcher assignment: a string literal, os.environ.get(NAME, default) -> default, an
+    f-string over names assigned before it; None for anything else (left alone, never guessed)."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value
+    if isinstance(node, ast.Name):
+        return names.get(node.id)
+    if isinstance(node, ast.JoinedStr):
+        parts = []
+        for value in node.values:
+            if isinstance(value, ast.Constant):
+                parts.append(str(value.value))
+            elif (
+                isinstance(value, ast.FormattedValue) and value.conversion == -1 and value.format_spec is None
+            ):
+                inner = _evaluate(value.value, names)
+                if inner is None:
+                    return None
+                parts.append(inner)
+            else:
+                return None
+        return "".join(parts)
+    if (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "get"
+        and ast.unparse(node.func.value) == "os.environ"
+        and len(node.args) == 2
+        and not node.keywords
+    ):
+        return _evaluate(node.args[1], names)
+    return None
+
+
+def launcher_pins(source):
+    """{variable: value} of the top-level assignments in launch_utils.py's prepare_environment()."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError as exc:
+        raise UpgradeError(f"modules/launch_utils.py does not parse as Python (line {exc.lineno}).") from exc
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef) and node.name == "prepare_environment":
+            names = {}
+            for statement in node.body:
+                if (
+                    isinstance(statement, ast.Assign)
+                    and len(statement.targets) == 1
+                    and isinstance(statement.targets[0], ast.Name)
+                ):
+                    value = _evaluate(statement.value, names)
+                    if value is not None:
+                        names[statement.targets[0].id] = value
+            return names
+    raise UpgradeError(
+        "modules/launch_utils.py has no prepare_environment(): it is not shaped like the WebUI's."
+    )
+
+
+def macos_torch_commands(source):
+    """{platform key: TORCH_COMMAND} from webui-macos-env.sh: the `if ... Intel` branch is Darwin-x86_64, its
+    else Darwin-arm64; one unconditional export is both."""
+    found = {}
+    branch = None
+    for raw in source.splitlines():
+        line = raw.strip()
+        if line.startswith("if ") and "Intel" in line:
+            branch = "intel"
+        elif line == "else" and branch == "intel":
+            branch = "arm"
+        elif line == "fi":
+            branch = None
+        elif line.startswith("export TORCH_COMMAND="):
+            words = shlex.split(line[len("export ") :])
+            command = words[0].split("=", 1)[1] if words else ""
+            for key in [DARWIN[branch]] if branch else DARWIN.values():
+                found[key] = command
+    return found
+
+
+def torch_pins(command):
+    """{torch, torchvision, index_url} from a `pip install torch==X torchvision==Y [--extra-index-url U]`."""
+    pins = {"torch": None, "torchvision": None, "index_url": ""}
+    words = shlex.split(command or "")
+    for i, word in enumerate(words):
+        for name in ("torch", "torchvision"):
+            if word.startswith(f"{name}=="):
+                pins[name] = word.split("==", 1)[1]
+        if word in ("--extra-index-url", "--index-url") and i + 1 < len(words):
+            pins["index_url"] = words[i + 1]
+    return pins
+
+
+def _normalize(name):
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def requirement_pin(text, name):
+    """The version `name==X` pins in a requirements file, or None."""
+    for line in text.splitlines():
+        m = re.match(r"^\s*([A-Za-z0-9_.-]+)\s*==\s*([^\s;#]+)", line)
+        if m and _normalize(m.group(1)) == _normalize(name):
+            return m.group(2)
+    return None
+
+
+# --- From pins to lock values -------------------------------------------------------------------------------
+
+
+def wanted_values(launcher, macos, requirements, version, commit):
+    """[(lock path, value, where it was read)] the new commit asks for. A pin the commit does not name (a
+    missing variable) is left out, so the lock keeps its value, and the plan says so in `unread`."""
+    values, unread = [], []
+
+    def want(path, value, source):
+        if value in (None, ""):
+            unread.append(source)
+        else:
+            values.append((path, value, source))
+
+    if not _SHA.match(commit or ""):
+        raise UpgradeError(f"the WebUI commit {commit!r} is not a full 40-hex commit id.")
+    values.append((("webui", "commit"), commit, "the WebUI"))
+    values.append((("webui", "version"), version, "the WebUI"))
+    for prefix, directory in SUBREPOS:
+        want(("repositories", f"dir={directory}", "repo"), launcher.get(f"{prefix}_repo"), f"{prefix}_repo")
+        commit_hash = launcher.get(f"{prefix}_commit_hash")
+        if commit_hash is not None and not _SHA.match(commit_hash):
+            raise UpgradeError(
+                f"launch_utils.py's {prefix}_commit_hash {commit_hash!r} is not a 40-hex commit id."
+            )
+        want(("repositories", f"dir={directory}", "commit"), commit_hash, f"{prefix}_commit_hash")
+    for variable, key in ARCHIVES:
+        url = launcher.get(variable)
+        if url is not None and not _ARCHIVE.match(url):
+            raise UpgradeError(
+                f"launch_utils.py's {variable} {url!r} is not a GitHub archive pinned by commit: pin it by hand."
+            )
+        want(("webui_venv", key, "url"), url, variable)
+    linux = torch_pins(launcher.get("torch_command"))
+    for platform in LINUX:
+        for name in ("torch", "torchvision"):
+            want(("webui_venv", "torch", platform, name), linux[name], f"torch_command ({name})")
+    for platform in DARWIN.values():
+        pins = torch_pins(macos.get(platform))
+        for name in ("torch", "torchvision"):
+            want(
+                ("webui_venv", "torch", platform, name), pins[name], f"webui-macos-env.sh ({platform} {name})"
+            )
+    want(
+        ("webui_venv", "setuptools"), requirement_pin(requirements, "setuptools"), "requirements_versions.txt"
+    )
+    return values, sorted(set(unread)), linux["index_url"]
+
+
+def archive_file(url):
+    """The lock's `file` for an archive URL: GitHub's is <repo name>-<commit>.zip, as GitHub names its top
+    directory; any other is its own file name."""
+    m = _ARCHIVE.match(url)
+    return f"{m.group('file')}.zip" if m.group("file") else f"{m.group('repo')}-{m.group('commit')}.zip"
+
+
+class Change:
+    """One lock value: old -> new, where the new one was read, and a note (a vanished repository ...)."""
+
+    def __init__(self, path, old, new, source, note=""):
+        self.path, self.old, self.new, self.source, self.note = path, old, new, source, note
+
+    @property
+    def name(self):
+        return ".".join(part.split("=", 1)[1] if "=" in part else part for part in self.path)
+
+    def __repr__(self):
+        return f"Change({self.name}: {self.old!r} -> {self.new!r})"
+
+
+def plan_changes(lock, wanted, get, serves, archive_tree, strict=True):
+    """The changes to lock (a parsed sdenv_lock) for the wanted values.
+
+    get(path) -> the lock's current value (KeyError when absent); serves(repo, commit) -> True/False/None
+    (None: could not be reached); archive_tree(url) -> the archive's git tree id (make lock-venv's check).
+    A sub-repository URL that does not serve its commit is replaced by the lock's own URL for that directory
+    when that one does (the way the lock already carries github.com/w-e-w/stablediffusion for the deleted
+    Stability-AI repository); when neither does, the plan stops with one sentence. strict=False (CHECK=1)
+    turns a repository that could not be reached at all into a note instead."""
+    changes, notes = [], []
+    by_path = {}
+    for path, value, source in wanted:
+        by_path[path] = (value, source)
+    for path, (value, source) in by_path.items():
+        try:
+            old = get(path)
+        except KeyError:
+            old = None
+        if path[0] == "repositories" and path[2] == "commit":
+            continue  # planned with its repo below
+        if path[0] == "repositories" and path[2] == "repo":
+            commit, commit_source = by_path.get((*path[:2], "commit"), (None, None))
+            current_commit = get((*path[:2], "commit"))
+            commit = commit or current_commit
+            chosen, note = _choose_repo(path[1].split("=", 1)[1], value, old, commit, serves, strict)
+            if note:
+                notes.append(note)
+            if chosen != old:
+                changes.append(Change(path, old, chosen, source, note))
+            if commit != current_commit:
+                changes.append(Change((*path[:2], "commit"), current_commit, commit, commit_source, note))
+            continue
+        if str(old) != str(value):
+            changes.append(Change(path, old, value, source))
+            if path[0] == "webui_venv" and path[-1] == "url":
+                key = path[1]
+                changes.append(Change(("webui_venv", key, "file"), get(("webui_venv", key, "file")),
+                                      archive_file(value), source))  # fmt: skip
+                changes.append(Change(("webui_venv", key, "tree"), get(("webui_venv", key, "tree")),
+                                      archive_tree(value), f"{source} (git tree of the archive)"))  # fmt: skip
+                changes.append(Change(("webui_venv", key, "sha256"), get(("webui_venv", key, "sha256")), "",
+                                      "recorded again by make lock-venv"))  # fmt: skip
+    return changes, notes
+
+
+def _choose_repo(directory, wanted, current, commit, serves, strict):
+    """(repo, note) for one sub-repository: the wanted URL when it serves commit, else the lock's own."""
+    where = f"repositories/{directory}"
+    state = serves(wanted, commit)
+    if state:
+        return wanted, ""
+    if wanted != current and serves(current, commit):
+        gone = "does not serve it" if state is False else "could not be reached"
+        return (
+            current,
+            f"{where}: {wanted} {gone}; kept the lock's replacement {current}, which serves {commit[:10]}",
+        )
+    if state is None and not strict:
+        return wanted, f"{where}: {wanted} could not be reached from here: {commit[:10]} was not checked"
+    if wanted == current:
+        raise UpgradeError(
+            f"{current} {'does not serve' if state is False else 'could not be reached to check'} {commit[:10]} "
+            f"for {where}: reach it (or a mirror through git's url.<base>.insteadOf) or pin a repository that does."
+        )
+    raise UpgradeError(
+        f"Neither {wanted} nor the lock's {current} serves {commit[:10]} for {where}: "
+        "find a copy that carries it and put its URL in lock.yml."
+    )
+
+
+def plan_text(changes, notes, unread, old_version, new_version, extra=()):
+    """The plan as a diff of pins, old -> new, one line each, then what the plan found."""
+    lines = [f"Upgrade plan: WebUI {old_version} -> {new_version}"]
+    if not changes:
+        lines.append("  (no pin changes: the lock already pins this commit)")
+    width = max((len(c.name) for c in changes), default=0)
+    for change in changes:
+        old = "(none)" if change.old in (None, "") else change.old
+        new = "(none)" if change.new in (None, "") else change.new
+        lines.append(f"  {change.name.ljust(width)}  {old} -> {new}")
+    for note in notes:
+        lines.append(f"  note: {note}")
+    for source in unread:
+        lines.append(f"  note: the new commit does not name {source}; the lock keeps its value")
+    lines.extend(f"  note: {line}" for line in extra)
+    return "\n".join(lines)
+
+
+def snapshot_label(old_version, new_version):
+    """A snapshot label naming both versions, within the store's rule (letters, digits, . _ -, <= 64)."""
+
+    def clean(text):
+        return re.sub(r"[^A-Za-z0-9._-]+", "-", str(text)).strip(".-_")[:26] or "x"
+
+    label = f"upgrade-{clean(old_version)}-to-{clean(new_version)}"
+    return re.sub(r"\.\.+", ".", label)[:64]
+
+
+# --- The journal: where an interrupted upgrade stopped ------------------------------------------------------
+
+STEPS = ("planned", "locked", "snapshot", "provision", "verify", "done")
+
+
+def recovery(journal):
+    """What the next make upgrade / make rollback does with a journal an interrupted upgrade left.
+
+    Returns (action, hosts): ("none", []) when there is nothing to recover; ("discard", []) when the new lock
+    was never put in place (the staged files are dropped); ("restore", hosts) when the old lock goes back and
+    each host in hosts (those whose snapshot was taken) is rolled back to its upgrade snapshot, then verified.
+    A host whose step is only "snapshot" started its snapshot but had not finished it: provision had not
+    begun, so it needs no rollback, only the verify."""
+    if not journal:
+        return "none", []
+    if journal.get("step") == "planned":
+        return "discard", []
+    hosts = [host for host, step in sorted(journal.get("hosts", {}).items()) if step in STEPS[3:]]
+    return "restore", hosts
+
+
+def locked_platforms(file_names):
+    """The platforms a venv-lock directory holds, from its <platform>-py<X.Y>.txt names, for the re-lock:
+    what was locked is locked again (the repository's holds every platform the lock pins torch for). An
+    empty result means every platform."""
+    return sorted({m.group(1) for name in file_names if (m := _LOCK_FILE.match(name))})

@@ -1,0 +1,241 @@
+"""make upgrade for real on this machine, against the fixture WebUI's upgrade commits
+(tests/fixtures/webui_fixtures.add_upgrade_commits): one throwaway account provisioned once at the
+v1.10.1-shaped commit, then, in order (each test starts where the one before left the host):
+- CHECK=1 prints the plan and changes nothing (lock, venv locks, host, snapshot store);
+- upgrade to v1.10.2-fixture (changed k-diffusion/BLIP pins, a changed requirement): green (make verify), only
+  the pinned lines of lock.yml changed (its comment kept), the host's tree and sub-repository on the new commits;
+- upgrade to v1.10.3-broken (its server fails, so LIVE verify is red): rolled back by itself to
+  v1.10.2-fixture, the tree and venv byte-identical (content hashes), the old lock back byte for byte, the
+  user's images kept (one made before the upgrade, one the broken server wrote after the snapshot), verified.
+The inventory carries its own copy of the lock (group_vars/all/lock.yml and venv-lock/, what make upgrade
+edits) in the test's directory; settings.yml is the repository's, read only. The repository's own lock is
+checked unchanged after every test."""
+
+import hashlib
+import os
+import platform
+import pwd
+import secrets
+import subprocess
+from pathlib import Path
+
+import bundle_build
+import pytest
+import yaml
+from fixture_host import FixtureHost, account_vars
+from sdenv_testlib import ROOT, remove_user, run_make
+from webui_fixtures import BROKEN_IMAGE, UPGRADED_TINYREQ, add_upgrade_commits, serve_http
+
+LOCK_COMMENT = "# sdt: a comment make upgrade must keep"
+REPOSITORY_LOCK = ROOT / "inventory" / "group_vars" / "all" / "lock.yml"
+REPOSITORY_LOCK_BYTES = REPOSITORY_LOCK.read_bytes()
+
+
+def write_upgrade_inventory(directory, variables, lock, venv_lock_source):
+    """hosts.yml + group_vars/all/{settings.yml -> the repository's, lock.yml (a real file), venv-lock/}."""
+    all_vars = directory / "group_vars" / "all"
+    all_vars.mkdir(parents=True)
+    (all_vars / "settings.yml").symlink_to(ROOT / "inventory" / "group_vars" / "all" / "settings.yml")
+    text = yaml.safe_dump({"sdenv_lock": lock}, sort_keys=False, width=200)
+    (all_vars / "lock.yml").write_text(f"---\n{LOCK_COMMENT}\n{text}")
+    subprocess.run(["cp", "-a", str(venv_lock_source), str(all_vars / "venv-lock")], check=True)
+    # The lock lives in group_vars only: a host variable would win over the file make upgrade edits.
+    hosts = {k: v for k, v in variables.items() if k not in ("sdenv_lock", "sdenv_webui_venv_lock_dir")}
+    path = directory / "hosts.yml"
+    path.write_text(yaml.safe_dump({"all": {"hosts": {"localhost": hosts}}}, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="module")
+def upgrade_host(tmp_path_factory):
+    """A dict: inventory, tags {tag: commit}, user, webui dir, snapshots dir, env, INDEX_URL; the account
+    provisioned at v1.10.1."""
+    work = tmp_path_factory.mktemp("upgrade")
+    root = Path(f"/tmp/sdt-upgrade-{os.getpid()}-{secrets.token_hex(4)}")
+    user = "sdt" + secrets.token_hex(4)
+    try:
+        host = FixtureHost(root)
+        with serve_http(host.served) as server:
+            tags = add_upgrade_commits(host.upstream, server.url)
+            variables = {
+                **account_vars(user, work),
+                **host.host_vars(server.url, sdenv_webui_python="/usr/bin/python3"),
+            }
+            lock = variables["sdenv_lock"]
+            lock["webui"] = {**lock["webui"], "commit": tags["v1.10.1"], "version": "v1.10.1"}
+            index_url = f"{server.url}/index/simple"
+            cache = (
+                root / "controller-cache"
+            )  # make upgrade's cache too (SDENV_UPGRADE_CACHE): not the user's
+            venv_lock = root / "venv-lock-v1.10.1"
+            venv_lock.mkdir()
+            this_platform = f"{platform.system()}-{platform.machine()}"
+            bundle_build.lock_venv(lock, str(venv_lock), str(cache), index_url, [this_platform])
+            inventory = write_upgrade_inventory(work / "inventory", variables, lock, venv_lock)
+            result = run_make("provision", inventory)
+            assert result.returncode == 0, result
+            yield {
+                "inventory": inventory,
+                "tags": tags,
+                "user": user,
+                "webui": Path(f"/home/{user}/stable-diffusion-webui"),
+                "snapshots": Path(variables["sdenv_snapshot_store"]),
+                # The verify reports of the upgrade's own make verify go to the test's directory too.
+                "env": {"SDENV_UPGRADE_CACHE": str(cache), "VERIFY_REPORTS": str(work / "reports")},
+                "INDEX_URL": index_url,
+            }
+    finally:
+        remove_user(user)
+        subprocess.run(["rm", "-rf", str(root)], check=False)
+
+
+@pytest.fixture(autouse=True)
+def repository_lock_untouched():
+    yield
+    assert REPOSITORY_LOCK.read_bytes() == REPOSITORY_LOCK_BYTES, "a test edited the repository's own lock"
+
+
+def upgrade(context, ref, **variables):
+    return run_make(
+        "upgrade",
+        context["inventory"],
+        env=context["env"],
+        WEBUI=ref,
+        INDEX_URL=context["INDEX_URL"],
+        **variables,
+    )
+
+
+def lock_of(context):
+    return Path(context["inventory"]).parent / "group_vars" / "all" / "lock.yml"
+
+
+def venv_locks(context):
+    return {p.name: p.read_bytes() for p in (lock_of(context).parent / "venv-lock").iterdir()}
+
+
+def git_out(directory, *argv):
+    return subprocess.run(
+        ["git", "-c", "safe.directory=*", "-C", str(directory), *argv],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+
+
+def head(directory):
+    return git_out(directory, "rev-parse", "HEAD").strip()
+
+
+def content_hashes(webui_dir):
+    """{relative path: sha256 of the content, or the link target} of the tree, venv, repositories and models
+    (outputs/ and log/ are the user's and are not rolled back). A git index is a stat cache as well (times,
+    inodes: git refreshes them after files are put back): what it stages, `git ls-files --stage`, stands for it."""
+    hashes = {}
+    for dirpath, dirnames, filenames in os.walk(webui_dir):
+        rel_dir = os.path.relpath(dirpath, webui_dir)
+        if rel_dir == ".":
+            dirnames[:] = [d for d in dirnames if d not in ("outputs", "log")]
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            rel = os.path.normpath(os.path.join(rel_dir, name))
+            if os.path.islink(path):
+                hashes[rel] = "link:" + os.readlink(path)
+            elif name == "index" and os.path.basename(dirpath) == ".git":
+                staged = git_out(os.path.dirname(dirpath), "ls-files", "--stage")
+                hashes[rel] = "staged:" + hashlib.sha256(staged.encode()).hexdigest()
+            else:
+                with open(path, "rb") as handle:
+                    hashes[rel] = hashlib.sha256(handle.read()).hexdigest()
+    return hashes
+
+
+def changed_lines(before, after):
+    """(lines only in before, lines only in after), in order, for two texts of the same number of lines."""
+    old, new = before.splitlines(), after.splitlines()
+    assert len(old) == len(new), "make upgrade added or removed lock lines"
+    pairs = [(a, b) for a, b in zip(old, new, strict=True) if a != b]
+    return [a for a, _ in pairs], [b for _, b in pairs]
+
+
+def test_check_prints_the_plan_and_changes_nothing(upgrade_host):
+    context = upgrade_host
+    lock_before, venv_before = lock_of(context).read_bytes(), venv_locks(context)
+    snapshots_before = sorted(p.name for p in context["snapshots"].iterdir())
+    result = upgrade(context, "v1.10.2-fixture", CHECK=1)
+    assert result.returncode == 0, result
+    assert "repositories.k-diffusion.commit" in result.output, result
+    assert f"sdt-tinyreq-a 1.0 -> {UPGRADED_TINYREQ}" in result.output, result
+    assert "CHECK=1: that is the plan only; nothing was changed." in result.output
+    assert lock_of(context).read_bytes() == lock_before
+    assert venv_locks(context) == venv_before
+    assert not (Path(context["inventory"]).parent / ".sdenv-upgrade").exists()
+    assert sorted(p.name for p in context["snapshots"].iterdir()) == snapshots_before
+    assert head(context["webui"]) == context["tags"]["v1.10.1"]
+
+
+def test_upgrade_green_moves_the_host_and_only_the_pinned_lines(upgrade_host):
+    context, tags = upgrade_host, upgrade_host["tags"]
+    text_before = lock_of(context).read_text()
+    old_lock = yaml.safe_load(text_before)["sdenv_lock"]
+    old_pins = {r["dir"]: r["commit"] for r in old_lock["repositories"]}
+
+    result = upgrade(context, "v1.10.2-fixture", CONFIRM="yes")
+    assert result.returncode == 0, result
+    assert "every host is at v1.10.2-fixture and verified" in result.output, result
+
+    text = lock_of(context).read_text()
+    lock = yaml.safe_load(text)["sdenv_lock"]
+    assert lock["webui"]["commit"] == tags["v1.10.2-fixture"]
+    assert lock["webui"]["version"] == "v1.10.2-fixture"
+    pins = {r["dir"]: r["commit"] for r in lock["repositories"]}
+    moved = {d for d in pins if pins[d] != old_pins[d]}
+    assert moved == {"k-diffusion", "BLIP"}
+    removed, added = changed_lines(text_before, text)
+    # One line each: the WebUI's commit and version, k-diffusion's and BLIP's commits; in place, old -> new.
+    olds = (tags["v1.10.1"], "v1.10.1", old_pins["k-diffusion"], old_pins["BLIP"])
+    news = (tags["v1.10.2-fixture"], "v1.10.2-fixture", pins["k-diffusion"], pins["BLIP"])
+    assert sorted(removed) == sorted(
+        line for line in text_before.splitlines() if line.split(":")[-1].strip() in olds
+    )
+    assert [
+        line.replace(o, n) for line in removed for o, n in zip(olds, news, strict=True) if o in line
+    ] == added
+    assert LOCK_COMMENT in text
+    assert any(f"sdt-tinyreq-a=={UPGRADED_TINYREQ}" in t.decode() for t in venv_locks(context).values())
+
+    assert head(context["webui"]) == tags["v1.10.2-fixture"]
+    assert head(context["webui"] / "repositories" / "k-diffusion") == pins["k-diffusion"]
+    assert list(
+        context["webui"].glob(f"venv/lib/python*/site-packages/sdt_tinyreq_a-{UPGRADED_TINYREQ}.dist-info")
+    )
+    assert not (Path(context["inventory"]).parent / ".sdenv-upgrade").exists()
+
+
+def test_red_live_verify_rolls_back_by_itself_keeping_the_users_images(upgrade_host):
+    context, tags = upgrade_host, upgrade_host["tags"]
+    webui = context["webui"]
+    assert head(webui) == tags["v1.10.2-fixture"], "the green upgrade before this test did not happen"
+    image = webui / "outputs" / "txt2img-images" / "sdt-made-before.png"
+    image.parent.mkdir(parents=True, exist_ok=True)
+    image.write_bytes(b"\x89PNG made by the user before the upgrade " + secrets.token_bytes(16))
+    account = pwd.getpwnam(context["user"])
+    for path in (image.parent.parent, image.parent, image):
+        os.chown(path, account.pw_uid, account.pw_gid)
+    image_bytes = image.read_bytes()
+    before = content_hashes(webui)
+    lock_before, venv_before = lock_of(context).read_bytes(), venv_locks(context)
+
+    result = upgrade(context, "v1.10.3-broken", CONFIRM="yes", LIVE=1)
+    assert result.returncode != 0, result
+    assert "make verify failed on localhost." in result.output, result
+    assert "LIVE server starts" in result.output and "server is broken on purpose" in result.output
+    assert "Every host is back at v1.10.2-fixture and verified; the old lock is in place." in result.output
+    assert head(webui) == tags["v1.10.2-fixture"]
+    assert content_hashes(webui) == before
+    assert lock_of(context).read_bytes() == lock_before
+    assert venv_locks(context) == venv_before
+    assert image.read_bytes() == image_bytes
+    # Written by the broken commit's server after the snapshot: user data, kept by the rollback.
+    assert (webui / BROKEN_IMAGE).is_file()
+    assert not (Path(context["inventory"]).parent / ".sdenv-upgrade").exists()
