@@ -141,7 +141,9 @@ class ActionModule(ActionBase):
         )
         if problems:
             return {**result, "failed": True, "msg": "\n".join(problems)}
-        facts = {"sdenv_preflight_passed": True}
+        # The platform facts the probe read, for the plays that follow without gathering facts (run-lock.yml's
+        # default sdenv_state_dir depends on ansible_facts.system; over SSH no earlier play supplied it).
+        facts = {**facts, "sdenv_preflight_passed": True}
         msg = _("{count} values checked for {uses}").format(count=len(values), uses=", ".join(uses))
         if {"models:main", "models:bundle"} & set(map(engine.entry_point, uses)):
             # A model the user must still fetch by hand is no reason to stop the rest (STRICT=1 made it one

@@ -2,7 +2,9 @@
 rolled back and reset together. One session-scoped lab of four hosts (conftest.py: fixture_fleet) serves
 every test here; each test reads or changes only what it made (its own dummy on the hosts, its own files)."""
 
+import contextlib
 import os
+import secrets
 import subprocess
 
 import pytest
@@ -68,3 +70,70 @@ def test_make_fleet_lab_starts_hosts_writes_an_inventory_and_fleet_lab_down_remo
     links = subprocess.run(["ip", "-4", "-br", "address"], capture_output=True, text=True, check=True).stdout
     assert not any(address.rsplit(".", 1)[0] + "." in links for address in addresses)  # no veth left
     assert not command_lines_holding(str(lab_dir / "keys"))  # every host's pid 1 (its config is under keys/)
+
+
+@contextlib.contextmanager
+def useradd_broken_on(lab, name):
+    """/etc/passwd read-only on one lab host (a bind mount in that host's own mount namespace): useradd
+    fails there after the preflight passed, as a real host's surprise would. Undone afterwards."""
+    broken = lab.ssh(name, "sudo mount --bind /etc/passwd /etc/passwd && "
+                           "sudo mount -o remount,bind,ro /etc/passwd")  # fmt: skip
+    assert broken.returncode == 0, broken.stderr
+    try:
+        yield
+    finally:
+        lab.ssh(name, "sudo umount /etc/passwd")
+
+
+def table_rows(output):
+    """{host: [result, changed, ...the rest as one string]} from the fleet table under the recap."""
+    lines = output.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("HOST ") and "RESULT" in line)
+    rows = {}
+    for line in lines[start + 1 :]:
+        if not line.startswith("lab"):
+            break
+        name, rest = line.split(maxsplit=1)
+        rows[name] = rest
+    return rows
+
+
+def accounts(lab, user):
+    return {host.name: lab.ssh(host.name, f"getent passwd {user}").returncode == 0 for host in lab.hosts}
+
+
+def test_provision_over_ssh_goes_on_past_a_failed_host_and_ends_with_one_table(
+    fixture_fleet, make_target, tmp_path
+):
+    lab, user = fixture_fleet.lab, "sdt" + secrets.token_hex(4)
+    inventory = fixture_fleet.write_inventory(tmp_path / "inventory", sdenv_user_name=user)
+    with useradd_broken_on(lab, "lab2"):
+        run = make_target(
+            "provision", inventory, ARGS="--tags dummy_user", timeout=600, env={"LANGUAGE": "en"}
+        )
+    assert run.returncode == 2, run
+    rows = table_rows(run.output)
+    assert sorted(rows) == ["lab1", "lab2", "lab3", "lab4"], run
+    for name in ("lab1", "lab3", "lab4"):
+        assert rows[name].split()[:5] == ["Debian", "12", "x86_64", "ok", "2"], run  # the account, the record
+    assert rows["lab2"].split()[3] == "failed", run
+    assert "(useradd) failed (exit 1): useradd: cannot open /etc/passwd." in rows["lab2"], run
+    assert "Ensure the dummy admin account exists" in rows["lab2"], run
+    assert "Stopped with errors on 1 of 4 hosts: lab2." in run.output
+    assert accounts(lab, user) == {"lab1": True, "lab2": False, "lab3": True, "lab4": True}
+    assert subprocess.run(["getent", "passwd", user], capture_output=True, check=False).returncode == 2
+
+
+def test_a_rolling_run_stops_after_a_batch_with_more_failures_than_max_fail(
+    fixture_fleet, make_target, tmp_path
+):
+    lab, user = fixture_fleet.lab, "sdt" + secrets.token_hex(4)
+    inventory = fixture_fleet.write_inventory(tmp_path / "inventory", sdenv_user_name=user)
+    with useradd_broken_on(lab, "lab1"):
+        run = make_target("provision", inventory, ARGS="--tags dummy_user", SERIAL="2", MAX_FAIL="0",
+                          timeout=600, env={"LANGUAGE": "en"})  # fmt: skip
+    assert run.returncode == 2, run
+    results = {name: rest.split()[3] for name, rest in table_rows(run.output).items()}
+    assert results == {"lab1": "failed", "lab2": "stopped", "lab3": "stopped", "lab4": "stopped"}, run
+    # lab2 was in lab1's batch and went through it; lab3 and lab4 were never started.
+    assert accounts(lab, user) == {"lab1": False, "lab2": True, "lab3": False, "lab4": False}
