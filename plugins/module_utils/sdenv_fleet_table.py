@@ -18,7 +18,7 @@ import unicodedata
 from sdenv_i18n import _
 
 FAILED, UNREACHABLE, OK, STOPPED = "failed", "unreachable", "ok", "stopped"
-SENTENCE_WIDTH = 100  # a longer first line is cut with "...": the full message is printed above the table
+SENTENCE_WIDTH = 200  # a longer first line is cut with "...": the full message is printed above the table
 
 
 class FleetRun:

@@ -85,16 +85,30 @@ def useradd_broken_on(lab, name):
         lab.ssh(name, "sudo umount /etc/passwd")
 
 
+@contextlib.contextmanager
+def sudo_taken_away_on(lab, name):
+    """The login user without sudo on one lab host (an admin account that is not one); given back after."""
+    rule = f"/etc/sudoers.d/sdtlab-{lab.login_user}"
+    lab.as_host_root(name, "mv", rule, "/root/sdtlab-sudoers")
+    try:
+        yield
+    finally:
+        lab.as_host_root(name, "mv", "/root/sdtlab-sudoers", rule)
+
+
 def table_rows(output):
-    """{host: [result, changed, ...the rest as one string]} from the fleet table under the recap."""
+    """{host: {"platform", "result", "changed", "failure"}} from the fleet table under the recap, cut at the
+    header's column starts (a platform has spaces in it)."""
     lines = output.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("HOST ") and "RESULT" in line)
+    header = lines[start]
+    cuts = [header.index(word) for word in ("PLATFORM", "RESULT", "CHANGED", "TIME", "FAILED STEP")]
     rows = {}
     for line in lines[start + 1 :]:
         if not line.startswith("lab"):
             break
-        name, rest = line.split(maxsplit=1)
-        rows[name] = rest
+        cells = [line[a:b].strip() for a, b in zip([0, *cuts], [*cuts, None], strict=True)]
+        rows[cells[0]] = {"platform": cells[1], "result": cells[2], "changed": cells[3], "failure": cells[5]}
     return rows
 
 
@@ -115,10 +129,14 @@ def test_provision_over_ssh_goes_on_past_a_failed_host_and_ends_with_one_table(
     rows = table_rows(run.output)
     assert sorted(rows) == ["lab1", "lab2", "lab3", "lab4"], run
     for name in ("lab1", "lab3", "lab4"):
-        assert rows[name].split()[:5] == ["Debian", "12", "x86_64", "ok", "2"], run  # the account, the record
-    assert rows["lab2"].split()[3] == "failed", run
-    assert "(useradd) failed (exit 1): useradd: cannot open /etc/passwd." in rows["lab2"], run
-    assert "Ensure the dummy admin account exists" in rows["lab2"], run
+        assert (rows[name]["platform"], rows[name]["result"], rows[name]["changed"]) == (
+            "Debian 12 x86_64",
+            "ok",
+            "2",
+        ), run
+    assert rows["lab2"]["result"] == "failed", run  # the account and its record were the 2 changes above
+    assert rows["lab2"]["failure"].startswith("dummy_user : Ensure the dummy admin account exists: "), run
+    assert "(useradd) failed (exit 1): useradd: cannot open /etc/passwd." in rows["lab2"]["failure"], run
     assert "Stopped with errors on 1 of 4 hosts: lab2." in run.output
     assert accounts(lab, user) == {"lab1": True, "lab2": False, "lab3": True, "lab4": True}
     assert subprocess.run(["getent", "passwd", user], capture_output=True, check=False).returncode == 2
@@ -133,7 +151,28 @@ def test_a_rolling_run_stops_after_a_batch_with_more_failures_than_max_fail(
         run = make_target("provision", inventory, ARGS="--tags dummy_user", SERIAL="2", MAX_FAIL="0",
                           timeout=600, env={"LANGUAGE": "en"})  # fmt: skip
     assert run.returncode == 2, run
-    results = {name: rest.split()[3] for name, rest in table_rows(run.output).items()}
+    results = {name: row["result"] for name, row in table_rows(run.output).items()}
     assert results == {"lab1": "failed", "lab2": "stopped", "lab3": "stopped", "lab4": "stopped"}, run
     # lab2 was in lab1's batch and went through it; lab3 and lab4 were never started.
     assert accounts(lab, user) == {"lab1": False, "lab2": True, "lab3": False, "lab4": False}
+
+
+def test_an_unreachable_host_and_a_login_without_sudo_are_named_and_the_preflight_stops_the_rest(
+    fixture_fleet, make_target, tmp_path
+):
+    lab, user = fixture_fleet.lab, "sdt" + secrets.token_hex(4)
+    inventory = fixture_fleet.write_inventory(
+        tmp_path / "inventory", host_vars={"lab4": {"ansible_port": 2}}, sdenv_user_name=user
+    )  # nothing listens on lab4's port 2: what a host whose sshd is down looks like
+    with sudo_taken_away_on(lab, "lab3"):
+        run = make_target(
+            "provision", inventory, ARGS="--tags dummy_user", timeout=600, env={"LANGUAGE": "en"}
+        )
+    assert run.returncode in (2, 4), run
+    rows = table_rows(run.output)
+    assert {name: row["result"] for name, row in rows.items()} == {
+        "lab1": "stopped", "lab2": "stopped", "lab3": "failed", "lab4": "unreachable"}, run  # fmt: skip
+    assert rows["lab3"]["failure"].startswith("Check the values this target uses"), run  # before any change
+    assert rows["lab3"]["failure"].endswith("Missing sudo password"), run
+    assert "port 2: Connection refused" in rows["lab4"]["failure"], run
+    assert accounts(lab, user) == dict.fromkeys(["lab1", "lab2", "lab3", "lab4"], False)
