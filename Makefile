@@ -11,7 +11,7 @@ SHELL := /bin/bash
 # them as the environment's SDENV_VAR_<NAME> (defined at the end, after mk/*.mk set their defaults), which
 # recipes quote as "$$SDENV_VAR_NAME"; ARGS is split by scripts/inventory_check.py, without a shell.
 SDENV_VARIABLES = INVENTORY LIMIT CHECK ARGS CONFIRM FORCE ADOPT STRICT JSON BENCH LABEL TO PATHS DEEP LIVE OFFLINE SMALL \
-	VERIFY_REPORTS PLATFORM OUT BUNDLE INDEX_URL ARCHIVE MODELS FLEET_CACHE APP WEBUI COMFYUI
+	VERIFY_REPORTS PLATFORM OUT BUNDLE INDEX_URL ARCHIVE MODELS FLEET_CACHE APP WEBUI COMFYUI N SERIAL MAX_FAIL
 as_typed = $(if $(filter command environment,$(firstword $(origin $(1)))),$(eval override $(1) := $$(value $(1))))
 $(foreach name,$(.VARIABLES),$(if $(filter command,$(firstword $(origin $(name)))),$(call as_typed,$(name))))
 $(foreach name,$(SDENV_VARIABLES),$(call as_typed,$(name)))
@@ -45,6 +45,8 @@ PLAYBOOK = $(VENV)/bin/python scripts/inventory_check.py "$$SDENV_VAR_INVENTORY"
 	-e sdenv_force=$(if $(call is_yes,$(FORCE)),yes,no) \
 	-e sdenv_strict=$(if $(call is_yes,$(STRICT)),yes,no) \
 	-e sdenv_adopt=$(if $(call is_yes,$(ADOPT)),yes,no) \
+	$(if $(SERIAL),-e sdenv_serial="$$SDENV_VAR_SERIAL") \
+	$(if $(MAX_FAIL),-e sdenv_max_fail_percentage="$$SDENV_VAR_MAX_FAIL") \
 	--sdenv-make-args
 
 .PHONY: help controller provision reset-dummy remove-dummy test unit integration lint role-docs bench
@@ -59,6 +61,8 @@ PLAYBOOK = $(VENV)/bin/python scripts/inventory_check.py "$$SDENV_VAR_INVENTORY"
 # var: FORCE=yes      provision: reset a WebUI tree that has local changes
 # var: ADOPT=yes      provision: take over an existing account the provision record does not name
 # var: ADOPT=yes      (after saying what changes; reset-dummy deletes an adopted one only with FORCE=yes)
+# var: SERIAL=n       provision: that many hosts (or a percent, 25%) at a time, a rolling run
+# var: MAX_FAIL=pct   provision: stop once more than pct percent of a batch failed (default: never)
 # var: STRICT=1       provision, verify: a pending model (no URL, no pin: to fetch by hand) is a refusal (CI)
 # The help text comes from the `## ` and `# var: ` lines, through the translation catalogs (locale/): with
 # LANG=ja_JP.UTF-8 it is Japanese. Python of the .venv when it exists, else the system's (no .venv needed).

@@ -200,6 +200,17 @@ def preflight_skipper(args, text):
     return None
 
 
+def fleet_problem(environ):
+    """One sentence when SERIAL= or MAX_FAIL= is not what Ansible's serial / max_fail_percentage take, else
+    None: Ansible would otherwise stop with a traceback once the preflight has passed."""
+    serial, max_fail = environ.get("SDENV_VAR_SERIAL", ""), environ.get("SDENV_VAR_MAX_FAIL", "")
+    if serial and not re.fullmatch(r"[1-9][0-9]{0,5}|([1-9][0-9]?|100)%", serial):
+        return f"SERIAL={serial} is not a host count or percent: give a whole number such as 2, or 1%-100% such as 25%."
+    if max_fail and not re.fullmatch(r"[0-9]|[1-9][0-9]|100", max_fail):
+        return f"MAX_FAIL={max_fail} is not a percent: give a whole number from 0 to 100 (0 stops at the first failure)."
+    return None
+
+
 def make_args(environ):
     """(the arguments MAKE_ARGS_HERE stands for, None) or (None, a sentence saying what is wrong with ARGS)."""
     text = environ.get("SDENV_VAR_ARGS", "")
@@ -207,7 +218,7 @@ def make_args(environ):
         args = shlex.split(text)
     except ValueError as error:
         return None, f"ARGS={text} cannot be split into arguments ({error}): balance its quotes."
-    sentence = preflight_skipper(args, text)
+    sentence = preflight_skipper(args, text) or fleet_problem(environ)
     if sentence:
         return None, sentence
     extra = {}

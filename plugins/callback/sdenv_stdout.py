@@ -9,6 +9,8 @@ and, below verbosity 1 (`ARGS=-v` shows them again):
   dump): the exception block is dropped when the result carries a `msg` (the toolkit's modules and checks
   put their sentence there; a crash with no `msg` still shows its traceback);
 - prints no "NO MORE HOSTS LEFT" banner (the recap that follows says which hosts failed);
+- after the recap of a run over more than one host, prints one table with a row per host: platform, result,
+  changed count, duration, and for a failed host the failing step and its sentence (sdenv_fleet_table);
 - ends the run with one closing sentence under the recap, in the reader's language (sdenv_i18n): finished
   without errors on N hosts, or stopped with errors on these hosts.
 """
@@ -30,6 +32,7 @@ DOCUMENTATION = """
 
 import os
 import sys
+import time
 from pathlib import Path
 
 from ansible import constants as C
@@ -39,6 +42,7 @@ _MODULE_UTILS = str(Path(__file__).resolve().parents[1] / "module_utils")
 if _MODULE_UTILS not in sys.path:
     sys.path.append(_MODULE_UTILS)
 
+from sdenv_fleet_table import FleetRun
 from sdenv_i18n import ngettext
 
 
@@ -80,6 +84,32 @@ class CallbackModule(DefaultCallback):
     CALLBACK_TYPE = "stdout"
     CALLBACK_NAME = "sdenv_stdout"
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._fleet = FleetRun()
+
+    def v2_runner_on_start(self, host, task):
+        self._fleet.started(host.get_name(), time.monotonic())
+        super().v2_runner_on_start(host, task)
+
+    def _finished(self, result):
+        facts = result.result.get("ansible_facts") if isinstance(result.result, dict) else None
+        self._fleet.finished(result._host.get_name(), time.monotonic(), changed=bool(result.result.get("changed")),
+                             facts=facts)  # fmt: skip
+
+    def v2_runner_on_ok(self, result):
+        self._finished(result)
+        super().v2_runner_on_ok(result)
+
+    def v2_runner_on_skipped(self, result):
+        self._finished(result)
+        super().v2_runner_on_skipped(result)
+
+    def v2_runner_on_unreachable(self, result):
+        self._fleet.failed(result._host.get_name(), result.task.get_name(), result.result.get("msg"),
+                           time.monotonic(), unreachable=True)  # fmt: skip
+        super().v2_runner_on_unreachable(result)
+
     def _as_written(self, result):
         """The failure's message when this callback prints it itself, else None (the default's output)."""
         msg = result.result.get("msg")
@@ -105,6 +135,11 @@ class CallbackModule(DefaultCallback):
         )
 
     def v2_runner_on_failed(self, result, ignore_errors=False):
+        if ignore_errors:
+            self._finished(result)
+        else:
+            self._fleet.failed(result._host.get_name(), result.task.get_name(), result.result.get("msg"),
+                               time.monotonic())  # fmt: skip
         msg = self._as_written(result)
         if msg is None or (result.task.loop and "results" in result.result):
             super().v2_runner_on_failed(result, ignore_errors=ignore_errors)
@@ -123,10 +158,14 @@ class CallbackModule(DefaultCallback):
         )
 
     def v2_playbook_on_no_hosts_remaining(self):
-        """The recap names the failed hosts; a banner per remaining play adds nothing."""
+        """The recap names the failed hosts; a banner per remaining play adds nothing. A host that had not
+        failed then was cut short (the fleet table says "stopped")."""
+        self._fleet.cut_short = True
 
     def v2_playbook_on_stats(self, stats):
         super().v2_playbook_on_stats(stats)
+        if len(self._fleet.hosts) > 1:
+            self._display.display(self._fleet.table() + "\n")
         failed = {host for host in stats.processed if stats.failures.get(host) or stats.dark.get(host)}
         line = closing_summary(sorted(stats.processed), failed)
         # make verify's playbook only prepares the checks that follow it (mk/verify.mk sets this): "finished

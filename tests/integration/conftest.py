@@ -57,3 +57,13 @@ def test_inventory(tmp_path, throwaway_user):
         )
 
     return write
+
+
+@pytest.fixture(scope="session")
+def fixture_fleet(tmp_path_factory):
+    """Four lab hosts (tests/fixtures/fleet_lab.py) with the fixture upstreams, shared by every fleet test of
+    the session and always torn down (namespaces, mounts, processes, veth pairs, the lab directory)."""
+    from fleet_fixture import fixture_fleet as start
+
+    with start(tmp_path_factory.mktemp("fleet")) as fleet:
+        yield fleet

@@ -104,6 +104,27 @@ def test_args_that_skip_the_preflight_are_refused(args, words):
     assert sentence.startswith(f"ARGS={args} ") and words in sentence
 
 
+@pytest.mark.parametrize(
+    ("variables", "words"),
+    [
+        ({"SDENV_VAR_SERIAL": "abc"}, "SERIAL=abc is not a host count or percent"),
+        ({"SDENV_VAR_SERIAL": "0"}, "SERIAL=0 is not a host count or percent"),
+        ({"SDENV_VAR_SERIAL": "150%"}, "SERIAL=150% is not a host count or percent"),
+        ({"SDENV_VAR_MAX_FAIL": "101"}, "MAX_FAIL=101 is not a percent: give a whole number from 0 to 100"),
+        ({"SDENV_VAR_MAX_FAIL": "20%"}, "MAX_FAIL=20% is not a percent"),
+    ],
+)
+def test_fleet_values_ansible_would_stop_on_with_a_traceback_are_refused_first(variables, words):
+    extra, sentence = inventory_check.make_args({"SDENV_VAR_ARGS": "", **variables})
+    assert extra is None and sentence.startswith(words), sentence
+
+
+def test_fleet_values_ansible_takes_pass():
+    for variables in ({"SDENV_VAR_SERIAL": "2"}, {"SDENV_VAR_SERIAL": "25%"}, {"SDENV_VAR_MAX_FAIL": "0"},
+                      {"SDENV_VAR_MAX_FAIL": "100", "SDENV_VAR_SERIAL": ""}):  # fmt: skip
+        assert inventory_check.make_args({"SDENV_VAR_ARGS": "", **variables}) == ([], None)
+
+
 def test_args_are_split_like_a_shell_but_never_run_by_one(tmp_path):
     args, sentence = inventory_check.make_args(
         {
