@@ -855,8 +855,8 @@ def mac_apps_need_a_mac(ctx):
         return
     # An offline provision (BUNDLE=) fetches nothing, and make bundle does not carry the apps' disk images.
     bundle = ctx.values.get("sdenv_bundle")
-    if isinstance(bundle, str) and bundle:
-        wanted = mac_apps.mac_apps_in(apps)
+    wanted = mac_apps.mac_apps_in(apps)
+    if isinstance(bundle, str) and bundle and wanted:
         one = len(wanted) == 1
         yield Problem(
             "sdenv_apps",

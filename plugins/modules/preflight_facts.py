@@ -8,7 +8,7 @@ description:
   - Gathers the facts the settings and the roles' defaults are made from (platform, distribution, user,
     python - Ansible's own fact collectors, exactly as M(ansible.builtin.setup) runs them, returned as
     C(ansible_facts)), so the preflight needs one module run and no separate fact gathering. Not the
-    environment: it may hold the tokens and the password, and no setting is made from it.
+    environment (it may hold the tokens and the password, and no setting is made from it).
   - Returns every account the host's user database lists (name, uid, home, shell, full name and group
     names) through getpwall(3) and getgrall(3), which read /etc/passwd and /etc/group on Linux and Open
     Directory on macOS; and, on Linux, the UID_MIN lines of /etc/login.defs and the HOME line of

@@ -6,7 +6,7 @@ module: provision_fastpath
 short_description: Compare each role's inputs and outputs with the provision record, or record them
 description:
   - C(check) reads the user's C(fastpath) stamps in the provision record and says which roles may skip their
-    work this run: the same inputs (lock, settings and code digests the preflight computed) and every output
+    work this run, having the same inputs (lock, settings and code digests the preflight computed) and every output
     with the same fingerprint (a stat of each file, of each tree below a directory, the account's entry).
     Only reads. With I(deep), no role may skip.
   - C(stamp) fingerprints the outputs of the roles in I(roles) now and merges their stamps into the record

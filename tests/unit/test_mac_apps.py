@@ -524,6 +524,21 @@ def test_an_offline_provision_with_mac_apps_is_refused_before_any_change():
     )
 
 
+
+@pytest.mark.parametrize("system", ["Linux", "Darwin"])
+def test_an_offline_provision_without_mac_apps_is_not_refused(system):
+    """The guide's WebUI alone from a bundle, on any host: the Mac apps' rule has nothing to say."""
+    home = "/Users/dummy" if system == "Darwin" else "/home/dummy"
+    problems = run(
+        uses=["mac_apps"],
+        **({"host": MAC_HOST} if system == "Darwin" else {}),
+        sdenv_apps=["webui"],
+        sdenv_bundle="/media/usb/sdenv-bundle",
+        sdenv_user_home=home,
+        sdenv_webui_dir=f"{home}/stable-diffusion-webui",
+    )
+    assert problems == []
+
 @pytest.mark.parametrize(
     ("architecture", "macos", "expected"),
     [
