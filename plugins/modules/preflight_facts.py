@@ -5,23 +5,29 @@ DOCUMENTATION = r"""
 module: preflight_facts
 short_description: The host facts the settings are made from, and the host's accounts, for the preflight
 description:
-  - Gathers the facts the settings and the roles' defaults are made from (platform, distribution, user,
+  - >-
+    Gathers the facts the settings and the roles' defaults are made from (platform, distribution, user,
     python - Ansible's own fact collectors, exactly as M(ansible.builtin.setup) runs them, returned as
     C(ansible_facts)), so the preflight needs one module run and no separate fact gathering. Not the
     environment (it may hold the tokens and the password, and no setting is made from it).
-  - Returns every account the host's user database lists (name, uid, home, shell, full name and group
+  - >-
+    Returns every account the host's user database lists (name, uid, home, shell, full name and group
     names) through getpwall(3) and getgrall(3), which read /etc/passwd and /etc/group on Linux and Open
     Directory on macOS; and, on Linux, the UID_MIN lines of /etc/login.defs and the HOME line of
     /etc/default/useradd (where useradd puts a new home).
-  - With I(ports), also says which of those ports something already listens on at 127.0.0.1 (a bind test
+  - >-
+    With I(ports), also says which of those ports something already listens on at 127.0.0.1 (a bind test
     with SO_REUSEADDR, as the WebUI's server makes it, so a closing connection does not count); the preflight
     asks it for make run, whose WebUI would otherwise find its port taken, or take another program's answer
     for its own.
-  - With I(record), also returns the provision record's entry for that user when the account exists (the
+  - >-
+    With I(record), also returns the provision record's entry for that user when the account exists (the
     dummy_user rules need it), so the preflight reads the record in the same run.
-  - With I(paths), says for each where it resolves to and the first symbolic link on the way that another
-    account could change (the toolkit, as root, follows none: see sdenv_atomic), for the preflight to judge.
-  - Only reads. The preflight (action sdenv_preflight) runs it once per host before any task that changes the
+  - >-
+    With I(paths), says for each where it resolves to and the first symbolic link on the way that another
+    account could change (the toolkit, as root, follows none; see sdenv_atomic), for the preflight to judge.
+  - >-
+    Only reads. The preflight (action sdenv_preflight) runs it once per host before any task that changes the
     host: it sends the paths, ports and record it expects from the facts of the host's previous run, and asks
     again only when this run's facts lead to other ones.
 options:

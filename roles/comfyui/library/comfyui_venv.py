@@ -6,7 +6,7 @@ module: comfyui_venv
 short_description: Build ComfyUI's venv from its hashed lock with uv
 description:
   - The same rules as the WebUI's venv (role webui, module_utils/webui_venv_plan.py, whose helpers this
-    module uses): the inputs (interpreter real path and version, the lock file's sha256, the sha256 of the
+    module uses) - the inputs (interpreter real path and version, the lock file's sha256, the sha256 of the
     tree's requirements.txt, uv's version) are recorded in a marker written last; while they hold nothing is
     touched or fetched. Otherwise the venv is made again and C(uv pip sync --require-hashes) installs exactly
     the locked set (every file checked by its sha256).

@@ -5,15 +5,18 @@ DOCUMENTATION = r"""
 module: dummy_account
 short_description: Create, check for deletion, or delete the dummy admin account (macOS and Linux)
 description:
-  - C(present) creates the account with a home and admin rights (macOS sysadminctl + createhomedir and the
+  - >-
+    C(present) creates the account with a home and admin rights (macOS sysadminctl + createhomedir and the
     admin group; Linux useradd with the sudo/wheel group) and sets its password on creation only. An existing
     account the provision record (I(record_path)) names gets its shell, full name and admin membership
     corrected; one it does not name is refused with a sentence saying what would change, unless I(adopt)
     (make ADOPT=yes); a system account (a shell that refuses logins, a home outside the home roots) is
     refused either way.
-  - C(check) runs the safety checks of C(absent) (the account may be deleted; every path it would delete is
+  - >-
+    C(check) runs the safety checks of C(absent) (the account may be deleted; every path it would delete is
     on the allow-list) and fails with one sentence per refusal; it never changes anything.
-  - C(absent) runs the same checks, stops the user's processes, deletes the account and its home, and
+  - >-
+    C(absent) runs the same checks, stops the user's processes, deletes the account and its home, and
     removes what the provision record lists for it outside the home, each path only when the allow-list
     (removal_allowlist) admits it. Anything else makes it refuse before deleting anything, FORCE or not.
     What another account in the record still uses (the models' stat cache and download locks) stays. With
@@ -21,11 +24,13 @@ description:
     deleted (never following a link); a shared uv cache directory it was given is handed back to root.
     When the account does not exist and the record has nothing for it, C(action=reset) refuses with a
     sentence saying so and C(action=remove) reports that there is nothing to remove.
-  - The password is never put on a command line (chpasswd and dscl read it on standard input) nor into any
+  - >-
+    The password is never put on a command line (chpasswd and dscl read it on standard input) nor into any
     file; the role's action plugin passes it over pipelining only. When none is given, the new account gets a
-    random password that is set and then forgotten: nobody can log in with it until an administrator sets
+    random password that is set and then forgotten - nobody can log in with it until an administrator sets
     one (C(passwd), System Settings).
-  - I(password_file) is where earlier versions kept a generated password in plain text. It is never read or
+  - >-
+    I(password_file) is where earlier versions kept a generated password in plain text. It is never read or
     written: C(present) names it in a warning while it exists, and C(absent) deletes it with the account
     whose password it held (reset recreates the account with a new one).
 options:

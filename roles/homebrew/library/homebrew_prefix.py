@@ -5,11 +5,13 @@ DOCUMENTATION = r"""
 module: homebrew_prefix
 short_description: Create a Homebrew prefix's directories for its owner and say which paths the toolkit created
 description:
-  - The clone-the-brew-repository route of the geerlingguy.mac collection, with root doing only this
-    part: create the prefix (C(/opt/homebrew) on Apple Silicon) or Homebrew's directories in
+  - >-
+    The clone-the-brew-repository route of the geerlingguy.mac collection, with root doing only this
+    part - create the prefix (C(/opt/homebrew) on Apple Silicon) or Homebrew's directories in
     C(/usr/local) (Intel), owned by the brew user and group-writable by C(admin). brew itself then runs
     as that user.
-  - Returns the paths C(make reset-dummy) may remove: the whole prefix on Apple Silicon; on Intel only
+  - >-
+    Returns the paths C(make reset-dummy) may remove: the whole prefix on Apple Silicon; on Intel only
     Homebrew's own entries that did not exist before (never C(/usr/local) or a directory it shares).
 options:
   prefix: {description: The Homebrew prefix., type: path, required: true}

@@ -7,28 +7,38 @@ DOCUMENTATION = r"""
 module: model_file
 short_description: Install a model file pinned by SHA256, never a bad one
 description:
-  - Accepts a present file without reading it when its size, mtime and inode match the stat-cache entry
+  - >-
+    Accepts a present file without reading it when its size, mtime and inode match the stat-cache entry
     recorded for the pinned SHA256; otherwise hashes it, and downloads when it does not match.
-  - Downloads into C(<dest>.part) (resumed with Range when the server answers 206, restarted on 200,
+  - >-
+    Downloads into C(<dest>.part) (resumed with Range when the server answers 206, restarted on 200,
     416 handled), follows redirects without sending Authorization to another host, asks the original URL
     again when a presigned redirect has expired, hashes while streaming, checks free space first, fsyncs,
     verifies size, SHA256 and the safetensors structure, then renames atomically with owner and mode set.
-  - Sources are tried in order; each is an http(s) URL, a file:// URL, an absolute file path, or a
+  - >-
+    Sources are tried in order; each is an http(s) URL, a file:// URL, an absolute file path, or a
     local bundle directory (the file is looked up there by the basename of I(dest)).
-  - A file with the wrong SHA256, size or structure is never installed; it is kept for inspection in
+  - >-
+    A file with the wrong SHA256, size or structure is never installed; it is kept for inspection in
     I(rejected_dir) (a 0700 directory of the running user, the file 0600), never beside I(dest).
-  - The token is sent only to the origins I(token_hosts) allows (https, or http to a loopback host), never
+  - >-
+    The token is sent only to the origins I(token_hosts) allows (https, or http to a loopback host), never
     to another source of the same file, and never across a redirect to another origin.
-  - A file:// URL or a file path is read only inside a bundle directory (one among the sources, or in
+  - >-
+    A file:// URL or a file path is read only inside a bundle directory (one among the sources, or in
     I(bundle_dirs)), opened with no symbolic link followed below that directory.
-  - .ckpt/.pt files are pickles and are refused unless I(allow_ckpt); then their pickle imports are
+  - >-
+    .ckpt/.pt files are pickles and are refused unless I(allow_ckpt); then their pickle imports are
     scanned and anything but the globals a checkpoint needs is refused.
-  - One writer per C(<dest>.part): a download holds an exclusive lock (a small root-only file beside the
+  - >-
+    One writer per C(<dest>.part) - a download holds an exclusive lock (a small root-only file beside the
     stat cache) until the file is installed; a second run on the same file waits for it, then accepts the
     installed file or resumes what the first run left.
-  - Stops within seconds when the run is interrupted (SIGINT, SIGTERM, SIGHUP, or the controller gone: a
+  - >-
+    Stops within seconds when the run is interrupted (SIGINT, SIGTERM, SIGHUP, or the controller gone: a
     newline written to stdout every second fails), keeping the partial file for the next run to resume.
-  - The role's action plugin of the same name shows download progress on the controller and passes the
+  - >-
+    The role's action plugin of the same name shows download progress on the controller and passes the
     token from the controller's environment variable named by I(token_env), over pipelining only.
 version_added: "0.1.0"
 options:

@@ -10,7 +10,7 @@ description:
     says whether the cache can serve this spec as it is (then nothing is fetched at all).
   - C(state=seal) records each file's stat and the spec once the builder has finished, and returns the list
     of files hosts copy.
-  - C(state=pack) writes one tar of the small files a host lacks (they travel together: one copy, not one
+  - C(state=pack) writes one tar of the small files a host lacks (they travel together - one copy, not one
     round trip each).
   - Run it on the controller (delegate_to localhost). Logic in module_utils/bundle_cache.py.
 options:

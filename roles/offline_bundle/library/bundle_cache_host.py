@@ -5,7 +5,7 @@ DOCUMENTATION = r"""
 module: bundle_cache_host
 short_description: Plan or seal a host's copy of the controller's fleet cache
 description:
-  - C(state=plan) makes the copy's directory (root's, 0755: the dummy reads from it), skips every file whose
+  - C(state=plan) makes the copy's directory (root's, 0755, since the dummy reads from it), skips every file whose
     size and stat match the record of the last run (others with the right size are hashed), removes wrong
     files and files the controller's list does not name, and returns the files to copy.
   - C(state=unpack) puts the files of a tar the controller packed in place, each only with its listed sha256.

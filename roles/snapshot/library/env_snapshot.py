@@ -20,7 +20,7 @@ options:
   paths: {description: Absolute paths to capture (absent ones are recorded as absent)., type: list, elements: path, default: []}
   record_path: {description: The provision record; the Homebrew prefix it lists as toolkit-made is captured too., type: path}
   user: {description: The dummy user whose record entry names the Homebrew prefix., type: str}
-  label: {description: Snapshot label (1-64 of letters, digits, '.', '_', '-')., type: str, default: ""}
+  label: {description: "Snapshot label (1-64 of letters, digits, '.', '_', '-').", type: str, default: ""}
   kind: {description: Why the snapshot was taken., type: str, choices: [manual, known-good, before-rollback], default: manual}
   pinned: {description: Keep this snapshot whatever the retention policy says., type: bool, default: false}
   only_if_changed:
