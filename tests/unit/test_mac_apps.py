@@ -524,7 +524,6 @@ def test_an_offline_provision_with_mac_apps_is_refused_before_any_change():
     )
 
 
-
 @pytest.mark.parametrize("system", ["Linux", "Darwin"])
 def test_an_offline_provision_without_mac_apps_is_not_refused(system):
     """The guide's WebUI alone from a bundle, on any host: the Mac apps' rule has nothing to say."""
@@ -538,6 +537,7 @@ def test_an_offline_provision_without_mac_apps_is_not_refused(system):
         sdenv_webui_dir=f"{home}/stable-diffusion-webui",
     )
     assert problems == []
+
 
 @pytest.mark.parametrize(
     ("architecture", "macos", "expected"),
