@@ -144,9 +144,9 @@ def test_verify_offline_generates_through_comfyui_and_names_a_yaml_section_it_di
     assert edited != before
     checkpoints = [m["file"] for m in real_lock()["models"] if m.get("kind") == "checkpoint"]
     as_dummy(inventory, ["tee", str(yaml_file)], input=edited, text=True, stdout=subprocess.DEVNULL)
-    # The checkpoint in the store for ComfyUI, and in the WebUI's own folder for the WebUI's LIVE rows (on
-    # this branch role models still installs there), random weights under the lock's file names.
-    folders = [store / "checkpoints", comfyui.parent / "stable-diffusion-webui/models/Stable-diffusion"]
+    # The checkpoint in the one store, for ComfyUI (extra_model_paths.yaml) and the WebUI's LIVE rows
+    # (--ckpt-dir) alike: random weights under the lock's file names.
+    folders = [store / "checkpoints"]
     placed = [folder / name for folder in folders for name in checkpoints]
     as_dummy(inventory, ["mkdir", "-p", *map(str, folders)])
     for path in placed:

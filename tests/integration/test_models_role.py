@@ -406,7 +406,7 @@ def test_provision_installs_the_rest_and_lists_a_pending_model(
     inventory = test_inventory(**host_vars(webui, models, tmp_path))
     result = make_target("provision", inventory, ARGS="--tags models")
     assert result.returncode == 0, result.output[-5000:]
-    lora_dir = webui / "models" / "Lora"
+    lora_dir = store_of(webui) / "loras"
     assert (lora_dir / "testlora.safetensors").read_bytes() == models["lora"]
     assert not (lora_dir / "sdtpending.safetensors").exists()
     assert "Pending (no URL and no pin in lock.yml, so not fetched): sdtpending" in result.output, (
@@ -467,7 +467,7 @@ def test_the_controllers_proxy_reaches_the_download_through_become(
         proxy.shutdown()
         proxy.server_close()
     assert result.returncode == 0, result.output[-5000:]
-    assert (webui / "models" / "Lora" / "testlora.safetensors").read_bytes() == lora
+    assert (store_of(webui) / "loras" / "testlora.safetensors").read_bytes() == lora
     assert seen == [("HEAD", "http://sdt-models.invalid/lora"), ("GET", "http://sdt-models.invalid/lora")], (
         seen
     )
