@@ -312,7 +312,7 @@ def test_make_targets_end_to_end(tmp_path, test_inventory, webui_user, make_targ
     store.restore(base["id"], str(captured))
     for root in m["roots"]:
         assert state(root["path"]) == state(captured / root["path"].lstrip("/")), root["path"]
-    assert {r["path"] for r in m["roots"]} == {str(webui), str(home / ".zprofile")}
+    assert {r["path"] for r in m["roots"]} == {str(webui), str(home / ".zprofile"), str(home / "sd-models")}
     # Ansible's temp directories never land in the account's home (remote_tmp is the system temp directory),
     # so the home holds what the snapshot captured and no trace of the runs in between.
     assert not (home / ".ansible").exists()
