@@ -404,7 +404,18 @@ def run(fixture: Fixture, base: Path, load_start: tuple) -> int:
     def git_status():
         # Root reads the dummy's repositories: git refuses another owner's repository without safe.directory.
         return sum(
-            timed(["git", "-c", "safe.directory=*", "-C", str(repo), "status", "--porcelain"])
+            timed(
+                [
+                    "git",
+                    "--no-optional-locks",
+                    "-c",
+                    "safe.directory=*",
+                    "-C",
+                    str(repo),
+                    "status",
+                    "--porcelain",
+                ]
+            )
             for repo in repos
         )
 

@@ -119,6 +119,23 @@ def test_a_run_with_nothing_changed_skips_every_role(provisioned):
     assert "sources_reachable" not in ran and "provision_record" not in ran, ran
 
 
+def test_the_reading_targets_leave_nothing_for_the_fast_path_to_find(provisioned, tmp_path):
+    """make snapshot, a static make verify and make provision CHECK=1 only read the dummy's trees: the next
+    provision still skips every role. (git status took the index lock in each repository for its refresh,
+    and the .git directories' changed mtimes made every provision after a verify or a snapshot run the
+    webui role in full.)"""
+    settle()
+    for target, variables in (
+        ("snapshot", {}),
+        ("verify", {"VERIFY_REPORTS": str(tmp_path / "reports")}),
+        ("provision", {"CHECK": "1"}),
+    ):
+        result = run_make(target, provisioned, **variables)
+        assert result.returncode == 0, result
+    after = provision(provisioned)
+    assert in_full(after) == {} and after.recap["changed"] == 0, after
+
+
 def test_deep_runs_the_full_path(provisioned):
     # One role is enough to show the switch (a full run of every role costs minutes here).
     result = provision(provisioned, DEEP="1", ARGS="--tags dummy_user")

@@ -93,7 +93,11 @@ def git_state(path: str, owner: dict | None = None) -> tuple[dict | None, str | 
     if rc != 0:
         return None, f"git rev-parse failed in {path}: {err}"
     commit = out.strip()
-    rc, out, err = _run(["git", "-C", path, "status", "--porcelain", "--untracked-files=no"], owner=owner)
+    # --no-optional-locks: a snapshot only reads; git status would otherwise take the index lock to refresh
+    # it, and the .git directory's changed mtime would make the next provision run the webui role in full.
+    rc, out, err = _run(
+        ["git", "--no-optional-locks", "-C", path, "status", "--porcelain", "--untracked-files=no"], owner=owner
+    )
     if rc != 0:
         return None, f"git status failed in {path}: {err}"
     changes = [ln for ln in out.splitlines() if ln.strip()]
