@@ -96,7 +96,8 @@ def git_state(path: str, owner: dict | None = None) -> tuple[dict | None, str | 
     # --no-optional-locks: a snapshot only reads; git status would otherwise take the index lock to refresh
     # it, and the .git directory's changed mtime would make the next provision run the webui role in full.
     rc, out, err = _run(
-        ["git", "--no-optional-locks", "-C", path, "status", "--porcelain", "--untracked-files=no"], owner=owner
+        ["git", "--no-optional-locks", "-C", path, "status", "--porcelain", "--untracked-files=no"],
+        owner=owner,
     )
     if rc != 0:
         return None, f"git status failed in {path}: {err}"
