@@ -186,24 +186,56 @@ def _line(path, st):
     ).encode("utf-8", "surrogateescape")
 
 
+# Root walks the dummy's trees here: every directory is opened relative to its parent with O_NOFOLLOW, so a
+# directory the dummy swaps for a link after its stat is never entered (the open fails and the line says so).
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+
+
+def _open_below(top_fd, parts):
+    fd = os.dup(top_fd)
+    try:
+        for name in parts:
+            child = os.open(name, _DIR_FLAGS, dir_fd=fd)
+            os.close(fd)
+            fd = child
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
+
+
 def _tree(top, excludes, sha):
     excluded = set(excludes)
-    stack = [top]
-    while stack:
-        directory = stack.pop()
-        try:
-            with os.scandir(directory) as it:
-                entries = sorted(it, key=lambda e: e.name)
-        except OSError as exc:
-            sha.update(f"{directory}\0unreadable {exc.errno}\n".encode("utf-8", "surrogateescape"))
-            continue
-        for entry in entries:
-            if entry.path in excluded:
+    try:
+        top_fd = os.open(top, _DIR_FLAGS)
+    except OSError as exc:
+        sha.update(f"{top}\0unreadable {exc.errno}\n".encode("utf-8", "surrogateescape"))
+        return
+    try:
+        stack = [[]]  # each directory as its names below top
+        while stack:
+            parts = stack.pop()
+            directory = os.path.join(top, *parts)
+            try:
+                fd = _open_below(top_fd, parts)
+                try:
+                    with os.scandir(fd) as it:
+                        entries = sorted(it, key=lambda e: e.name)
+                    lines = [(e.name, os.stat(e.name, dir_fd=fd, follow_symlinks=False)) for e in entries]
+                finally:
+                    os.close(fd)
+            except OSError as exc:
+                sha.update(f"{directory}\0unreadable {exc.errno}\n".encode("utf-8", "surrogateescape"))
                 continue
-            st = entry.stat(follow_symlinks=False)
-            sha.update(_line(entry.path, st))
-            if stat.S_ISDIR(st.st_mode):
-                stack.append(entry.path)
+            for name, st in lines:
+                path = os.path.join(directory, name)
+                if path in excluded:
+                    continue
+                sha.update(_line(path, st))
+                if stat.S_ISDIR(st.st_mode):
+                    stack.append([*parts, name])
+    finally:
+        os.close(top_fd)
 
 
 def _account(name):

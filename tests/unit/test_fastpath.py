@@ -4,6 +4,7 @@ and that every kind of drift makes a role run in full."""
 import os
 import pwd
 
+import pytest
 import sdenv_fastpath as fastpath
 
 VALUES = {
@@ -274,3 +275,22 @@ def test_a_file_changed_in_comfyui_runs_it_and_what_feeds_it(tmp_path):
     assert reasons["comfyui"] == f"{comfyui} changed"
     assert reasons["webui"] == "it feeds comfyui" and reasons["python"].startswith("it feeds")
     assert "models" in fast
+
+
+def test_the_walk_never_enters_a_link_even_one_swapped_in_after_its_stat(tmp_path):
+    """Root fingerprints the dummy's trees: each directory is opened below its parent with O_NOFOLLOW."""
+    (tmp_path / "tree" / "real").mkdir(parents=True)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (tmp_path / "tree" / "swapped").symlink_to(outside, target_is_directory=True)
+    top_fd = os.open(tmp_path / "tree", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.close(fastpath._open_below(top_fd, ["real"]))
+        with pytest.raises(OSError):  # what a directory replaced by a link between stat and open meets
+            fastpath._open_below(top_fd, ["swapped"])
+    finally:
+        os.close(top_fd)
+    spec = ["tree", str(tmp_path / "tree"), []]
+    before = fastpath.fingerprint(spec)
+    (outside / "file").write_text("the link's target changed")
+    assert fastpath.fingerprint(spec) == before
