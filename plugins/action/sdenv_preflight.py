@@ -44,6 +44,7 @@ for _directory in [ROOT / "plugins" / "module_utils", *sorted(ROOT.glob("roles/*
         sys.path.append(str(_directory))
 
 import model_pending  # noqa: E402
+import sdenv_facts_cache as facts_cache  # noqa: E402
 import sdenv_fastpath as fastpath  # noqa: E402
 import sdenv_messages as say  # noqa: E402
 import sdenv_preflight as engine  # noqa: E402
@@ -504,7 +505,8 @@ class ActionModule(ActionBase):
     @staticmethod
     def _facts_cache(task_vars):
         """The controller's copy of this host's facts from its previous run (no secrets: platform,
-        distribution, user and python facts), beside Ansible's own local files (~/.ansible)."""
+        distribution, user and python facts), beside Ansible's own local files (~/.ansible); pruned by age
+        (module_utils/sdenv_facts_cache.py)."""
         name = re.sub(r"[^\w.@-]", "_", str(task_vars.get("inventory_hostname", "")))
         return Path(C.DEFAULT_LOCAL_TMP).parent.parent / "sdenv-preflight-facts" / f"{name}.json"
 
@@ -528,6 +530,7 @@ class ActionModule(ActionBase):
             os.replace(temporary, path)
         except OSError:
             pass
+        facts_cache.prune(path.parent)  # copies of hosts no run has asked about for a month
 
     @staticmethod
     def _host(probe):
