@@ -10,7 +10,11 @@
 # 4. names where each value was set from the origin Ansible 2.19 records on every value it loads (file and
 #    line, "-e", an environment variable), falling back to reading the inventory's files for values that
 #    carry no origin (null and booleans cannot carry one);
-# 5. runs the rules (plugins/module_utils/sdenv_preflight*.py) and fails with their sentences.
+# 5. runs the rules (plugins/module_utils/sdenv_preflight*.py) and fails with their sentences;
+# 6. for a target that changes the host (`lock`: its make target), takes the host's run lock in the same module
+#    run (module_utils/sdenv_run_lock.py): no play or task of its own. A lock another run holds is waited for
+#    (a second module run, after the checks passed, so a bad value is still said at once); a refusal after
+#    the lock was taken releases it before it returns.
 from __future__ import annotations
 
 import contextlib
@@ -24,6 +28,7 @@ from ansible import constants as C
 from ansible import context
 from ansible.errors import AnsibleError
 from ansible.plugins.action import ActionBase
+from ansible.utils.display import Display
 
 try:  # Ansible >= 2.19 records where each value was loaded from (the pinned ansible-core is 2.19).
     from ansible._internal._datatag._tags import Origin
@@ -31,17 +36,21 @@ except ImportError:  # pragma: no cover - an older or newer layout: fall back to
     Origin = None
 
 ROOT = Path(__file__).resolve().parents[2]
+LOCAL = ("local", "ansible.builtin.local")
+display = Display()
 # The rules are plain module_utils, imported here as Ansible imports them on a host (and as the unit tests do).
 for _directory in [ROOT / "plugins" / "module_utils", *sorted(ROOT.glob("roles/*/module_utils"))]:
     if str(_directory) not in sys.path:
         sys.path.append(str(_directory))
 
 import model_pending  # noqa: E402
+import sdenv_facts_cache as facts_cache  # noqa: E402
 import sdenv_fastpath as fastpath  # noqa: E402
 import sdenv_messages as say  # noqa: E402
 import sdenv_preflight as engine  # noqa: E402
 import sdenv_preflight_rules as rules  # noqa: E402
 import sdenv_reach as reach  # noqa: E402
+import sdenv_run_lock as run_lock  # noqa: E402
 from dummy_accounts import DarwinAccounts, parse_login_defs_uid_min, parse_useradd_home  # noqa: E402
 from sdenv_i18n import _  # noqa: E402
 
@@ -75,6 +84,23 @@ class ActionModule(ActionBase):
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
         del tmp
+        self._lock = None  # this host's run lock, as the module run that took it returned it
+        self._timeout = 0
+        checked = self._checked(result, task_vars)
+        self._remove_tmp_path(self._connection._shell.tmpdir)
+        if checked.get("failed"):
+            self._release(task_vars)
+            return checked
+        if self._lock is not None:
+            waited = self._wait_for_lock(task_vars)
+            if waited.get("failed"):
+                return {**result, **waited}
+            checked["run_lock"] = {k: v for k, v in self._lock.items() if k != "run"}
+            # Over SSH the run's last play releases it (run-unlock.yml); here the callback does, at the end.
+            checked["ansible_facts"]["sdenv_run_lock_release"] = not self._lock.get("local")
+        return checked
+
+    def _checked(self, result, task_vars):
         uses = self._task.args.get("uses") or []
         uses = [uses] if isinstance(uses, str) else list(uses)
         if not uses:
@@ -108,12 +134,13 @@ class ActionModule(ActionBase):
         if cached is not None:
             resolved = self._resolve(options, defaults, cached, task_vars)
             asked = self._probe_args(resolved, entry_points, self._task.args.get("reach"))
+            asked.update(self._lock_args(resolved))
         probe = self._execute_module(
             module_name="preflight_facts", module_args={**(asked or {}), "facts": True}, task_vars=task_vars
         )
+        self._took(probe, asked or {})
         host = self._host(probe)
         if "failed" in host:
-            self._remove_tmp_path(self._connection._shell.tmpdir)
             return {**result, **host}
         gathered = host.pop("facts")
         self._write_cache(cache, gathered)
@@ -122,11 +149,14 @@ class ActionModule(ActionBase):
         wanted = self._probe_args(
             (variables, templar, values, origins, references), entry_points, self._task.args.get("reach")
         )
+        wanted.update(self._lock_args((variables, templar, values)))
         if wanted != asked:
+            if self._lock and self._lock["run"] != wanted.get("lock"):
+                self._release(task_vars)  # taken where this host's earlier facts led: not this run's place
             probe = self._execute_module(
                 module_name="preflight_facts", module_args={**wanted, "facts": False}, task_vars=task_vars
             )
-        self._remove_tmp_path(self._connection._shell.tmpdir)
+            self._took(probe, wanted)
         if "dummy_user:main" in entry_points:
             host["dummy_record"] = probe.get("dummy_record")
         if rules.PORT_USERS & entry_points:
@@ -144,6 +174,11 @@ class ActionModule(ActionBase):
             origin_of=self._nested_origin,
             references=references,
         )
+        if wanted.get("lock"):
+            timeout = self._lock_timeout(variables, templar)
+            problem = rules.run_lock_timeout_problem(timeout[0], timeout[1])
+            problems.extend([problem] if problem else [])
+            self._timeout = timeout[0]
         if problems:
             return {**result, "failed": True, "msg": "\n".join(problems)}
         # The facts the settings and the roles use, gathered once for the whole run: the plays after this one
@@ -182,6 +217,79 @@ class ActionModule(ActionBase):
                 checked = probe.get("checked", 0)
                 msg += f"; {checked} of {len(wanted['sources'])} sources probed, all answer"
         return {**result, "changed": False, "msg": msg, "ansible_facts": facts}
+
+    # --- the run lock (module_utils/sdenv_run_lock.py) ------------------------------------------------------
+
+    def _lock_args(self, resolved):
+        """{"lock": what preflight_facts needs to take this run's lock} for a changing target's real run
+        (a dry run takes none), or {} (also when the state directory does not resolve: its rule says so)."""
+        target = self._task.args.get("lock")
+        if not target or self._play_context.check_mode:
+            return {}
+        variables, templar, values = resolved[:3]
+        state_dir = values.get("sdenv_state_dir")
+        if state_dir is None:
+            try:
+                state_dir = templar.template(variables["sdenv_state_dir"])
+            except (AnsibleError, KeyError):
+                return {}
+        if not isinstance(state_dir, str) or not engine.is_normal_absolute(state_dir):
+            return {}
+        run = run_lock.controller_run(os.getppid())  # this worker's parent: the run's ansible-playbook
+        local = self._connection.transport in LOCAL
+        return {"lock": {"state_dir": state_dir, "target": str(target), **run, "local": local}}
+
+    def _lock_timeout(self, variables, templar):
+        """(sdenv_run_lock_timeout's value, where it was set)."""
+        raw = variables.get("sdenv_run_lock_timeout", 900)
+        try:
+            value = templar.template(raw)
+        except AnsibleError as error:
+            value = engine.Unresolved(raw, first_line(error))
+        return value, self._origin("sdenv_run_lock_timeout", raw, value, variables)[0]
+
+    def _took(self, probe, args):
+        """Keep what a module run did with the lock, and the arguments that name this run to the host (a second
+        run's 'ours' adds nothing to the first one's 'acquired')."""
+        found = probe.get("run_lock")
+        if not isinstance(found, dict) or not args.get("lock"):
+            return
+        if self._lock and self._lock.get("lock") == "acquired" and found.get("lock") == "ours":
+            return
+        self._lock = {**found, "run": args["lock"]}
+
+    def _lock_call(self, task_vars, **args):
+        return self._execute_module("sdenv_run_lock", {**self._lock["run"], **args}, task_vars=task_vars)
+
+    def _release(self, task_vars):
+        """A refusal after this run took the lock: let it go before the user reads the refusal."""
+        if self._lock and self._lock.get("lock") == "acquired":
+            self._lock_call(task_vars, state="released")
+            self._remove_tmp_path(self._connection._shell.tmpdir)
+        self._lock = None
+
+    def _wait_for_lock(self, task_vars):
+        """The lock another run holds (the preflight's module run took nothing): wait for it as run-lock.yml's task
+        did, saying so first, or take over one whose run this controller sees gone."""
+        found = self._lock
+        host = task_vars.get("inventory_hostname", "")
+        if found.get("lock") == "error":
+            return {"failed": True, "msg": found.get("msg")}
+        if found.get("lock") == "busy":
+            timeout = int(self._timeout)
+            take_over, message = run_lock.before_waiting(
+                found.get("holder") or {}, found["run"]["controller"], timeout
+            )
+            if message:
+                display.display(f"{host}: {message}")
+            taken = self._lock_call(task_vars, timeout=timeout, take_over=take_over)
+            self._remove_tmp_path(self._connection._shell.tmpdir)
+            if taken.get("failed"):
+                return {"failed": True, "msg": taken.get("msg")}
+            self._lock = {**taken, "run": found["run"]}
+        for note in self._lock.get("notes") or []:
+            display.display(f"{host}: {note}")
+        return {}
 
     # --- where things are ------------------------------------------------------------------------------
 
@@ -397,7 +505,8 @@ class ActionModule(ActionBase):
     @staticmethod
     def _facts_cache(task_vars):
         """The controller's copy of this host's facts from its previous run (no secrets: platform,
-        distribution, user and python facts), beside Ansible's own local files (~/.ansible)."""
+        distribution, user and python facts), beside Ansible's own local files (~/.ansible); pruned by age
+        (module_utils/sdenv_facts_cache.py)."""
         name = re.sub(r"[^\w.@-]", "_", str(task_vars.get("inventory_hostname", "")))
         return Path(C.DEFAULT_LOCAL_TMP).parent.parent / "sdenv-preflight-facts" / f"{name}.json"
 
@@ -421,6 +530,7 @@ class ActionModule(ActionBase):
             os.replace(temporary, path)
         except OSError:
             pass
+        facts_cache.prune(path.parent)  # copies of hosts no run has asked about for a month
 
     @staticmethod
     def _host(probe):

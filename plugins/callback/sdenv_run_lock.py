@@ -1,9 +1,11 @@
 # Ends this run's hold of the run lock on the controller's own host when the playbook ends, whatever its
-# outcome (plugins/module_utils/sdenv_run_lock.py). The run-unlock.yml play does it for hosts that got to the
-# end; a host that failed (a refusal after the lock, say) never runs another play, and its helper would only
-# notice ansible-playbook's exit after make had already returned: a target refused after its lock must leave
-# nothing behind (not even the state directory the lock made) by the time the user sees the refusal.
-# Remote hosts' helpers end with the run's connection instead (this process cannot signal them).
+# outcome (plugins/module_utils/sdenv_run_lock.py): the lock is taken by the preflight (its sdenv_run_lock
+# result), or by a sdenv_run_lock task. This is how a local run lets its lock go, with no task or round trip
+# (run-unlock.yml skips the controller's own host); and a host that failed (a refusal after the lock, say)
+# never runs another play, while its helper would only notice ansible-playbook's exit after make had already
+# returned: a target refused after its lock must leave nothing behind (not even the state directory the lock
+# made) by the time the user sees the refusal. Remote hosts' helpers are released by run-unlock.yml, or end
+# with the run's connection (this process cannot signal them).
 from __future__ import annotations
 
 import contextlib
@@ -41,9 +43,10 @@ class CallbackModule(CallbackBase):
         self._helpers = []
 
     def v2_runner_on_ok(self, result):
-        if result._task.action.rsplit(".", 1)[-1] != "sdenv_run_lock":
+        action = result._task.action.rsplit(".", 1)[-1]
+        if action not in ("sdenv_run_lock", "sdenv_preflight"):
             return
-        found = result._result
+        found = result._result if action == "sdenv_run_lock" else result._result.get("run_lock") or {}
         if found.get("lock") == "acquired" and found.get("local") and found.get("helper_pid"):
             self._helpers.append((int(found["helper_pid"]), found.get("helper_start")))
 

@@ -410,6 +410,20 @@ EXTRA_VALUES = (
     "sdenv_webui_venv_dir",
 )
 
+# How long a changing target waits for another run's lock (settings.yml; no role reads it, so no argument spec
+# declares it: the preflight checks it itself when it takes the lock). 0 refuses at once, as a test does.
+RUN_LOCK_TIMEOUT = Number(
+    0, expected="a whole number of seconds, 0 or more (0: refuse at once while another run changes this host)"
+)
+
+
+def run_lock_timeout_problem(value, origin):
+    """The sentence for a bad sdenv_run_lock_timeout (origin: where it was set, in words), or None."""
+    if RUN_LOCK_TIMEOUT.ok(value, None):
+        return None
+    return Problem("sdenv_run_lock_timeout", value, RUN_LOCK_TIMEOUT.expected, origin).sentence()
+
+
 # What make hands to Ansible, for naming where a value came from: a setting given on the command line
 # (-e) or through the environment by one of these make variables is named by the make variable.
 MAKE_VARIABLES = {

@@ -20,9 +20,15 @@ descriptor and watches the run it belongs to, then ends when that run ends:
   multiplexed connection for the whole run (ControlPersist), and it ends when the run ends (after the
   ControlPersist idle time when the run was killed). So a remote host's lock may outlive a killed run by that
   idle time, never for good.
-A run that ends normally releases the lock in its last play (release()), so a waiting run goes on at once.
+A run that ends normally lets the lock go at its end, so a waiting run goes on at once: on the controller's
+own host the sdenv_run_lock callback ends the helper when the playbook ends (no task, no round trip); over SSH
+the run's last play releases it (release()).
 The record names the run by its controller, pid and start time (the "token"): a later task of the same run
 finds its own token and holds the lock already (a playbook of several plays takes it once).
+
+Where it is taken: inside the preflight's one module run per host (preflight_facts, try_take: no wait), so a
+changing target costs no task of its own for its lock; only when another run holds it does the preflight,
+after its checks passed, wait for it in a second module run (sdenv_run_lock), saying so first.
 """
 
 import contextlib
@@ -33,6 +39,7 @@ import json
 import os
 import select
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -185,6 +192,109 @@ def takeover_message(record):
 
 def holder_alive(record):
     return is_alive(record.get("helper_pid"), record.get("helper_start"))
+
+
+# -- the run, as the controller names it ----------------------------------------------------------------
+
+
+def process_start(pid):
+    """The start time of a controller process (Linux /proc; elsewhere the pid alone names the run)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def controller_run(pid):
+    """{controller, controller_pid, token} naming the run whose ansible-playbook process is pid."""
+    controller = socket.gethostname()
+    return {
+        "controller": controller,
+        "controller_pid": pid,
+        "token": f"{controller}:{pid}:{process_start(pid)}",
+    }
+
+
+def run_has_ended(holder, controller):
+    """The holder is a run of this controller whose ansible-playbook is gone (or its pid now someone else's).
+    Its helper on the host can outlive it over SSH (tied to a connection Ansible keeps and this run shares)."""
+    parts = str(holder.get("token", "")).rsplit(":", 2)
+    if holder.get("controller") != controller or len(parts) != 3 or not parts[1].isdigit():
+        return False
+    pid, start = int(parts[1]), parts[2]
+    if start:
+        return process_start(pid) != start
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def before_waiting(holder, controller, timeout):
+    """(take_over, message) for a run that found the lock busy: the holder's token when it is a run of this
+    controller that has ended (its helper is stopped and the lock taken, no wait), else the sentence to print
+    before the wait."""
+    if run_has_ended(holder, controller):
+        return holder["token"], None
+    return "", waiting_message(holder, timeout)
+
+
+OWNER_NOT_FOUND = (
+    "Cannot find the process of this run to tie the run lock to (neither the controller's ansible-playbook nor "
+    "an sshd connection is an ancestor of this task): run the target through make over a local or ssh "
+    "connection."
+)
+
+
+def run_record(run, pid=None):
+    """The record naming this run on the host: run is {target, token, controller, controller_pid, local};
+    the owner the helper watches is found from pid's ancestors (this process's by default)."""
+    owner = choose_owner(ancestors(os.getpid() if pid is None else pid), run["controller_pid"], run["local"])
+    owner_start = start_token(owner) if owner else None
+    if owner is None or owner_start is None:
+        raise RunLockError(OWNER_NOT_FOUND)
+    return {
+        "target": run.get("target", ""),
+        "token": run["token"],
+        "controller": run.get("controller", ""),
+        "controller_pid": run["controller_pid"],
+        "host": socket.gethostname(),
+        "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+        "owner_pid": owner,
+        "owner_start": owner_start,
+    }
+
+
+def take_for_run(run, timeout, prepare=None, take_over="", wait=True, spawn=None, pid=None):
+    """Take the lock for a module's run (run: {state_dir, target, token, controller, controller_pid, local}).
+    Returns {lock, notes, holder, helper_pid, helper_start, local}: lock 'acquired' or 'ours', or, with wait
+    False, 'busy' (holder: the record of the run that has it) instead of a wait and a refusal; the helper's
+    pid and start when acquired (the sdenv_run_lock callback ends it when the playbook ends). Raises
+    RunLockError (no owner process; with wait, the timeout's sentence)."""
+    record = run_record(run, pid)
+    try:
+        state, notes = acquire(
+            run["state_dir"], run["token"], record, 0 if not wait else timeout, prepare=prepare,
+            take_over=take_over, spawn=spawn,
+        )  # fmt: skip
+    except RunLockError:
+        if wait:
+            raise
+        return {
+            "lock": "busy",
+            "notes": [],
+            "holder": current_holder(run["state_dir"]),
+            "local": run["local"],
+        }
+    found = {"lock": state, "notes": notes, "holder": {}, "local": run["local"]}
+    if state == "acquired":
+        held = current_holder(run["state_dir"])
+        found.update(helper_pid=held.get("helper_pid"), helper_start=held.get("helper_start"))
+    return found
 
 
 # -- taking, holding and releasing ----------------------------------------------------------------------

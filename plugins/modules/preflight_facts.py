@@ -27,8 +27,8 @@ description:
     With I(paths), says for each where it resolves to and the first symbolic link on the way that another
     account could change (the toolkit, as root, follows none; see sdenv_atomic), for the preflight to judge.
   - >-
-    Only reads. The preflight (action sdenv_preflight) runs it once per host before any task that changes the
-    host: it sends the paths, ports and record it expects from the facts of the host's previous run, and asks
+    Only reads, but for the run lock (I(lock)). The preflight (action sdenv_preflight) runs it once per host
+    before any task that changes the host: it sends the paths, ports and record it expects from the facts of the host's previous run, and asks
     again only when this run's facts lead to other ones.
 options:
   ports: {description: Loopback ports to test., type: list, elements: int, default: []}
@@ -51,6 +51,14 @@ options:
     type: list
     elements: str
     default: []
+  lock:
+    description: >-
+      For a target that changes the host - {state_dir, target, token, controller, controller_pid, local}, as
+      M(sdenv_run_lock) takes them: the run lock is taken in this same run, last, when it is free (or this
+      run's already); when another run holds it, nothing is taken or waited for and C(run_lock) names the
+      holder (the preflight waits with M(sdenv_run_lock) once its checks have passed). The one thing this
+      module changes, and no state of the host (never C(changed)).
+    type: dict
 """
 
 EXAMPLES = r"""
@@ -92,6 +100,11 @@ dummy_record:
 admin_group:
   description: The group that gives admin rights here (admin on macOS, else the first of sudo, wheel, admin).
   type: str
+run_lock:
+  description: "With I(lock): {lock (acquired, ours, busy or error), holder, notes, helper_pid, helper_start,
+    local, msg}."
+  type: dict
+  returned: when lock is given
 places:
   description: "{path: {resolved, link}} for each of I(paths): its real path (realpath(3)) and the first link
     on the way another account could change (null when none)."
@@ -109,9 +122,10 @@ import socket
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.facts import ansible_collector, default_collectors
 from ansible.module_utils.facts.namespace import PrefixFactNamespace
-from ansible.module_utils.provision_record import RecordError, load
+from ansible.module_utils.provision_record import RecordError, ensure_state_dir, load
 from ansible.module_utils.sdenv_atomic import LinkRefused, open_dir_nofollow
 from ansible.module_utils.sdenv_reach import already_here, unreachable_sentences
+from ansible.module_utils.sdenv_run_lock import RunLockError, take_for_run
 
 # Cheap collectors (no subprocess but uname and the distribution's release files): every fact the shipped
 # settings and the roles' defaults are made from (system, architecture, machine, os_family, ...).
@@ -196,6 +210,16 @@ def dummy_record(path, user):
     return {"path": path, "entry": entry}
 
 
+def run_lock(lock):
+    """The run lock taken now when nobody else has it (preflight_facts' one change); never a wait."""
+    try:
+        return take_for_run(
+            lock, 0, prepare=lambda: ensure_state_dir(lock["state_dir"])[1] is None, wait=False
+        )
+    except (RunLockError, OSError, KeyError, TypeError) as exc:
+        return {"lock": "error", "msg": str(exc)}
+
+
 def main():
     module = AnsibleModule(
         argument_spec={
@@ -205,6 +229,7 @@ def main():
             "sources": {"type": "list", "elements": "dict", "default": []},
             "environment": {"type": "dict", "default": {}, "no_log": True},
             "facts": {"type": "bool", "default": True},
+            "lock": {"type": "dict"},
         },
         supports_check_mode=True,
     )
@@ -221,6 +246,8 @@ def main():
         result["checked"] = sum(1 for source in p["sources"] if not already_here(source, environ))
         result["unreachable"] = unreachable_sentences(p["sources"], environ)
     if not p["facts"]:
+        if p["lock"] and not module.check_mode:
+            result["run_lock"] = run_lock(p["lock"])
         module.exit_json(**result)
     collector = ansible_collector.get_ansible_collector(
         all_collector_classes=default_collectors.collectors,
@@ -236,14 +263,16 @@ def main():
     names = set(by_gid.values())
     admin = next((g for g in ("sudo", "wheel", "admin") if g in names), None)
     admin = "admin" if platform.system() == "Darwin" else admin
-    module.exit_json(
-        **result,
+    result.update(
         ansible_facts=collector.collect(module=module),
         accounts=accounts,
         login_defs=read_lines("/etc/login.defs", "UID_MIN"),
         useradd_defaults=read_lines("/etc/default/useradd", "HOME="),
         admin_group=admin,
     )
+    if p["lock"] and not module.check_mode:  # last: a run that failed before it holds no lock
+        result["run_lock"] = run_lock(p["lock"])
+    module.exit_json(**result)
 
 
 if __name__ == "__main__":

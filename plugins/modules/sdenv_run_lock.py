@@ -84,21 +84,13 @@ notes:
   returned: always
 """
 
-import os
-import socket
-import time
-
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.provision_record import ensure_state_dir
 from ansible.module_utils.sdenv_run_lock import (
     RunLockError,
-    acquire,
-    ancestors,
-    choose_owner,
-    current_holder,
     probe,
     release,
-    start_token,
+    take_for_run,
     waiting_message,
 )
 
@@ -131,43 +123,19 @@ def main():
     if p["state"] == "released":
         result["lock"] = "released" if release(p["state_dir"], p["token"]) else "free"
         module.exit_json(**result)
-
-    owner = choose_owner(ancestors(os.getpid()), p["controller_pid"], p["local"])
-    owner_start = start_token(owner) if owner else None
-    if owner is None or owner_start is None:
-        module.fail_json(
-            msg="Cannot find the process of this run to tie the run lock to (neither the controller's "
-            "ansible-playbook nor an sshd connection is an ancestor of this task): run the target through make "
-            "over a local or ssh connection.",
-            **result,
-        )
-    record = {
-        "target": p["target"],
-        "token": p["token"],
-        "controller": p["controller"],
-        "controller_pid": p["controller_pid"],
-        "host": socket.gethostname(),
-        "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
-        "owner_pid": owner,
-        "owner_start": owner_start,
-    }
     try:
-        result["lock"], result["notes"] = acquire(
-            p["state_dir"],
-            p["token"],
-            record,
-            p["timeout"],
-            prepare=lambda: ensure_state_dir(p["state_dir"])[1] is None,
-            take_over=p["take_over"],
+        # helper_pid and helper_start are for plugins/callback/sdenv_run_lock.py, which ends the helper when
+        # the playbook ends.
+        result.update(
+            take_for_run(
+                p,
+                p["timeout"],
+                prepare=lambda: ensure_state_dir(p["state_dir"])[1] is None,
+                take_over=p["take_over"],
+            )
         )
     except RunLockError as exc:
         module.fail_json(msg=str(exc), **result)
-    if result["lock"] == "acquired":
-        # For plugins/callback/sdenv_run_lock.py, which ends the helper when the playbook ends.
-        held = current_holder(p["state_dir"])
-        result.update(
-            helper_pid=held.get("helper_pid"), helper_start=held.get("helper_start"), local=p["local"]
-        )
     # Never "changed": the lock is this run's, not the host's state, and a second provision reports changed=0.
     module.exit_json(**result)
 

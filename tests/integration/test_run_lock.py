@@ -2,19 +2,28 @@
 turns (the second waits or refuses naming the first), kill -9 of a run frees the lock for the next one (its
 helper sees the run go and clears it; only a helper killed itself leaves a record to take over), and
 a WebUI sub-repository left with a broken .git is repaired by the next provision (on main it sent git to the
-WebUI's own repository, which ended checked out at the sub-repository's commit)."""
+WebUI's own repository, which ended checked out at the sub-repository's commit); and the lock taken inside the
+preflight's module run is held through the target's later plays and let go at its end."""
 
+import contextlib
+import fcntl
 import json
 import os
+import pty
 import pwd
 import secrets
+import select
 import shutil
 import signal
 import subprocess
+import termios
+import threading
 from pathlib import Path
 
 import sdenv_run_lock
+import snapshot_store
 from sdenv_testlib import make_argv, processes_marked
+from test_snapshot import webui_user  # noqa: F401 - a WebUI-shaped tree, no provision
 from test_webui_provision import TAGS, git_head, upstream, wait_for, webui_inventory  # noqa: F401
 from webui_fixtures import SUBREPOS
 
@@ -155,3 +164,95 @@ def test_kill_9_frees_the_lock_and_a_broken_sub_repository_is_repaired(test_inve
     assert "taking the lock over" not in final.stdout and record["target"] == "provision", (said, record)
     assert_pinned(inventory, fixture)
     assert not (inventory.state_dir / "run.lock").exists(), "the lock outlived the run"
+
+
+def on_a_terminal(argv, master_and_slave, env):
+    """argv in a session of its own whose controlling terminal is the pty's slave (so Ansible's pause prompts
+    there, as it does for a user at a terminal)."""
+    _, slave = master_and_slave
+
+    def controlling_terminal():
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    return subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, env=env, start_new_session=True,
+                            preexec_fn=controlling_terminal)  # fmt: skip
+
+
+def test_the_lock_the_preflight_takes_is_held_through_the_later_plays_and_let_go_at_the_end(
+    tmp_path,
+    test_inventory,
+    webui_user,  # noqa: F811
+    make_target,
+):
+    """The lock has no task of its own: the preflight's module run takes it. A rollback waiting at its
+    confirmation prompt (a play after the preflight's) still holds it, so a snapshot is refused naming it; once
+    confirmed, the rollback ends and the lock is gone with its helper, on this machine without a release task."""
+    home, webui = webui_user
+    inventory = test_inventory(
+        sdenv_user_home=str(home), sdenv_webui_dir=str(webui), sdenv_snapshot_store=str(tmp_path / "store")
+    )
+    base = make_target("snapshot", inventory, LABEL="base")
+    assert base.returncode == 0, base
+    assert "Wait for any other run changing this host" not in base.output, "the lock still has a task"
+    assert not (inventory.state_dir / "run.lock").exists(), "the lock outlived the run"
+    store = snapshot_store.Store(str(tmp_path / "store"))
+    bad = make_target("snapshot", inventory, ARGS="-e sdenv_run_lock_timeout=soon")
+    assert bad.returncode != 0, bad
+    assert (
+        "-e on the command line sets sdenv_run_lock_timeout to 'soon': expected a whole number of seconds"
+        in (bad.output)
+    ), bad
+    assert len(store.list()) == 1 and not (inventory.state_dir / "run.lock").exists(), (
+        "the refusal left a lock"
+    )
+
+    terminal = pty.openpty()
+    said = bytearray()
+
+    def read_terminal():
+        while True:
+            ready, _, _ = select.select([terminal[0]], [], [], 1)
+            if ready:
+                try:
+                    chunk = os.read(terminal[0], 65536)
+                except OSError:  # the slave side closed: the run ended
+                    return
+                if not chunk:
+                    return
+                said.extend(chunk)
+            elif rollback.poll() is not None:
+                return
+
+    rollback = on_a_terminal(make_argv("rollback", inventory, TO="base"), terminal, ENV)
+    os.close(terminal[1])  # the run's own: the reader sees the end when the run's side closes
+    record = {}
+    reader = threading.Thread(target=read_terminal, daemon=True)
+    reader.start()
+    try:
+        wait_for(lambda: b"Type yes to go ahead" in said or rollback.poll() is not None,
+                 "the rollback to ask for confirmation")  # fmt: skip
+        assert rollback.poll() is None, said.decode(errors="replace")[-3000:]
+        record = holder(inventory)
+        assert record.get("target") == "rollback", (record, said.decode(errors="replace")[-3000:])
+        assert sdenv_run_lock.is_alive(record["helper_pid"], record["helper_start"])
+
+        refused = make_target("snapshot", inventory, ARGS="-e sdenv_run_lock_timeout=0")
+        assert refused.returncode != 0, refused
+        assert f"Another make rollback, pid {record['controller_pid']} on " in refused.output, refused
+        assert "is still changing this host after 0 s" in refused.output, refused
+        assert len(store.list()) == 1, "the refused snapshot took one"
+
+        os.write(terminal[0], b"yes\n")
+        assert rollback.wait(timeout=600) == 0, said.decode(errors="replace")[-4000:]
+    finally:
+        if rollback.poll() is None:
+            os.killpg(rollback.pid, signal.SIGKILL)
+            rollback.wait()
+        reader.join(timeout=10)
+        with contextlib.suppress(OSError):
+            os.close(terminal[0])
+    assert "Wait for any other run changing this host" not in said.decode(errors="replace")
+    assert not (inventory.state_dir / "run.lock").exists(), "the lock outlived the run"
+    assert not sdenv_run_lock.is_alive(record.get("helper_pid"), record.get("helper_start")), (
+        "its helper lived on"
+    )

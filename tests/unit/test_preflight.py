@@ -501,7 +501,7 @@ def entry_points_run_by(plays):
     sorted(
         p.name
         for p in (ROOT / "playbooks").glob("*.yml")
-        if p.name not in ("preflight.yml", "run-lock.yml", "run-unlock.yml")  # plays the targets import
+        if p.name not in ("preflight.yml", "run-unlock.yml")  # plays the targets import
     ),
 )
 def test_every_playbook_starts_with_the_preflight_of_what_it_runs(playbook):
@@ -704,3 +704,18 @@ def test_make_run_app_comfyui_checks_comfyuis_port_only():
     assert "sets sdenv_comfyui_port to 8188, and another program already listens on port 8188" in sentence
     assert run(uses=["webui:run"], host=busy) == []
     assert run(uses=["comfyui:run"], host=dict(HOST, ports_in_use=[7860])) == []
+
+
+@pytest.mark.parametrize("good", [0, 1, 900, "30", 86400 * 7])
+def test_a_run_lock_timeout_of_whole_seconds_passes(good):
+    assert rules.run_lock_timeout_problem(good, "settings.yml line 22") is None
+
+
+@pytest.mark.parametrize("bad", [-1, "soon", 1.5, True, None, [900]])
+def test_a_bad_run_lock_timeout_is_one_sentence_naming_it(bad):
+    """The preflight of a changing target checks it before it waits on it (no role's spec declares it)."""
+    sentence = rules.run_lock_timeout_problem(bad, "-e on the command line")
+    assert sentence.startswith("-e on the command line sets sdenv_run_lock_timeout to ")
+    assert sentence.endswith(
+        ": expected a whole number of seconds, 0 or more (0: refuse at once while another run changes this host)."
+    )

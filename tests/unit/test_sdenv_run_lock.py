@@ -2,6 +2,7 @@
 and a refusal, a dead holder taken over, and the helper that holds it for a run ending with that run."""
 
 import contextlib
+import importlib.util
 import json
 import os
 import signal
@@ -246,12 +247,15 @@ CHANGING = [
 
 
 @pytest.mark.parametrize("target", CHANGING)
-def test_every_changing_target_holds_the_lock_from_after_its_preflight_to_its_end(target):
+def test_every_changing_target_holds_the_lock_from_its_preflight_to_its_end(target):
+    """The preflight takes it (in its own module run: no play of its own) and the last play lets it go."""
     plays = yaml.safe_load((ROOT / "playbooks" / f"{target}.yml").read_text())
     assert plays[0]["ansible.builtin.import_playbook"] == "preflight.yml"
-    assert plays[1]["ansible.builtin.import_playbook"] == "run-lock.yml"
-    assert plays[1]["vars"]["sdenv_run_lock_target"] == target
+    assert plays[0]["vars"]["sdenv_run_lock_target"] == target
+    assert not any(play.get("ansible.builtin.import_playbook") == "run-lock.yml" for play in plays)
     assert plays[-1]["ansible.builtin.import_playbook"] == "run-unlock.yml"
+    preflight = yaml.safe_load((ROOT / "playbooks" / "preflight.yml").read_text())[0]["tasks"][0]
+    assert preflight["sdenv_preflight"]["lock"] == "{{ sdenv_run_lock_target | default('') }}"
 
 
 def test_a_holder_the_controller_found_gone_is_taken_over_at_once(tmp_path, owner):
@@ -315,3 +319,89 @@ def test_a_helper_whose_module_is_gone_goes_on():
     run_lock.tell_ready(ready_write)  # raises nothing
     with pytest.raises(OSError):
         os.fstat(ready_write)  # and closed its end
+
+
+def run_of(state_dir, token="ctl:77:1", target="snapshot"):  # noqa: S107 - a run token, no secret
+    """What the preflight hands preflight_facts for its lock; this test process's parent stands in for the
+    run's ansible-playbook (an ancestor of the module's process, as on the controller's own host)."""
+    return {
+        "state_dir": str(state_dir),
+        "target": target,
+        "token": token,
+        "controller": "ctl",
+        "controller_pid": os.getppid(),
+        "local": True,
+    }
+
+
+def test_the_preflight_takes_a_free_lock_and_names_a_busy_one_without_waiting(tmp_path, owner):
+    """preflight_facts takes the lock in its own module run when it is free, and when another run has it,
+    takes nothing and waits for nothing: it names the holder, for the preflight to wait once its checks pass."""
+    taken = run_lock.take_for_run(run_of(tmp_path), 900, wait=False)
+    try:
+        assert taken["lock"] == "acquired" and taken["local"] is True
+        first = holder(tmp_path)
+        assert (first["helper_pid"], first["helper_start"]) == (taken["helper_pid"], taken["helper_start"])
+        assert first["target"] == "snapshot" and first["owner_pid"] == os.getppid()
+        again = run_lock.take_for_run(run_of(tmp_path), 900, wait=False)
+        assert again["lock"] == "ours"
+
+        busy = run_lock.take_for_run(run_of(tmp_path, "ctl:78:1", "provision"), 900, wait=False)
+        assert busy["lock"] == "busy" and busy["holder"]["token"] == "ctl:77:1"
+        assert holder(tmp_path)["helper_pid"] == first["helper_pid"], "the busy look took something"
+        with pytest.raises(run_lock.RunLockError, match=r"Another make snapshot, pid \d+ on ctl.* after 0 s"):
+            run_lock.take_for_run(run_of(tmp_path, "ctl:78:1", "provision"), 0)
+    finally:
+        assert run_lock.release(str(tmp_path), "ctl:77:1") is True
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(taken["helper_pid"], 0)
+    assert not (tmp_path / run_lock.LOCK_NAME).exists()
+
+
+def test_a_busy_lock_says_it_waits_or_is_taken_over_from_a_run_of_this_controller_that_ended(monkeypatch):
+    holder_record = record("provision", 4242, "ctl:4242:123")
+    monkeypatch.setattr(run_lock, "process_start", lambda pid: "123")  # the holder's run still runs
+    take_over, message = run_lock.before_waiting(holder_record, "ctl", 900)
+    assert take_over == ""
+    assert message.startswith("another make provision, pid 4242 on ctl, started at ")
+    assert message.endswith("is changing this host: waiting (up to 900 s)")
+    monkeypatch.setattr(run_lock, "process_start", lambda pid: "999")  # its pid is someone else's now
+    assert run_lock.before_waiting(holder_record, "ctl", 900) == ("ctl:4242:123", None)
+    assert run_lock.before_waiting(holder_record, "other", 900)[0] == ""  # another controller's run
+
+
+def test_no_run_to_tie_the_lock_to_is_refused_in_one_sentence(tmp_path):
+    alone = {**run_of(tmp_path), "controller_pid": 999999999, "local": False}
+    with pytest.raises(run_lock.RunLockError, match="Cannot find the process of this run"):
+        run_lock.take_for_run(alone, 0, wait=False, pid=1)
+    assert not (tmp_path / run_lock.LOCK_NAME).exists()
+
+
+def test_the_callback_lets_go_of_a_lock_the_preflight_took_when_the_playbook_ends(owner):
+    """On the controller's own host no task releases the lock: the callback ends the helper the preflight's
+    result names (and only a local one: over SSH run-unlock.yml does it)."""
+    # By path: the module_utils of the same name is what `import sdenv_run_lock` finds.
+    spec = importlib.util.spec_from_file_location(
+        "sdenv_run_lock_callback", ROOT / "plugins" / "callback" / "sdenv_run_lock.py"
+    )
+    callback_module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(callback_module)
+    callback = callback_module.CallbackModule()
+    helper = {"helper_pid": owner.pid, "helper_start": run_lock.start_token(owner.pid)}
+
+    class Result:
+        def __init__(self, action, found):
+            self._task = type("Task", (), {"action": action})()
+            self._result = found
+
+    callback.v2_runner_on_ok(Result("sdenv_preflight", {"run_lock": {"lock": "busy", "local": True}}))
+    callback.v2_runner_on_ok(
+        Result("sdenv_preflight", {"run_lock": {"lock": "acquired", "local": False, "helper_pid": 1}})
+    )
+    callback.v2_runner_on_ok(Result("ansible.builtin.debug", {"lock": "acquired", "local": True, **helper}))
+    callback.v2_runner_on_ok(
+        Result("sdenv_preflight", {"run_lock": {"lock": "acquired", "local": True, **helper}})
+    )
+    assert callback._helpers == [(owner.pid, helper["helper_start"])]
+    callback.v2_playbook_on_stats(None)
+    assert owner.wait(timeout=30) == -signal.SIGTERM
