@@ -240,3 +240,47 @@ def test_make_run_refuses_an_unknown_app_before_anything_runs(provisioned):
         "APP=comfy is not an app the toolkit installs: use APP=webui (the default) or APP=comfyui."
         in result.output
     )
+
+
+def test_rollback_restores_comfyuis_tree_and_keeps_its_output_input_and_user_byte_for_byte(provisioned):
+    """ComfyUI's tree is a snapshot root: a rollback brings its tracked files back and leaves the user's
+    output/, input/ and user/ as they are. A snapshot from before it was a root (sdenv_apps without comfyui
+    gives the old roots) rolls back the rest and leaves ComfyUI's tree alone."""
+    import snapshot_store as ss
+    from snapshot_fixtures import tree_state
+
+    inventory, _, comfyui, _, _ = provisioned
+    old = run_make("snapshot", inventory, LABEL="no-comfyui-root", ARGS='-e \'{"sdenv_apps": ["webui"]}\'')
+    assert old.returncode == 0, old.output[-4000:]
+    new = run_make("snapshot", inventory, LABEL="with-comfyui")
+    assert new.returncode == 0, new
+    store = ss.Store(inventory.variables["sdenv_snapshot_store"])
+    roots = {s["label"]: {r["path"] for r in store.load_manifest(s["id"])["roots"]} for s in store.list()}
+    assert str(comfyui) in roots["with-comfyui"] and str(comfyui) not in roots["no-comfyui-root"], roots
+    tracked = comfyui / "main.py"
+    pristine = tracked.read_bytes()
+    mine = {
+        comfyui / "output" / "ComfyUI_00042_.png": random_safetensors(32),
+        comfyui / "input" / "photo.png": b"\x89PNG mine",
+        comfyui / "user" / "default" / "workflows" / "mine.json": b'{"nodes": [], "mine": true}\n',
+    }
+    for path, data in mine.items():
+        as_dummy(inventory, ["mkdir", "-p", str(path.parent)])
+        as_dummy(inventory, ["tee", str(path)], input=data, stdout=subprocess.DEVNULL)
+    work = {d: tree_state(comfyui / d) for d in ("output", "input", "user")}
+    try:
+        as_dummy(inventory, ["tee", "-a", str(tracked)], input=b"# broken\n", stdout=subprocess.DEVNULL)
+        back = run_make("rollback", inventory, TO="with-comfyui", CONFIRM="yes")
+        assert back.returncode == 0, back
+        assert tracked.read_bytes() == pristine, "the tracked ComfyUI file was not rolled back"
+        assert {d: tree_state(comfyui / d) for d in ("output", "input", "user")} == work
+        assert f"{comfyui}/output: 1 file new" in back.output, back.output[-3000:]
+        # The old snapshot has no ComfyUI root: the rollback to it leaves ComfyUI's tree as it is now.
+        as_dummy(inventory, ["tee", "-a", str(tracked)], input=b"# mine\n", stdout=subprocess.DEVNULL)
+        before = run_make("rollback", inventory, TO="no-comfyui-root", CONFIRM="yes")
+        assert before.returncode == 0, before
+        assert tracked.read_bytes() == pristine + b"# mine\n"
+        assert {d: tree_state(comfyui / d) for d in ("output", "input", "user")} == work
+    finally:
+        as_dummy(inventory, ["git", "-C", str(comfyui), "checkout", "--", "main.py"])
+        as_dummy(inventory, ["rm", "-f", *map(str, mine)])
