@@ -284,3 +284,31 @@ def test_rollback_restores_comfyuis_tree_and_keeps_its_output_input_and_user_byt
     finally:
         as_dummy(inventory, ["git", "-C", str(comfyui), "checkout", "--", "main.py"])
         as_dummy(inventory, ["rm", "-f", *map(str, mine)])
+
+
+def test_a_comfyui_pin_the_mirror_lacks_is_one_sentence_before_the_account_exists(provisioned, tmp_path):
+    """The preflight probes ComfyUI's repository as it does the WebUI's: the real pin, which the fixture's
+    mirror (served as git's smart file:// transport, which fetches by commit id) does not have, stops
+    make provision with one sentence before the first change: no account, no record."""
+    inventory, fixture, _, _, _ = provisioned
+    user = "sdt" + secrets.token_hex(4)
+    assert not user_exists(user)
+    lock = json.loads(json.dumps(inventory.variables["sdenv_lock"]))
+    mirror = f"file://{fixture.root}/git/ComfyUI.git"
+    lock["comfyui"].update(repo=mirror, commit=real_lock()["comfyui"]["commit"])
+    variables = {**inventory.variables, **account_vars(user, tmp_path), "sdenv_lock": lock}
+    other = TestInventory(
+        write_inventory(tmp_path / "inventory", variables), user, tmp_path / "state", variables
+    )
+    try:
+        result = run_make("provision", other, ARGS=TAGS)
+        assert result.returncode != 0, result
+        text = " ".join(result.output.split())
+        assert "1 source this run needs cannot be reached; nothing was changed:" in text, result
+        assert (
+            f"the ComfyUI repository (sdenv_lock.comfyui.repo) at {mirror} answers but does not serve the pinned"
+            f" commit {lock['comfyui']['commit']} (" in text
+        ), result
+        assert not user_exists(user) and not (tmp_path / "state" / "state.json").exists()
+    finally:
+        remove_user(user)
