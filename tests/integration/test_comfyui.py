@@ -312,3 +312,33 @@ def test_a_comfyui_pin_the_mirror_lacks_is_one_sentence_before_the_account_exist
         assert not user_exists(user) and not (tmp_path / "state" / "state.json").exists()
     finally:
         remove_user(user)
+
+
+def test_check_mode_with_both_apps_changes_nothing_on_a_fresh_account_and_a_provisioned_one(
+    provisioned, tmp_path
+):
+    """make provision CHECK=1 with sdenv_apps [webui, comfyui]: on the provisioned account (DEEP=1) it reports
+    nothing to change and leaves the trees as they are; for an account that does not exist yet it passes, says what
+    it would do and creates nothing."""
+    inventory, _, comfyui, _, _ = provisioned
+    head = git_head(comfyui)
+    yaml_before = (comfyui / "extra_model_paths.yaml").read_bytes()
+    # DEEP=1: role comfyui runs in full (the fast path would skip it here), so its own tasks run in check mode
+    # against the provisioned tree; the WebUI's check mode is test_webui_provision's.
+    again = run_make("provision", inventory, CHECK="1", DEEP="1", ARGS=AGAIN)
+    assert again.returncode == 0, again.output[-4000:]
+    assert again.recap.get("changed") == 0, again.output[-4000:]
+    assert git_head(comfyui) == head and (comfyui / "extra_model_paths.yaml").read_bytes() == yaml_before
+    user = "sdt" + secrets.token_hex(4)
+    assert not user_exists(user)
+    variables = {**inventory.variables, **account_vars(user, tmp_path)}
+    fresh = TestInventory(
+        write_inventory(tmp_path / "inventory", variables), user, tmp_path / "state", variables
+    )
+    try:
+        dry = run_make("provision", fresh, CHECK="1", ARGS=TAGS)
+        assert dry.returncode == 0, dry.output[-4000:]
+        assert not user_exists(user) and not Path(f"/home/{user}").exists()
+        assert not (tmp_path / "state" / "state.json").exists()
+    finally:
+        remove_user(user)
