@@ -328,6 +328,8 @@ def test_check_mode_with_both_apps_changes_nothing_on_a_fresh_account_and_a_prov
     again = run_make("provision", inventory, CHECK="1", DEEP="1", ARGS=AGAIN)
     assert again.returncode == 0, again.output[-4000:]
     assert again.recap.get("changed") == 0, again.output[-4000:]
+    for task in ("Build ComfyUI's venv from its hashed lock with uv", "Point ComfyUI at the model store"):
+        assert f"TASK [comfyui : {task}" in again.output, (task, again.output[-4000:])  # ran, in check mode
     assert git_head(comfyui) == head and (comfyui / "extra_model_paths.yaml").read_bytes() == yaml_before
     user = "sdt" + secrets.token_hex(4)
     assert not user_exists(user)
