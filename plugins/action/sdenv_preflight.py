@@ -481,7 +481,7 @@ class ActionModule(ActionBase):
             args["ports"] = [
                 int(p) for p in ports if isinstance(p, (int, str)) and str(p).isdigit() and 0 < int(p) < 65536
             ]
-        if probe_sources and entry_points & {"webui:main", "models:main"}:
+        if probe_sources and entry_points & {"webui:main", "models:main", "comfyui:main", "mac_apps:main"}:
             # The sources the target fetches, probed from the host in the same run (the value checks still
             # come first in what the run says: a bad value is reported before an unreachable source).
             pending = []

@@ -109,9 +109,10 @@ class TokenHost(Rule):
 
 EXECUTABLE = Path("file")
 _COMPONENT = r"(?!\.\.?(?:/|$))[^/\x00-\x1f]+"
-RELATIVE_PATH = Pattern(
-    f"{_COMPONENT}(?:/{_COMPONENT})*",
-    "a path relative to the WebUI directory (no leading /, '.', '..' or '//')",
+_RELATIVE = f"{_COMPONENT}(?:/{_COMPONENT})*"
+RELATIVE_PATH = Pattern(_RELATIVE, "a path relative to the WebUI directory (no leading /, '.', '..' or '//')")
+COMFYUI_RELATIVE_PATH = Pattern(
+    _RELATIVE, "a path relative to ComfyUI's directory (no leading /, '.', '..' or '//')"
 )
 IMAGE = Fields(required={"width": ImageSide(), "height": ImageSide(), "steps": STEPS})
 # A source archive is checked by the git tree its files reproduce (tree), and by its bytes once recorded.
@@ -385,6 +386,7 @@ RULES = {
     "sdenv_snapshot_only_paths": ListOf(Path("local")),
     "sdenv_snapshot_deep": Flag(),
     "sdenv_snapshot_user_data": ListOf(RELATIVE_PATH),
+    "sdenv_snapshot_comfyui_user_data": ListOf(COMFYUI_RELATIVE_PATH),
     "sdenv_snapshot_json_file": EmptyOr(Path("local"), "for the table"),
     # make verify (tests/verify/argument_specs.yml)
     "sdenv_verify_out": Path("local"),

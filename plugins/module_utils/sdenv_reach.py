@@ -34,6 +34,7 @@ GIT_TIMEOUT = 60
 # The server is there: the real download brings the token (401, 403), or uses GET where HEAD is not done
 # (405, 501). A proxy's own 502/503/504 says the origin is not reachable.
 ANSWERS = {401, 403, 405, 501}
+_uname = os.uname  # the host's system and architecture (a Mac app's disk image is per architecture)
 
 
 # --- What this run needs ---------------------------------------------------------------------------------
@@ -81,6 +82,30 @@ def needed_sources(values, uses, pending_names=()):
             found.append(
                 {"kind": "index", "what": "the package index (sdenv_webui_pip_index_url)", "url": index_url,
                  "have_files": built}
+            )  # fmt: skip
+    apps = values.get("sdenv_apps") or []
+    if "comfyui:main" in entry_points and "comfyui" in apps:
+        comfyui = lock.get("comfyui") or {}
+        if comfyui.get("repo"):
+            found.append(
+                {"kind": "git", "what": "the ComfyUI repository (sdenv_lock.comfyui.repo)", "url": comfyui["repo"],
+                 "commit": comfyui.get("commit"), "tree": values.get("sdenv_comfyui_dir") or ""}
+            )  # fmt: skip
+    if "mac_apps:main" in entry_points:
+        home = values.get("sdenv_user_home") or ""
+        applications = values.get("sdenv_mac_apps_dir") or (f"{home}/Applications" if home else "")
+        for name in apps:
+            entry = (lock.get("mac_apps") or {}).get(name)
+            if not isinstance(entry, dict):
+                continue
+            # The cask's disk image for the host's own architecture, which only the host knows: the probe
+            # picks it there (mac_app_urls). An app already at its pinned version needs no download.
+            found.append(
+                {"kind": "http", "what": f"the {name} disk image (sdenv_lock.mac_apps.{name}.downloads)",
+                 "urls_by_machine": {arch: d.get("url") for arch, d in (entry.get("downloads") or {}).items()
+                                     if isinstance(d, dict)},
+                 "app": {"path": f"{applications}/{entry.get('app')}" if applications else "",
+                         "bundle_id": entry.get("bundle_id"), "version": str(entry.get("version"))}}
             )  # fmt: skip
     if "models:main" in entry_points:
         kind_dirs = values.get("sdenv_models_kind_dirs") or {}
@@ -138,7 +163,35 @@ def model_verified(source):
     return all(entry.get(k) == v for k, v in found.items()) and entry.get("sha256") == source["sha256"]
 
 
+def app_at_pin(app):
+    """The Mac app is in place at its pinned bundle id and version (mac_apps.plan would keep it)."""
+    try:
+        from ansible.module_utils.mac_apps import present_bundle
+    except ImportError:
+        from mac_apps import present_bundle
+
+    present = present_bundle(app.get("path") or "") if app.get("path") else None
+    return bool(present) and (present.get("bundle_id"), present.get("version")) == (
+        app.get("bundle_id"),
+        app.get("version"),
+    )
+
+
+def mac_app_urls(source, system=None, machine=None):
+    """The disk image URL of a Mac app for this host: [] off macOS (the preflight's platform rule says why,
+    once) and for an architecture the cask does not ship (its own rule says so)."""
+    uname = _uname()
+    system, machine = system or uname.sysname, machine or uname.machine
+    if system != "Darwin":
+        return []
+    arch = "arm64" if machine in ("arm64", "aarch64") else machine
+    url = (source.get("urls_by_machine") or {}).get(arch)
+    return [url] if url else []
+
+
 def already_here(source, environ):
+    if source.get("app") is not None:
+        return not mac_app_urls(source) or app_at_pin(source["app"])
     if source["kind"] == "git":
         return tree_at(source.get("tree"), source.get("commit"), environ)
     if source.get("sha256"):
@@ -235,7 +288,10 @@ def unreachable_sentences(sources, environ, probe_git=probe_git, probe_http=prob
             if found and found[0] == "commit":
                 return say.commit_not_served(source["what"], source["url"], source["commit"], found[1])
             return say.unreachable(source["what"], source["url"], found[1]) if found else None
-        urls = source["urls"] if source["kind"] == "http" else [source["url"]]
+        if source.get("urls_by_machine") is not None:
+            urls = mac_app_urls(source)
+        else:
+            urls = source["urls"] if source["kind"] == "http" else [source["url"]]
         failures = []
         for url in urls:
             found = probe_http(url, environ)

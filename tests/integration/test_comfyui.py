@@ -240,3 +240,107 @@ def test_make_run_refuses_an_unknown_app_before_anything_runs(provisioned):
         "APP=comfy is not an app the toolkit installs: use APP=webui (the default) or APP=comfyui."
         in result.output
     )
+
+
+def test_rollback_restores_comfyuis_tree_and_keeps_its_output_input_and_user_byte_for_byte(provisioned):
+    """ComfyUI's tree is a snapshot root: a rollback brings its tracked files back and leaves the user's
+    output/, input/ and user/ as they are. A snapshot from before it was a root (sdenv_apps without comfyui
+    gives the old roots) rolls back the rest and leaves ComfyUI's tree alone."""
+    import snapshot_store as ss
+    from snapshot_fixtures import tree_state
+
+    inventory, _, comfyui, _, _ = provisioned
+    old = run_make("snapshot", inventory, LABEL="no-comfyui-root", ARGS='-e \'{"sdenv_apps": ["webui"]}\'')
+    assert old.returncode == 0, old.output[-4000:]
+    new = run_make("snapshot", inventory, LABEL="with-comfyui")
+    assert new.returncode == 0, new
+    store = ss.Store(inventory.variables["sdenv_snapshot_store"])
+    roots = {s["label"]: {r["path"] for r in store.load_manifest(s["id"])["roots"]} for s in store.list()}
+    assert str(comfyui) in roots["with-comfyui"] and str(comfyui) not in roots["no-comfyui-root"], roots
+    tracked = comfyui / "main.py"
+    pristine = tracked.read_bytes()
+    mine = {
+        comfyui / "output" / "ComfyUI_00042_.png": random_safetensors(32),
+        comfyui / "input" / "photo.png": b"\x89PNG mine",
+        comfyui / "user" / "default" / "workflows" / "mine.json": b'{"nodes": [], "mine": true}\n',
+    }
+    for path, data in mine.items():
+        as_dummy(inventory, ["mkdir", "-p", str(path.parent)])
+        as_dummy(inventory, ["tee", str(path)], input=data, stdout=subprocess.DEVNULL)
+    work = {d: tree_state(comfyui / d) for d in ("output", "input", "user")}
+    try:
+        as_dummy(inventory, ["tee", "-a", str(tracked)], input=b"# broken\n", stdout=subprocess.DEVNULL)
+        back = run_make("rollback", inventory, TO="with-comfyui", CONFIRM="yes")
+        assert back.returncode == 0, back
+        assert tracked.read_bytes() == pristine, "the tracked ComfyUI file was not rolled back"
+        assert {d: tree_state(comfyui / d) for d in ("output", "input", "user")} == work
+        assert f"{comfyui}/output: 1 file new" in back.output, back.output[-3000:]
+        # The old snapshot has no ComfyUI root: the rollback to it leaves ComfyUI's tree as it is now.
+        as_dummy(inventory, ["tee", "-a", str(tracked)], input=b"# mine\n", stdout=subprocess.DEVNULL)
+        before = run_make("rollback", inventory, TO="no-comfyui-root", CONFIRM="yes")
+        assert before.returncode == 0, before
+        assert tracked.read_bytes() == pristine + b"# mine\n"
+        assert {d: tree_state(comfyui / d) for d in ("output", "input", "user")} == work
+    finally:
+        as_dummy(inventory, ["git", "-C", str(comfyui), "checkout", "--", "main.py"])
+        as_dummy(inventory, ["rm", "-f", *map(str, mine)])
+
+
+def test_a_comfyui_pin_the_mirror_lacks_is_one_sentence_before_the_account_exists(provisioned, tmp_path):
+    """The preflight probes ComfyUI's repository as it does the WebUI's: the real pin, which the fixture's
+    mirror (served as git's smart file:// transport, which fetches by commit id) does not have, stops
+    make provision with one sentence before the first change: no account, no record."""
+    inventory, fixture, _, _, _ = provisioned
+    user = "sdt" + secrets.token_hex(4)
+    assert not user_exists(user)
+    lock = json.loads(json.dumps(inventory.variables["sdenv_lock"]))
+    mirror = f"file://{fixture.root}/git/ComfyUI.git"
+    lock["comfyui"].update(repo=mirror, commit=real_lock()["comfyui"]["commit"])
+    variables = {**inventory.variables, **account_vars(user, tmp_path), "sdenv_lock": lock}
+    other = TestInventory(
+        write_inventory(tmp_path / "inventory", variables), user, tmp_path / "state", variables
+    )
+    try:
+        result = run_make("provision", other, ARGS=TAGS)
+        assert result.returncode != 0, result
+        text = " ".join(result.output.split())
+        assert "1 source this run needs cannot be reached; nothing was changed:" in text, result
+        assert (
+            f"the ComfyUI repository (sdenv_lock.comfyui.repo) at {mirror} answers but does not serve the pinned"
+            f" commit {lock['comfyui']['commit']} (" in text
+        ), result
+        assert not user_exists(user) and not (tmp_path / "state" / "state.json").exists()
+    finally:
+        remove_user(user)
+
+
+def test_check_mode_with_both_apps_changes_nothing_on_a_fresh_account_and_a_provisioned_one(
+    provisioned, tmp_path
+):
+    """make provision CHECK=1 with sdenv_apps [webui, comfyui]: on the provisioned account (DEEP=1) it reports
+    nothing to change and leaves the trees as they are; for an account that does not exist yet it passes, says what
+    it would do and creates nothing."""
+    inventory, _, comfyui, _, _ = provisioned
+    head = git_head(comfyui)
+    yaml_before = (comfyui / "extra_model_paths.yaml").read_bytes()
+    # DEEP=1: role comfyui runs in full (the fast path would skip it here), so its own tasks run in check mode
+    # against the provisioned tree; the WebUI's check mode is test_webui_provision's.
+    again = run_make("provision", inventory, CHECK="1", DEEP="1", ARGS=AGAIN)
+    assert again.returncode == 0, again.output[-4000:]
+    assert again.recap.get("changed") == 0, again.output[-4000:]
+    for task in ("Build ComfyUI's venv from its hashed lock with uv", "Point ComfyUI at the model store"):
+        assert f"TASK [comfyui : {task}" in again.output, (task, again.output[-4000:])  # ran, in check mode
+    assert git_head(comfyui) == head and (comfyui / "extra_model_paths.yaml").read_bytes() == yaml_before
+    user = "sdt" + secrets.token_hex(4)
+    assert not user_exists(user)
+    variables = {**inventory.variables, **account_vars(user, tmp_path)}
+    fresh = TestInventory(
+        write_inventory(tmp_path / "inventory", variables), user, tmp_path / "state", variables
+    )
+    try:
+        dry = run_make("provision", fresh, CHECK="1", ARGS=TAGS)
+        assert dry.returncode == 0, dry.output[-4000:]
+        assert not user_exists(user) and not Path(f"/home/{user}").exists()
+        assert not (tmp_path / "state" / "state.json").exists()
+    finally:
+        remove_user(user)

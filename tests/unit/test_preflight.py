@@ -521,6 +521,12 @@ def test_user_data_is_named_relative_to_the_webui_directory(bad):
     assert "sdenv_snapshot_user_data" in sentence and "relative to the WebUI directory" in sentence, sentence
 
 
+@pytest.mark.parametrize("bad", [["/home/dummy/ComfyUI/output"], ["../user"], ["user/"]])
+def test_comfyui_user_data_is_named_relative_to_comfyuis_directory(bad):
+    sentence = one(uses=["snapshot:rollback"], sdenv_snapshot_comfyui_user_data=bad)
+    assert "sdenv_snapshot_comfyui_user_data" in sentence and "relative to ComfyUI's directory" in sentence
+
+
 def test_user_data_below_the_webui_directory_passes():
     assert (
         run(uses=["snapshot:rollback"], sdenv_snapshot_user_data=["outputs", "log", "extensions/x/out"]) == []

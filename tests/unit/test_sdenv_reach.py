@@ -196,6 +196,108 @@ def test_the_sources_a_provision_needs():
     assert [s["kind"] for s in reach.needed_sources(values(), ["dummy_user", "models"])] == ["http"]
 
 
+def test_comfyui_and_the_mac_apps_are_probed_only_when_sdenv_apps_names_them():
+    both = values(sdenv_apps=["webui", "comfyui", "diffusionbee"], sdenv_comfyui_dir="/home/d/ComfyUI",
+                  sdenv_user_home="/home/d", sdenv_mac_apps_dir="/home/d/Applications")  # fmt: skip
+    found = reach.needed_sources(both, ["webui", "comfyui", "mac_apps"])
+    comfyui = [s for s in found if s["what"] == "the ComfyUI repository (sdenv_lock.comfyui.repo)"]
+    assert comfyui == [
+        {"kind": "git", "what": "the ComfyUI repository (sdenv_lock.comfyui.repo)", "url": lock()["comfyui"]["repo"],
+         "commit": lock()["comfyui"]["commit"], "tree": "/home/d/ComfyUI"}
+    ]  # fmt: skip
+    (bee,) = [s for s in found if "diffusionbee" in s["what"]]
+    assert bee["urls_by_machine"] == {
+        arch: d["url"] for arch, d in lock()["mac_apps"]["diffusionbee"]["downloads"].items()
+    }
+    assert bee["app"] == {"path": "/home/d/Applications/DiffusionBee.app", "bundle_id": "com.diffusionbee.diffusionbee",
+                          "version": "2.5.3"}  # fmt: skip
+    # The default apps, or role comfyui left out by --tags: nothing of either is probed.
+    alone = reach.needed_sources(values(sdenv_apps=["webui"]), ["webui", "comfyui", "mac_apps"])
+    assert not [s for s in alone if "ComfyUI" in s["what"] or "disk image" in s["what"]]
+    assert reach.needed_sources(both, ["webui", "mac_apps"]) == [s for s in found if s is not comfyui[0]]
+    assert reach.needed_sources({**both, "sdenv_bundle": "/b"}, ["comfyui", "mac_apps"]) == []
+
+
+def test_a_comfyui_commit_the_mirror_lacks_is_one_sentence(bare_repo):
+    url, _first, _tip, _work = bare_repo
+    lacking = {**lock()["comfyui"], "repo": url, "commit": "0" * 40}
+    found = reach.needed_sources(
+        values(
+            sdenv_lock={**lock(), "comfyui": lacking}, sdenv_apps=["webui", "comfyui"], sdenv_comfyui_dir=""
+        ),
+        ["comfyui"],
+    )
+    (sentence,) = reach.unreachable_sentences(found, dict(os.environ))
+    assert sentence.startswith(
+        f"the ComfyUI repository (sdenv_lock.comfyui.repo) at {url} answers but does not serve the pinned"
+        f" commit {'0' * 40} ("
+    ), sentence
+    assert sentence.endswith(
+        "point lock.yml at a repository that has it (a mirror or fork), or give BUNDLE=dir."
+    )
+
+
+# macOS paths, unit-tested only: the uname values a Mac reports (`uname -sm`: "Darwin arm64" on Apple
+# Silicon, "Darwin x86_64" on Intel), never run on a Mac here.
+@pytest.mark.parametrize(
+    ("sysname", "machine", "expected"),
+    [("Darwin", "arm64", "arm64"), ("Darwin", "x86_64", "x86_64"), ("Linux", "x86_64", None)],
+)
+def test_a_mac_apps_disk_image_is_probed_for_the_hosts_own_architecture(
+    monkeypatch, sysname, machine, expected
+):
+    monkeypatch.setattr(reach, "_uname", lambda: os.uname_result((sysname, "mac", "23.0", "v", machine)))
+    entry = lock()["mac_apps"]["diffusionbee"]
+    source = reach.needed_sources(
+        values(sdenv_apps=["diffusionbee"], sdenv_user_home="/nonexistent-sdt", sdenv_mac_apps_dir=""),
+        ["mac_apps"],
+    )[0]
+    probed = []
+
+    def probe_http(url, environ):
+        probed.append(url)
+        return ("unreachable", "HTTP 404")
+
+    sentences = reach.unreachable_sentences([source], {}, probe_http=probe_http)
+    if expected is None:
+        assert probed == [] and sentences == []  # off macOS the platform rule says it, once
+        return
+    url = entry["downloads"][expected]["url"]
+    assert probed == [url]
+    assert sentences == [
+        f"the diffusionbee disk image (sdenv_lock.mac_apps.diffusionbee.downloads) at {url} cannot be reached"
+        " from this host (HTTP 404): put a reachable mirror URL in lock.yml, give an offline bundle with"
+        " BUNDLE=dir, or set HTTPS_PROXY (and sdenv_ca_bundle for a proxy with its own CA) as README's \"Behind"
+        ' a proxy" says.'
+    ]
+    # Mochi Diffusion ships arm64 only: an Intel Mac has no URL to probe (its architecture rule refuses it).
+    mochi = reach.needed_sources(values(sdenv_apps=["mochi-diffusion"]), ["mac_apps"])[0]
+    probed.clear()
+    reach.unreachable_sentences([mochi], {}, probe_http=probe_http)
+    assert probed == (
+        [lock()["mac_apps"]["mochi-diffusion"]["downloads"]["arm64"]["url"]] if expected == "arm64" else []
+    )
+
+
+def test_a_mac_app_at_its_pin_is_not_probed(monkeypatch, tmp_path):
+    import plistlib
+
+    monkeypatch.setattr(reach, "_uname", lambda: os.uname_result(("Darwin", "mac", "23.0", "v", "arm64")))
+    app = tmp_path / "Applications" / "DiffusionBee.app" / "Contents"
+    app.mkdir(parents=True)
+    info = {"CFBundleIdentifier": "com.diffusionbee.diffusionbee", "CFBundleShortVersionString": "2.5.3"}
+    (app / "Info.plist").write_bytes(plistlib.dumps(info, fmt=plistlib.FMT_BINARY))
+    source = reach.needed_sources(
+        values(sdenv_apps=["diffusionbee"], sdenv_mac_apps_dir=str(tmp_path / "Applications")), ["mac_apps"]
+    )[0]
+    assert reach.already_here(source, {})
+    info["CFBundleShortVersionString"] = (
+        "2.5.4"  # Mochi-style self-update: the pinned bytes are fetched again
+    )
+    (app / "Info.plist").write_bytes(plistlib.dumps(info))
+    assert not reach.already_here(source, {})
+
+
 def test_what_the_host_has_is_not_probed(bare_repo, tmp_path):
     url, first, tip, work = bare_repo
     calls = []

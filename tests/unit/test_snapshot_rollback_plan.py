@@ -235,6 +235,33 @@ def test_human_bytes(n, words):
     assert report.human_bytes(n) == words
 
 
+def test_a_root_absent_in_the_snapshot_keeps_the_users_folders_and_the_directories_holding_them(tmp_path):
+    # ComfyUI's tree is new since the snapshot (recorded absent): the rollback removes what the app's install
+    # made, never the user's output/ and user/ (nor the tree's own directory that holds them).
+    store = ss.Store(str(tmp_path / "store"))
+    live = tmp_path / "ComfyUI"
+    base = store.snapshot([str(live)], label="before-comfyui")["id"]
+    for d in ("comfy", "output", "user/default/workflows", "custom_nodes"):
+        (live / d).mkdir(parents=True)
+    (live / "main.py").write_text("print('main')\n")
+    (live / "comfy" / "sd.py").write_text("sd\n")
+    (live / "output" / "ComfyUI_00001_.png").write_bytes(b"p" * 777)
+    (live / "user" / "default" / "workflows" / "mine.json").write_text('{"nodes": []}')
+    kept = [str(live / d) for d in ("output", "input", "user")]
+    work = {d: tree_state(live / d) for d in ("output", "user")}
+    plan = store.rollback(base, dry_run=True, keep=kept)["plan"][str(live)]
+    assert "remove ." not in plan["examples"] and plan["groups"].get(".", {}).get("dirs_delete", 0) == 0, plan
+    res = store.rollback(base, keep=kept)
+    assert {d: tree_state(live / d) for d in ("output", "user")} == work, "the user's work was deleted"
+    assert sorted(os.listdir(live)) == ["output", "user"], "what the install made is removed"
+    assert set(res["plan"][str(live)]["kept"]) == {"output", "user"}
+    # Without kept paths the same rollback takes the whole tree away, as before.
+    store.rollback(res["before"], keep=kept)
+    assert (live / "main.py").exists()
+    store.rollback(base)
+    assert not live.exists()
+
+
 def test_a_store_from_before_labels_and_user_data_still_rolls_back(webui):
     # Nothing about the on-disk format changed: a manifest without a label resolves by id and rolls back.
     store, live, keep = webui

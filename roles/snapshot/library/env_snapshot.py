@@ -43,6 +43,14 @@ options:
     type: list
     elements: str
     default: []
+  comfyui_dir: {description: ComfyUI's tree (rollback refuses while ComfyUI runs from it)., type: path}
+  comfyui_user_data:
+    description:
+      - Paths relative to O(comfyui_dir) a rollback leaves as they are (ComfyUI's output, input and user
+        folders), unless O(only_paths) names them or a path inside them.
+    type: list
+    elements: str
+    default: []
   brew: {description: The brew executable for facts (only when the toolkit installed Homebrew)., type: path}
   facts_user:
     description:
@@ -122,6 +130,8 @@ def main():
             "facts": {"type": "dict", "default": {}},
             "webui_dir": {"type": "path"},
             "user_data": {"type": "list", "elements": "str", "default": []},
+            "comfyui_dir": {"type": "path"},
+            "comfyui_user_data": {"type": "list", "elements": "str", "default": []},
             "brew": {"type": "path"},
             "lock_digest": {"type": "str"},
             "facts_user": {"type": "str"},
@@ -187,16 +197,21 @@ def main():
                 module.exit_json(changed=bool(m.get("pinned")) != (p["state"] == "pin"), id=m["id"])
             module.exit_json(**store.set_pinned(p["to"], p["state"] == "pin"))
         # rollback
-        running = running_webui(p["webui_dir"]) if p["webui_dir"] else []
-        if running:
-            module.fail_json(
-                msg=f"The WebUI is running from {p['webui_dir']} (pid {running[0]['pid']}): stop it, then roll "
-                "back; nothing was changed.",
-                running=running,
-            )
+        apps = (
+            ("The WebUI", p["webui_dir"], p["user_data"]),
+            ("ComfyUI", p["comfyui_dir"], p["comfyui_user_data"]),
+        )
+        for name, tree, _ in apps:
+            running = running_webui(tree) if tree else []
+            if running:
+                module.fail_json(
+                    msg=f"{name} is running from {tree} (pid {running[0]['pid']}): stop it, then roll back; "
+                    "nothing was changed.",
+                    running=running,
+                )
         target_id, note = store.resolve_ref(p["to"])
         target = store.load_manifest(target_id)
-        keep = [os.path.join(p["webui_dir"], rel) for rel in p["user_data"]] if p["webui_dir"] else []
+        keep = [os.path.join(tree, rel) for _, tree, user_data in apps if tree for rel in user_data]
         res = store.rollback(
             target_id, p["only_paths"] or None, dry_run=module.check_mode, facts=facts, keep=keep
         )

@@ -16,7 +16,9 @@ import re
 import subprocess
 import sys
 
-LAUNCHERS = ("launch.py", "webui.sh", "webui.py")
+# The WebUI's launchers, and ComfyUI's main.py (make run APP=comfyui starts <ComfyUI>/main.py): only a launcher
+# whose path lies inside the tree asked about counts.
+LAUNCHERS = ("launch.py", "webui.sh", "webui.py", "main.py")
 # The PATH sudo's secure_path gives a become_user task (Debian's and macOS's default), so the owner's
 # commands resolve as they did when the facts were a become_user task of their own.
 SECURE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"

@@ -203,9 +203,14 @@ def _plan(store, target: dict, current: dict, selection: dict) -> dict:
             want = {t[0]: t for t in map(parse_line, want_lines)}
             have = {t[0]: t for t in map(parse_line, have_lines)}
         kept_report = {}
+        holders = set()
         if kept:
             # User data is left as it is: out of both maps, so nothing below removes, writes or re-dates it.
             kept_report = _kept_report(root, kept, want, have)
+            # The live directories that hold kept data stay, whatever the snapshot has there: removing one
+            # would take the user's data with it (a snapshot from before the app's tree existed, or from
+            # before the user made a kept folder deeper down).
+            holders = {a for k in kept if k in have for a in _ancestors(k) if have.get(a, ("", ""))[1] == "d"}
             want = {p: t for p, t in want.items() if not _in_selection(p, kept)}
             have = {p: t for p, t in have.items() if not _in_selection(p, kept)}
         if prefixes is not None:
@@ -224,7 +229,9 @@ def _plan(store, target: dict, current: dict, selection: dict) -> dict:
             for q in prefixes:
                 ensure.update(a for a in _ancestors(q) if a in want and a != q)
         removals = [
-            p for p, c in have.items() if _in_selection(p, prefixes) and (p not in want or want[p][1] != c[1])
+            p
+            for p, c in have.items()
+            if _in_selection(p, prefixes) and (p not in want or want[p][1] != c[1]) and p not in holders
         ]
         removals.sort(key=lambda p: (-1 if p == "." else p.count("/"), p), reverse=True)
         removed = set(removals)
@@ -234,6 +241,8 @@ def _plan(store, target: dict, current: dict, selection: dict) -> dict:
                 continue
             c = None if p in removed else have.get(p)
             typ = t[1]
+            if p in holders and typ != "d":
+                continue  # a file or link in the snapshot where a directory now holds the user's data
             if c is None:
                 ops.append(({"d": "mkdir", "f": "write", "l": "link"}[typ], p, t))
             elif p in ensure and not _in_selection(p, prefixes):
