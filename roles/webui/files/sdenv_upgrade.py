@@ -289,8 +289,11 @@ def run_make(args, place, target, host, log_name, **variables):
     with open(log, "w", encoding="utf-8") as out:
         process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
         for line in process.stdout:
+            # Line by line, also into a pipe or a file (make upgrade | tee): where a run stopped shows at once.
             sys.stdout.write(line)
+            sys.stdout.flush()
             out.write(line)
+            out.flush()
         process.wait()
     return process.returncode == 0
 
