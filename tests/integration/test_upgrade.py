@@ -2,28 +2,46 @@
 (tests/fixtures/webui_fixtures.add_upgrade_commits): one throwaway account provisioned once at the
 v1.10.1-shaped commit, then, in order (each test starts where the one before left the host):
 - CHECK=1 prints the plan and changes nothing (lock, venv locks, host, snapshot store);
-- upgrade to v1.10.2-fixture (changed k-diffusion/BLIP pins, a changed requirement): green (make verify), only
-  the pinned lines of lock.yml changed (its comment kept), the host's tree and sub-repository on the new commits;
-- upgrade to v1.10.3-broken (its server fails, so LIVE verify is red): rolled back by itself to
-  v1.10.2-fixture, the tree and venv byte-identical (content hashes), the old lock back byte for byte, the
-  user's images kept (one made before the upgrade, one the broken server wrote after the snapshot), verified.
+- upgrade to v1.10.2-fixture (changed k-diffusion/BLIP pins, a changed requirement): green (make verify
+  LIVE=1), only the pinned lines of lock.yml changed (its comment kept), the host's tree and sub-repository on
+  the new commits; make provision then changes nothing but, at most, one known-good snapshot of what the LIVE
+  start wrote, and the next one reports changed=0; then the downgrade, make upgrade WEBUI=v1.10.1: green, the
+  lock and venv locks byte for byte as before the upgrade, the host back on v1.10.1;
+- upgrade to v1.10.3-broken (its server fails, so LIVE verify is red): rolled back by itself to v1.10.1, the
+  tree and venv byte-identical (content hashes), the old lock back byte for byte, the user's images kept (one
+  made before the upgrade, one the broken server wrote after the snapshot), verified;
+- make upgrade killed with kill -9 (its whole process group) inside its make provision: the killed run's
+  host lock helper ends by itself (the dead holder frees the run lock), then make rollback brings the host back
+  to v1.10.1 and verifies it: the tree and venv byte-identical (content hashes), the locks byte for byte.
 The inventory carries its own copy of the lock (group_vars/all/lock.yml and venv-lock/, what make upgrade
 edits) in the test's directory; settings.yml is the repository's, read only. The repository's own lock is
 checked unchanged after every test."""
 
 import hashlib
+import json
 import os
 import platform
 import pwd
 import secrets
+import signal
 import subprocess
 from pathlib import Path
 
 import bundle_build
 import pytest
+import sdenv_run_lock
 import yaml
 from fixture_host import FixtureHost, account_vars
-from sdenv_testlib import ROOT, remove_user, run_make
+from sdenv_testlib import (
+    ROOT,
+    make_argv,
+    processes_marked,
+    remove_system_tmp_dirs_of,
+    remove_user,
+    run_make,
+    system_tmp_dirs,
+)
+from test_webui_provision import wait_for
 from webui_fixtures import BROKEN_IMAGE, UPGRADED_TINYREQ, add_upgrade_commits, serve_http
 
 LOCK_COMMENT = "# sdt: a comment make upgrade must keep"
@@ -80,6 +98,7 @@ def upgrade_host(tmp_path_factory):
                 "user": user,
                 "webui": Path(f"/home/{user}/stable-diffusion-webui"),
                 "snapshots": Path(variables["sdenv_snapshot_store"]),
+                "state_dir": Path(variables["sdenv_state_dir"]),
                 # The verify reports of the upgrade's own make verify go to the test's directory too.
                 "env": {"SDENV_UPGRADE_CACHE": str(cache), "VERIFY_REPORTS": str(work / "reports")},
                 "INDEX_URL": index_url,
@@ -158,6 +177,17 @@ def changed_lines(before, after):
     return [a for a, _ in pairs], [b for _, b in pairs]
 
 
+def changed_tasks(output):
+    """The TASK headers of an Ansible output under which a host reported changed."""
+    task, found = "", []
+    for line in output.splitlines():
+        if line.startswith("TASK ["):
+            task = line.split("]")[0] + "]"
+        elif line.startswith("changed: [") and task not in found:
+            found.append(task)
+    return found
+
+
 def test_check_prints_the_plan_and_changes_nothing(upgrade_host):
     context = upgrade_host
     lock_before, venv_before = lock_of(context).read_bytes(), venv_locks(context)
@@ -180,9 +210,11 @@ def test_upgrade_green_moves_the_host_and_only_the_pinned_lines(upgrade_host):
     old_lock = yaml.safe_load(text_before)["sdenv_lock"]
     old_pins = {r["dir"]: r["commit"] for r in old_lock["repositories"]}
 
-    result = upgrade(context, "v1.10.2-fixture", CONFIRM="yes")
+    venv_before = venv_locks(context)
+    result = upgrade(context, "v1.10.2-fixture", CONFIRM="yes", LIVE=1)
     assert result.returncode == 0, result
     assert "every host is at v1.10.2-fixture and verified" in result.output, result
+    assert "LIVE server starts" in result.output, result
 
     text = lock_of(context).read_text()
     lock = yaml.safe_load(text)["sdenv_lock"]
@@ -211,11 +243,34 @@ def test_upgrade_green_moves_the_host_and_only_the_pinned_lines(upgrade_host):
     )
     assert not (Path(context["inventory"]).parent / ".sdenv-upgrade").exists()
 
+    # The LIVE start wrote into the tree (the fixture's launch-record.jsonl, as the real WebUI writes its caches
+    # and __pycache__), so the first provision after it may record one new known-good snapshot, and nothing
+    # else; the one after it changes nothing.
+    again = run_make("provision", context["inventory"])
+    assert again.returncode == 0, again
+    assert set(changed_tasks(again.output)) <= {"TASK [snapshot : Take the snapshot]"}, again
+    again = run_make("provision", context["inventory"])
+    assert again.returncode == 0, again
+    assert again.recap.get("changed") == 0, (changed_tasks(again.output), again)
+
+    # A downgrade is an upgrade: the same command with the old tag puts back the very same lock.
+    down = upgrade(context, "v1.10.1", CONFIRM="yes")
+    assert down.returncode == 0, down
+    assert "every host is at v1.10.1 and verified" in down.output, down
+    assert lock_of(context).read_text() == text_before
+    assert venv_locks(context) == venv_before
+    assert head(context["webui"]) == tags["v1.10.1"]
+    assert head(context["webui"] / "repositories" / "k-diffusion") == old_pins["k-diffusion"]
+    assert not list(
+        context["webui"].glob(f"venv/lib/python*/site-packages/sdt_tinyreq_a-{UPGRADED_TINYREQ}.dist-info")
+    )
+    assert not (Path(context["inventory"]).parent / ".sdenv-upgrade").exists()
+
 
 def test_red_live_verify_rolls_back_by_itself_keeping_the_users_images(upgrade_host):
     context, tags = upgrade_host, upgrade_host["tags"]
     webui = context["webui"]
-    assert head(webui) == tags["v1.10.2-fixture"], "the green upgrade before this test did not happen"
+    assert head(webui) == tags["v1.10.1"], "the green round trip before this test did not end on v1.10.1"
     image = webui / "outputs" / "txt2img-images" / "sdt-made-before.png"
     image.parent.mkdir(parents=True, exist_ok=True)
     image.write_bytes(b"\x89PNG made by the user before the upgrade " + secrets.token_bytes(16))
@@ -230,8 +285,8 @@ def test_red_live_verify_rolls_back_by_itself_keeping_the_users_images(upgrade_h
     assert result.returncode != 0, result
     assert "make verify failed on localhost." in result.output, result
     assert "LIVE server starts" in result.output and "server is broken on purpose" in result.output
-    assert "Every host is back at v1.10.2-fixture and verified; the old lock is in place." in result.output
-    assert head(webui) == tags["v1.10.2-fixture"]
+    assert "Every host is back at v1.10.1 and verified; the old lock is in place." in result.output
+    assert head(webui) == tags["v1.10.1"]
     assert content_hashes(webui) == before
     assert lock_of(context).read_bytes() == lock_before
     assert venv_locks(context) == venv_before
@@ -239,3 +294,63 @@ def test_red_live_verify_rolls_back_by_itself_keeping_the_users_images(upgrade_h
     # Written by the broken commit's server after the snapshot: user data, kept by the rollback.
     assert (webui / BROKEN_IMAGE).is_file()
     assert not (Path(context["inventory"]).parent / ".sdenv-upgrade").exists()
+
+
+def test_kill_9_inside_the_provision_is_undone_by_make_rollback(upgrade_host, tmp_path):
+    context, tags = upgrade_host, upgrade_host["tags"]
+    webui = context["webui"]
+    assert head(webui) == tags["v1.10.1"], "the tests before this one did not leave the host on v1.10.1"
+    before = content_hashes(webui)
+    lock_before, venv_before = lock_of(context).read_bytes(), venv_locks(context)
+    journal = Path(context["inventory"]).parent / ".sdenv-upgrade" / "journal.json"
+    marker = secrets.token_hex(8)  # in the environment of everything the killed upgrade starts
+    payloads, var_tmp = set(Path("/tmp").glob("ansible_*_payload_*")), system_tmp_dirs()
+    log = tmp_path / "killed.log"
+    argv = make_argv(
+        "upgrade",
+        context["inventory"],
+        WEBUI="v1.10.2-fixture",
+        INDEX_URL=context["INDEX_URL"],
+        CONFIRM="yes",
+    )
+    env = {**os.environ, **context["env"], "ANSIBLE_NOCOLOR": "1", "SDT_UPGRADE_MARK": marker}
+    with open(log, "w") as out:
+        killed = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    helper = {}
+    try:
+        # Inside the provision: the tree is on the new commit and the venv is being built from the new lock.
+        wait_for(
+            lambda: "TASK [webui : Build the venv" in log.read_text(),
+            "the upgrade's provision to build the venv",
+        )
+        helper = json.loads((context["state_dir"] / "run.lock").read_text() or "{}")
+    finally:
+        os.killpg(killed.pid, signal.SIGKILL)
+        killed.wait()
+        for pid in processes_marked(marker):
+            if pid != helper.get("helper_pid"):  # the run lock's helper must see its run gone by itself
+                os.kill(pid, signal.SIGKILL)
+        for leftover in set(Path("/tmp").glob("ansible_*_payload_*")) - payloads:
+            if [p.name for p in leftover.iterdir()] == [leftover.name.rsplit("_", 1)[0] + ".zip"]:
+                subprocess.run(["rm", "-rf", str(leftover)], check=False)
+        remove_system_tmp_dirs_of(context["user"], var_tmp)
+    steps = json.loads(journal.read_text())
+    assert steps["step"] == "locked" and steps["hosts"] == {"localhost": "provision"}, steps
+    assert helper.get("target") == "provision", helper
+    # The dead holder: its helper sees the killed ansible-playbook gone and frees the host's run lock by itself.
+    wait_for(
+        lambda: not sdenv_run_lock.is_alive(helper.get("helper_pid"), helper.get("helper_start")),
+        "the killed run's lock helper to end",
+    )
+
+    result = run_make("rollback", context["inventory"], env=context["env"])
+    assert "an upgrade v1.10.1 -> v1.10.2-fixture was interrupted at step locked" in result.output, result
+    # Printed only when the rollback, the provision from the old lock and make verify all passed.
+    assert "Every host is back at v1.10.1 and verified; the old lock is in place." in result.output, result
+    assert "make rollback stopped there" in result.output, result
+    assert "taking the lock over" not in result.output, result
+    assert head(webui) == tags["v1.10.1"]
+    assert content_hashes(webui) == before
+    assert lock_of(context).read_bytes() == lock_before
+    assert venv_locks(context) == venv_before
+    assert not journal.parent.exists()

@@ -389,12 +389,15 @@ def load_upgrade_cli():
     ],
 )
 def test_make_rollback_first_undoes_an_interrupted_upgrade_then_stops(
-    monkeypatch, journal, recovered, status, calls
+    monkeypatch, tmp_path, journal, recovered, status, calls
 ):
+    import types
+
     cli = load_upgrade_cli()
     seen = []
     monkeypatch.setattr(cli, "read_journal", lambda place: journal)
     monkeypatch.setattr(cli, "recover", lambda args, place: seen.append(place) or recovered)
+    place = types.SimpleNamespace(inventory=tmp_path / "hosts.yml")  # the upgrade lock sits beside it
     # Stopping matters: after the undo, make rollback's TO=latest would be the snapshot taken before that undo.
-    assert cli.recover_before_rollback(None, "place") == status
+    assert cli.recover_before_rollback(None, place) == status
     assert len(seen) == calls

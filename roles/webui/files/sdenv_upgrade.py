@@ -19,7 +19,9 @@ stays in git history).
 
 Every step is written to a journal (.sdenv-upgrade/journal.json beside the inventory) before it starts, so an
 upgrade killed at any point is brought back to the old version, verified, by the next make upgrade or make
-rollback (webui_upgrade.recovery says how). The logic lives in module_utils (unit-tested); this file wires it.
+rollback (webui_upgrade.recovery says how). One upgrade per inventory at a time (upgrade_lock): a second one,
+or a make rollback that would finish an interrupted one meanwhile, is refused naming the first. The logic
+lives in module_utils (unit-tested); this file wires it.
 """
 
 import argparse
@@ -39,6 +41,7 @@ for path in [ROOT / "plugins" / "module_utils", *sorted(ROOT.glob("roles/*/modul
 
 import bundle_build  # noqa: E402
 import lock_text_edit  # noqa: E402
+import upgrade_lock  # noqa: E402
 import webui_upgrade  # noqa: E402
 import yaml  # noqa: E402
 from bundle_sources import SourceError, file_at, git, has_commit  # noqa: E402
@@ -286,8 +289,11 @@ def run_make(args, place, target, host, log_name, **variables):
     with open(log, "w", encoding="utf-8") as out:
         process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
         for line in process.stdout:
+            # Line by line, also into a pipe or a file (make upgrade | tee): where a run stopped shows at once.
             sys.stdout.write(line)
+            sys.stdout.flush()
             out.write(line)
+            out.flush()
         process.wait()
     return process.returncode == 0
 
@@ -365,11 +371,13 @@ def recover(args, place):
 
 def recover_before_rollback(args, place):
     """make rollback's first step. After undoing an interrupted upgrade it stops make rollback (exit 3): its
-    default TO=latest would now be the snapshot taken just before that undo, the half-upgraded state."""
+    default TO=latest would now be the snapshot taken just before that undo, the half-upgraded state. With no
+    journal it takes no lock (make rollback needs nothing beside the inventory then)."""
     if webui_upgrade.recovery(read_journal(place))[0] == "none":
         return 0
-    if recover(args, place) != 0:
-        return 1
+    with upgrade_lock.held(place.inventory.parent, "make rollback (finishing an interrupted upgrade)"):
+        if recover(args, place) != 0:
+            return 1
     say("make rollback stopped there: nothing else was rolled back. Run it again to roll back further.")
     return 3
 
@@ -449,8 +457,18 @@ def main(argv):
         )
         return 2
     try:
-        return upgrade(args, place) if args.command == "upgrade" else recover_before_rollback(args, place)
-    except (Failed, webui_upgrade.UpgradeError, lock_text_edit.LockTextError, SourceError) as exc:
+        if args.command == "recover":
+            return recover_before_rollback(args, place)
+        # One upgrade per inventory at a time: its journal and lock.yml edits must not interleave with another's.
+        with upgrade_lock.held(place.inventory.parent, f"make upgrade WEBUI={args.webui}"):
+            return upgrade(args, place)
+    except (
+        Failed,
+        upgrade_lock.UpgradeLocked,
+        webui_upgrade.UpgradeError,
+        lock_text_edit.LockTextError,
+        SourceError,
+    ) as exc:
         print(f"sdenv upgrade: {exc}", file=sys.stderr)
         return 1
 
