@@ -60,8 +60,9 @@ def early_problem(inventory):
     return None
 
 
-def problem(inventory, limit):
-    """One sentence saying what is wrong with INVENTORY and LIMIT, or None."""
+def problem(inventory, limit, chosen=None):
+    """One sentence saying what is wrong with INVENTORY and LIMIT, or None. `chosen`, a list, receives the
+    names of the hosts the run will act on (the inventory's, narrowed by LIMIT)."""
     early = early_problem(inventory)
     if early:
         return early
@@ -85,7 +86,7 @@ def problem(inventory, limit):
     display.error_as_warning = failed
     display.warning = lambda *args, **kwargs: None
     try:
-        return _problem(inventory, limit, failures) or vars_problem(inventory)
+        return _problem(inventory, limit, failures, chosen) or vars_problem(inventory)
     finally:
         del display.error_as_warning, display.warning
 
@@ -137,7 +138,7 @@ def vars_problem(inventory):
     return None
 
 
-def _problem(inventory, limit, failures):
+def _problem(inventory, limit, failures, chosen=None):
     from ansible.errors import AnsibleError
     from ansible.inventory.manager import InventoryManager, split_host_pattern
     from ansible.parsing.dataloader import DataLoader
@@ -156,6 +157,8 @@ def _problem(inventory, limit, failures):
     if not hosts:
         return f"The inventory {inventory} (INVENTORY=) lists no host: add one under all: hosts: ({EXAMPLE})."
     if not limit.strip():
+        if chosen is not None:
+            chosen.extend(h.name for h in hosts)
         return None
     names = ", ".join(sorted(h.name for h in hosts)[:10]) + (", ..." if len(hosts) > 10 else "")
     for part in split_host_pattern(limit):
@@ -174,7 +177,27 @@ def _problem(inventory, limit, failures):
     inventory_manager.subset(limit)
     if not inventory_manager.list_hosts("all"):
         return f"LIMIT={limit} leaves no host of the inventory {inventory}: expected a pattern that keeps one ({names})."
+    if chosen is not None:
+        chosen.extend(h.name for h in inventory_manager.list_hosts("all"))
     return None
+
+
+# Ansible's own default: a run over fewer hosts still gets as many workers (a task delegated to the
+# controller runs in its host's worker, so more would sit idle).
+MIN_FORKS = 5
+
+
+def forks_args(host_count, args):
+    """`--forks N` with N the number of hosts the run acts on (at least MIN_FORKS): every host of a fleet goes
+    at once, never in batches of a fixed number. [] when ARGS gives its own (-f N, -fN, --forks N, --forks=N,
+    or an unambiguous prefix of --forks)."""
+    for arg in args:
+        name = arg.partition("=")[0]
+        if (arg.startswith("-f") and not arg.startswith("--")) or (
+            len(name) > 3 and "--forks".startswith(name)
+        ):
+            return []
+    return ["--forks", str(max(host_count, MIN_FORKS))]
 
 
 def preflight_skipper(args, text):
@@ -245,14 +268,16 @@ def main(argv):
         at = command.index(MAKE_ARGS_HERE)
         command = command[:at] + args + command[at + 1 :]
     sentence = early_problem(inventory)
+    chosen = []
     if not sentence:
         # Ansible's controller set-up comes first, as in the ansible-playbook script.
         from ansible.cli.playbook import PlaybookCLI
 
-        sentence = problem(inventory, limit)
+        sentence = problem(inventory, limit, chosen)
     if sentence:
         print(sentence, file=sys.stderr)
         return 2
+    command = command[:1] + forks_args(len(chosen), command[1:]) + command[1:]
     sys.argv = command
     return PlaybookCLI.cli_executor(command)
 

@@ -283,3 +283,35 @@ def write_bytes_atomic(path, data, mode=0o644, uid=-1, gid=-1):
         write_bytes_in_dir(dfd, os.path.basename(path), data, mode=mode, uid=uid, gid=gid)
     finally:
         os.close(dfd)
+
+
+def regular_file_state(path):
+    """(bytes, mode bits) of the regular file at `path` (see open_nofollow); (None, None) when there is none
+    there (absent, or not a regular file: a write replaces it)."""
+    try:
+        fd = open_nofollow(path)
+    except FileNotFoundError:
+        return None, None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return None, None
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks), stat.S_IMODE(st.st_mode)
+    finally:
+        os.close(fd)
+
+
+def ensure_file_content(path, data, mode=0o644, below=None, check_mode=False):
+    """Make the file at `path` hold exactly `data` with `mode`, written atomically only when either differs;
+    `below`: an existing folder from which the missing folders down to the file's are made first (0755).
+    Returns (changed, the bytes it held before or None)."""
+    before, before_mode = regular_file_state(path)
+    changed = before != data or before_mode != mode
+    if changed and not check_mode:
+        if below:
+            os.close(makedirs_nofollow(os.path.dirname(os.path.abspath(path)), below))
+        write_bytes_atomic(path, data, mode=mode)
+    return changed, before

@@ -6,9 +6,11 @@ import random
 
 import pytest
 from fleet_lab import (
+    LAB_UID_MIN,
     LabError,
     inventory_data,
     known_hosts_text,
+    login_defs_text,
     pick_subnet,
     plan_hosts,
     ssh_common_args,
@@ -66,3 +68,14 @@ def test_known_hosts_and_inventory_name_every_host():
                               "lab2": {"ansible_host": "10.99.3.10", "sdenv_user_name": "x"}}  # fmt: skip
     assert group["vars"]["ansible_user"] == "sdtadmin" and group["vars"]["ansible_become"] is True
     assert group["vars"]["ansible_connection"] == "ssh"
+
+
+def test_accounts_made_in_a_lab_host_get_uids_far_from_this_machines():
+    debian = "MAIL_DIR /var/mail\nUID_MIN\t\t\t 1000\nUID_MAX\t\t\t60000\n#SYS_UID_MIN 100\nGID_MIN 1000\n"
+    text = login_defs_text(debian)
+    assert LAB_UID_MIN > 40000
+    assert text.splitlines() == [
+        "MAIL_DIR /var/mail", "UID_MAX\t\t\t60000", "#SYS_UID_MIN 100",
+        f"UID_MIN {LAB_UID_MIN}", f"GID_MIN {LAB_UID_MIN}",
+    ]  # fmt: skip
+    assert login_defs_text("") == f"UID_MIN {LAB_UID_MIN}\nGID_MIN {LAB_UID_MIN}\n"

@@ -171,3 +171,41 @@ def test_a_yaml_error_in_the_settings_or_lock_names_its_file_and_line(tmp_path, 
     assert sentence.startswith(str(tmp_path / "group_vars" / "all" / name)) and words in sentence, sentence
     (tmp_path / "group_vars" / "all" / name).write_text("a: 1\n")
     assert inventory_check.problem(str(inventory), "") is None
+
+
+@pytest.mark.parametrize(
+    ("hosts", "args", "expected"),
+    [
+        (4, [], ["--forks", "5"]),  # never fewer than Ansible's own default
+        (12, ["--tags", "webui"], ["--forks", "12"]),  # every host of the fleet at once, not 10 and then 2
+        (63, ["-v"], ["--forks", "63"]),
+        (12, ["--forks", "3"], []),  # ARGS gives its own: it wins
+        (12, ["--forks=30"], []),
+        (12, ["-f", "30"], []),
+        (12, ["-f30"], []),
+        (12, ["--fork=30"], []),  # argparse takes an unambiguous prefix
+        (12, ["--flush-cache"], ["--forks", "12"]),
+    ],
+)
+def test_forks_follow_the_host_count_unless_args_give_them(hosts, args, expected):
+    assert inventory_check.forks_args(hosts, args) == expected
+
+
+def test_the_playbook_gets_forks_for_the_hosts_limit_leaves(tmp_path, monkeypatch):
+    hosts = {f"h{n}": {"ansible_connection": "local"} for n in range(12)}
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text(json.dumps({"all": {"hosts": hosts}}))
+    from ansible.cli.playbook import PlaybookCLI
+
+    seen = []
+    monkeypatch.setattr(PlaybookCLI, "cli_executor", staticmethod(lambda command: seen.append(command) or 0))
+    monkeypatch.setattr(inventory_check.sys, "argv", list(inventory_check.sys.argv))
+    playbook = [".venv/bin/ansible-playbook", "-i", str(inventory), "site.yml"]
+    assert inventory_check.main([str(inventory), "", "--", *playbook]) == 0
+    assert inventory_check.main([str(inventory), "h1:h2", "--", *playbook]) == 0
+    assert inventory_check.main([str(inventory), "", "--", *playbook[:1], "--forks=2", *playbook[1:]]) == 0
+    assert seen == [
+        [playbook[0], "--forks", "12", *playbook[1:]],
+        [playbook[0], "--forks", "5", *playbook[1:]],
+        [playbook[0], "--forks=2", *playbook[1:]],
+    ]
