@@ -165,15 +165,26 @@ def describe(record):
     )
 
 
-def waiting_message(record, timeout):
-    return f"another {describe(record)}, is changing this host: waiting (up to {timeout} s)"
+def waiting_message(record, timeout, subject="this host"):
+    """subject: what the lock guards ("this host", or the controller's fleet cache and its path)."""
+    return f"another {describe(record)}, is changing {subject}: waiting (up to {timeout} s)"
 
 
-def timeout_message(record, timeout, path):
+def timeout_message(record, timeout, path, subject="this host"):
     return (
-        f"Another {describe(record)}, is still changing this host after {timeout} s (lock {path}): let it "
+        f"Another {describe(record)}, is still changing {subject} after {timeout} s (lock {path}): let it "
         "finish or stop it, then run again (sdenv_run_lock_timeout sets how long a run waits)."
     )
+
+
+def private_dir(directory):
+    """prepare() for a lock in a directory of the controller user's own (the fleet cache, 0700): made when
+    missing, never chowned or opened up the way the root-owned state directory is. True when it made it."""
+    try:
+        os.mkdir(directory, 0o700)
+    except FileExistsError:
+        return False
+    return True
 
 
 def takeover_message(record):
@@ -286,6 +297,7 @@ def acquire(
     prepare=None,
     take_over="",
     clock=time.monotonic,
+    subject="this host",
 ):
     """Take the lock for the run named by `token` and hand its descriptor to spawn(fd, record) (which keeps it
     beyond this process: fork_holder on a host, a callable in tests). prepare() makes sure the state directory
@@ -324,9 +336,9 @@ def acquire(
                 stop_helper(previous)  # it clears the lock and ends; a later turn of the loop takes it
                 deadline = max(deadline, clock() + 30)
             if clock() >= deadline:
-                raise RunLockError(timeout_message(previous, timeout, path))
+                raise RunLockError(timeout_message(previous, timeout, path, subject))
             if not told and on_wait is not None:
-                on_wait(waiting_message(previous, timeout))
+                on_wait(waiting_message(previous, timeout, subject))
                 told = True
         finally:
             os.close(fd)

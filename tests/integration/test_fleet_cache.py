@@ -64,6 +64,8 @@ def test_two_hosts_fetch_every_byte_once(two_hosts):
     assert any(path.endswith(".whl") for path in files), files
     assert any(path.startswith("/models/") for path in files), files
 
+    # The cache's lock (a second run sharing the cache waits for this one) went with the run.
+    assert not (two_hosts.cache / "run.lock").exists()
     cache = next(two_hosts.cache.iterdir())
     listed = sums(cache)
     for name in two_hosts.hosts:
