@@ -1,6 +1,7 @@
 # make verify: the testinfra suite in tests/verify against every host of the inventory.
 # Step 1 (playbooks/verify.yml) resolves the settings and lock per host into reports/verify-*/vars/;
-# step 2 runs the suite over the same inventory and writes the table, JUnit XML and an HTML page.
+# step 2 runs the suite over the same inventory and writes the table, JUnit XML and an HTML page (one
+# section per host in each: tests/verify/verify_report.py).
 
 VERIFY_REPORTS ?= reports
 DEEP    ?=
@@ -26,4 +27,4 @@ verify: controller ## testinfra checks that everything is in place (DEEP=1, LIVE
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/python -m pytest tests/verify -p no:cacheprovider \
 		-q --tb=no -rN -o addopts= \
 		--hosts="ansible://all?ansible_inventory=$$SDENV_VAR_INVENTORY" \
-		--sdenv-run="$$out" --junitxml="$$out/junit.xml" $(VERIFY_FLAGS)
+		--sdenv-run="$$out" --sdenv-junit="$$out/junit.xml" $(VERIFY_FLAGS)

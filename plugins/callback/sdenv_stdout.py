@@ -11,6 +11,8 @@ and, below verbosity 1 (`ARGS=-v` shows them again):
 - prints no "NO MORE HOSTS LEFT" banner (the recap that follows says which hosts failed);
 - after the recap of a run over more than one host, prints one table with a row per host: platform, result,
   changed count, duration, and for a failed host the failing step and its sentence (sdenv_fleet_table);
+- says in the toolkit's words, naming the host and the login user and what to do, when that user could not
+  become root (Ansible's own words are "Missing sudo password"), in the printed failure and in the table;
 - ends the run with one closing sentence under the recap, in the reader's language (sdenv_i18n): finished
   without errors on N hosts, or stopped with errors on these hosts.
 """
@@ -30,6 +32,7 @@ DOCUMENTATION = """
       - set as stdout_callback in ansible.cfg
 """
 
+import getpass
 import os
 import sys
 import time
@@ -44,6 +47,7 @@ if _MODULE_UTILS not in sys.path:
 
 from sdenv_fleet_table import FleetRun
 from sdenv_i18n import ngettext
+from sdenv_messages import become_failure
 
 
 def closing_summary(hosts, failed):
@@ -110,12 +114,26 @@ class CallbackModule(DefaultCallback):
                            time.monotonic(), unreachable=True)  # fmt: skip
         super().v2_runner_on_unreachable(result)
 
-    def _as_written(self, result):
+    def _as_written(self, result, msg=None):
         """The failure's message when this callback prints it itself, else None (the default's output)."""
-        msg = result.result.get("msg")
+        msg = result.result.get("msg") if msg is None else msg
         if self._display.verbosity >= 1 or not isinstance(msg, str) or not msg.strip():
             return None
         return msg
+
+    def _login_user(self, host):
+        """Who the run logs in as on host: ansible_user (or the play's remote_user), else what ssh uses, the
+        controller's own user."""
+        try:
+            variables = self._play.get_variable_manager().get_vars(play=self._play, host=host)
+        except Exception:  # only a name for a sentence: never let it hide the failure itself
+            variables = {}
+        for name in ("ansible_user", "ansible_ssh_user", "ansible_remote_user"):
+            value = variables.get(name)
+            if isinstance(value, str) and value and "{" not in value:
+                return value
+        remote = getattr(self._play, "remote_user", None)
+        return remote if isinstance(remote, str) and remote else (C.DEFAULT_REMOTE_USER or getpass.getuser())
 
     def _print_failure(self, result, header, msg):
         """The header, then the message as written, each sentence on its own unwrapped line: a YAML or JSON
@@ -135,12 +153,17 @@ class CallbackModule(DefaultCallback):
         )
 
     def v2_runner_on_failed(self, result, ignore_errors=False):
+        name = result._host.get_name()
+        # A login user who cannot become root: the toolkit's sentence, in the row and printed (ARGS=-v
+        # prints Ansible's own result as well).
+        said = become_failure(result.result.get("msg"), name, self._login_user(result._host))
         if ignore_errors:
             self._finished(result)
         else:
-            self._fleet.failed(result._host.get_name(), result.task.get_name(), result.result.get("msg"),
-                               time.monotonic())  # fmt: skip
-        msg = self._as_written(result)
+            self._fleet.failed(
+                name, result.task.get_name(), said or result.result.get("msg"), time.monotonic()
+            )
+        msg = self._as_written(result, said)
         if msg is None or (result.task.loop and "results" in result.result):
             super().v2_runner_on_failed(result, ignore_errors=ignore_errors)
             return

@@ -175,6 +175,26 @@ def update(
     return new
 
 
+def summary(record, user, model_sha256s):
+    """What the fleet table shows for a host after a run (sdenv_fleet_table): {webui_commit, venv_lock,
+    models}, read from the record the roles wrote (a role the fast path skipped left its entry as the run that
+    stamped it wrote it). models is "verified/enabled": of the enabled models' sha256 (an empty one is a model
+    still pending), how many the record lists as installed and checked; "" when no models run recorded any.
+    An empty string is what the record does not know (a record from before these fields, or a run of other
+    tags)."""
+    entry = (record.get("users") or {}).get(user) or {}
+    components = entry.get("components") or {}
+    webui = components.get("webui") or {}
+    models = components.get("models")
+    verified = set(((models or {}).get("files") or {}).values())
+    wanted = list(model_sha256s or [])
+    return {
+        "webui_commit": str(webui.get("commit") or ""),
+        "venv_lock": str((webui.get("venv") or {}).get("lock_sha256") or ""),
+        "models": "" if models is None else f"{sum(1 for s in wanted if s and s in verified)}/{len(wanted)}",
+    }
+
+
 def forget_user(record, user):
     """The record without user's entry; `shared` (what the host keeps, e.g. packages) stays."""
     new = copy.deepcopy(record)

@@ -11,6 +11,11 @@ A host's result is one of:
 - unreachable: the controller could not reach it over SSH; the row carries SSH's sentence;
 - stopped: it did not fail, but the run was cut short (another host failed an all-or-nothing step such as
   the preflight, or more hosts failed than MAX_FAIL allows): see the failed host's row for why.
+
+What the host now has (the WebUI commit, the sha256 of the venv lock file its venv was built from, the
+models verified of those enabled) comes from the fact sdenv_host_summary, which make provision's last host
+task (provision_fastpath's stamp) reads from the provision record it has open anyway: no round trip of its
+own. A host that failed or stopped before that task shows "-" there: what it has is not known.
 """
 
 import unicodedata
@@ -18,6 +23,8 @@ import unicodedata
 from sdenv_i18n import _
 
 FAILED, UNREACHABLE, OK, STOPPED = "failed", "unreachable", "ok", "stopped"
+COMMIT_WIDTH = 10  # as git's abbreviations go: unique in any repository this size
+DIGEST_WIDTH = 12
 SENTENCE_WIDTH = 200  # a longer first line is cut with "...": the full message is printed above the table
 
 
@@ -41,6 +48,7 @@ class FleetRun:
                 "result": OK,
                 "step": "",
                 "sentence": "",
+                "summary": {},
             },
         )
 
@@ -55,6 +63,9 @@ class FleetRun:
         platform = describe_platform(facts or {})
         if platform:
             host["platform"] = platform
+        summary = (facts or {}).get("sdenv_host_summary")
+        if isinstance(summary, dict):
+            host["summary"] = summary
 
     def failed(self, name, task_name, message, now, unreachable=False):
         host = self._host(name, now)
@@ -66,7 +77,8 @@ class FleetRun:
         host["sentence"] = first_line(message)
 
     def rows(self):
-        """[(host, platform, result, changed, seconds, step, sentence)], hosts in name order."""
+        """[(host, platform, result, changed, seconds, webui, venv lock, models, step, sentence)], hosts in name
+        order; webui, venv lock and models are "" when not known."""
         rows = []
         for name in sorted(self.hosts):
             host = self.hosts[name]
@@ -74,8 +86,11 @@ class FleetRun:
             if result == OK and self.cut_short:
                 result = STOPPED
             seconds = max(0.0, host["end"] - host["start"])
-            rows.append((name, host["platform"] or "?", result, host["changed"], seconds, host["step"],
-                         host["sentence"]))  # fmt: skip
+            summary = host["summary"]
+            rows.append((name, host["platform"] or "?", result, host["changed"], seconds,
+                         str(summary.get("webui_commit") or "")[:COMMIT_WIDTH],
+                         str(summary.get("venv_lock") or "")[:DIGEST_WIDTH], str(summary.get("models") or ""),
+                         host["step"], host["sentence"]))  # fmt: skip
         return rows
 
     def table(self):
@@ -105,7 +120,8 @@ def first_line(message):
 def render(rows):
     """A plain-text table (columns padded with spaces, so it reads the same in a terminal and a CI log)."""
     words = {OK: _("ok"), FAILED: _("failed"), UNREACHABLE: _("unreachable"), STOPPED: _("stopped")}
-    header = (_("HOST"), _("PLATFORM"), _("RESULT"), _("CHANGED"), _("TIME"), _("FAILED STEP: SENTENCE"))
+    header = (_("HOST"), _("PLATFORM"), _("RESULT"), _("CHANGED"), _("TIME"), _("WEBUI"), _("VENV LOCK"),
+              _("MODELS"), _("FAILED STEP: SENTENCE"))  # fmt: skip
     body = [
         (
             host,
@@ -113,9 +129,12 @@ def render(rows):
             words[result],
             str(changed),
             f"{seconds:.0f}s",
+            webui or "-",
+            venv_lock or "-",
+            models or "-",
             f"{step}: {sentence}" if step else "",
         )
-        for host, platform, result, changed, seconds, step, sentence in rows
+        for host, platform, result, changed, seconds, webui, venv_lock, models, step, sentence in rows
     ]
     widths = [max(display_width(row[i]) for row in [header, *body]) for i in range(len(header) - 1)]
     lines = []

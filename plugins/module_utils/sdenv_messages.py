@@ -5,6 +5,8 @@ in, the order gettext needs. Plain
 Python (no Ansible), imported by the preflight, the models role's closing list and the verify suite.
 """
 
+import re
+
 try:  # on a host, inside a module's payload (English there: the catalog stays on the controller)
     from ansible.module_utils.sdenv_i18n import _
 except ImportError:  # the controller's action plugins, the verify suite and the unit tests
@@ -78,3 +80,38 @@ def unreachable_heading(count):
     if count == 1:
         return _("1 source this run needs cannot be reached; nothing was changed:")
     return _("{count} sources this run needs cannot be reached; nothing was changed:").format(count=count)
+
+
+# --- Become (the login user's sudo) ------------------------------------------------------------------------
+
+# What Ansible and sudo say when the login user cannot become root: Ansible's connection plugins raise
+# "Missing sudo password" / "Incorrect sudo password" (the become method's name in the middle: su, doas...),
+# and sudo itself refuses a user the sudoers file does not name.
+_BECOME_NEEDS_PASSWORD = re.compile(r"\bMissing (\S+) password\b|\b(sudo): a password is required\b")
+_BECOME_REFUSED = re.compile(
+    r"\bIncorrect (\S+) password\b|is not in the (sudo)ers file|is not allowed to run (sudo)\b"
+)
+
+
+def become_failure(message, host, user):
+    """The toolkit's sentence for a host whose login user could not become root, or None for any other
+    failure (its message then stands as it is)."""
+    text = str(message or "")
+    found = _BECOME_NEEDS_PASSWORD.search(text)
+    if found:
+        method = next(group for group in found.groups() if group)
+        return _(
+            "{host}: the login user {user} cannot become root without a password ({method} asked for one), so"
+            " nothing can be checked or changed there; give {user} passwordless {method} on {host} (a line"
+            " `{user} ALL=(ALL) NOPASSWD: ALL` in /etc/sudoers.d/), or run again with ARGS=--ask-become-pass"
+            " to type its password."
+        ).format(host=host, user=user, method=method)
+    found = _BECOME_REFUSED.search(text)
+    if found:
+        method = next(group for group in found.groups() if group)
+        return _(
+            "{host}: the login user {user} may not become root ({method} refused it), so nothing can be"
+            " checked or changed there; make {user} an administrator on {host} (the sudo group on Linux, admin"
+            " on macOS), or log in as another user (ansible_user in the inventory)."
+        ).format(host=host, user=user, method=method)
+    return None

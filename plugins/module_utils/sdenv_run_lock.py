@@ -172,15 +172,26 @@ def describe(record):
     )
 
 
-def waiting_message(record, timeout):
-    return f"another {describe(record)}, is changing this host: waiting (up to {timeout} s)"
+def waiting_message(record, timeout, subject="this host"):
+    """subject: what the lock guards ("this host", or the controller's fleet cache and its path)."""
+    return f"another {describe(record)}, is changing {subject}: waiting (up to {timeout} s)"
 
 
-def timeout_message(record, timeout, path):
+def timeout_message(record, timeout, path, subject="this host"):
     return (
-        f"Another {describe(record)}, is still changing this host after {timeout} s (lock {path}): let it "
+        f"Another {describe(record)}, is still changing {subject} after {timeout} s (lock {path}): let it "
         "finish or stop it, then run again (sdenv_run_lock_timeout sets how long a run waits)."
     )
+
+
+def private_dir(directory):
+    """prepare() for a lock in a directory of the controller user's own (the fleet cache, 0700): made when
+    missing, never chowned or opened up the way the root-owned state directory is. True when it made it."""
+    try:
+        os.mkdir(directory, 0o700)
+    except FileExistsError:
+        return False
+    return True
 
 
 def takeover_message(record):
@@ -269,7 +280,7 @@ def run_record(run, pid=None):
     }
 
 
-def take_for_run(run, timeout, prepare=None, take_over="", wait=True, spawn=None, pid=None):
+def take_for_run(run, timeout, prepare=None, take_over="", wait=True, spawn=None, pid=None, subject="this host"):
     """Take the lock for a module's run (run: {state_dir, target, token, controller, controller_pid, local}).
     Returns {lock, notes, holder, helper_pid, helper_start, local}: lock 'acquired' or 'ours', or, with wait
     False, 'busy' (holder: the record of the run that has it) instead of a wait and a refusal; the helper's
@@ -279,7 +290,7 @@ def take_for_run(run, timeout, prepare=None, take_over="", wait=True, spawn=None
     try:
         state, notes = acquire(
             run["state_dir"], run["token"], record, 0 if not wait else timeout, prepare=prepare,
-            take_over=take_over, spawn=spawn,
+            take_over=take_over, spawn=spawn, subject=subject,
         )  # fmt: skip
     except RunLockError:
         if wait:
@@ -396,6 +407,7 @@ def acquire(
     prepare=None,
     take_over="",
     clock=time.monotonic,
+    subject="this host",
 ):
     """Take the lock for the run named by `token` and hand its descriptor to spawn(fd, record) (which keeps it
     beyond this process: fork_holder on a host, a callable in tests). prepare() makes sure the state directory
@@ -434,9 +446,9 @@ def acquire(
                 stop_helper(previous)  # it clears the lock and ends; a later turn of the loop takes it
                 deadline = max(deadline, clock() + 30)
             if clock() >= deadline:
-                raise RunLockError(timeout_message(previous, timeout, path))
+                raise RunLockError(timeout_message(previous, timeout, path, subject))
             if not told and on_wait is not None:
-                on_wait(waiting_message(previous, timeout))
+                on_wait(waiting_message(previous, timeout, subject))
                 told = True
         finally:
             os.close(fd)

@@ -22,6 +22,13 @@ options:
   state: {description: check or stamp., type: str, choices: [check, stamp], default: check}
   roles: {description: The roles that ran in full (C(stamp))., type: list, elements: str, default: []}
   deep: {description: No fast path (make DEEP=1)., type: bool, default: false}
+  models:
+    description: >-
+      The sha256 of each model settings.yml enables (empty for one still pending): C(stamp) returns how many
+      of them the record lists as installed, for the fleet table.
+    type: list
+    elements: str
+    default: []
 """
 
 EXAMPLES = r"""
@@ -36,10 +43,16 @@ EXAMPLES = r"""
 RETURN = r"""
 fast: {description: The roles that may skip their work., type: list, returned: always}
 reasons: {description: "{role: why it runs in full}.", type: dict, returned: always}
+ansible_facts:
+  description: >-
+    C(stamp): sdenv_host_summary, {webui_commit, venv_lock, models} as the record now says (the run's table
+    shows it under the recap; read here, as the record is open anyway, so the table costs no round trip).
+  type: dict
+  returned: state is stamp
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.provision_record import RecordError, dumps, load, save, update
+from ansible.module_utils.provision_record import RecordError, dumps, load, save, summary, update
 from ansible.module_utils.sdenv_fastpath import fast_roles, stamp
 
 
@@ -52,6 +65,7 @@ def main():
             "state": {"type": "str", "choices": ["check", "stamp"], "default": "check"},
             "roles": {"type": "list", "elements": "str", "default": []},
             "deep": {"type": "bool", "default": False},
+            "models": {"type": "list", "elements": "str", "default": []},
         },
         supports_check_mode=True,
     )
@@ -72,7 +86,8 @@ def main():
     if changed and not module.check_mode:
         save(p["path"], after)
     # The stamps are bookkeeping, not a change a user made happen: a run that changed nothing else says 0.
-    module.exit_json(changed=False, stamped=sorted(new))
+    facts = {"sdenv_host_summary": summary(after, p["user"], p["models"])}
+    module.exit_json(changed=False, stamped=sorted(new), ansible_facts=facts)
 
 
 if __name__ == "__main__":

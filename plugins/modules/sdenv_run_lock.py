@@ -51,6 +51,16 @@ options:
     description: The token of a holder this controller found no longer running; its helper is stopped.
     type: str
     default: ""
+  subject:
+    description: What the lock guards, for the messages (the controller's fleet cache names itself).
+    type: str
+    default: this host
+  private_dir:
+    description: >-
+      I(state_dir) is a directory of the user running the task (the fleet cache on the controller), made 0700
+      when missing, not the root-owned state directory.
+    type: bool
+    default: false
 """
 
 EXAMPLES = r"""
@@ -88,6 +98,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.provision_record import ensure_state_dir
 from ansible.module_utils.sdenv_run_lock import (
     RunLockError,
+    private_dir,
     probe,
     release,
     take_for_run,
@@ -107,6 +118,8 @@ def main():
             "controller_pid": {"type": "int", "required": True},
             "local": {"type": "bool", "default": False},
             "take_over": {"type": "str", "default": ""},
+            "subject": {"type": "str", "default": "this host"},
+            "private_dir": {"type": "bool", "default": False},
         },
         supports_check_mode=True,
     )
@@ -117,7 +130,7 @@ def main():
     if p["state"] == "probe":
         result["lock"], result["holder"] = probe(p["state_dir"], p["token"])
         result["message"] = (
-            waiting_message(result["holder"], p["timeout"]) if result["lock"] == "busy" else ""
+            waiting_message(result["holder"], p["timeout"], p["subject"]) if result["lock"] == "busy" else ""
         )
         module.exit_json(**result)
     if p["state"] == "released":
@@ -130,8 +143,11 @@ def main():
             take_for_run(
                 p,
                 p["timeout"],
-                prepare=lambda: ensure_state_dir(p["state_dir"])[1] is None,
+                prepare=(lambda: private_dir(p["state_dir"]))
+                if p["private_dir"]
+                else lambda: ensure_state_dir(p["state_dir"])[1] is None,
                 take_over=p["take_over"],
+                subject=p["subject"],
             )
         )
     except RunLockError as exc:

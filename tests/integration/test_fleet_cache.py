@@ -9,7 +9,10 @@ fixture's package index over HTTP, so they are in the log too.
 """
 
 import hashlib
+import json
 import pwd
+import re
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
@@ -61,6 +64,8 @@ def test_two_hosts_fetch_every_byte_once(two_hosts):
     assert any(path.endswith(".whl") for path in files), files
     assert any(path.startswith("/models/") for path in files), files
 
+    # The cache's lock (a second run sharing the cache waits for this one) went with the run.
+    assert not (two_hosts.cache / "run.lock").exists()
     cache = next(two_hosts.cache.iterdir())
     listed = sums(cache)
     for name in two_hosts.hosts:
@@ -70,6 +75,20 @@ def test_two_hosts_fetch_every_byte_once(two_hosts):
             assert sha256(copy / relative) == digest, (name, relative)
         home = Path(pwd.getpwnam(two_hosts.hosts[name]["sdenv_user_name"]).pw_dir)
         assert (home / "stable-diffusion-webui" / "venv" / ".sdenv-venv.json").is_file(), name
+
+    # The table under the recap: each host's WebUI commit, the lock its venv was built from (the venv's own
+    # marker says which) and every enabled model verified.
+    lines = first.output.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("HOST ") and "VENV LOCK" in line)
+    header = lines[start]
+    for name, variables in two_hosts.hosts.items():
+        row = next(line for line in lines[start + 1 :] if line.startswith(name + " "))
+        home = Path(pwd.getpwnam(variables["sdenv_user_name"]).pw_dir)
+        marker = json.loads((home / "stable-diffusion-webui" / "venv" / ".sdenv-venv.json").read_text())
+        models = len(two_hosts.fixture.models)
+        assert row[header.index("WEBUI") :].split()[:3] == [
+            variables["sdenv_lock"]["webui"]["commit"][:10], marker["inputs"]["lock_sha256"][:12],
+            f"{models}/{models}"], first.output  # fmt: skip
 
 
 def test_a_corrupted_cache_file_is_fetched_again_never_served(two_hosts):
@@ -122,3 +141,28 @@ def test_a_corrupted_cache_file_is_fetched_again_never_served(two_hosts):
         assert sha256(cache / relative) == listed[relative], f"the cache's {relative} was not fetched again"
         for name in two_hosts.hosts:
             assert sha256(two_hosts.host_copy(name) / relative) == listed[relative], (name, relative)
+
+
+def test_verify_over_two_hosts_writes_one_report_with_a_section_per_host(two_hosts):
+    """make verify over the two hosts the tests above provisioned: one run, one page and one junit.xml, each
+    with a section per host (HTML: the overview and a <section> each; JUnit: a <testsuite> each)."""
+    inventory = two_hosts.inventory()
+    result = run_make("verify", inventory, VERIFY_REPORTS=str(two_hosts.root / "reports"))
+    match = re.search(r"^Report: (.+)/index\.html$", result.output, re.M)
+    assert match, result
+    report = Path(match.group(1))
+    page = (report / "index.html").read_text()
+    checks = json.loads((report / "checks.json").read_text())
+    # The file this make verify just wrote: not untrusted input.
+    suites = ET.parse(report / "junit.xml").getroot().findall("testsuite")  # noqa: S314
+    names = list(two_hosts.hosts)
+    assert [suite.get("name") for suite in suites] == names, result
+    for number, (name, suite) in enumerate(zip(names, suites, strict=True)):
+        rows = [row for row in checks["checks"] if row["host"] == name]
+        assert int(suite.get("tests")) == len(rows) > 10, name
+        assert {case.get("classname") for case in suite} == {f"sdenv.verify.{name}"}
+        assert f'<section class="host" id="host-{number}">' in page
+        assert f'<a href="#host-{number}">{name}: ' in page
+        assert checks["hosts"][name]["passed"], [row for row in rows if row["result"] != "PASS"]
+        assert int(suite.get("failures")) == int(suite.get("errors")) == 0, name
+    assert result.returncode == 0, result

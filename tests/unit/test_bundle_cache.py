@@ -218,3 +218,67 @@ def test_a_model_download_lock_is_no_part_of_the_bundle(tmp_path):
     bundle = make_bundle(tmp_path / "cache", {**FILES, "models/.m.safetensors.lock": b"pid 1"})
     assert "models/.m.safetensors.lock" not in bl.read_sums(str(bundle))
     assert "models/m.safetensors" in bl.read_sums(str(bundle))
+
+
+def test_prune_removes_what_no_lock_names_and_keeps_what_a_fill_uses(tmp_path):
+    cache = tmp_path / "fleet"
+    bundle = make_bundle(cache / "Linux-x86_64", FILES)
+    bc.write_record(str(bundle), {"spec": "s", "files": {}})
+    # Left by an older lock: a wheel and a whole repository no SHA256SUMS line names any more.
+    (bundle / "wheelhouse" / "a-0.whl").write_bytes(b"old wheel" * 10)
+    (bundle / "git" / "old.git").mkdir()
+    (bundle / "git" / "old.git" / "HEAD").write_bytes(b"old")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep").write_bytes(b"not the cache's")
+    (bundle / "models" / "link").symlink_to(outside)  # never followed: removed as itself
+    half = cache / "Darwin-arm64"  # a fill that stopped before its SHA256SUMS: left whole for the next fill
+    half.mkdir()
+    (half / "part.whl").write_bytes(b"half")
+    (cache / "outgoing").mkdir()
+    (cache / "outgoing" / "0a1b.tar").write_bytes(b"t" * 5)
+    (cache / "sources").mkdir()
+    (cache / "sources" / "mirror.git").write_bytes(b"kept")
+    removed, freed = bc.prune_controller(str(cache))
+    assert sorted(removed) == ["Linux-x86_64/git/old.git/HEAD", "Linux-x86_64/models/link",
+                               "Linux-x86_64/wheelhouse/a-0.whl", "outgoing/0a1b.tar"]  # fmt: skip
+    assert freed == 90 + 3 + 5
+    assert not (bundle / "git" / "old.git").exists()
+    assert (outside / "keep").read_bytes() == b"not the cache's"
+    assert bc.check_controller(str(bundle), "s")["complete"]  # every listed file and the record are there
+    assert (half / "part.whl").exists() and (cache / "sources" / "mirror.git").exists()
+    assert bc.prune_controller(str(cache)) == ([], 0)
+
+
+def test_make_fleet_cache_prune_refuses_while_a_run_holds_the_cache(tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    import sdenv_run_lock
+
+    root = Path(__file__).resolve().parents[2]
+    spec = importlib.util.spec_from_file_location(
+        "sdenv_bundle_cli", root / "roles" / "offline_bundle" / "files" / "sdenv_bundle.py"
+    )
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    cache = tmp_path / "fleet"
+    bundle = make_bundle(cache / "Linux-x86_64", FILES)
+    (bundle / "old.whl").write_bytes(b"old")
+    fd, _ = sdenv_run_lock.open_lock(str(cache))  # what make provision's fill holds while its run lasts
+    try:
+        assert sdenv_run_lock.try_flock(fd)
+        sdenv_run_lock.write_record(fd, {"target": "provision", "controller_pid": 77, "controller": "ctl",
+                                         "started": "2026-12-07 15:00:00 UTC"})  # fmt: skip
+        assert cli.main(["prune-cache", "--cache-dir", str(cache)]) == 1
+        assert capsys.readouterr().err == (
+            f"sdenv: make provision, pid 77 on ctl, started at 2026-12-07 15:00:00 UTC is using the fleet cache "
+            f"{cache}: run make fleet-cache-prune again after it ends.\n"
+        )
+        assert (bundle / "old.whl").exists()
+    finally:
+        os.close(fd)
+    assert cli.main(["prune-cache", "--cache-dir", str(cache)]) == 0
+    out = capsys.readouterr().out
+    assert "removed Linux-x86_64/old.whl" in out and "1 file no lock names any more" in out, out
+    assert not (bundle / "old.whl").exists() and not (cache / "run.lock").exists()

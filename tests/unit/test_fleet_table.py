@@ -36,25 +36,54 @@ def test_each_host_gets_its_result_changes_time_and_the_first_failures_sentence(
         "lab3", "Gathering Facts", "Failed to connect to the host via ssh: timed out", 15.0, unreachable=True
     )
     assert run.rows() == [
-        ("lab1", "Debian 12 x86_64", "ok", 2, 42.4, "", ""),
-        ("lab2", "macOS 14.5 arm64", "failed", 0, 11.0, "Ensure the dummy admin account exists",
+        ("lab1", "Debian 12 x86_64", "ok", 2, 42.4, "", "", "", "", ""),
+        ("lab2", "macOS 14.5 arm64", "failed", 0, 11.0, "", "", "", "Ensure the dummy admin account exists",
          "useradd: cannot open /etc/passwd"),
-        ("lab3", "?", "unreachable", 0, 5.0, "Gathering Facts", "Failed to connect to the host via ssh: timed out"),
+        ("lab3", "?", "unreachable", 0, 5.0, "", "", "", "Gathering Facts",
+         "Failed to connect to the host via ssh: timed out"),
     ]  # fmt: skip
     lines = run.table().splitlines()
-    assert lines[0].split() == [
-        "HOST",
-        "PLATFORM",
-        "RESULT",
-        "CHANGED",
-        "TIME",
-        "FAILED",
-        "STEP:",
-        "SENTENCE",
-    ]
-    assert lines[1].split() == ["lab1", "Debian", "12", "x86_64", "ok", "2", "42s"]
+    assert lines[0].split() == ["HOST", "PLATFORM", "RESULT", "CHANGED", "TIME", "WEBUI", "VENV", "LOCK", "MODELS",
+                                "FAILED", "STEP:", "SENTENCE"]  # fmt: skip
+    assert lines[1].split() == ["lab1", "Debian", "12", "x86_64", "ok", "2", "42s", "-", "-", "-"]
     assert lines[2].endswith("Ensure the dummy admin account exists: useradd: cannot open /etc/passwd")
     assert all(line == line.rstrip() for line in lines)
+
+
+# What provision_fastpath's stamp returned on three hosts of one recorded run (provision_record.summary):
+# lab1 has everything, lab2 a model still pending, lab3 failed before the stamp (nothing known).
+COMMIT = "82a973c04367123ae98bd9abdf80d9eda9b910e2"
+LOCK = "5f0c3e1b9d2a4c6e8f00112233445566778899aabbccddeeff00112233445566"
+
+
+def test_each_host_shows_the_webui_commit_venv_lock_and_models_the_record_says_it_has(monkeypatch):
+    monkeypatch.setenv("LANGUAGE", "en")
+    run = FleetRun()
+    run.finished("lab1", 0.0, facts=DEBIAN)
+    run.finished(
+        "lab1",
+        90.0,
+        changed=True,
+        facts={"sdenv_host_summary": {"webui_commit": COMMIT, "venv_lock": LOCK, "models": "2/2"}},
+    )
+    run.finished(
+        "lab2",
+        0.0,
+        facts={**DEBIAN, "sdenv_host_summary": {"webui_commit": COMMIT, "venv_lock": LOCK, "models": "1/2"}},
+    )
+    run.failed("lab3", "webui : Build the venv", "uv: no matching wheel for torch==2.1.2", 30.0)
+    rows = run.rows()
+    assert [row[5:8] for row in rows] == [(COMMIT[:10], LOCK[:12], "2/2"), (COMMIT[:10], LOCK[:12], "1/2"),
+                                          ("", "", "")]  # fmt: skip
+    lines = run.table().splitlines()
+    header = lines[0]
+    for line, expected in zip(lines[1:], ["82a973c043", "82a973c043", "-"], strict=True):
+        # Each cell starts under its heading, so the columns read down.
+        assert line[header.index("WEBUI") :].split()[0] == expected, line
+    assert lines[1][header.index("VENV LOCK") :].split()[:2] == ["5f0c3e1b9d2a", "2/2"]
+    assert lines[2][header.index("MODELS") :].split() == ["1/2"]
+    assert lines[3][header.index("WEBUI") :].split()[:3] == ["-", "-", "-"]
+    assert lines[3].endswith("webui : Build the venv: uv: no matching wheel for torch==2.1.2")
 
 
 def test_a_host_that_did_not_fail_when_the_run_was_cut_short_was_stopped(monkeypatch):
@@ -69,11 +98,26 @@ def test_a_host_that_did_not_fail_when_the_run_was_cut_short_was_stopped(monkeyp
 def test_a_long_sentence_is_cut_and_japanese_headings_keep_the_columns(monkeypatch):
     assert first_line("x" * 250) == "x" * 197 + "..."
     monkeypatch.setenv("LANGUAGE", "ja")
-    text = render([("lab1", "Debian 12 x86_64", "ok", 1, 3.0, "", "")])
+    text = render([("lab1", "Debian 12 x86_64", "ok", 1, 3.0, "", "", "", "", "")])
     header, row = text.splitlines()
     assert header.startswith("ホスト") and "成功" in row
     # "ホスト" is 3 characters but 6 columns wide: the next column starts at the same column in both lines.
     assert header.index("プラットフォーム") + 3 == row.index("Debian")
+
+
+def run_playbook(playbook, hosts, *extra):
+    """ansible-playbook over local hosts with the repository's ansible.cfg (its stdout callback), in English."""
+    env = {
+        **os.environ,
+        "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
+        "ANSIBLE_NOCOLOR": "1",
+        "LANGUAGE": "en",
+    }
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "ansible-playbook"), "-i", hosts, "-c", "local",
+         "-e", f"ansible_python_interpreter={sys.executable}", *extra, str(playbook)],
+        capture_output=True, text=True, env=env, cwd=ROOT, check=False,
+    )  # fmt: skip
 
 
 def test_a_run_over_several_hosts_ends_with_the_table(tmp_path):
@@ -92,19 +136,71 @@ def test_a_run_over_several_hosts_ends_with_the_table(tmp_path):
       ansible.builtin.command: "true"
 """
     )
-    env = {
-        **os.environ,
-        "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
-        "ANSIBLE_NOCOLOR": "1",
-        "LANGUAGE": "en",
-    }
-    result = subprocess.run(
-        [str(Path(sys.executable).parent / "ansible-playbook"), "-i", "h1,h2,h3,", "-c", "local",
-         "-e", f"ansible_python_interpreter={sys.executable}", str(playbook)],
-        capture_output=True, text=True, env=env, cwd=ROOT, check=False,
-    )  # fmt: skip
+    result = run_playbook(playbook, "h1,h2,h3,")
     lines = result.stdout.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("HOST "))
     rows = [line.split()[:4] for line in lines[start + 1 : start + 4]]
     assert rows == [["h1", "?", "ok", "1"], ["h2", "?", "failed", "0"], ["h3", "?", "ok", "1"]], result.stdout
     assert lines[start + 2].endswith("Fail on h2: h2 is broken on purpose.")
+
+
+def test_the_summary_is_read_from_the_record_the_roles_wrote():
+    from provision_record import summary, update
+
+    record = {"format": 1, "users": {}}
+    assert summary(record, "dummy", ["a" * 64]) == {"webui_commit": "", "venv_lock": "", "models": ""}
+    record = update(record, "dummy", {"commit": COMMIT, "venv": {"lock": "/x/Linux-x86_64-py3.10.txt",
+                                                                "lock_sha256": LOCK}}, component="webui")  # fmt: skip
+    # A model file replaced by another (same place, other bytes) no longer counts; a pending model (no pin,
+    # "") never does; a file of a model no longer enabled is not counted either.
+    record = update(record, "dummy", {"files": {"/s/a.safetensors": "a" * 64, "/s/b.safetensors": "b" * 64,
+                                                "/s/old.safetensors": "c" * 64}}, component="models")  # fmt: skip
+    assert summary(record, "dummy", ["a" * 64, "b" * 64]) == {"webui_commit": COMMIT, "venv_lock": LOCK,
+                                                               "models": "2/2"}  # fmt: skip
+    record = update(record, "dummy", {"files": {"/s/b.safetensors": "d" * 64}}, component="models")
+    assert summary(record, "dummy", ["a" * 64, "b" * 64, ""])["models"] == "1/3"
+    assert summary(record, "other", ["a" * 64])["models"] == ""
+
+
+def test_a_login_user_without_sudo_is_named_with_what_to_do():
+    from sdenv_messages import become_failure
+
+    # Ansible 2.19's words (the ssh connection plugin's), as a lab host without sudo gave them.
+    said = become_failure("Task failed: Missing sudo password", "lab3", "sdtlab")
+    assert said.startswith("lab3: the login user sdtlab cannot become root without a password (sudo asked")
+    assert "passwordless sudo on lab3" in said and "ARGS=--ask-become-pass" in said
+    refused = become_failure(
+        "sdtlab is not in the sudoers file.  This incident will be reported.", "mac1", "ann"
+    )
+    assert refused.startswith("mac1: the login user ann may not become root (sudo refused it)")
+    assert become_failure("Incorrect su password", "h", "u").startswith(
+        "h: the login user u may not become root (su"
+    )
+    assert become_failure("useradd: cannot open /etc/passwd", "lab2", "sdtlab") is None
+    assert become_failure(None, "lab2", "sdtlab") is None
+
+
+def test_the_row_and_the_printed_failure_say_the_toolkits_sentence_not_ansibles(tmp_path):
+    """The callback's wiring, with Ansible's words recorded (a fail task stands in for the become failure a
+    host without sudo gives: this machine runs the tests as root, where sudo never asks)."""
+    playbook = tmp_path / "play.yml"
+    playbook.write_text(
+        """
+- name: The login user of h2 has no sudo
+  hosts: all
+  gather_facts: false
+  tasks:
+    - name: Check the values this target uses
+      ansible.builtin.fail:
+        msg: "Task failed: Missing sudo password"
+      when: inventory_hostname == 'h2'
+"""
+    )
+    result = run_playbook(playbook, "h1,h2,", "-e", "ansible_user=sdtlab")
+    sentence = "h2: the login user sdtlab cannot become root without a password (sudo asked for one)"
+    lines = result.stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("HOST "))
+    assert sentence in lines[start + 2], result.stdout
+    assert lines[start + 2].split()[:3] == ["h2", "?", "failed"]
+    assert "  " + sentence in result.stdout.split("PLAY RECAP")[0]  # the failure as printed
+    assert "Missing sudo password" not in result.stdout

@@ -405,3 +405,41 @@ def test_the_callback_lets_go_of_a_lock_the_preflight_took_when_the_playbook_end
     assert callback._helpers == [(owner.pid, helper["helper_start"])]
     callback.v2_playbook_on_stats(None)
     assert owner.wait(timeout=30) == -signal.SIGTERM
+
+
+def test_the_fleet_caches_lock_names_the_cache_and_keeps_its_directory_private(tmp_path, owner):
+    """make provision's fleet cache on the controller (roles/offline_bundle/tasks/fleet_cache_fill.yml): a
+    second run sharing the cache waits, naming the first and the cache; the directory is made 0700."""
+    cache = tmp_path / "fleet"
+    subject = f"the fleet cache {cache}"
+    held = {**record(), "owner_pid": owner.pid, "owner_start": run_lock.start_token(owner.pid)}
+    state, _ = run_lock.acquire(str(cache), held["token"], held, timeout=0,
+                                prepare=lambda: run_lock.private_dir(str(cache)), subject=subject)  # fmt: skip
+    HELPERS.append(holder(cache)["helper_pid"])
+    assert state == "acquired" and (cache.stat().st_mode & 0o777) == 0o700
+    with pytest.raises(run_lock.RunLockError) as refused:
+        run_lock.acquire(str(cache), "ctl:5:1", record("provision", 5, "ctl:5:1"), timeout=0,
+                         prepare=lambda: run_lock.private_dir(str(cache)), subject=subject)  # fmt: skip
+    assert str(refused.value).startswith(
+        f"Another make provision, pid 4242 on ctl, started at 2026-12-07 03:40:00 UTC, is still changing {subject}"
+        f" after 0 s (lock {cache}/run.lock)"
+    )
+    said = []
+    state, _ = run_lock.acquire(
+        str(cache), "ctl:6:1", {**record("provision", 6, "ctl:6:1"), "owner_pid": 0}, timeout=3600,
+        on_wait=lambda message: (said.append(message), end(owner)), spawn=lambda fd, rec: None,
+        prepare=lambda: run_lock.private_dir(str(cache)), subject=subject,
+    )  # fmt: skip
+    assert state == "acquired" and said == [
+        f"another make provision, pid 4242 on ctl, started at 2026-12-07 03:40:00 UTC, is changing {subject}: "
+        "waiting (up to 3600 s)"
+    ]
+    assert run_lock.private_dir(str(cache)) is False  # there already: left as it is
+
+
+def test_provision_takes_the_fleet_caches_lock_before_it_reads_the_cache():
+    tasks = yaml.safe_load((ROOT / "roles" / "offline_bundle" / "tasks" / "fleet_cache_fill.yml").read_text())
+    block = next(task for task in tasks if "block" in task)["block"]
+    lock = block[0]["sdenv_run_lock"]
+    assert lock["state_dir"] == "{{ sdenv_fleet_cache_dir }}" and lock["private_dir"] is True
+    assert "bundle_cache_controller" in block[2]  # the check of the cached files comes after the lock

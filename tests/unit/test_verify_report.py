@@ -209,3 +209,38 @@ def test_a_host_where_nothing_fails_but_not_all_passes_is_not_called_in_place():
     )
     assert verify_report.verdict(rows) == "open" and verify_report.verdict(rows[:1]) == "good"
     assert '<p class="summary open" id="summary-0">' in verify_report.html_page(rows, [], "t", ".")
+
+
+def test_junit_has_one_testsuite_per_host_with_its_own_counts(tmp_path):
+    import xml.etree.ElementTree as ET
+
+    rows = [
+        {**ROWS[0], "seconds": 0.25},
+        {**ROWS[1], "seconds": 1.5},
+        ROWS[2],
+        {"check": "formula cmake", "host": "mba", "result": "PASS", "detail": "cmake 3.31.0", "seconds": 0.5},
+        {"check": "model glasses-2", "host": "mba", "result": "PENDING", "detail": "fetch it by hand"},
+        {"check": "webui commit", "host": "mba", "result": "ERROR", "detail": "ssh: Connection reset"},
+    ]
+    path = verify_report.write_junit(rows, str(tmp_path / "junit.xml"), "2026-12-07T15:00:00")
+    root = ET.parse(path).getroot()  # noqa: S314 - the file written just above
+    assert root.tag == "testsuites"
+    assert {k: root.get(k) for k in ("tests", "failures", "errors", "skipped")} == {
+        "tests": "6", "failures": "1", "errors": "1", "skipped": "2"}  # fmt: skip
+    suites = root.findall("testsuite")
+    assert [suite.get("name") for suite in suites] == ["studio-1", "mba"]  # the table's order
+    studio, mba = suites
+    assert {k: studio.get(k) for k in ("tests", "failures", "errors", "skipped", "time")} == {
+        "tests": "2", "failures": "1", "errors": "0", "skipped": "0", "time": "1.750"}  # fmt: skip
+    assert [case.get("name") for case in studio] == ["formula cmake", "model glasses-2"]
+    assert {case.get("classname") for case in studio} == {"sdenv.verify.studio-1"}
+    failure = studio[1].find("failure")
+    assert failure.get("type") == "FAIL" and failure.text == ROWS[1]["detail"]
+    assert studio[0].find("failure") is None and studio[0].find("system-out").text == "cmake 3.30.0"
+    assert {k: mba.get(k) for k in ("tests", "failures", "errors", "skipped")} == {
+        "tests": "4", "failures": "0", "errors": "1", "skipped": "2"}  # fmt: skip
+    by_name = {case.get("name"): case for case in mba}
+    assert by_name["pinned known-good snapshot"].find("skipped").get("message") == "NOT PROVISIONED: no store"
+    assert by_name["model glasses-2"].find("skipped").get("message") == "PENDING: fetch it by hand"
+    assert by_name["webui commit"].find("error").get("message") == "ssh: Connection reset"
+    assert not (tmp_path / "junit.xml.tmp").exists()

@@ -25,6 +25,7 @@ IMAGES_KEY = pytest.StashKey[list]()
 def pytest_addoption(parser):
     group = parser.getgroup("sdenv", "sdenv make verify")
     group.addoption("--sdenv-run", help="the run directory: vars/<host>.json in, report files out")
+    group.addoption("--sdenv-junit", help="write junit.xml here: one <testsuite> per host")
     group.addoption("--sdenv-deep", action="store_true", help="re-hash every model file (DEEP=1)")
     group.addoption("--sdenv-live", action="store_true", help="start the WebUI and generate (LIVE=1)")
     group.addoption("--sdenv-offline", action="store_true", help="LIVE with the network cut (OFFLINE=1)")
@@ -155,6 +156,7 @@ def pytest_runtest_makereport(item, call):
                 "result": result,
                 "detail": detail,
                 "depends_on": spec.depends_on(value),
+                "seconds": report.duration,
             }
         )
         for image in getattr(item, "sdenv_images", []):
@@ -170,7 +172,9 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     title = verify_report.page_title(started)
     page = verify_report.write_html(rows, config.stash[IMAGES_KEY], title, str(run_dir))
     verify_report.write_checks_json(rows, config.stash[IMAGES_KEY], str(run_dir))
-    junit = config.getoption("xmlpath", None)
+    junit = config.getoption("--sdenv-junit")
+    if junit:
+        verify_report.write_junit(rows, junit, time.strftime("%Y-%m-%dT%H:%M:%S"))
     terminalreporter.write_sep("=", "sdenv verify")
     terminalreporter.write_line(
         verify_report.terminal_text(rows, page, os.path.abspath(junit) if junit else None)

@@ -1,4 +1,4 @@
-"""The report of one `make verify` run: the text printed at the end, checks.json and the HTML page.
+"""The report of one `make verify` run: the text printed at the end, checks.json, the HTML page and junit.xml.
 
 A row is {"check", "id", "host", "result", "detail", "depends_on"}; result is PASS, FAIL, ERROR, "NOT
 PROVISIONED" (the lock or settings define no such thing yet, or the dummy account it belongs to is not
@@ -11,7 +11,9 @@ under its root cause, so one missing account or one failed clone reads as one pr
 
 The page reads like a dashboard, per host: the summary line, the root causes with what follows from them,
 the generated images beside their infotexts, then every row (folded). The terminal text leads the same way.
-checks.json (schema in README.md, "Verifying a host") is for tools.
+checks.json (schema in README.md, "Verifying a host") is for tools. junit.xml is for CI: one <testsuite> per
+host, so a fleet's report reads as one section per host there too (pytest's own --junitxml would put every
+host's checks into one suite, told apart only by a test id).
 """
 
 import html
@@ -19,6 +21,7 @@ import json
 import os
 import shutil
 import textwrap
+import xml.etree.ElementTree as ET
 
 from sdenv_i18n import _, ngettext
 
@@ -239,6 +242,61 @@ def write_checks_json(rows, images, report_dir):
     tmp = path + ".tmp"
     with open(tmp, "w", encoding="utf-8") as handle:
         json.dump(checks_document(rows, images, report_dir), handle, indent=1, ensure_ascii=False)
+    os.replace(tmp, path)
+    return path
+
+
+# --- junit.xml --------------------------------------------------------------------------------------------
+
+# A row's result as JUnit says it: a failure, an error, skipped (with the reason), or a pass.
+JUNIT_KIND = {"FAIL": "failure", "ABSENT": "failure", "ERROR": "error", "PENDING": "skipped",
+              "NOT PROVISIONED": "skipped", "SKIP": "skipped"}  # fmt: skip
+
+
+def junit_document(rows, timestamp=""):
+    """<testsuites> with one <testsuite> per host, in the table's order: each row one <testcase> named by its
+    check, classname sdenv.verify.<host>, a failing row's detail as the failure's message and text."""
+    suites = ET.Element("testsuites", name="sdenv make verify")
+    totals = dict.fromkeys(("tests", "failures", "errors", "skipped"), 0)
+    seconds_all = 0.0
+    for host in hosts_of(rows):
+        mine = [row for row in rows if row["host"] == host]
+        kinds = [JUNIT_KIND.get(row["result"]) for row in mine]
+        counts = {
+            "tests": len(mine),
+            "failures": kinds.count("failure"),
+            "errors": kinds.count("error"),
+            "skipped": kinds.count("skipped"),
+        }
+        seconds = sum(float(row.get("seconds") or 0.0) for row in mine)
+        suite = ET.SubElement(
+            suites, "testsuite", name=host, hostname=host, timestamp=timestamp, time=f"{seconds:.3f}",
+            **{key: str(value) for key, value in counts.items()},
+        )  # fmt: skip
+        for row, kind in zip(mine, kinds, strict=True):
+            case = ET.SubElement(suite, "testcase", classname=f"sdenv.verify.{host}", name=row["check"],
+                                 time=f"{float(row.get('seconds') or 0.0):.3f}")  # fmt: skip
+            detail = str(row["detail"])
+            if kind == "skipped":
+                ET.SubElement(case, "skipped", message=f"{row['result']}: {one_line(detail)}")
+            elif kind:
+                element = ET.SubElement(case, kind, message=one_line(detail), type=row["result"])
+                element.text = detail
+            elif detail:
+                ET.SubElement(case, "system-out").text = detail
+        totals = {key: totals[key] + counts[key] for key in totals}
+        seconds_all += seconds
+    for key, value in totals.items():
+        suites.set(key, str(value))
+    suites.set("time", f"{seconds_all:.3f}")
+    return suites
+
+
+def write_junit(rows, path, timestamp=""):
+    tree = ET.ElementTree(junit_document(rows, timestamp))
+    ET.indent(tree)
+    tmp = path + ".tmp"
+    tree.write(tmp, encoding="utf-8", xml_declaration=True)
     os.replace(tmp, path)
     return path
 

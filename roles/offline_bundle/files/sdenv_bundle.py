@@ -4,6 +4,7 @@
     sdenv_bundle.py lock-venv --lock LOCK.yml [--index-url URL] [--platform KEY ...]
     sdenv_bundle.py bundle --spec SPEC.json --out DIR [--index-url URL]
     sdenv_bundle.py check --lock LOCK.yml --bundle DIR
+    sdenv_bundle.py prune-cache --cache-dir DIR
 
 The logic lives in the roles' module_utils (unit-tested there); this file only wires it to a command line.
 Progress goes to stderr; one sentence and exit 1 on any failure.
@@ -19,6 +20,8 @@ for path in [ROOT / "plugins" / "module_utils", *sorted(ROOT.glob("roles/*/modul
     sys.path.insert(0, str(path))
 
 import bundle_build  # noqa: E402
+import bundle_cache  # noqa: E402
+import sdenv_run_lock  # noqa: E402
 import yaml  # noqa: E402
 
 
@@ -44,7 +47,11 @@ def main(argv):
     check = sub.add_parser("check")
     check.add_argument("--lock", required=True)
     check.add_argument("--bundle", required=True)
+    prune = sub.add_parser("prune-cache")
+    prune.add_argument("--cache-dir", required=True)
     args = parser.parse_args(argv)
+    if args.command == "prune-cache":
+        return prune_cache(args.cache_dir)
     try:
         if args.command == "lock-venv":
             lock_path = Path(args.lock)
@@ -63,6 +70,37 @@ def main(argv):
     except bundle_build.BUNDLE_ERRORS as exc:
         print(f"sdenv: {exc}", file=sys.stderr)
         return 1
+    return 0
+
+
+def prune_cache(cache_dir):
+    """make fleet-cache-prune: under the cache's lock (the one make provision holds while it uses the cache),
+    or a refusal naming the run that holds it."""
+    if not os.path.isdir(cache_dir):
+        print(f"sdenv: there is no fleet cache at {cache_dir}: nothing to prune (FLEET_CACHE_DIR= names "
+              "another one).")  # fmt: skip
+        return 0
+    fd, path = sdenv_run_lock.open_lock(cache_dir)
+    try:
+        if not sdenv_run_lock.try_flock(fd):
+            holder = sdenv_run_lock.describe(sdenv_run_lock.read_record(fd))
+            print(f"sdenv: {holder} is using the fleet cache {cache_dir}: run make fleet-cache-prune again "
+                  "after it ends.", file=sys.stderr)  # fmt: skip
+            return 1
+        try:
+            removed, freed = bundle_cache.prune_controller(cache_dir)
+        except (OSError, bundle_cache.BundleError) as exc:
+            print(f"sdenv: pruning the fleet cache {cache_dir} stopped: {exc}", file=sys.stderr)
+            return 1
+        finally:
+            sdenv_run_lock.clear(fd, path, cache_dir, created_dir=False)
+    finally:
+        os.close(fd)
+    for relative in removed:
+        print(f"removed {relative}")
+    files = f"{len(removed)} file" + ("" if len(removed) == 1 else "s")
+    print(f"sdenv: pruned the fleet cache {cache_dir}: {files} no lock names any more, {freed / 1e6:.1f} MB "
+          "freed.")  # fmt: skip
     return 0
 
 

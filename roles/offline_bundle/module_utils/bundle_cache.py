@@ -327,3 +327,46 @@ def unpack(directory, archive, listing):
     finally:
         os.unlink(archive)
     return placed
+
+
+def prune_controller(cache_dir):
+    """make fleet-cache-prune: remove from the controller's cache what no lock names any more.
+
+    In each platform's bundle (a directory of cache_dir with a SHA256SUMS), every file its SHA256SUMS does not
+    list: what an older lock, model list or platform pin left (the builder adds what a new lock needs and never
+    takes away). A bundle without SHA256SUMS (a fill that stopped half-way) is left whole: the next fill uses
+    what it has. Also what a run left in outgoing/ (the archives hosts take, removed once taken). The sources/
+    cache (git mirrors, archives), which later fills fetch into incrementally, is kept. No link is followed: a
+    link is removed as itself. The caller holds the cache's lock. Returns (removed relative paths, bytes)."""
+    removed, freed = [], 0
+
+    def drop(path):
+        nonlocal freed
+        st = os.lstat(path)
+        freed += st.st_size if stat.S_ISREG(st.st_mode) else 0
+        os.unlink(path)
+        removed.append(os.path.relpath(path, cache_dir))
+
+    for entry in sorted(os.scandir(cache_dir), key=lambda e: e.name):
+        if entry.name == "outgoing" and entry.is_dir(follow_symlinks=False):
+            for leftover in sorted(os.scandir(entry.path), key=lambda e: e.name):
+                if not leftover.is_dir(follow_symlinks=False):
+                    drop(leftover.path)
+            continue
+        if entry.name == "sources" or not entry.is_dir(follow_symlinks=False):
+            continue
+        if not os.path.isfile(os.path.join(entry.path, SUMS)):
+            continue
+        wanted = set(read_sums(entry.path)) | {SUMS, RECORD}
+        for dirpath, dirnames, filenames in os.walk(entry.path, topdown=False):
+            for name in filenames:
+                path = os.path.join(dirpath, name)
+                if os.path.relpath(path, entry.path) not in wanted:
+                    drop(path)
+            for name in dirnames:
+                path = os.path.join(dirpath, name)
+                if os.path.islink(path):  # os.walk does not descend into it; a link is never the cache's
+                    drop(path)
+                elif not os.listdir(path):
+                    os.rmdir(path)
+    return removed, freed
