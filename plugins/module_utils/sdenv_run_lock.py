@@ -280,7 +280,9 @@ def run_record(run, pid=None):
     }
 
 
-def take_for_run(run, timeout, prepare=None, take_over="", wait=True, spawn=None, pid=None, subject="this host"):
+def take_for_run(
+    run, timeout, prepare=None, take_over="", wait=True, spawn=None, pid=None, subject="this host"
+):
     """Take the lock for a module's run (run: {state_dir, target, token, controller, controller_pid, local}).
     Returns {lock, notes, holder, helper_pid, helper_start, local}: lock 'acquired' or 'ours', or, with wait
     False, 'busy' (holder: the record of the run that has it) instead of a wait and a refusal; the helper's
