@@ -223,7 +223,8 @@ LOCK = Fields(
                     key=PLATFORM,
                     what="pins by platform",
                 )
-            }
+            },
+            optional={"requires": ListOf(Text())},
         ),
         "uv": Fields(
             required={

@@ -89,7 +89,8 @@ def lock_inputs(sdenv_lock, platform, python, requirements_sha256):
 
 def comfyui_lock_inputs(sdenv_lock, platform, python, requirements_sha256):
     """The same for ComfyUI's venv (role comfyui): its commit, its requirements.txt, this platform's torch
-    trio (lock.yml sdenv_lock.comfyui_venv.torch) and pip (the WebUI's pin: one pip for both venvs)."""
+    trio (lock.yml sdenv_lock.comfyui_venv.torch), pip (the WebUI's pin: one pip for both venvs) and the
+    packages upstream's code imports without naming them (sdenv_lock.comfyui_venv.requires)."""
     torch = ((sdenv_lock.get("comfyui_venv") or {}).get("torch") or {}).get(platform)
     if not torch:
         raise LockError(
@@ -104,6 +105,7 @@ def comfyui_lock_inputs(sdenv_lock, platform, python, requirements_sha256):
         "requirements_sha256": requirements_sha256,
         "torch": {k: str(torch.get(k, "")) for k in ("torch", "torchvision", "torchaudio", "index_url")},
         "pip": str(sdenv_lock["webui_venv"]["pip"]),
+        "requires": [str(r) for r in sdenv_lock["comfyui_venv"].get("requires") or []],
     }
 
 
@@ -121,6 +123,8 @@ def comfyui_requirements_in(inputs, requirements_text):
         f"torchvision=={inputs['torch']['torchvision']}",
         f"torchaudio=={inputs['torch']['torchaudio']}",
         f"pip=={inputs['pip']}",
+        "# what upstream's code imports but its requirements.txt leaves out (lock.yml comfyui_venv.requires)",
+        *inputs.get("requires", []),
     ]
     return "\n".join(lines) + "\n"
 

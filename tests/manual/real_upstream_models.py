@@ -57,13 +57,23 @@ text_config = CLIPTextConfig(**json.loads(Path(clip_config).read_text())["text_c
 text = CLIPTextModel(text_config)
 
 state = {}
-for prefix, module in (
-    ("model.diffusion_model.", unet),
-    ("first_stage_model.", vae),
-    ("cond_stage_model.transformer.", text),
+
+
+def text_key(name):
+    """SD 1.5 checkpoints name the text encoder's tensors text_model.*, as transformers 4.x's CLIPTextModel
+    does. transformers 5.x dropped that level from the module names (encoder.layers.0...): both apps still
+    load such a checkpoint (each renames that older layout), but the LoRA below then matched no text-encoder
+    layer at all ("0 te"); found with transformers 5.25 in the ComfyUI real lane."""
+    return name if name.startswith("text_model.") else f"text_model.{name}"
+
+
+for prefix, module, rename in (
+    ("model.diffusion_model.", unet, str),
+    ("first_stage_model.", vae, str),
+    ("cond_stage_model.transformer.", text, text_key),
 ):
     for key, value in module.state_dict().items():
-        state[prefix + key] = value
+        state[prefix + rename(key)] = value
 key = "cond_stage_model.transformer.text_model.embeddings.position_ids"
 state.setdefault(key, torch.arange(text_config.max_position_embeddings).expand((1, -1)).clone())
 
@@ -119,7 +129,8 @@ for name, module in unet.named_modules():
     if isinstance(module, torch.nn.Linear) and ".transformer_blocks." in name:
         targets[compvis_to_kohya_unet(name)] = ("diffusion_model_" + name.replace(".", "_"), module)
 for name, module in text.named_modules():
-    if isinstance(module, torch.nn.Linear) and ".encoder.layers." in name:
+    if isinstance(module, torch.nn.Linear) and ".encoder.layers." in text_key(name):
+        name = text_key(name)
         targets["lora_te_" + name.replace(".", "_")] = ("transformer_" + name.replace(".", "_"), module)
 
 # Check every key with the WebUI's own name conversion (extensions-builtin/Lora/networks.py, v1.10.1).

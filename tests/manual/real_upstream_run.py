@@ -10,8 +10,10 @@ and `make run` meet the real launcher, server and extensions. Nothing it makes b
     python3 tests/manual/real_upstream_run.py inventory OUT URL USER MODELS_DIR   # OUT/inventory/hosts.yml
 
 NAME is the repository's name in the lock (stable-diffusion-webui, stable-diffusion-stability-ai,
-generative-models, k-diffusion, BLIP, stable-diffusion-webui-assets, CLIP, open_clip); BARE_GIT_DIR a bare
-mirror holding the lock's commit. Mirrors made from snapshots can lack objects (large images are left out):
+generative-models, k-diffusion, BLIP, stable-diffusion-webui-assets, CLIP, open_clip, ComfyUI); BARE_GIT_DIR a
+bare mirror holding the lock's commit. When ComfyUI is among them, the inventory also chooses
+`sdenv_apps: [webui, comfyui]` (the preflight wants webui in it) and a free port for ComfyUI, so the same
+provision and `make verify LIVE=1 OFFLINE=1` run the real ComfyUI beside the real WebUI. Mirrors made from snapshots can lack objects (large images are left out):
 - history incomplete, pinned tree complete: served shallow (depth 1) at the pin, over git's smart protocol
   (a full clone of a shallow repository is possible only that way);
 - pinned tree incomplete: served as a stand-in root commit with the same tree but a one-line placeholder for
@@ -55,7 +57,7 @@ def lock():
 def pins():
     """{name: commit} for every git object the lock pins."""
     data = lock()
-    found = {"stable-diffusion-webui": data["webui"]["commit"]}
+    found = {"stable-diffusion-webui": data["webui"]["commit"], "ComfyUI": data["comfyui"]["commit"]}
     found.update({r["dir"]: r["commit"] for r in data["repositories"]})
     for name in ("clip", "open_clip"):
         found["CLIP" if name == "clip" else name] = data["webui_venv"][name]["file"].rsplit("-", 1)[1][:-4]
@@ -189,6 +191,18 @@ def serve(out):
     server.serve_forever()
 
 
+def free_ports(count):
+    """count distinct loopback ports free now (all sockets held open until every one is bound)."""
+    socks = [socket.socket() for _ in range(count)]
+    try:
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
 def inventory(out, url, user, models_dir):
     import yaml
 
@@ -200,6 +214,10 @@ def inventory(out, url, user, models_dir):
         repo["commit"] = stand_ins.get(repo["dir"], repo["commit"])
     for name in ("clip", "open_clip"):
         data["webui_venv"][name]["url"] = f"{url}/archives/{data['webui_venv'][name]['file']}"
+    comfyui = (out / "srv/git/ComfyUI.git").is_dir()
+    if comfyui:
+        data["comfyui"]["repo"] = f"{url}/git/ComfyUI.git"
+        data["comfyui"]["commit"] = stand_ins.get("ComfyUI", data["comfyui"]["commit"])
     data["models"] = []
     for path in sorted(Path(models_dir).glob("*.safetensors"), key=lambda p: -p.stat().st_size):
         kind = "checkpoint" if not data["models"] and path.stat().st_size > 1 << 30 else "lora"
@@ -208,14 +226,14 @@ def inventory(out, url, user, models_dir):
             "size": path.stat().st_size, "source": "generated locally (random weights)",
             "trigger_words": [] if kind == "checkpoint" else ["glasses"], "token_env": None,
         })  # fmt: skip
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port, comfyui_port = free_ports(2)
     host = {"ansible_connection": "local", "ansible_python_interpreter": "{{ ansible_playbook_python }}",
             "sdenv_user_name": user, "sdenv_state_dir": str(out / "state"),
             "sdenv_snapshot_store": str(out / "snapshots"), "sdenv_webui_port": port,
             "sdenv_models_enabled": [m["name"] for m in data["models"]],
             "sdenv_models_bundle_dirs": [str(Path(models_dir).resolve())], "sdenv_lock": data}  # fmt: skip
+    if comfyui:
+        host.update({"sdenv_apps": ["webui", "comfyui"], "sdenv_comfyui_port": comfyui_port})
     (out / "inventory").mkdir(exist_ok=True)
     link = out / "inventory/group_vars"
     if not link.exists():

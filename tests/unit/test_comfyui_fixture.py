@@ -2,7 +2,7 @@
 depends on it, driven through the verify suite's own client (tests/verify/comfyui_client.py) and with the
 yaml the role writes (roles/comfyui/module_utils/comfyui_model_paths.py).
 
-The fixture runs with this Python; torch, torchsde and the front-end package are stand-in modules on its path
+The fixture runs with this Python; torch, torchsde, requests and the front-end package are stand-in modules on its path
 (in a provision they are the fixture wheels the locked venv installs)."""
 
 import json
@@ -36,7 +36,7 @@ def comfy(tmp_path):
     tree = tmp_path / "ComfyUI"
     shutil.copytree(TREE, tree)
     site = tmp_path / "site"
-    for package in ("torch", "torchsde", "comfyui_frontend_package"):
+    for package in ("torch", "torchsde", "comfyui_frontend_package", "requests"):
         (site / package).mkdir(parents=True)
         (site / package / "__init__.py").write_text("")
     store = tmp_path / "sd-models"
@@ -85,6 +85,16 @@ def test_a_flag_upstream_does_not_have_stops_it_like_argparse(comfy):
     proc = start("--listen", "127.0.0.1", "--disable-browser")
     out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 2 and "unrecognized arguments: --disable-browser" in out
+
+
+def test_a_venv_without_requests_stops_it_at_start_like_the_real_v0_3_64(comfy):
+    """Upstream's requirements.txt does not name requests, yet server.py needs it (the real lane's finding):
+    the toolkit's lock adds it, and the fixture fails as the real app does when it is missing."""
+    tree, _, start = comfy
+    shutil.rmtree(tree.parent / "site" / "requests")
+    proc = start("--listen", "127.0.0.1", "--port", str(free_port()), "--disable-auto-launch", "--cpu")
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 1 and "No module named 'requests'" in out
 
 
 def test_two_vram_modes_at_once_are_refused_like_upstream(comfy):

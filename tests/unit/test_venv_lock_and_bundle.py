@@ -297,6 +297,30 @@ def test_every_committed_comfyui_lock_was_resolved_from_todays_lock_yml(platform
         assert all(p["hashes"] and all(len(h) == 64 for h in p["hashes"]) for p in packages.values())
 
 
+# Modules upstream's own code at the pin imports at start (main.py -> server.py -> ...) that its requirements.txt
+# does not name: the real v0.3.64 exits with ModuleNotFoundError when the venv lacks them (the real lane).
+COMFYUI_UNLISTED_IMPORTS = {"requests": "app/frontend_management.py, imported by server.py"}
+
+
+@pytest.mark.parametrize("platform", sorted(vl.PYTHONS))
+def test_every_comfyui_lock_holds_what_upstream_imports_without_naming_it(platform):
+    for python in vl.PYTHONS[platform]:
+        packages = vl.parse_packages((LOCK_DIR / "comfyui" / vl.lock_file_name(platform, python)).read_text())
+        for module, where in COMFYUI_UNLISTED_IMPORTS.items():
+            assert module in packages, f"{platform} py{python}: no {module} ({where})"
+
+
+def test_lock_yml_requires_are_in_the_comfyui_input_and_its_digest():
+    inputs = vl.comfyui_lock_inputs(lock(), "Linux-x86_64", "3.11", "r" * 64)
+    assert set(COMFYUI_UNLISTED_IMPORTS) <= set(inputs["requires"])
+    assert "requests" in vl.comfyui_requirements_in(inputs, "torch\n").splitlines()
+    fewer = lock()
+    fewer["comfyui_venv"]["requires"] = []
+    assert vl.inputs_digest(
+        vl.comfyui_lock_inputs(fewer, "Linux-x86_64", "3.11", "r" * 64)
+    ) != vl.inputs_digest(inputs)
+
+
 def test_a_changed_comfyui_pin_makes_its_lock_stale_and_the_webuis_inputs_never_match_it():
     name = vl.lock_file_name("Linux-x86_64", "3.11")
     text = (LOCK_DIR / "comfyui" / name).read_text()

@@ -327,3 +327,35 @@ def test_wait_ready_reports_a_dead_process():
     client = webui_client.WebUIClient(f"http://127.0.0.1:{webui_client.free_loopback_port()}")
     with pytest.raises(webui_client.LiveError, match="exited before its API answered"):
         client.wait_ready(deadline=float("inf"), alive=lambda: False)
+
+
+def test_the_network_cut_row_names_the_app_whose_server_it_looked_at(monkeypatch, tmp_path):
+    """ComfyUI's live run said "interfaces seen by the WebUI" (the real lane's report): its row names ComfyUI."""
+    import comfyui_client
+
+    facts = {"interfaces": ["lo"], "netns": "net:[2]", "host_netns": "net:[1]"}
+    monkeypatch.setattr(webui_client, "netns_facts", lambda pid, host: dict(facts))
+    monkeypatch.setattr(webui_client, "bring_loopback_up", lambda: None)
+
+    class Proc:
+        pid = 1
+
+        def poll(self):
+            return None
+
+    monkeypatch.setattr(webui_client, "start_as_user", lambda *a, **k: Proc())
+    monkeypatch.setattr(webui_client, "stop_server", lambda proc, grace: (True, "stopped"))
+    monkeypatch.setattr(comfyui_client, "wait_ready", lambda *a, **k: None)
+
+    def no_api(*_):
+        raise comfyui_client.ComfyError("no API in this test")
+
+    monkeypatch.setattr(comfyui_client.ComfyClient, "checkpoints", no_api)
+    spec = {"offline": "netns", "out_dir": str(tmp_path), "python": "python3", "comfyui_dir": str(tmp_path),
+            "checkpoint": "x.safetensors", "prompt": "p", "image": {"width": 8, "height": 8, "steps": 1, "seed": 1}}  # fmt: skip
+    rows = {row["name"]: row for row in comfyui_client.run_live(spec)["checks"]}
+    assert rows["network cut"]["ok"]
+    assert rows["network cut"]["detail"].startswith("interfaces seen by ComfyUI: lo; own network namespace")
+    checks = webui_client.Checks()
+    webui_client.check_cut({"offline": "netns"}, Proc(), checks, {})
+    assert checks.items[0]["detail"].startswith("interfaces seen by the WebUI: lo")

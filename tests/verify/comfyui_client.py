@@ -190,7 +190,7 @@ def run_live(spec):
     try:
         wait_ready(client, time.monotonic() + spec.get("ready_timeout", 600), lambda: proc.poll() is None)
         checks.add("server starts", True, f"127.0.0.1:{port} after {time.monotonic() - started:.0f} s")
-        wc.check_cut(spec, proc, checks, offline)
+        wc.check_cut(spec, proc, checks, offline, app="ComfyUI")
         listed = client.checkpoints()
         ckpt, lora = spec["checkpoint"], spec.get("lora")
         checks.add(f"lists checkpoint {ckpt}", ckpt in listed, f"CheckpointLoaderSimple offers {listed}")

@@ -589,18 +589,18 @@ def run_live(spec):
     return {"checks": checks.items, "images": images, "log_tail": log_tail(log_path), "offline": offline}
 
 
-def check_cut(spec, proc, checks, offline):
-    """The "network cut" row under OFFLINE=1, seen from the running server (also ComfyUI's)."""
+def check_cut(spec, proc, checks, offline, app="the WebUI"):
+    """The "network cut" row under OFFLINE=1, seen from the running server (also ComfyUI's: app names it)."""
     if spec.get("offline") == "netns":
         offline.update(netns_facts(proc.pid, spec.get("host_netns")))
         ok = offline["interfaces"] == ["lo"] and offline["netns"] not in (offline["host_netns"], "unreadable")
         if spec.get("probe"):
             ok = ok and offline["probe_inside"] in ("unreachable", "denied")
-        checks.add("network cut", ok, describe_cut(offline))
+        checks.add("network cut", ok, describe_cut(offline, app))
     elif spec.get("offline") == "sandbox":
         offline["probe_inside"] = sandboxed_probe(spec) if spec.get("probe") else None
         ok = spec.get("probe") is None or offline["probe_inside"] == "denied"
-        checks.add("network cut", ok, describe_cut({**offline, "sandbox": True}))
+        checks.add("network cut", ok, describe_cut({**offline, "sandbox": True}, app))
 
 
 def live_checks(client, checks, spec, images, out_dir):
@@ -679,10 +679,10 @@ def sandboxed_probe(spec):
     return completed.stdout.strip() or f"error: {completed.stderr.strip()[-200:]}"
 
 
-def describe_cut(offline):
+def describe_cut(offline, app="the WebUI"):
     parts = []
     if "interfaces" in offline:
-        parts.append(f"interfaces seen by the WebUI: {', '.join(offline['interfaces'])}")
+        parts.append(f"interfaces seen by {app}: {', '.join(offline['interfaces'])}")
         parts.append(
             "own network namespace" if offline["netns"] != offline["host_netns"] else "HOST namespace"
         )
