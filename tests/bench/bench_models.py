@@ -19,6 +19,9 @@ with the toolkit (who goes first alternates too), and the median of the rounds i
   of the same file; and the disk the models take across the store and the WebUI tree before and after, each
   file counted once per inode (models_disk). Target: the move adds <= 1% of the model's size on disk (one
   copy whatever the number of apps reading the store) and takes less time than the download.
+- the second app (tests/bench/second_app.py): the disk ComfyUI adds for the models beside the WebUI (target
+  <= 1% of the models' size) and a no-change make provision with both apps against the WebUI alone (target
+  <= 1.2x), on two throwaway accounts provisioned against the fixture host.
 SDENV_BENCH_DIR picks where the files go (default: a new directory under /var/tmp); removed at the end.
 """
 
@@ -36,6 +39,9 @@ import tempfile
 import textwrap
 import time
 from pathlib import Path
+
+from tests.bench.second_app import bench_second_app
+from tests.bench.second_app import rows as second_app_rows
 
 ROOT = Path(__file__).resolve().parents[2]
 ROLE = ROOT / "roles" / "models"
@@ -354,6 +360,7 @@ def main() -> int:
         rr = bench_rerun(work, present, url, sha, cache)
         own = fast_path_work(present, sha, cache)
         mv = bench_store_move(work, present, sha)
+        second = bench_second_app(base, present, sha)
 
         gib = SIZE / (1 << 30)
         rows = []
@@ -440,6 +447,7 @@ def main() -> int:
                 added <= SIZE // 100 and mv["seconds"] < dl["ours"],
             )
         )
+        rows += second_app_rows(second)
         print()
         for what, mine, peer, ratio, target, ok in rows:
             print(

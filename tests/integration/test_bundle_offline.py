@@ -1,6 +1,8 @@
 """make bundle from the test fixtures, then a fresh copy of the project provisions a machine from it with no
 network: inside a network namespace that has only `lo`, under strace, `make provision BUNDLE=...` (the
-controller environment included), `make verify`, and a second provision with changed=0.
+controller environment included), `make verify`, and a second provision with changed=0. Both apps: the inventory
+chooses sdenv_apps [webui, comfyui], so the bundle carries ComfyUI's mirror, locks and wheels too, and the offline
+provision clones and builds both.
 
 The fixtures stand in for upstream (bare git repositories over HTTP, a PEP 503 package index over loopback
 with the fixture's wheels, a real pip wheel, the controller's real uv and the controller's real requirements as
@@ -20,6 +22,7 @@ from pathlib import Path
 import clip_tokenizer_files
 import pytest
 import yaml
+from comfyui_fixtures import add_comfyui_upstream, git_head
 from model_fixtures import random_safetensors, sha256_hex
 from sdenv_testlib import ROOT, MakeResult, remove_user, run_make, user_exists
 from system_package_status import package_status
@@ -105,6 +108,7 @@ def world(tmp_path_factory):
     root = Path(f"/tmp/sdt-bundle-{os.getpid()}-{secrets.token_hex(4)}")
     try:
         upstream = build_webui_upstream(root, SHIPPED, clip_tokenizer_files.derived_files)
+        add_comfyui_upstream(upstream)  # before the index, which then serves ComfyUI's wheels too
         wheels = controller_wheels(ROOT / "requirements.txt", tmp_path / "controller-wheels")
         index = VenvIndex(upstream, extra_sources=[wheels])
         models_src = root / "models-src"
@@ -140,6 +144,8 @@ def world(tmp_path_factory):
                 "sdenv_models_enabled": ["sdtckpt", "sdtglasses", "sdtpending"],
                 "sdenv_models_bundle_dirs": [str(models_src)],
                 "sdenv_webui_port": 7860 + secrets.randbelow(1000),
+                "sdenv_apps": ["webui", "comfyui"],
+                "sdenv_comfyui_port": 8900 + secrets.randbelow(1000),
             }
             (inventory / "hosts.yml").write_text(yaml.safe_dump({"all": {"hosts": {"localhost": host}}}))
             bundle = root / "bundle"
@@ -147,7 +153,7 @@ def world(tmp_path_factory):
                              INDEX_URL=index.url(server.url))  # fmt: skip
             assert built.returncode == 0, built
             yield {"root": root, "server": server, "inventory": inventory / "hosts.yml", "models_src": models_src,
-                   "user": throwaway_user, "tmp": tmp_path, "bundle": bundle}  # fmt: skip
+                   "user": throwaway_user, "tmp": tmp_path, "bundle": bundle, "upstream": upstream}  # fmt: skip
     finally:
         remove_user(throwaway_user)
         subprocess.run(["rm", "-rf", str(root)], check=False)
@@ -158,6 +164,9 @@ def test_bundle_provisions_a_machine_with_no_network(world):
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert manifest["platform"] == PLATFORM
     assert {m["name"] for m in manifest["models"]} == {"sdtckpt", "sdtglasses"}
+    comfyui_pin = world["upstream"].comfyui.shas[0]
+    assert manifest["apps"] == ["webui", "comfyui"] and manifest["comfyui"]["commit"] == comfyui_pin
+    assert {row["package"] for row in manifest["comfyui"]["wheels"].values()} >= {"torchsde", "pyyaml"}
     assert (bundle / "SHA256SUMS").is_file() and (bundle / "controller" / "requirements.txt").is_file()
     checked = run_make("bundle-check", world["inventory"], BUNDLE=bundle)
     assert checked.returncode == 0 and "verifies" in checked.output, checked
@@ -183,6 +192,10 @@ def test_bundle_provisions_a_machine_with_no_network(world):
     origin = subprocess.run(["git", "-c", "safe.directory=*", "-C", str(webui), "remote", "get-url", "origin"],
                             capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
     assert origin.startswith(world["server"].url), "origin must name the lock's URL, not the bundle"
+    comfyui = home / "ComfyUI"
+    assert git_head(comfyui) == comfyui_pin
+    assert (comfyui / "venv" / ".sdenv-venv.json").is_file()
+    assert "sd-models" in (comfyui / "extra_model_paths.yaml").read_text()
 
     verified = offline_make(
         clone, world["tmp"] / "trace-2", "verify", INVENTORY=world["inventory"], BUNDLE=bundle
@@ -191,6 +204,11 @@ def test_bundle_provisions_a_machine_with_no_network(world):
     assert (
         "venv holds exactly the locked set" in verified.output and "venv passes pip check" in verified.output
     )
+    assert all(
+        row in verified.output
+        for row in ("ComfyUI venv holds exactly its locked set", "ComfyUI venv passes pip check",
+                    "ComfyUI extra_model_paths.yaml points at the model store")
+    ), verified  # fmt: skip
 
     again = offline_make(
         clone, world["tmp"] / "trace-3", "provision", INVENTORY=world["inventory"], BUNDLE=bundle
@@ -212,11 +230,19 @@ def test_bundle_preflight_names_what_it_cannot_carry(world):
     manifest = json.loads((bundle / "manifest.json").read_text())
     before = subprocess.run(["getent", "passwd", world["user"]], capture_output=True, check=False).stdout
 
+    # One refused run names both things the bundle lacks: an enabled model, and ComfyUI, as a bundle made
+    # without comfyui in sdenv_apps (its manifest as make bundle writes it then) while the inventory chooses it.
     manifest["models"] = [m for m in manifest["models"] if m["name"] != "sdtglasses"]
+    manifest["apps"] = ["webui"]
+    del manifest["comfyui"]
     (bundle / "manifest.json").write_text(json.dumps(manifest))
     refused = run_make("provision", world["inventory"], BUNDLE=bundle)
     assert refused.returncode != 0
     assert "does not carry the enabled model(s) sdtglasses" in refused.output, refused
+    assert (
+        f"The bundle {bundle} does not carry ComfyUI (it was made without comfyui in sdenv_apps): make the bundle "
+        "again with comfyui in sdenv_apps, or take comfyui out of sdenv_apps." in refused.output
+    ), refused
     assert "changed=0" in refused.output and "TASK [dummy_user" not in refused.output, (
         "it went past the preflight"
     )

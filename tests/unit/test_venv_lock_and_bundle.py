@@ -10,6 +10,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+import bundle_build as bb
 import bundle_layout as bl
 import git_tree_id as gti
 import package_index as pi
@@ -259,6 +260,68 @@ def test_the_preflight_names_each_thing_the_bundle_cannot_serve(open_dir):
         "has no readable manifest.json"
         in bl.preflight_problems(str(open_dir), "Linux-x86_64", [], [], [], "Linux")[0]
     )
+
+
+def test_a_bundle_made_without_comfyui_is_refused_when_comfyui_is_chosen(open_dir):
+    bundle = small_bundle(open_dir / "open" / "b")
+    os.chmod(open_dir / "open", 0o755)  # noqa: S103
+    pin = lock()["comfyui"]["commit"]
+    refused = bl.preflight_problems(str(bundle), "Linux-x86_64", ["3.11"], [], [], "Linux", {}, pin)
+    assert refused == [
+        f"The bundle {bundle} does not carry ComfyUI (it was made without comfyui in sdenv_apps): make the bundle "
+        "again with comfyui in sdenv_apps, or take comfyui out of sdenv_apps."
+    ]
+    manifest = json.loads((bundle / bl.MANIFEST).read_text())
+    bl.write_json(
+        str(bundle / bl.MANIFEST), {**manifest, "apps": ["webui", "comfyui"], "comfyui": {"commit": "f" * 40}}
+    )
+    other = bl.preflight_problems(str(bundle), "Linux-x86_64", ["3.11"], [], [], "Linux", {}, pin)
+    assert other == [
+        f"The bundle {bundle} carries ComfyUI at ffffffffff, lock.yml pins {pin[:10]}: make the bundle again from "
+        "this checkout."
+    ]
+    bl.write_json(
+        str(bundle / bl.MANIFEST), {**manifest, "apps": ["webui", "comfyui"], "comfyui": {"commit": pin}}
+    )
+    assert bl.preflight_problems(str(bundle), "Linux-x86_64", ["3.11"], [], [], "Linux", {}, pin) == []
+    # The WebUI alone never asks for ComfyUI; a stale ComfyUI lock is named by its place in locks/.
+    assert bl.preflight_problems(str(bundle), "Linux-x86_64", ["3.11"], [], [], "Linux") == []
+    stale = bl.preflight_problems(
+        str(bundle), "Linux-x86_64", ["3.11"], [], [], "Linux", {"comfyui/x.txt": "0" * 64}, pin
+    )
+    assert stale and "than this checkout's (comfyui/x.txt)" in stale[0]
+
+
+def test_a_bundle_carries_comfyui_only_when_sdenv_apps_names_it():
+    pins = lock()
+    assert bb.bundle_apps({"lock": pins, "apps": ["webui"]}) == ["webui"]
+    assert bb.bundle_apps({"lock": pins}) == ["webui"]
+    # The Mac apps are casks, never in a bundle; ComfyUI is.
+    assert bb.bundle_apps({"lock": pins, "apps": ["comfyui", "diffusionbee", "webui"]}) == [
+        "webui",
+        "comfyui",
+    ]
+    assert [p["dir"] for p in bb.git_pins(pins)] == ["stable-diffusion-webui"] + [
+        r["dir"] for r in pins["repositories"]
+    ]
+    comfy = bb.git_pins(pins, ["webui", "comfyui"])[-1]
+    assert comfy == {"dir": "ComfyUI", "repo": pins["comfyui"]["repo"], "commit": pins["comfyui"]["commit"]}
+    without = {k: v for k, v in pins.items() if k != "comfyui"}
+    with pytest.raises(bl.BundleError, match=r"lock\.yml pins no ComfyUI \(sdenv_lock\.comfyui\)"):
+        bb.bundle_apps({"lock": without, "apps": ["webui", "comfyui"]})
+
+
+def test_bundle_check_names_a_comfyui_lock_or_wheel_the_bundle_lacks(tmp_path):
+    text = "pyyaml==6.0 \\\n    --hash=sha256:" + "a" * 64 + "\n"
+    locks = {"3.11": ("Linux-x86_64-py3.11.txt", text, vl.parse_packages(text))}
+    (tmp_path / "locks" / "comfyui").mkdir(parents=True)
+    with pytest.raises(bl.BundleError, match=r"bundle's comfyui/Linux-x86_64-py3\.11\.txt differs"):
+        bb.check_wheels(str(tmp_path), locks, {}, "comfyui/")
+    (tmp_path / "locks" / "comfyui" / "Linux-x86_64-py3.11.txt").write_text(text)
+    with pytest.raises(bl.BundleError, match=r"no locked file of pyyaml==6\.0 for Python 3\.11"):
+        bb.check_wheels(str(tmp_path), locks, {}, "comfyui/")
+    row = {"package": "pyyaml", "sha256": "a" * 64, "pythons": ["3.11"]}
+    bb.check_wheels(str(tmp_path), locks, {"PyYAML-6.0-py3-none-any.whl": row}, "comfyui/")
 
 
 def test_manifests_of_another_format_are_refused(tmp_path):

@@ -18,8 +18,10 @@ options:
   packages: {description: Debian packages provision installs (Linux)., type: list, elements: str, default: []}
   homebrew_prefix: {description: Homebrew's prefix (macOS)., type: str, default: ""}
   formulae: {description: The formulae provision installs (macOS)., type: list, elements: str, default: []}
-  locks: {description: "{file name: sha256} of the controller's venv locks for this platform.", type: dict,
-    default: {}}
+  locks: {description: "{file name: sha256} of the controller's venv locks for this platform (ComfyUI's as
+    comfyui/<name>).", type: dict, default: {}}
+  comfyui_commit: {description: "The ComfyUI commit lock.yml pins when comfyui is in sdenv_apps; empty otherwise.",
+    type: str, default: ""}
 """
 
 EXAMPLES = r"""
@@ -67,6 +69,7 @@ def main():
             "homebrew_prefix": {"type": "str", "default": ""},
             "formulae": {"type": "list", "elements": "str", "default": []},
             "locks": {"type": "dict", "default": {}},
+            "comfyui_commit": {"type": "str", "default": ""},
         },
         supports_check_mode=True,
     )
@@ -90,7 +93,7 @@ def main():
     if not versions and system != "Darwin":
         missing.append(f"a Python the WebUI can use ({', '.join(p['pythons'])})")
     problems = preflight_problems(
-        p["bundle"], p["platform"], versions, p["models"], missing, system, p["locks"]
+        p["bundle"], p["platform"], versions, p["models"], missing, system, p["locks"], p["comfyui_commit"]
     )
     if problems:
         module.fail_json(msg=" ".join(problems), problems=problems)

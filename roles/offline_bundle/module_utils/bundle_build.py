@@ -5,15 +5,21 @@ Bundle layout (one platform key per bundle; format and invariants also in roles/
     manifest.json          what the bundle holds, for which platform, from which pins
     SHA256SUMS             sha256 of every other file, `sha256sum -c` format; written last
     git/<name>.git         the WebUI and each sub-repository: a bare repository whose branch sdenv-pinned is the
-                           pinned commit, with its history (only the commit when the source lacks history)
+                           pinned commit, with its history (only the commit when the source lacks history);
+                           git/ComfyUI.git too when comfyui is in sdenv_apps
     archives/<file>        the CLIP and open_clip archives, checked by git tree id
-    locks/<name>.txt       the venv locks of this platform (one per Python), as make lock-venv wrote them
+    locks/<name>.txt       the venv locks of this platform (one per Python), as make lock-venv wrote them;
+                           ComfyUI's in locks/comfyui/ when it is carried
     wheelhouse/*.whl       one file per locked package and Python: the best wheel for the target, or a wheel
                            built from a pure-Python sdist (recorded under "built" in the manifest)
     tools/<uv wheel>       the uv installer for the target
     tokenizer/<file>       the CLIP tokenizer files (vocab.json, merges.txt derived from the CLIP archive)
     models/<file>          every enabled model, verified by the models role while the bundle was made
     controller/            the controller's requirements as wheels (Python 3.11-3.13) + a hashed requirements.txt
+
+The manifest's "apps" names the apps the bundle serves (["webui"], or ["webui", "comfyui"]); ComfyUI's pin, locks
+and wheel rows sit under its "comfyui" key, apart from the WebUI's "wheels" (the two venvs may lock one package at
+two versions; one wheelhouse holds both files, each fetched once).
 
 A bundle is written in place and made valid by its last step (SHA256SUMS): a bundle without it is
 incomplete, and running make bundle again into the same directory reuses every file that still verifies.
@@ -182,8 +188,9 @@ def comfyui_requirements(sdenv_lock, cache):
     return file_at(repo, comfyui["commit"], "requirements.txt")
 
 
-def read_locks(sdenv_lock, lock_dir, platform):
-    """{python: (file name, text, packages)} for every Python of platform, each checked against the lock."""
+def read_locks(sdenv_lock, lock_dir, platform, inputs_of=None):
+    """{python: (file name, text, packages)} for every Python of platform, each checked against the lock
+    (inputs_of: comfyui_lock_inputs for ComfyUI's locks)."""
     locks = {}
     for python in PYTHONS[platform]:
         name = lock_file_name(platform, python)
@@ -192,7 +199,7 @@ def read_locks(sdenv_lock, lock_dir, platform):
             raise LockError(f"There is no venv lock {name} in {lock_dir}: run make lock-venv.")
         with open(path, encoding="utf-8") as handle:
             text = handle.read()
-        check_lock_text(text, sdenv_lock, platform, python, name)
+        check_lock_text(text, sdenv_lock, platform, python, name, inputs_of=inputs_of)
         locks[python] = (name, text, parse_packages(text))
     return locks
 
@@ -287,10 +294,18 @@ def build_pure_wheel(uv, sdist, wheelhouse, index_url):
         return dest
 
 
-def add_git(out, sdenv_lock, cache):
+def git_pins(sdenv_lock, apps=("webui",)):
+    """The repositories a bundle for apps carries: the WebUI, its sub-repositories, and ComfyUI when chosen."""
+    pins = [{"dir": WEBUI_GIT_NAME, **sdenv_lock["webui"]}, *sdenv_lock["repositories"]]
+    if "comfyui" in apps:
+        pins.append({"dir": COMFYUI_GIT_NAME, "repo": sdenv_lock["comfyui"]["repo"],
+                     "commit": sdenv_lock["comfyui"]["commit"]})  # fmt: skip
+    return pins
+
+
+def add_git(out, sdenv_lock, cache, apps=("webui",)):
     rows = []
-    entries = [{"dir": WEBUI_GIT_NAME, **sdenv_lock["webui"]}, *sdenv_lock["repositories"]]
-    for entry in entries:
+    for entry in git_pins(sdenv_lock, apps):
         name = entry["dir"]
         dest = os.path.join(out, "git", f"{name}.git")
         os.makedirs(os.path.dirname(dest), exist_ok=True)
@@ -393,11 +408,30 @@ def version_of(filename):
     return parts[1] if len(parts) > 1 else ""
 
 
+def bundle_apps(spec):
+    """The apps a bundle serves, from the spec's sdenv_apps (the WebUI always; ComfyUI when chosen). The Mac
+    apps are Homebrew casks, which no bundle carries (the preflight refuses them with BUNDLE=)."""
+    apps = ["webui"] + (["comfyui"] if "comfyui" in spec.get("apps", []) else [])
+    if "comfyui" in apps and "comfyui" not in spec["lock"]:
+        raise BundleError(
+            "comfyui is in sdenv_apps but lock.yml pins no ComfyUI (sdenv_lock.comfyui): add its pin, or take "
+            "comfyui out of sdenv_apps."
+        )
+    return apps
+
+
+def comfyui_locks(sdenv_lock, venv_lock_dir, platform):
+    return read_locks(
+        sdenv_lock, os.path.join(venv_lock_dir, COMFYUI_LOCK_DIR), platform, comfyui_lock_inputs
+    )
+
+
 def build_bundle(spec_path, out, cache, index_url="", archive=False):
     with open(spec_path, encoding="utf-8") as handle:
         spec = json.load(handle)
     sdenv_lock, platform = spec["lock"], spec["platform"]
     platforms_of(sdenv_lock, [platform])
+    apps = bundle_apps(spec)
     os.makedirs(out, exist_ok=True)
     if os.path.exists(os.path.join(out, SUMS)):
         os.unlink(os.path.join(out, SUMS))  # the bundle is incomplete until its sums are written again
@@ -405,20 +439,40 @@ def build_bundle(spec_path, out, cache, index_url="", archive=False):
     locks = read_locks(sdenv_lock, spec["venv_lock_dir"], platform)
     for name, text, _ in locks.values():
         write_text_atomic(os.path.join(out, "locks", name), text)
+    app_locks = comfyui_locks(sdenv_lock, spec["venv_lock_dir"], platform) if "comfyui" in apps else {}
+    stale_app_locks = os.path.join(out, "locks", COMFYUI_LOCK_DIR)
+    if not app_locks and os.path.isdir(stale_app_locks):
+        shutil.rmtree(stale_app_locks)  # a bundle made again without comfyui must not look like one with it
+    for name, text, _ in app_locks.values():
+        write_text_atomic(os.path.join(out, "locks", COMFYUI_LOCK_DIR, name), text)
     index = IndexListing(index_url)
     manifest = {
         "format": 1,
         "platform": platform,
+        "apps": apps,
         "created": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "locks": {python: f"locks/{name}" for python, (name, _, _) in locks.items()},
         # The git sources first: a missing commit or a partial mirror stops before gigabytes are fetched.
-        "git": add_git(out, sdenv_lock, cache),
+        "git": add_git(out, sdenv_lock, cache, apps),
         "archives": add_archives(out, sdenv_lock, cache),
         "uv": add_uv(out, sdenv_lock, platform, index),
     }
     manifest["tokenizer"] = add_tokenizer(out, sdenv_lock, spec["shipped_tokenizer_dir"])
     say(f"wheelhouse for {platform} ({', '.join(sorted(locks))}) ...")
     manifest["wheels"], manifest["built"] = add_wheelhouse(out, locks, platform, index, uv, index_url)
+    if app_locks:
+        say(f"ComfyUI's wheels for {platform} ({', '.join(sorted(app_locks))}) ...")
+        wheels, built = add_wheelhouse(out, app_locks, platform, index, uv, index_url)
+        # One "built" list for both venvs: each venv adds the built wheels' hashes to its own lock's entries.
+        known = {row["wheel"] for row in manifest["built"]}
+        manifest["built"] += [row for row in built if row["wheel"] not in known]
+        manifest["comfyui"] = {
+            "commit": sdenv_lock["comfyui"]["commit"],
+            "locks": {
+                python: f"locks/{COMFYUI_LOCK_DIR}/{name}" for python, (name, _, _) in app_locks.items()
+            },
+            "wheels": wheels,
+        }
     manifest["models"] = [
         {"name": m["name"], "file": f"models/{m['file']}", "sha256": m["sha256"], "kind": m["kind"]}
         for m in spec.get("models", [])
@@ -448,28 +502,43 @@ def build_bundle(spec_path, out, cache, index_url="", archive=False):
 # --- make bundle-check ------------------------------------------------------------------------------------
 
 
-def check_bundle(sdenv_lock, lock_dir, bundle):
-    """Raise BundleError with one sentence unless the bundle verifies against its sums and today's lock."""
-    count = verify_sums(bundle)
-    manifest = read_manifest(bundle)
-    platform = manifest["platform"]
-    locks = read_locks(sdenv_lock, lock_dir, platform)
+def check_wheels(bundle, locks, wheel_rows, prefix):
+    """The bundle's copy of each lock (locks/<prefix><name>) equals the repository's, and its wheel rows offer a
+    locked file of every package for every Python."""
     for python, (name, text, packages) in locks.items():
-        with open(os.path.join(bundle, "locks", name), encoding="utf-8") as handle:
-            if handle.read() != text:
-                raise BundleError(
-                    f"The bundle's {name} differs from the repository's: make the bundle again."
-                )
+        try:
+            with open(os.path.join(bundle, "locks", prefix + name), encoding="utf-8") as handle:
+                same = handle.read() == text
+        except FileNotFoundError:
+            same = False
+        if not same:
+            raise BundleError(
+                f"The bundle's {prefix}{name} differs from the repository's: make the bundle again."
+            )
         offered = {}
-        for row in manifest["wheels"].values():
+        for row in wheel_rows.values():
             if python in row["pythons"]:
                 offered[row["package"]] = row["sha256"]
         for key, package in packages.items():
             if offered.get(key) not in package["hashes"]:
                 raise BundleError(f"The bundle has no locked file of {package['name']}=={package['version']} for "
                                   f"Python {python}: make the bundle again.")  # fmt: skip
+
+
+def check_bundle(sdenv_lock, lock_dir, bundle):
+    """Raise BundleError with one sentence unless the bundle verifies against its sums and today's lock."""
+    count = verify_sums(bundle)
+    manifest = read_manifest(bundle)
+    platform = manifest["platform"]
+    apps = manifest.get("apps", ["webui"])
+    check_wheels(bundle, read_locks(sdenv_lock, lock_dir, platform), manifest["wheels"], "")
+    if "comfyui" in apps:
+        if "comfyui" not in sdenv_lock:
+            raise BundleError("The bundle carries ComfyUI but lock.yml pins none: make the bundle again.")
+        check_wheels(bundle, comfyui_locks(sdenv_lock, lock_dir, platform), manifest["comfyui"]["wheels"],
+                     COMFYUI_LOCK_DIR + "/")  # fmt: skip
     entries = {e["dir"]: e for e in manifest["git"]}
-    for pin in [{"dir": WEBUI_GIT_NAME, **sdenv_lock["webui"]}, *sdenv_lock["repositories"]]:
+    for pin in git_pins(sdenv_lock, apps):
         entry = entries.get(pin["dir"])
         if (
             not entry

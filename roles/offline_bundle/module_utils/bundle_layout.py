@@ -126,14 +126,17 @@ def unreadable_ancestor(path):
     return None
 
 
-def preflight_problems(bundle, platform, pythons, models, missing_system, system, locks=None):
+def preflight_problems(
+    bundle, platform, pythons, models, missing_system, system, locks=None, comfyui_commit=""
+):
     """Sentences naming what stops a provision from this bundle on this host, before anything changes.
 
     platform: the host's `<system>-<machine>`; pythons: the Pythons the host may use (major.minor);
     models: the enabled model entries of the lock; missing_system: what the host lacks that no bundle can
     carry (Debian packages not installed, on macOS Homebrew, formulae or python@3.10 not there yet);
     system: Darwin or Linux, for the advice; locks: {file name: sha256} of the controller's venv locks for
-    the platform, which the bundle's locks/ must equal.
+    the platform, which the bundle's locks/ must equal (ComfyUI's as comfyui/<name>); comfyui_commit: the
+    ComfyUI commit lock.yml pins when comfyui is in sdenv_apps, else empty.
     """
     problems = []
     try:
@@ -167,6 +170,20 @@ def preflight_problems(bundle, platform, pythons, models, missing_system, system
             f"The bundle was made from other venv locks than this checkout's ({', '.join(stale)}): make the bundle "
             "again from this checkout."
         )
+    if comfyui_commit:
+        carried_comfyui = (
+            manifest.get("comfyui", {}).get("commit") if "comfyui" in manifest.get("apps", []) else None
+        )
+        if not carried_comfyui:
+            problems.append(
+                f"The bundle {bundle} does not carry ComfyUI (it was made without comfyui in sdenv_apps): make the "
+                "bundle again with comfyui in sdenv_apps, or take comfyui out of sdenv_apps."
+            )
+        elif carried_comfyui != comfyui_commit:
+            problems.append(
+                f"The bundle {bundle} carries ComfyUI at {carried_comfyui[:10]}, lock.yml pins {comfyui_commit[:10]}: "
+                "make the bundle again from this checkout."
+            )
     carried = {m["name"] for m in manifest.get("models", [])}
     missing_models = [m["name"] for m in models if m["name"] not in carried]
     if missing_models:
