@@ -28,12 +28,18 @@ loop item one) and how many stay on the controller (debug, set_fact, include_*, 
 The fixture tree is small: absolute figures are small, the ratios are the point. The bench removes the
 account (make remove-dummy), stops the fixture host and deletes its root, pass or fail.
 SDENV_BENCH_DIR picks where the fixture root goes (default: a new directory under /var/tmp).
+SDENV_BENCH_INVENTORY=<hosts.yml> measures an account an existing one-host inventory already provisioned (a
+real WebUI tree, e.g. the manual lane's tests/manual/real_upstream_run.py) instead of building a fixture: the
+same runs and floors; the account and its tree are left in place (the one-file rollback puts the file back
+as the base snapshot holds it; that snapshot, labelled bench-base, stays in the account's store), and the
+floors' scratch store goes under SDENV_BENCH_DIR, removed at the end.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import pwd
 import re
 import secrets
 import shutil
@@ -44,6 +50,8 @@ import tempfile
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
+
+import yaml
 
 from tests.bench.bench_snapshot import Figures, store_env
 
@@ -279,6 +287,51 @@ class Fixture:
         return removed
 
 
+def inventory_account(text: str) -> tuple[str, str | None]:
+    """(account, WebUI directory or None for the default) of a one-host inventory's YAML, for
+    SDENV_BENCH_INVENTORY; ValueError with one sentence when it names other than one host or no literal
+    sdenv_user_name."""
+    hosts: dict = {}
+
+    def walk(group):
+        if isinstance(group, dict):
+            hosts.update({name: values or {} for name, values in (group.get("hosts") or {}).items()})
+            for child in (group.get("children") or {}).values():
+                walk(child)
+
+    data = yaml.safe_load(text) or {}
+    for group in data.values() if isinstance(data, dict) else ():
+        walk(group)
+    if len(hosts) != 1:
+        raise ValueError(
+            f"SDENV_BENCH_INVENTORY names {len(hosts)} hosts, expected one; point it at a one-host inventory."
+        )
+    values = next(iter(hosts.values()))
+    user, webui = values.get("sdenv_user_name"), values.get("sdenv_webui_dir")
+    if not isinstance(user, str) or not user or "{{" in user:
+        raise ValueError(
+            "SDENV_BENCH_INVENTORY's host has no literal sdenv_user_name; set the account the inventory provisions."
+        )
+    return user, webui if isinstance(webui, str) and "{{" not in webui else None
+
+
+class Existing(Fixture):
+    """An account an existing inventory already provisioned (SDENV_BENCH_INVENTORY): no fixture host is started
+    and stop() leaves the account and its tree in place."""
+
+    def __init__(self, inventory: Path, base: Path):
+        self.inventory = str(inventory.resolve())
+        self.user, webui = inventory_account(inventory.read_text(encoding="utf-8"))
+        self.root = base
+        self.proc = None
+        self.provisioned = False
+        self.home = Path(pwd.getpwnam(self.user).pw_dir)
+        self.webui = Path(webui) if webui else self.home / "stable-diffusion-webui"
+
+    def stop(self) -> bool:
+        return True
+
+
 def timed(argv: list[str], env: dict | None = None, cwd: Path | None = None) -> float:
     subprocess.run(["sync"], check=True)
     started = time.monotonic()
@@ -306,19 +359,26 @@ def main() -> int:
     print(
         f"load average at the start: {load_start[0]:.2f} {load_start[1]:.2f} {load_start[2]:.2f}", flush=True
     )
+    existing = os.environ.get("SDENV_BENCH_INVENTORY")
     try:
-        fixture = Fixture(base)
+        fixture = Existing(Path(existing), base) if existing else Fixture(base)
     except BaseException:
         shutil.rmtree(base, ignore_errors=True)
         raise
-    print(f"fixture host at {fixture.root}, throwaway account {fixture.user}", flush=True)
+    if existing:
+        print(f"existing inventory {fixture.inventory}, account {fixture.user} (left in place)", flush=True)
+    else:
+        print(f"fixture host at {fixture.root}, throwaway account {fixture.user}", flush=True)
     try:
         return run(fixture, base, load_start)
     finally:
         removed = fixture.stop()
         shutil.rmtree(base, ignore_errors=True)
-        done = f"removed {fixture.user} (make remove-dummy)" if removed else f"{fixture.user} NOT removed"
-        print(f"{done}, stopped the fixture host, deleted {base}", flush=True)
+        if existing:
+            print(f"left {fixture.user} in place, deleted {base}", flush=True)
+        else:
+            done = f"removed {fixture.user} (make remove-dummy)" if removed else f"{fixture.user} NOT removed"
+            print(f"{done}, stopped the fixture host, deleted {base}", flush=True)
 
 
 def run(fixture: Fixture, base: Path, load_start: tuple) -> int:

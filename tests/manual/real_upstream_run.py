@@ -23,6 +23,9 @@ CLIP and open_clip are served as GitHub-style archives (`git archive --prefix=<n
 Models: tests/manual/real_upstream_models.py makes an SD 1.5-shaped checkpoint and a kohya-style LoRA with random
 weights. `inventory` pins whatever *.safetensors MODELS_DIR holds (sha256, size); the first checkpoint-sized
 file (> 1 GB) is the checkpoint, the rest are LoRAs. Run make as root with INVENTORY=OUT/inventory/hosts.yml.
+To time the everyday targets on this real tree, real_upstream_standin_models.py makes models of the same sizes
+without torch (not loadable by the WebUI), and `SDENV_BENCH_INVENTORY=OUT/inventory/hosts.yml make bench
+BENCH=everyday` measures the provisioned account (left in place; remove it with make remove-dummy).
 """
 
 import http.server

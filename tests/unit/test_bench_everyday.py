@@ -119,3 +119,45 @@ def test_table_prints_wall_floor_ratio_and_the_slowest_tasks():
     assert lines[3].split() == ["3.43", "s", "dummy_user", ":", "Install", "sudo", "(roles/x.yml:3)"]
     # No floor measured: no ratio, not a division by zero; no recap: an empty changed column.
     assert lines[4].split() == ["rollback", "of", "one", "file", "9.00", "0.00", "-", "4.00", "9/6/0"]
+
+
+def test_inventory_account_reads_the_one_hosts_account_and_webui_dir():
+    text = textwrap.dedent(
+        """\
+        all:
+          hosts:
+            localhost:
+              ansible_connection: local
+              sdenv_user_name: sdtabc123
+        """
+    )
+    assert bench.inventory_account(text) == ("sdtabc123", None)
+    nested = textwrap.dedent(
+        """\
+        all:
+          children:
+            lab:
+              hosts:
+                box: {sdenv_user_name: sdtdef, sdenv_webui_dir: /srv/sdtdef/webui}
+        """
+    )
+    assert bench.inventory_account(nested) == ("sdtdef", "/srv/sdtdef/webui")
+    templated = "all:\n  hosts:\n    h: {sdenv_user_name: sdt1, sdenv_webui_dir: '{{ sdenv_user_home }}/w'}\n"
+    assert bench.inventory_account(templated) == ("sdt1", None)
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("all:\n  hosts:\n    a: {sdenv_user_name: x}\n    b: {sdenv_user_name: y}\n", "names 2 hosts"),
+        ("all:\n  hosts: {}\n", "names 0 hosts"),
+        ("all:\n  hosts:\n    a: {ansible_connection: local}\n", "no literal sdenv_user_name"),
+        (
+            'all:\n  hosts:\n    a: {sdenv_user_name: \'{{ lookup("env", "U") }}\'}\n',
+            "no literal sdenv_user_name",
+        ),
+    ],
+)
+def test_inventory_account_refuses_other_than_one_host_or_no_literal_account(text, says):
+    with pytest.raises(ValueError, match=says):
+        bench.inventory_account(text)
