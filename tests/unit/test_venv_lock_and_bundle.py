@@ -398,3 +398,32 @@ def test_a_changed_comfyui_pin_makes_its_lock_stale_and_the_webuis_inputs_never_
     )
     assert {"torch", "pyyaml", "torch==2.8.0", "torchaudio==2.8.0"} <= set(source.splitlines())
     assert "# c" not in source.splitlines()
+
+
+def test_a_webui_upgrade_keeps_comfyuis_locks_whose_inputs_have_not_moved(tmp_path, monkeypatch):
+    """make upgrade WEBUI= re-locks the WebUI's venv; ComfyUI's pin has not moved, so its locks are copied from
+    the current venv-lock (no clone of ComfyUI, no uv run for it), and a stale one is still resolved."""
+    resolved, fetched = [], []
+    monkeypatch.setattr(bb, "uv_command", lambda: "uv")
+    monkeypatch.setattr(bb, "uv_version", lambda uv: "0.0")
+    monkeypatch.setattr(bb, "webui_requirements", lambda lock_, cache: b"torch\n")
+    monkeypatch.setattr(bb, "archive_cache", lambda cache, spec: spec["file"])
+    monkeypatch.setattr(bb, "archive_member", lambda path, member: "")
+    monkeypatch.setattr(bb, "comfyui_requirements", lambda lock_, cache: fetched.append(1) or b"torch\n")
+    monkeypatch.setattr(bb, "resolve", lambda uv, version, inputs, source, path, index: resolved.append(path))
+    current = LOCK_DIR  # the committed locks, resolved from today's lock.yml (the test above checks that)
+    out = tmp_path / "new"
+    bb.lock_venv(lock(), str(out), str(tmp_path), platforms=["Linux-x86_64"], reuse_dir=str(current))
+    names = [vl.lock_file_name("Linux-x86_64", python) for python in vl.PYTHONS["Linux-x86_64"]]
+    assert sorted(Path(p).name for p in resolved) == sorted(names)  # the WebUI's only
+    assert fetched == []
+    for name in names:
+        assert (out / "comfyui" / name).read_bytes() == (current / "comfyui" / name).read_bytes()
+
+    moved = lock()
+    moved["comfyui"] = {**moved["comfyui"], "commit": "f" * 40}
+    resolved.clear()
+    bb.lock_venv(
+        moved, str(tmp_path / "again"), str(tmp_path), platforms=["Linux-x86_64"], reuse_dir=str(current)
+    )
+    assert fetched == [1] and sum("/comfyui/" in p for p in resolved) == len(names)

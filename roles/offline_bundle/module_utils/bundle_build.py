@@ -123,9 +123,11 @@ def platforms_of(sdenv_lock, wanted):
 # --- make lock-venv ---------------------------------------------------------------------------------------
 
 
-def lock_venv(sdenv_lock, lock_dir, cache, index_url="", platforms=()):
+def lock_venv(sdenv_lock, lock_dir, cache, index_url="", platforms=(), reuse_dir=None):
     """Resolve every platform + Python into lock_dir/<platform>-py<X.Y>.txt with uv; with a ComfyUI pin in the
-    lock, its venv too, into lock_dir/comfyui/<platform>-py<X.Y>.txt (role comfyui)."""
+    lock, its venv too, into lock_dir/comfyui/<platform>-py<X.Y>.txt (role comfyui). reuse_dir: a venv-lock
+    directory whose ComfyUI locks are copied where their header still matches today's inputs (make upgrade
+    WEBUI=: ComfyUI's pin has not moved, so neither its repository nor PyPI is needed for it)."""
     uv = uv_command()
     version = uv_version(uv)
     raw = webui_requirements(sdenv_lock, cache)
@@ -134,7 +136,7 @@ def lock_venv(sdenv_lock, lock_dir, cache, index_url="", platforms=()):
         name: archive_member(archive_cache(cache, sdenv_lock["webui_venv"][name]), "requirements.txt")
         for name in ("clip", "open_clip")
     }
-    comfyui_raw = comfyui_requirements(sdenv_lock, cache) if "comfyui" in sdenv_lock else None
+    comfyui_raw = None
     for platform in platforms_of(sdenv_lock, platforms):
         for python in PYTHONS[platform]:
             inputs = lock_inputs(sdenv_lock, platform, python, hashlib.sha256(raw).hexdigest())
@@ -147,13 +149,36 @@ def lock_venv(sdenv_lock, lock_dir, cache, index_url="", platforms=()):
                 os.path.join(lock_dir, lock_file_name(platform, python)),
                 index_url,
             )
-            if comfyui_raw is not None:
-                inputs = comfyui_lock_inputs(
-                    sdenv_lock, platform, python, hashlib.sha256(comfyui_raw).hexdigest()
-                )
-                source = comfyui_requirements_in(inputs, comfyui_raw.decode("utf-8"))
-                path = os.path.join(lock_dir, COMFYUI_LOCK_DIR, lock_file_name(platform, python))
-                resolve(uv, version, inputs, source, path, index_url)
+            if "comfyui" not in sdenv_lock:
+                continue
+            path = os.path.join(lock_dir, COMFYUI_LOCK_DIR, lock_file_name(platform, python))
+            if reuse_comfyui_lock(sdenv_lock, platform, python, reuse_dir, path):
+                continue
+            if comfyui_raw is None:
+                comfyui_raw = comfyui_requirements(sdenv_lock, cache)
+            inputs = comfyui_lock_inputs(
+                sdenv_lock, platform, python, hashlib.sha256(comfyui_raw).hexdigest()
+            )
+            source = comfyui_requirements_in(inputs, comfyui_raw.decode("utf-8"))
+            resolve(uv, version, inputs, source, path, index_url)
+
+
+def reuse_comfyui_lock(sdenv_lock, platform, python, reuse_dir, path):
+    """Copy reuse_dir's ComfyUI lock for platform + python to path when its header matches today's inputs
+    (its commit, torch, pip and requires; the requirements' digest as recorded, since the commit is the same);
+    False when there is none or it is stale, and the lock must be resolved."""
+    if not reuse_dir:
+        return False
+    name = lock_file_name(platform, python)
+    try:
+        with open(os.path.join(reuse_dir, COMFYUI_LOCK_DIR, name), encoding="utf-8") as handle:
+            text = handle.read()
+        check_lock_text(text, sdenv_lock, platform, python, name, inputs_of=comfyui_lock_inputs)
+    except (OSError, LockError):
+        return False
+    write_text_atomic(path, text)
+    say(f"kept {COMFYUI_LOCK_DIR}/{name}: ComfyUI's inputs have not changed")
+    return True
 
 
 def resolve(uv, version, inputs, source, path, index_url):

@@ -248,6 +248,7 @@ def make_plan(args, place):
                 args.cache,
                 args.index_url,
                 platforms,
+                reuse_dir=str(place.venv_lock),
             )
             relocked = venv_lock_changes(place.venv_lock, place.new_venv_lock)
         except bundle_build.BUNDLE_ERRORS as exc:
