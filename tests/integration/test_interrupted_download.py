@@ -335,15 +335,22 @@ def test_over_ssh_kill_9_of_the_controller_stops_the_download_on_the_host(
             ),
         }
     )
-    run = Run(
-        setup["inventory"],
-        tmp_path,
-        "ssh",
-        marker=marker,
-        lingering=[SSH_MASTER],  # OpenSSH keeps an idle connection 60 s after any run, by design
-        env={"ANSIBLE_SSH_CONTROL_PATH_DIR": str(tmp_path / "cp")},
-    )
-    interrupt_then_resume(setup, server, run, "kill -9 of make's process group")
+    # The control socket's directory is short: ansible.cfg's ControlPath is ssh's 40-character %C, to which ssh
+    # adds a 17-character suffix while it binds, and a Unix socket's path holds at most 107 bytes (pytest's
+    # tmp_path here is already 66).
+    control_dir = tempfile.mkdtemp(prefix="sdtcp-", dir="/tmp")
+    try:
+        run = Run(
+            setup["inventory"],
+            tmp_path,
+            "ssh",
+            marker=marker,
+            lingering=[SSH_MASTER],  # OpenSSH keeps an idle connection 60 s after any run, by design
+            env={"ANSIBLE_SSH_CONTROL_PATH_DIR": control_dir},
+        )
+        interrupt_then_resume(setup, server, run, "kill -9 of make's process group")
+    finally:
+        shutil.rmtree(control_dir, ignore_errors=True)
 
 
 def test_two_runs_on_one_model_download_it_once(setup, server, tmp_path):
