@@ -40,7 +40,10 @@ class ActionModule(ActionBase):
                 return {**result, **found}
             if found.get("lock") == "busy":
                 args["take_over"], message = before_waiting(
-                    found.get("holder") or {}, controller, args.get("timeout", 0)
+                    found.get("holder") or {},
+                    controller,
+                    args.get("timeout", 0),
+                    args.get("subject", "this host"),
                 )
                 if message:
                     display.display(f"{task_vars.get('inventory_hostname', '')}: {message}")

@@ -245,13 +245,13 @@ def run_has_ended(holder, controller):
     return False
 
 
-def before_waiting(holder, controller, timeout):
+def before_waiting(holder, controller, timeout, subject="this host"):
     """(take_over, message) for a run that found the lock busy: the holder's token when it is a run of this
     controller that has ended (its helper is stopped and the lock taken, no wait), else the sentence to print
-    before the wait."""
+    before the wait (subject: what the lock guards, as waiting_message says it)."""
     if run_has_ended(holder, controller):
         return holder["token"], None
-    return "", waiting_message(holder, timeout)
+    return "", waiting_message(holder, timeout, subject)
 
 
 OWNER_NOT_FOUND = (

@@ -443,3 +443,30 @@ def test_provision_takes_the_fleet_caches_lock_before_it_reads_the_cache():
     lock = block[0]["sdenv_run_lock"]
     assert lock["state_dir"] == "{{ sdenv_fleet_cache_dir }}" and lock["private_dir"] is True
     assert "bundle_cache_controller" in block[2]  # the check of the cached files comes after the lock
+
+
+def test_the_waiting_line_names_what_the_lock_guards(monkeypatch):
+    """The sdenv_run_lock action prints the wait in the words of the lock's subject (the fleet cache's lock
+    says it is the fleet cache that another run is changing, not this host)."""
+    from unittest import mock
+
+    spec = importlib.util.spec_from_file_location(
+        "sdenv_run_lock_action", ROOT / "plugins" / "action" / "sdenv_run_lock.py"
+    )
+    action_module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(action_module)
+    holder_record = record("provision", 4242, "ctl:4242:123")
+    monkeypatch.setattr(action_module, "before_waiting", run_lock.before_waiting)
+    monkeypatch.setattr(run_lock, "process_start", lambda pid: "123")  # the holder's run still runs
+    said = []
+    monkeypatch.setattr(action_module.display, "display", said.append)
+    task = mock.MagicMock(
+        async_val=0, args={"state_dir": "/c", "subject": "the fleet cache /c", "timeout": 5}
+    )
+    action = action_module.ActionModule(task, mock.MagicMock(transport="local"), mock.MagicMock(check_mode=False),
+                                        None, None, None)  # fmt: skip
+    calls = iter([{"lock": "busy", "holder": holder_record}, {"lock": "acquired"}])
+    monkeypatch.setattr(action, "_execute_module", lambda *a, **k: next(calls))
+    monkeypatch.setattr(action_module.ActionBase, "run", lambda self, tmp=None, task_vars=None: {})
+    action.run(task_vars={"inventory_hostname": "ctl"})
+    assert said and said[0].endswith("is changing the fleet cache /c: waiting (up to 5 s)"), said

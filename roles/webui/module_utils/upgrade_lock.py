@@ -51,8 +51,7 @@ def held(directory, what):
         write_record(fd, {"what": what, "pid": os.getpid(), "started": started})
         yield
     finally:
+        # Removed while still held: a run that opened the old inode meanwhile sees it is not current.
         with contextlib.suppress(OSError):
-            os.unlink(
-                path
-            )  # while still holding it: a run that opens the old inode now sees it is not current
+            os.unlink(path)
         os.close(fd)
