@@ -88,7 +88,8 @@ unit: controller ## Unit tests only (no root needed)
 	$(VENV)/bin/python -m pytest tests/unit
 
 integration: controller ## Integration tests (root: real users, packages, git, HTTP on this machine)
-	$(VENV)/bin/python -m pytest tests/integration
+	@# The slowest tests are named at the end, so a CI log shows where its time budget goes.
+	$(VENV)/bin/python -m pytest --durations=25 --durations-min=10 tests/integration
 
 lint: controller ## ansible-lint (production profile), yamllint, ruff, role READMEs == argument specs, jactionlint
 	$(VENV)/bin/yamllint --strict .
