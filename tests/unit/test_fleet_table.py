@@ -115,6 +115,40 @@ def test_the_summary_names_comfyuis_commit_only_where_sdenv_apps_chooses_it():
     assert summary(record, "dummy", [])["webui_commit"] == COMMIT
 
 
+def test_the_stamp_task_carries_comfyuis_commit_to_the_table_where_it_is_chosen(tmp_path):
+    """provision_fastpath's stamp (provision.yml's last host task) over two hosts whose records both name a
+    ComfyUI tree: the table shows its commit on the host that chooses it, "-" on the one that does not."""
+    import json
+
+    for host in ("h1", "h2"):
+        record = {"format": 1, "users": {"dummy": {"components": {
+            "webui": {"commit": COMMIT, "venv": {"lock_sha256": LOCK}},
+            "comfyui": {"path": "/home/dummy/ComfyUI", "commit": COMFYUI}}}}}  # fmt: skip
+        (tmp_path / f"{host}.json").write_text(json.dumps(record))
+    playbook = tmp_path / "play.yml"
+    playbook.write_text(
+        f"""
+- name: The last host task of make provision
+  hosts: all
+  gather_facts: false
+  tasks:
+    - name: Record each role that ran in full, for the next run's fast path
+      provision_fastpath:
+        path: "{tmp_path}/{{{{ inventory_hostname }}}}.json"
+        user: dummy
+        plan: {{}}
+        state: stamp
+        comfyui: "{{{{ inventory_hostname == 'h1' }}}}"
+"""
+    )
+    result = run_playbook(playbook, "h1,h2,")
+    lines = result.stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("HOST "))
+    column = lines[start].index("COMFYUI")
+    cells = {line.split()[0]: line[column:].split()[:2] for line in lines[start + 1 : start + 3]}
+    assert cells == {"h1": [COMFYUI[:10], LOCK[:12]], "h2": ["-", LOCK[:12]]}, result.stdout
+
+
 def test_a_host_that_did_not_fail_when_the_run_was_cut_short_was_stopped(monkeypatch):
     monkeypatch.setenv("LANGUAGE", "en")
     run = FleetRun()
