@@ -21,8 +21,9 @@ upgrade: controller ## WEBUI=<tag|commit>: plan from its own pins, re-lock, then
 		$(if $(call is_yes,$(CHECK)),--check) $(if $(call is_yes,$(CONFIRM)),--confirm) \
 		$(if $(call is_yes,$(LIVE)),--live)
 
-# make rollback runs this first; the upgrade's own rollbacks (SDENV_UPGRADE_INSIDE) skip it.
+# make rollback runs this first; the upgrade's own rollbacks (SDENV_UPGRADE_INSIDE) skip it. --args=, one
+# word: ARGS=--diff or ARGS='-e ...' would otherwise be read as an option of its own, and make rollback failed.
 rollback: upgrade-recover
 upgrade-recover: controller
 	@test -n "$$SDENV_UPGRADE_INSIDE" || \
-		$(SDENV_UPGRADE_CLI) recover --inventory "$$SDENV_VAR_INVENTORY" $(if $(ARGS),--args "$$SDENV_VAR_ARGS")
+		$(SDENV_UPGRADE_CLI) recover --inventory "$$SDENV_VAR_INVENTORY" $(if $(ARGS),--args="$$SDENV_VAR_ARGS")

@@ -175,21 +175,25 @@ def update(
     return new
 
 
-def summary(record, user, model_sha256s):
-    """What the fleet table shows for a host after a run (sdenv_fleet_table): {webui_commit, venv_lock,
-    models}, read from the record the roles wrote (a role the fast path skipped left its entry as the run that
-    stamped it wrote it). models is "verified/enabled": of the enabled models' sha256 (an empty one is a model
-    still pending), how many the record lists as installed and checked; "" when no models run recorded any.
+def summary(record, user, model_sha256s, comfyui=False):
+    """What the fleet table shows for a host after a run (sdenv_fleet_table): {webui_commit, comfyui_commit,
+    venv_lock, models}, read from the record the roles wrote (a role the fast path skipped left its entry as the
+    run that stamped it wrote it). models is "verified/enabled": of the enabled models' sha256 (an empty one is
+    a model still pending), how many the record lists as installed and checked; "" when no models run recorded
+    any. comfyui: sdenv_apps chooses ComfyUI on this host; when it does not, its commit is "" even if the
+    record still has an entry from when it did (the tree is no longer the toolkit's concern there).
     An empty string is what the record does not know (a record from before these fields, or a run of other
     tags)."""
     entry = (record.get("users") or {}).get(user) or {}
     components = entry.get("components") or {}
     webui = components.get("webui") or {}
+    comfyui_entry = (components.get("comfyui") or {}) if comfyui else {}
     models = components.get("models")
     verified = set(((models or {}).get("files") or {}).values())
     wanted = list(model_sha256s or [])
     return {
         "webui_commit": str(webui.get("commit") or ""),
+        "comfyui_commit": str(comfyui_entry.get("commit") or ""),
         "venv_lock": str((webui.get("venv") or {}).get("lock_sha256") or ""),
         "models": "" if models is None else f"{sum(1 for s in wanted if s and s in verified)}/{len(wanted)}",
     }

@@ -2,8 +2,8 @@
 
 For one account they may delete only:
 - the account's home (`/home/NAME` on Linux, `/Users/NAME` on macOS) and anything inside it;
-- the WebUI tree and the model store the provision record names for it, only where the preflight would
-  accept each as a directory the dummy owns (sdenv_system_paths: in the account's home, or outside every
+- the WebUI tree, ComfyUI's tree and the model store the provision record names for it, only where the
+  preflight would accept each as a directory the dummy owns (sdenv_system_paths: in the account's home, or outside every
   system tree, root's home and every other account's home), judged as named and as the file system resolves
   it;
 - the Homebrew prefix the record says the toolkit installed: the whole `/opt/homebrew` (Apple Silicon, where
@@ -103,7 +103,8 @@ class RemovalAllowlist:
     user: the account name; home: its home (the live account's, else the record's), or None;
     home_roots: where homes live on this platform (HOME_ROOTS); state_dir: the toolkit's state directory;
     webui_dir: the WebUI tree the record names; homebrew_prefix: the prefix the record says the toolkit
-    installed (None when it did not install one); action: "reset-dummy" or "remove-dummy" (for the words);
+    installed (None when it did not install one); comfyui_dir: ComfyUI's tree the record names (role
+    comfyui), judged as the WebUI tree is; action: "reset-dummy" or "remove-dummy" (for the words);
     accounts: [{name, uid, home}] of the host and first_regular_uid, for the preflight's rule on where a
     WebUI directory may be (sdenv_system_paths).
     """
@@ -120,6 +121,7 @@ class RemovalAllowlist:
         accounts=(),
         first_regular_uid=1000,
         model_store=None,
+        comfyui_dir=None,
     ):
         self.user, self.action, self.home_roots = user, action, tuple(home_roots)
         self.accounts, self.first_regular_uid = list(accounts), first_regular_uid
@@ -132,6 +134,8 @@ class RemovalAllowlist:
             self.trees.append((self.home, "its home"))
         if webui_dir:
             self._dummy_tree(webui_dir, "WebUI tree")
+        if comfyui_dir:
+            self._dummy_tree(comfyui_dir, "ComfyUI tree")
         if model_store:
             self._dummy_tree(model_store, "model store")
         if homebrew_prefix:
@@ -325,6 +329,7 @@ def allowlist_for(
         accounts=host_accounts() if accounts is None else accounts,
         first_regular_uid=first_regular_uid,
         model_store=(components.get("models") or {}).get("store"),
+        comfyui_dir=(components.get("comfyui") or {}).get("path"),
     )
 
 

@@ -12,8 +12,8 @@ A host's result is one of:
 - stopped: it did not fail, but the run was cut short (another host failed an all-or-nothing step such as
   the preflight, or more hosts failed than MAX_FAIL allows): see the failed host's row for why.
 
-What the host now has (the WebUI commit, the sha256 of the venv lock file its venv was built from, the
-models verified of those enabled) comes from the fact sdenv_host_summary, which make provision's last host
+What the host now has (the WebUI commit, ComfyUI's commit where sdenv_apps chooses it, the sha256 of the
+venv lock file the WebUI's venv was built from, the models verified of those enabled) comes from the fact sdenv_host_summary, which make provision's last host
 task (provision_fastpath's stamp) reads from the provision record it has open anyway: no round trip of its
 own. A host that failed or stopped before that task shows "-" there: what it has is not known.
 """
@@ -77,8 +77,9 @@ class FleetRun:
         host["sentence"] = first_line(message)
 
     def rows(self):
-        """[(host, platform, result, changed, seconds, webui, venv lock, models, step, sentence)], hosts in name
-        order; webui, venv lock and models are "" when not known."""
+        """[(host, platform, result, changed, seconds, webui, comfyui, venv lock, models, step, sentence)], hosts
+        in name order; webui, comfyui, venv lock and models are "" when not known (comfyui also where it is not
+        chosen)."""
         rows = []
         for name in sorted(self.hosts):
             host = self.hosts[name]
@@ -89,6 +90,7 @@ class FleetRun:
             summary = host["summary"]
             rows.append((name, host["platform"] or "?", result, host["changed"], seconds,
                          str(summary.get("webui_commit") or "")[:COMMIT_WIDTH],
+                         str(summary.get("comfyui_commit") or "")[:COMMIT_WIDTH],
                          str(summary.get("venv_lock") or "")[:DIGEST_WIDTH], str(summary.get("models") or ""),
                          host["step"], host["sentence"]))  # fmt: skip
         return rows
@@ -120,8 +122,8 @@ def first_line(message):
 def render(rows):
     """A plain-text table (columns padded with spaces, so it reads the same in a terminal and a CI log)."""
     words = {OK: _("ok"), FAILED: _("failed"), UNREACHABLE: _("unreachable"), STOPPED: _("stopped")}
-    header = (_("HOST"), _("PLATFORM"), _("RESULT"), _("CHANGED"), _("TIME"), _("WEBUI"), _("VENV LOCK"),
-              _("MODELS"), _("FAILED STEP: SENTENCE"))  # fmt: skip
+    header = (_("HOST"), _("PLATFORM"), _("RESULT"), _("CHANGED"), _("TIME"), _("WEBUI"), _("COMFYUI"),
+              _("VENV LOCK"), _("MODELS"), _("FAILED STEP: SENTENCE"))  # fmt: skip
     body = [
         (
             host,
@@ -130,11 +132,12 @@ def render(rows):
             str(changed),
             f"{seconds:.0f}s",
             webui or "-",
+            comfyui or "-",
             venv_lock or "-",
             models or "-",
             f"{step}: {sentence}" if step else "",
         )
-        for host, platform, result, changed, seconds, webui, venv_lock, models, step, sentence in rows
+        for host, platform, result, changed, seconds, webui, comfyui, venv_lock, models, step, sentence in rows
     ]
     widths = [max(display_width(row[i]) for row in [header, *body]) for i in range(len(header) - 1)]
     lines = []

@@ -29,6 +29,10 @@ options:
     type: list
     elements: str
     default: []
+  comfyui:
+    description: sdenv_apps chooses ComfyUI on this host; C(stamp) returns its commit for the fleet table.
+    type: bool
+    default: false
 """
 
 EXAMPLES = r"""
@@ -45,7 +49,7 @@ fast: {description: The roles that may skip their work., type: list, returned: a
 reasons: {description: "{role: why it runs in full}.", type: dict, returned: always}
 ansible_facts:
   description: >-
-    C(stamp): sdenv_host_summary, {webui_commit, venv_lock, models} as the record now says (the run's table
+    C(stamp): sdenv_host_summary, {webui_commit, comfyui_commit, venv_lock, models} as the record now says (the run's table
     shows it under the recap; read here, as the record is open anyway, so the table costs no round trip).
   type: dict
   returned: state is stamp
@@ -66,6 +70,7 @@ def main():
             "roles": {"type": "list", "elements": "str", "default": []},
             "deep": {"type": "bool", "default": False},
             "models": {"type": "list", "elements": "str", "default": []},
+            "comfyui": {"type": "bool", "default": False},
         },
         supports_check_mode=True,
     )
@@ -86,7 +91,7 @@ def main():
     if changed and not module.check_mode:
         save(p["path"], after)
     # The stamps are bookkeeping, not a change a user made happen: a run that changed nothing else says 0.
-    facts = {"sdenv_host_summary": summary(after, p["user"], p["models"])}
+    facts = {"sdenv_host_summary": summary(after, p["user"], p["models"], p["comfyui"])}
     module.exit_json(changed=False, stamped=sorted(new), ansible_facts=facts)
 
 

@@ -4,6 +4,7 @@ comfyui] from fixture upstreams (the WebUI's and ComfyUI's bare repos, the wheel
 what they remove again. ComfyUI is tests/fixtures/comfyui_tree: as strict as the pinned v0.3.64 about flags,
 yaml keys, folder names and the prompt's node classes and inputs."""
 
+import hashlib
 import json
 import os
 import pwd
@@ -257,8 +258,17 @@ def test_rollback_restores_comfyuis_tree_and_keeps_its_output_input_and_user_byt
     store = ss.Store(inventory.variables["sdenv_snapshot_store"])
     roots = {s["label"]: {r["path"] for r in store.load_manifest(s["id"])["roots"]} for s in store.list()}
     assert str(comfyui) in roots["with-comfyui"] and str(comfyui) not in roots["no-comfyui-root"], roots
+    # ComfyUI's commit and the lock its venv was built from are facts where it is chosen, and only there.
+    facts = {s["label"]: store.load_manifest(s["id"])["facts"] for s in store.list()}
+    head = git_head(comfyui)
+    assert facts["with-comfyui"]["comfyui"]["commit"] == head, facts
+    lock_sha256 = hashlib.sha256(Path(marker_lock(inventory)).read_bytes()).hexdigest()
+    assert facts["with-comfyui"]["comfyui_venv_lock"] == lock_sha256
+    assert "comfyui" not in facts["no-comfyui-root"] and "comfyui_venv_lock" not in facts["no-comfyui-root"]
     tracked = comfyui / "main.py"
     pristine = tracked.read_bytes()
+    webui_file = comfyui.parent / "stable-diffusion-webui" / "launch.py"  # tracked, in the WebUI root
+    webui_pristine = webui_file.read_bytes()
     mine = {
         comfyui / "output" / "ComfyUI_00042_.png": random_safetensors(32),
         comfyui / "input" / "photo.png": b"\x89PNG mine",
@@ -277,12 +287,19 @@ def test_rollback_restores_comfyuis_tree_and_keeps_its_output_input_and_user_byt
         assert f"{comfyui}/output: 1 file new" in back.output, back.output[-3000:]
         # The old snapshot has no ComfyUI root: the rollback to it leaves ComfyUI's tree as it is now.
         as_dummy(inventory, ["tee", "-a", str(tracked)], input=b"# mine\n", stdout=subprocess.DEVNULL)
-        before = run_make("rollback", inventory, TO="no-comfyui-root", CONFIRM="yes")
+        # A WebUI file it does restore, so the rollback changes something and Ansible prints its diff.
+        as_dummy(inventory, ["tee", "-a", str(webui_file)], input=b"# drift\n", stdout=subprocess.DEVNULL)
+        before = run_make("rollback", inventory, TO="no-comfyui-root", CONFIRM="yes", ARGS="--diff")
         assert before.returncode == 0, before
+        assert webui_file.read_bytes() == webui_pristine
+        # The fact diff (--diff) names ComfyUI's live commit against a manifest that does not record it.
+        assert f"comfyui: {head[:12]} (dirty) -> not recorded" in before.output, before.output[-3000:]
+        assert f"comfyui venv lock: {lock_sha256[:12]} -> not recorded" in before.output
         assert tracked.read_bytes() == pristine + b"# mine\n"
         assert {d: tree_state(comfyui / d) for d in ("output", "input", "user")} == work
     finally:
         as_dummy(inventory, ["git", "-C", str(comfyui), "checkout", "--", "main.py"])
+        as_dummy(inventory, ["git", "-C", str(webui_file.parent), "checkout", "--", "launch.py"])
         as_dummy(inventory, ["rm", "-f", *map(str, mine)])
 
 

@@ -131,16 +131,22 @@ def test_reset_removes_what_the_record_lists_and_keeps_what_the_host_shares(
     provisioned, make_target, tmp_path
 ):
     inventory, _ = provisioned
-    # A WebUI tree the toolkit cloned outside the home, and the models' state there: both recorded.
+    # A WebUI tree and a ComfyUI tree the toolkit cloned outside the home (as the dummy, so they are its),
+    # and the models' state there: all recorded.
     webui = tmp_path / "srv" / "stable-diffusion-webui"
     (webui / "models").mkdir(parents=True)
+    comfyui = tmp_path / "srv" / "ComfyUI"
+    (comfyui / "output").mkdir(parents=True)
+    for tree in (webui, comfyui):
+        os.chown(tree, account(inventory.user)["uid"], -1)
     models_state = inventory.state_dir / "models"
     models_state.mkdir(mode=0o700)
     (models_state / "stat-cache.json").write_text("{}")
     state = record(inventory)
     entry = state["users"][inventory.user]
     entry["components"]["webui"] = {"path": str(webui)}
-    entry["created_paths"] = [str(webui), str(models_state)]
+    entry["components"]["comfyui"] = {"path": str(comfyui)}
+    entry["created_paths"] = [str(webui), str(comfyui), str(models_state)]
     state["shared"] = {"packages_installed_by_toolkit": ["sdt-package-a", "sdt-package-b"]}
     (inventory.state_dir / "state.json").write_text(json.dumps(state))
     bundle = inventory.state_dir / "model-bundle"  # kept across resets on purpose
@@ -153,7 +159,7 @@ def test_reset_removes_what_the_record_lists_and_keeps_what_the_host_shares(
 
     result = make_target("reset-dummy", inventory, CONFIRM="yes")
     assert result.returncode == 0, result
-    assert not webui.exists() and not models_state.exists()
+    assert not webui.exists() and not comfyui.exists() and not models_state.exists()
     assert (bundle / "keep.safetensors").exists() and bystander.exists()
     assert not old_password.exists(), "a password kept in plain text goes with the account it belonged to"
     after = record(inventory)
@@ -170,11 +176,15 @@ def test_a_record_naming_anything_outside_the_allow_list_is_refused_and_nothing_
     inventory, marker = provisioned
     outside = tmp_path / "made-by-someone-else"
     (outside / "bin").mkdir(parents=True)
+    # A ComfyUI tree the record names where it may be (outside the home), but root's: not the toolkit's clone.
+    roots_comfyui = tmp_path / "srv" / "ComfyUI"
+    (roots_comfyui / "custom_nodes").mkdir(parents=True)
     models_state = inventory.state_dir / "models"
     models_state.mkdir()
     state = record(inventory)
-    # One path that may go, one that may not: the one refused stops the whole deletion.
-    state["users"][inventory.user]["created_paths"] = [str(models_state), str(outside)]
+    # One path that may go, two that may not: one refused stops the whole deletion.
+    state["users"][inventory.user]["components"]["comfyui"] = {"path": str(roots_comfyui)}
+    state["users"][inventory.user]["created_paths"] = [str(models_state), str(outside), str(roots_comfyui)]
     (inventory.state_dir / "state.json").write_text(json.dumps(state))
     saved = (inventory.state_dir / "state.json").read_bytes()
     uid = account(inventory.user)["uid"]
@@ -188,6 +198,12 @@ def test_a_record_naming_anything_outside_the_allow_list_is_refused_and_nothing_
             f"Refusing to delete {outside} (the provision record lists it for {inventory.user}): it is outside"
             " what reset-dummy may delete" in words
         ), result
+        assert (
+            f"Refusing to delete {roots_comfyui} (the provision record lists it for {inventory.user}): the ComfyUI"
+            f" tree is owned by root (uid 0), not by {inventory.user}, as whom the toolkit clones it, so it is"
+            " not the toolkit's." in words
+        ), result
+        assert (roots_comfyui / "custom_nodes").is_dir()
         assert "Nothing was changed" in words
         assert account(inventory.user)["uid"] == uid and os.path.exists(marker)
         assert (inventory.state_dir / "state.json").read_bytes() == saved

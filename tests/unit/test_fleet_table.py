@@ -36,16 +36,16 @@ def test_each_host_gets_its_result_changes_time_and_the_first_failures_sentence(
         "lab3", "Gathering Facts", "Failed to connect to the host via ssh: timed out", 15.0, unreachable=True
     )
     assert run.rows() == [
-        ("lab1", "Debian 12 x86_64", "ok", 2, 42.4, "", "", "", "", ""),
-        ("lab2", "macOS 14.5 arm64", "failed", 0, 11.0, "", "", "", "Ensure the dummy admin account exists",
+        ("lab1", "Debian 12 x86_64", "ok", 2, 42.4, "", "", "", "", "", ""),
+        ("lab2", "macOS 14.5 arm64", "failed", 0, 11.0, "", "", "", "", "Ensure the dummy admin account exists",
          "useradd: cannot open /etc/passwd"),
-        ("lab3", "?", "unreachable", 0, 5.0, "", "", "", "Gathering Facts",
+        ("lab3", "?", "unreachable", 0, 5.0, "", "", "", "", "Gathering Facts",
          "Failed to connect to the host via ssh: timed out"),
     ]  # fmt: skip
     lines = run.table().splitlines()
-    assert lines[0].split() == ["HOST", "PLATFORM", "RESULT", "CHANGED", "TIME", "WEBUI", "VENV", "LOCK", "MODELS",
-                                "FAILED", "STEP:", "SENTENCE"]  # fmt: skip
-    assert lines[1].split() == ["lab1", "Debian", "12", "x86_64", "ok", "2", "42s", "-", "-", "-"]
+    assert lines[0].split() == ["HOST", "PLATFORM", "RESULT", "CHANGED", "TIME", "WEBUI", "COMFYUI", "VENV", "LOCK",
+                                "MODELS", "FAILED", "STEP:", "SENTENCE"]  # fmt: skip
+    assert lines[1].split() == ["lab1", "Debian", "12", "x86_64", "ok", "2", "42s", "-", "-", "-", "-"]
     assert lines[2].endswith("Ensure the dummy admin account exists: useradd: cannot open /etc/passwd")
     assert all(line == line.rstrip() for line in lines)
 
@@ -73,8 +73,8 @@ def test_each_host_shows_the_webui_commit_venv_lock_and_models_the_record_says_i
     )
     run.failed("lab3", "webui : Build the venv", "uv: no matching wheel for torch==2.1.2", 30.0)
     rows = run.rows()
-    assert [row[5:8] for row in rows] == [(COMMIT[:10], LOCK[:12], "2/2"), (COMMIT[:10], LOCK[:12], "1/2"),
-                                          ("", "", "")]  # fmt: skip
+    assert [row[5:9] for row in rows] == [(COMMIT[:10], "", LOCK[:12], "2/2"), (COMMIT[:10], "", LOCK[:12], "1/2"),
+                                          ("", "", "", "")]  # fmt: skip
     lines = run.table().splitlines()
     header = lines[0]
     for line, expected in zip(lines[1:], ["82a973c043", "82a973c043", "-"], strict=True):
@@ -82,8 +82,71 @@ def test_each_host_shows_the_webui_commit_venv_lock_and_models_the_record_says_i
         assert line[header.index("WEBUI") :].split()[0] == expected, line
     assert lines[1][header.index("VENV LOCK") :].split()[:2] == ["5f0c3e1b9d2a", "2/2"]
     assert lines[2][header.index("MODELS") :].split() == ["1/2"]
-    assert lines[3][header.index("WEBUI") :].split()[:3] == ["-", "-", "-"]
+    assert lines[3][header.index("WEBUI") :].split()[:4] == ["-", "-", "-", "-"]
     assert lines[3].endswith("webui : Build the venv: uv: no matching wheel for torch==2.1.2")
+
+
+COMFYUI = "e2d7c8a1f0b94c3d5e6f708192a3b4c5d6e7f809"
+
+
+def test_comfyuis_commit_shows_where_it_is_chosen_and_a_dash_elsewhere(monkeypatch):
+    monkeypatch.setenv("LANGUAGE", "en")
+    run = FleetRun()
+    both = {"webui_commit": COMMIT, "comfyui_commit": COMFYUI, "venv_lock": LOCK, "models": "2/2"}
+    run.finished("lab1", 0.0, facts={**DEBIAN, "sdenv_host_summary": both})
+    run.finished("lab2", 0.0, facts={**DEBIAN, "sdenv_host_summary": {**both, "comfyui_commit": ""}})
+    run.failed("lab3", "comfyui : Build ComfyUI's venv", "uv: no matching wheel", 30.0)
+    assert [row[5:7] for row in run.rows()] == [(COMMIT[:10], COMFYUI[:10]), (COMMIT[:10], ""), ("", "")]
+    lines = run.table().splitlines()
+    column = lines[0].index("COMFYUI")
+    assert [line[column:].split()[0] for line in lines[1:]] == [COMFYUI[:10], "-", "-"]
+    assert lines[1][lines[0].index("VENV LOCK") :].split()[0] == LOCK[:12]
+
+
+def test_the_summary_names_comfyuis_commit_only_where_sdenv_apps_chooses_it():
+    from provision_record import summary, update
+
+    record = update({"format": 1, "users": {}}, "dummy", {"commit": COMMIT}, component="webui")
+    assert summary(record, "dummy", [], comfyui=True)["comfyui_commit"] == ""  # chosen, not provisioned yet
+    record = update(record, "dummy", {"path": "/home/dummy/ComfyUI", "commit": COMFYUI}, component="comfyui")
+    assert summary(record, "dummy", [], comfyui=True)["comfyui_commit"] == COMFYUI
+    # Taken out of sdenv_apps: the record keeps its entry (reset-dummy needs it), the table shows "-".
+    assert summary(record, "dummy", [], comfyui=False)["comfyui_commit"] == ""
+    assert summary(record, "dummy", [])["webui_commit"] == COMMIT
+
+
+def test_the_stamp_task_carries_comfyuis_commit_to_the_table_where_it_is_chosen(tmp_path):
+    """provision_fastpath's stamp (provision.yml's last host task) over two hosts whose records both name a
+    ComfyUI tree: the table shows its commit on the host that chooses it, "-" on the one that does not."""
+    import json
+
+    for host in ("h1", "h2"):
+        record = {"format": 1, "users": {"dummy": {"components": {
+            "webui": {"commit": COMMIT, "venv": {"lock_sha256": LOCK}},
+            "comfyui": {"path": "/home/dummy/ComfyUI", "commit": COMFYUI}}}}}  # fmt: skip
+        (tmp_path / f"{host}.json").write_text(json.dumps(record))
+    playbook = tmp_path / "play.yml"
+    playbook.write_text(
+        f"""
+- name: The last host task of make provision
+  hosts: all
+  gather_facts: false
+  tasks:
+    - name: Record each role that ran in full, for the next run's fast path
+      provision_fastpath:
+        path: "{tmp_path}/{{{{ inventory_hostname }}}}.json"
+        user: dummy
+        plan: {{}}
+        state: stamp
+        comfyui: "{{{{ inventory_hostname == 'h1' }}}}"
+"""
+    )
+    result = run_playbook(playbook, "h1,h2,")
+    lines = result.stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("HOST "))
+    column = lines[start].index("COMFYUI")
+    cells = {line.split()[0]: line[column:].split()[:2] for line in lines[start + 1 : start + 3]}
+    assert cells == {"h1": [COMFYUI[:10], LOCK[:12]], "h2": ["-", LOCK[:12]]}, result.stdout
 
 
 def test_a_host_that_did_not_fail_when_the_run_was_cut_short_was_stopped(monkeypatch):
@@ -98,7 +161,7 @@ def test_a_host_that_did_not_fail_when_the_run_was_cut_short_was_stopped(monkeyp
 def test_a_long_sentence_is_cut_and_japanese_headings_keep_the_columns(monkeypatch):
     assert first_line("x" * 250) == "x" * 197 + "..."
     monkeypatch.setenv("LANGUAGE", "ja")
-    text = render([("lab1", "Debian 12 x86_64", "ok", 1, 3.0, "", "", "", "", "")])
+    text = render([("lab1", "Debian 12 x86_64", "ok", 1, 3.0, "", "", "", "", "", "")])
     header, row = text.splitlines()
     assert header.startswith("ホスト") and "成功" in row
     # "ホスト" is 3 characters but 6 columns wide: the next column starts at the same column in both lines.
@@ -148,15 +211,16 @@ def test_the_summary_is_read_from_the_record_the_roles_wrote():
     from provision_record import summary, update
 
     record = {"format": 1, "users": {}}
-    assert summary(record, "dummy", ["a" * 64]) == {"webui_commit": "", "venv_lock": "", "models": ""}
+    assert summary(record, "dummy", ["a" * 64]) == {"webui_commit": "", "comfyui_commit": "", "venv_lock": "",
+                                                     "models": ""}  # fmt: skip
     record = update(record, "dummy", {"commit": COMMIT, "venv": {"lock": "/x/Linux-x86_64-py3.10.txt",
                                                                 "lock_sha256": LOCK}}, component="webui")  # fmt: skip
     # A model file replaced by another (same place, other bytes) no longer counts; a pending model (no pin,
     # "") never does; a file of a model no longer enabled is not counted either.
     record = update(record, "dummy", {"files": {"/s/a.safetensors": "a" * 64, "/s/b.safetensors": "b" * 64,
                                                 "/s/old.safetensors": "c" * 64}}, component="models")  # fmt: skip
-    assert summary(record, "dummy", ["a" * 64, "b" * 64]) == {"webui_commit": COMMIT, "venv_lock": LOCK,
-                                                               "models": "2/2"}  # fmt: skip
+    assert summary(record, "dummy", ["a" * 64, "b" * 64]) == {"webui_commit": COMMIT, "comfyui_commit": "",
+                                                               "venv_lock": LOCK, "models": "2/2"}  # fmt: skip
     record = update(record, "dummy", {"files": {"/s/b.safetensors": "d" * 64}}, component="models")
     assert summary(record, "dummy", ["a" * 64, "b" * 64, ""])["models"] == "1/3"
     assert summary(record, "other", ["a" * 64])["models"] == ""

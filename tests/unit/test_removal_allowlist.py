@@ -476,3 +476,44 @@ def test_another_accounts_removal_keeps_a_store_this_account_uses():
 
     others = {"bob": {"components": {"models": {"store": "/srv/shared-models"}}}}
     assert reset_guard.still_used("/srv/shared-models/checkpoints", others) == "bob"
+
+
+@pytest.mark.parametrize("comfyui", WEBUI_PLACES)
+def test_comfyuis_tree_is_deletable_exactly_where_the_preflight_accepts_sdenv_comfyui_dir(comfyui):
+    """ComfyUI's tree the record names (components.comfyui.path) follows the WebUI tree's rule, which is the
+    preflight's own for sdenv_comfyui_dir: a system tree, root's or another account's home never."""
+    import sdenv_preflight as engine
+    import sdenv_preflight_rules as rules
+
+    ctx = engine.Context(
+        {"sdenv_user_name": "dummy"}, {"accounts": HOST_ACCOUNTS}, rules.SYSTEM_PATHS, options={}
+    )
+    preflight = rules.RULES["sdenv_comfyui_dir"].reason(comfyui, ctx)
+    entry = {"components": {"comfyui": {"path": comfyui}}}
+    allowlist = allowlist_for(
+        "dummy", entry, "/home/dummy", ("/home",), "/var/lib/sdenv", accounts=HOST_ACCOUNTS
+    )
+    reason = allowlist.refusal(comfyui + "/main.py")
+    assert (reason is None) == (preflight is None), (reason, preflight)
+    if preflight is not None:
+        assert f"the ComfyUI tree {comfyui} the record names cannot be deleted" in reason, reason
+        assert preflight in reason and "\n" not in reason
+
+
+@pytest.mark.parametrize("comfyui", ["/", "/usr", "/etc", "/home", "/var/lib"])
+def test_a_comfyui_tree_recorded_as_a_system_directory_is_never_a_root(comfyui):
+    entry = {"components": {"comfyui": {"path": comfyui}}}
+    allowlist = allowlist_for(
+        "dummy", entry, "/home/dummy", ("/home",), "/var/lib/sdenv", accounts=HOST_ACCOUNTS
+    )
+    assert all(what != "its ComfyUI tree" for _, what in allowlist.trees)
+    assert allowlist.refusal(comfyui) is not None
+    assert allowlist.refusal(comfyui.rstrip("/") + "/sdt-file") is not None
+
+
+def test_another_accounts_removal_keeps_a_comfyui_tree_this_account_uses():
+    import reset_guard
+
+    others = {"bob": {"components": {"comfyui": {"path": "/srv/ComfyUI"}}}}
+    assert reset_guard.still_used("/srv/ComfyUI", others) == "bob"
+    assert "/srv/ComfyUI" in reset_guard.used_paths(others["bob"])

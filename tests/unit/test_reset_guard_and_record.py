@@ -2,6 +2,7 @@
 
 import json
 import os
+import pwd
 import stat
 
 import pytest
@@ -179,6 +180,16 @@ def test_a_record_never_names_a_system_directory(path):
 
 # --- The deletion plan, on this machine's file system (a Linux layout under a temporary root) ---------
 
+DUMMY_UID = 1001
+
+
+def cloned_as_the_dummy(path):
+    """Give `path` the dummy's uid, as roles webui and comfyui leave the trees they clone. Only root can; as
+    any other user the tests that need it are skipped."""
+    if os.geteuid() != 0:
+        pytest.skip("giving a directory the dummy's uid needs root")
+    os.chown(path, DUMMY_UID, DUMMY_UID)
+
 
 @pytest.fixture
 def host(tmp_path):
@@ -209,6 +220,7 @@ def plan(host, account, recorded, action="reset", others=None):
 def test_the_plan_lists_what_the_record_names_inside_the_allow_list(host):
     webui = host["root"] / "srv" / "webui"
     webui.mkdir(parents=True)
+    cloned_as_the_dummy(webui)
     recorded = {
         "uid": 1001,
         "created_by_toolkit": True,
@@ -355,3 +367,101 @@ def test_an_adopted_account_keeps_its_home_unless_forced():
         )
         assert "would delete its home /home/dummy with its owner's files; run with FORCE=yes" in sentence
         assert refusal(account=account, recorded=adopted, action=action, force=True) is None
+
+
+def comfyui_record(host, comfyui, created=True):
+    return {
+        "uid": DUMMY_UID,
+        "created_by_toolkit": True,
+        "home": str(host["homes"] / "dummy"),
+        "components": {"comfyui": {"path": str(comfyui)}},
+        "created_paths": [str(comfyui)] if created else [],
+    }
+
+
+DUMMY = {"name": "dummy", "uid": DUMMY_UID}
+
+
+def test_comfyuis_tree_outside_the_home_goes_when_the_toolkit_cloned_it_there(host):
+    comfyui = host["root"] / "srv" / "ComfyUI"
+    (comfyui / "output").mkdir(parents=True)
+    cloned_as_the_dummy(comfyui)
+    account = {**DUMMY, "home": str(host["homes"] / "dummy")}
+    for action in ("reset", "remove"):
+        assert plan(host, account, comfyui_record(host, comfyui), action=action) == ([str(comfyui)], [])
+    # The account already gone (a deletion killed half-way): judged by the uid the record has.
+    assert plan(host, None, comfyui_record(host, comfyui))[1] == []
+    # A tree that was there before the toolkit is not in created_paths: named by the record, never deleted.
+    assert plan(host, account, comfyui_record(host, comfyui, created=False)) == ([], [])
+
+
+@pytest.mark.parametrize("where", ["/usr", "/", "/etc/sdt-comfyui", "alice's home"])
+def test_a_recorded_comfyui_tree_in_a_system_place_is_refused_in_one_sentence(host, where):
+    comfyui = str(host["homes"] / "alice" / "ComfyUI") if where == "alice's home" else where
+    account = {**DUMMY, "home": str(host["homes"] / "dummy")}
+    accounts = [{"name": "alice", "uid": 1000, "home": str(host["homes"] / "alice")}]
+    paths, refusals, _ = deletion_plan(
+        "dummy", "reset", account, comfyui_record(host, comfyui), (str(host["homes"]),), host["record"],
+        accounts=accounts,
+    )  # fmt: skip
+    assert paths == [comfyui] and len(refusals) == 1, refusals
+    assert refusals[0].startswith(f"Refusing to delete {comfyui} (the provision record lists it for dummy): ")
+    assert refusals[0].endswith(".") and refusals[0].count(". ") == 0, "one sentence"
+    if where in ("/usr", "/"):
+        assert "it is a system directory, which the toolkit never deletes" in refusals[0]
+    else:
+        assert f"the ComfyUI tree {comfyui} the record names cannot be deleted" in refusals[0]
+
+
+def test_a_recorded_comfyui_tree_that_is_a_link_or_not_the_dummys_is_refused(host):
+    """The toolkit clones ComfyUI as the dummy: a link at its place (the dummy could have made it, to any
+    directory) or a directory another account owns (root's) is not the toolkit's tree."""
+    account = {**DUMMY, "home": str(host["homes"] / "dummy")}
+    target = host["root"] / "srv" / "important"
+    target.mkdir(parents=True)
+    link = host["root"] / "srv" / "ComfyUI"
+    link.symlink_to(target)
+    _, refusals = plan(host, account, comfyui_record(host, link))
+    assert refusals == [
+        f"Refusing to delete {link} (the provision record lists it for dummy): the ComfyUI tree is a symbolic"
+        f" link (to {target}), not the directory the toolkit cloned, and root follows no link the dummy could"
+        " have made."
+    ]
+    # Owned by whoever runs the tests (root in CI), not by the dummy's uid.
+    _, refusals = plan(host, account, comfyui_record(host, target))
+    me = pwd.getpwuid(os.geteuid()).pw_name
+    assert refusals == [
+        f"Refusing to delete {target} (the provision record lists it for dummy): the ComfyUI tree is owned by"
+        f" {me} (uid {os.geteuid()}), not by dummy, as whom the toolkit clones it, so it is not the toolkit's."
+    ]
+    assert target.is_dir()
+    # A file where the tree should be.
+    link.unlink()
+    link.write_text("not a tree")
+    _, refusals = plan(host, account, comfyui_record(host, link))
+    assert refusals and "the ComfyUI tree is not a directory" in refusals[0]
+
+
+def test_the_app_tree_check_reads_the_owner_without_following_a_link():
+    from reset_guard import app_tree_refusal
+
+    def lstat(mode, uid):
+        return lambda path: os.stat_result((mode, 0, 0, 1, uid, uid, 0, 0, 0, 0))
+
+    def missing(path):
+        raise FileNotFoundError(path)
+
+    assert (
+        app_tree_refusal("/srv/ComfyUI", "ComfyUI tree", "dummy", 1001, lstat(stat.S_IFDIR | 0o755, 1001))
+        is None
+    )
+    assert app_tree_refusal("/srv/ComfyUI", "ComfyUI tree", "dummy", 1001, missing) is None
+    root_owned = app_tree_refusal("/srv/ComfyUI", "ComfyUI tree", "dummy", 1001, lstat(stat.S_IFDIR | 0o755, 0),
+                                  owner_name=lambda uid: "root")  # fmt: skip
+    assert root_owned.startswith("the ComfyUI tree is owned by root (uid 0), not by dummy")
+    # No uid to compare with (a record without one, the account gone): refused, not guessed.
+    assert "owned by" in app_tree_refusal("/srv/C", "ComfyUI tree", "dummy", None, lstat(stat.S_IFDIR, 1001),
+                                          owner_name=str)  # fmt: skip
+    link = app_tree_refusal("/srv/C", "WebUI tree", "dummy", 1001, lstat(stat.S_IFLNK | 0o777, 1001),
+                            readlink=lambda path: "/etc")  # fmt: skip
+    assert link.startswith("the WebUI tree is a symbolic link (to /etc)")

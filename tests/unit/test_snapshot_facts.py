@@ -1,5 +1,6 @@
 """Manifest facts: parsing, the facts diff, and WebUI process detection from recorded outputs."""
 
+import json
 import os
 import subprocess
 import sys
@@ -181,3 +182,116 @@ def test_gather_as_the_owner_reads_git_as_that_account(tmp_path, monkeypatch):
                         "--allow-empty", "-m", "c"], check=True)  # fmt: skip
         facts = sf.gather(str(tmp_path), owner=sf.account(pwd.getpwuid(os.geteuid()).pw_name))
     assert facts["webui"]["dirty"] is False and len(facts["webui"]["commit"]) == 40
+
+
+COMFYUI_LOCK = "c" * 64
+
+
+def git_checkout(path):
+    subprocess.run(["git", "init", "-q", str(path)], check=True)
+    subprocess.run(["git", "-C", str(path), "-c", "user.name=t", "-c", "user.email=t@e", "commit", "-q",
+                    "--allow-empty", "-m", "c"], check=True)  # fmt: skip
+    return subprocess.run(["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True, text=True,
+                          check=True).stdout.strip()  # fmt: skip
+
+
+def write_marker(venv, lock_sha256=COMFYUI_LOCK):
+    venv.mkdir(parents=True, exist_ok=True)
+    marker = venv / sf.VENV_MARKER
+    marker.write_text(json.dumps({"digest": "d" * 64, "inputs": {"lock_sha256": lock_sha256}}))
+    return marker
+
+
+def test_the_venv_marker_name_is_the_one_the_venv_builders_write():
+    import webui_venv_plan
+
+    assert sf.VENV_MARKER == webui_venv_plan.MARKER
+
+
+def test_comfyuis_commit_and_venv_lock_are_facts_only_where_it_is_chosen(tmp_path):
+    webui, comfyui = tmp_path / "webui", tmp_path / "ComfyUI"
+    comfyui.mkdir()
+    commit = git_checkout(comfyui)
+    write_marker(comfyui / "venv")
+    facts = sf.gather(str(webui), comfyui_dir=str(comfyui))
+    assert facts["comfyui"] == {"commit": commit, "dirty": False, "changes": 0}
+    assert facts["comfyui_venv_lock"] == COMFYUI_LOCK
+    assert "comfyui" not in facts["absent"] and "comfyui_venv_lock" not in facts["absent"]
+    # A venv elsewhere (sdenv_comfyui_venv_dir) is read there.
+    write_marker(tmp_path / "venv-elsewhere", "e" * 64)
+    other = sf.gather(str(webui), comfyui_dir=str(comfyui), comfyui_venv_dir=str(tmp_path / "venv-elsewhere"))
+    assert other["comfyui_venv_lock"] == "e" * 64
+    # Not chosen: no key at all, as in a manifest from before these facts.
+    plain = sf.gather(str(webui))
+    assert "comfyui" not in plain and "comfyui_venv_lock" not in plain
+    # Chosen, but not provisioned yet: null with the reason, as every other fact.
+    missing = sf.gather(str(webui), comfyui_dir=str(tmp_path / "nothing"))
+    assert missing["comfyui"] is None and "not a git checkout" in missing["absent"]["comfyui"]
+    assert missing["comfyui_venv_lock"] is None and "no venv marker" in missing["absent"]["comfyui_venv_lock"]
+
+
+def test_root_reads_no_other_file_through_the_venv_marker(tmp_path):
+    """The marker is in the dummy's tree: a link there (to a file that even looks like a marker), a fifo, a
+    marker without a 64-hex lock sha256 all read as no lock, and nothing blocks."""
+    elsewhere = write_marker(tmp_path / "elsewhere", "f" * 64)
+    venv = tmp_path / "venv"
+    venv.mkdir()
+    (venv / sf.VENV_MARKER).symlink_to(elsewhere)
+    value, why = sf.venv_lock_sha256(str(venv))
+    assert value is None and "no venv marker" in why
+    (venv / sf.VENV_MARKER).unlink()
+    os.mkfifo(venv / sf.VENV_MARKER)
+    value, why = sf.venv_lock_sha256(str(venv))
+    assert value is None and "not a regular file" in why
+    (venv / sf.VENV_MARKER).unlink()
+    for bad in ("../../etc/shadow", "C" * 64, 42):
+        write_marker(venv, bad)
+        assert sf.venv_lock_sha256(str(venv)) == (
+            None,
+            f"the venv marker {venv / sf.VENV_MARKER} records no lock sha256",
+        )
+    (venv / sf.VENV_MARKER).write_text("not json")
+    value, why = sf.venv_lock_sha256(str(venv))
+    assert value is None and "cannot be read" in why
+
+
+def test_the_diff_names_comfyuis_commit_and_says_not_recorded_for_an_older_manifest():
+    a, b = {"commit": "a" * 40, "dirty": False}, {"commit": "b" * 40, "dirty": True}
+    old = {"webui": a, "comfyui": a, "comfyui_venv_lock": "1" * 64}
+    new = {"webui": a, "comfyui": b, "comfyui_venv_lock": "2" * 64}
+    assert sf.diff_facts(old, new) == [
+        "comfyui: aaaaaaaaaaaa -> bbbbbbbbbbbb (dirty)",
+        "comfyui venv lock: 111111111111 -> 222222222222",
+    ]
+    # Live facts against a snapshot from before ComfyUI's facts were recorded (the rollback plan's order).
+    assert sf.diff_facts(new, {"webui": a}) == [
+        "comfyui: bbbbbbbbbbbb (dirty) -> not recorded",
+        "comfyui venv lock: 222222222222 -> not recorded",
+    ]
+    assert sf.diff_facts({"webui": a}, {"webui": a, "comfyui": None, "comfyui_venv_lock": None}) == [
+        "comfyui: not recorded -> absent",
+        "comfyui venv lock: not recorded -> absent",
+    ]
+    # Neither manifest records them (ComfyUI not chosen): no line.
+    assert sf.diff_facts({"webui": a}, {"webui": b}) == ["webui: aaaaaaaaaaaa -> bbbbbbbbbbbb (dirty)"]
+
+
+def test_a_snapshot_without_comfyuis_facts_still_rolls_back(tmp_path):
+    """The rollback plan of env_snapshot: the live facts (ComfyUI chosen) against an older manifest."""
+    import snapshot_store as ss
+
+    live = tmp_path / "webui"
+    live.mkdir()
+    (live / "launch.py").write_text("print('launch')\n")
+    store = ss.Store(str(tmp_path / "store"))
+    old = store.snapshot([str(live)], "old", "manual", False, facts={"webui": None, "absent": {}})
+    (live / "launch.py").write_text("print('changed')\n")
+    facts = {"webui": None, "comfyui": {"commit": "b" * 40, "dirty": False}, "comfyui_venv_lock": "2" * 64}
+    plan = store.rollback(old["id"], dry_run=True, facts=facts)
+    assert sf.diff_facts(facts, store.load_manifest(plan["target"])["facts"]) == [
+        "comfyui: bbbbbbbbbbbb -> not recorded",
+        "comfyui venv lock: 222222222222 -> not recorded",
+    ]
+    done = store.rollback(old["id"], facts=facts)
+    assert (live / "launch.py").read_text() == "print('launch')\n"
+    assert store.load_manifest(done["before"])["facts"]["comfyui"]["commit"] == "b" * 40

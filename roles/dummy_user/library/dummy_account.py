@@ -18,7 +18,8 @@ description:
   - >-
     C(absent) runs the same checks, stops the user's processes, deletes the account and its home, and
     removes what the provision record lists for it outside the home, each path only when the allow-list
-    (removal_allowlist) admits it. Anything else makes it refuse before deleting anything, FORCE or not.
+    (removal_allowlist) admits it, and a WebUI or ComfyUI tree only when it is a directory the account owns
+    (the toolkit clones them as the dummy; a link or another account's directory is not its clone). Anything else makes it refuse before deleting anything, FORCE or not.
     What another account in the record still uses (the models' stat cache and download locks) stays. With
     its processes stopped and before the account goes, the files its uid owns in /tmp and /var/tmp are
     deleted (never following a link); a shared uv cache directory it was given is handed back to root.

@@ -7,6 +7,8 @@ removal_allowlist, judged on the live file system).
 """
 
 import os
+import pwd
+import stat
 
 try:
     from ansible.module_utils.removal_allowlist import UV_CACHE_DIR, allowlist_for, homebrew_links
@@ -65,15 +67,53 @@ def reset_refusal(
     return None
 
 
+# The app trees a record names (component, words): roles webui and comfyui clone them as the dummy, so a tree
+# the toolkit made is a directory the dummy owns. Anything else at that path (root's directory, a link the
+# dummy put there) was not made by the toolkit, whatever the record says.
+APP_TREES = (("webui", "WebUI tree"), ("comfyui", "ComfyUI tree"))
+
+
+def app_tree_refusal(path, what, name, uid, lstat=os.lstat, readlink=os.readlink, owner_name=None):
+    """Why the app tree at `path` that the record lists may not be deleted (a clause), or None: it must be a
+    directory, not a symbolic link, owned by the dummy's uid. A path that is not there has nothing to judge.
+    owner_name(uid) names an owner for the sentence (the password database by default)."""
+    try:
+        info = lstat(path)
+    except FileNotFoundError:
+        return None
+    if stat.S_ISLNK(info.st_mode):
+        return (
+            f"the {what} is a symbolic link (to {readlink(path)}), not the directory the toolkit cloned, and"
+            " root follows no link the dummy could have made"
+        )
+    if not stat.S_ISDIR(info.st_mode):
+        return f"the {what} is not a directory, so it is not the tree the toolkit cloned"
+    if uid is None or info.st_uid != uid:
+        owner = (owner_name or _account_name)(info.st_uid)
+        return (
+            f"the {what} is owned by {owner} (uid {info.st_uid}), not by {name}, as whom the toolkit clones it,"
+            " so it is not the toolkit's"
+        )
+    return None
+
+
+def _account_name(uid):
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return "no account"
+
+
 def used_paths(entry):
     """The paths a record entry says its account uses outside its home (what another account's removal
-    must leave in place): what it created, its WebUI tree, its model store, its models' state and its uv
-    cache."""
+    must leave in place): what it created, its WebUI and ComfyUI trees, its model store, its models' state
+    and its uv cache."""
     components = (entry or {}).get("components") or {}
     webui = components.get("webui") or {}
     candidates = [
         *((entry or {}).get("created_paths") or []),
         webui.get("path"),
+        (components.get("comfyui") or {}).get("path"),
         (webui.get("uv") or {}).get("cache"),
         (components.get("models") or {}).get("state_dir"),
         (components.get("models") or {}).get("store"),
@@ -103,8 +143,9 @@ def deletion_plan(
 ):
     """What deleting `name` removes besides the account itself, in order, and the refusals (sentences).
 
-    Every path is judged by the allow-list as the file system resolves it, before anything is deleted: one
-    refusal stops the whole deletion, so a wrong record never half-applies. action: "reset" | "remove".
+    Every path is judged by the allow-list as the file system resolves it, and a WebUI or ComfyUI tree the
+    record lists also by what it is (app_tree_refusal), before anything is deleted: one refusal stops the
+    whole deletion, so a wrong record never half-applies. action: "reset" | "remove".
     `password_file`: where earlier versions kept a generated password in plain text; it goes with the
     account whose password it held (reset recreates the account with a new one, kept nowhere).
     accounts, first_regular_uid: the host's, for the allow-list's WebUI rule (None: read them there).
@@ -149,9 +190,17 @@ def deletion_plan(
                 paths.append((uv_cache, "its uv cache"))
     for path in sorted(homebrew_links(allowlist)):
         paths.append((path, "a link brew made into its own trees"))
+    trees = {}
+    for component, what in APP_TREES:
+        tree = (((recorded or {}).get("components") or {}).get(component) or {}).get("path")
+        if isinstance(tree, str):
+            trees[tree.rstrip("/")] = what
+    uid = account["uid"] if account else (recorded or {}).get("uid")
     kept = {}
     for path, source in paths:
         reason = allowlist.live_refusal(path)
+        if not reason and path.rstrip("/") in trees:
+            reason = app_tree_refusal(path, trees[path.rstrip("/")], name, uid)
         if reason:
             refusals.append(f"Refusing to delete {path} ({source} for {name}): {reason}.")
         elif still_used(path, others):

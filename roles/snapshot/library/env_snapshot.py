@@ -43,7 +43,17 @@ options:
     type: list
     elements: str
     default: []
-  comfyui_dir: {description: ComfyUI's tree (rollback refuses while ComfyUI runs from it)., type: path}
+  comfyui_dir:
+    description: ComfyUI's tree (rollback refuses while ComfyUI runs from it; its commit is a fact when O(apps) names comfyui).
+    type: path
+  comfyui_venv_dir: {description: "ComfyUI's venv (the lock it was built from is a fact); default <comfyui_dir>/venv.", type: path}
+  apps:
+    description:
+      - The apps sdenv_apps chooses. With comfyui, the facts gathered also hold ComfyUI's commit and the sha256 of
+        the lock its venv was built from; without it they are left out (the plan's diff then says "not recorded").
+    type: list
+    elements: str
+    default: []
   comfyui_user_data:
     description:
       - Paths relative to O(comfyui_dir) a rollback leaves as they are (ComfyUI's output, input and user
@@ -131,6 +141,8 @@ def main():
             "webui_dir": {"type": "path"},
             "user_data": {"type": "list", "elements": "str", "default": []},
             "comfyui_dir": {"type": "path"},
+            "comfyui_venv_dir": {"type": "path"},
+            "apps": {"type": "list", "elements": "str", "default": []},
             "comfyui_user_data": {"type": "list", "elements": "str", "default": []},
             "brew": {"type": "path"},
             "lock_digest": {"type": "str"},
@@ -143,16 +155,22 @@ def main():
         supports_check_mode=True,
     )
     p = module.params
+    # ComfyUI's facts where it is chosen (rollback is given its tree whether or not it is, for the running
+    # check and its user data).
+    comfyui = {
+        "comfyui_dir": p["comfyui_dir"] if "comfyui" in p["apps"] else None,
+        "comfyui_venv_dir": p["comfyui_venv_dir"],
+    }
     try:
         if p["state"] == "facts":
-            module.exit_json(changed=False, facts=gather(p["webui_dir"] or "", brew=p["brew"]))
+            module.exit_json(changed=False, facts=gather(p["webui_dir"] or "", brew=p["brew"], **comfyui))
         facts = dict(p["facts"] or {})
         if p["facts_user"] and p["state"] in ("snapshot", "rollback"):
             owner = account(p["facts_user"])
             if owner is None:
                 module.exit_json(changed=False, account=False, msg=f"There is no account {p['facts_user']}.")
             if not facts:
-                facts = gather(p["webui_dir"] or "", brew=p["brew"], owner=owner)
+                facts = gather(p["webui_dir"] or "", brew=p["brew"], owner=owner, **comfyui)
         store = Store(p["store"])
         if p["lock_digest"]:
             facts["lock_digest"] = p["lock_digest"]

@@ -13,6 +13,7 @@ import json
 import os
 import pwd
 import re
+import stat
 import subprocess
 import sys
 
@@ -22,6 +23,13 @@ LAUNCHERS = ("launch.py", "webui.sh", "webui.py", "main.py")
 # The PATH sudo's secure_path gives a become_user task (Debian's and macOS's default), so the owner's
 # commands resolve as they did when the facts were a become_user task of their own.
 SECURE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# The marker a venv built from a lock carries: webui_venv_plan.MARKER, not imported, which would bring urllib
+# and the package index into every snapshot's module run (a unit test keeps the two names equal). At most
+# this much of it is read: it is a few hundred bytes.
+VENV_MARKER = ".sdenv-venv.json"
+MARKER_MAX_BYTES = 65536
+# What diff_facts says for a fact a manifest has no key for (taken before the fact was recorded).
+NOT_RECORDED = "not recorded"
 
 
 def account(name: str) -> dict | None:
@@ -134,16 +142,57 @@ def parse_brew_versions(text: str) -> dict:
     return out
 
 
+def venv_lock_sha256(venv_dir: str) -> tuple[str | None, str | None]:
+    """(the sha256 of the lock file the venv was built from, as its marker records it, or None; why not).
+
+    The marker lies in a tree the dummy owns and this runs as root: it is opened without following a link at
+    its own name, only as a regular file, and only a 64-hex value is taken from it, so a link or a fifo the
+    dummy put there reads as "no marker", never as another file's contents."""
+    path = os.path.join(venv_dir, VENV_MARKER)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as e:
+        return None, f"no venv marker at {path} ({e.strerror})"
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None, f"the venv marker {path} is not a regular file"
+        data = json.loads(os.read(fd, MARKER_MAX_BYTES).decode("utf-8"))
+    except (OSError, ValueError) as e:
+        return None, f"the venv marker {path} cannot be read: {e}"
+    finally:
+        os.close(fd)
+    value = ((data.get("inputs") if isinstance(data, dict) else None) or {}).get("lock_sha256")
+    if not isinstance(value, str) or not re.fullmatch(r"[0-9a-f]{64}", value):
+        return None, f"the venv marker {path} records no lock sha256"
+    return value, None
+
+
 def gather(
-    webui_dir: str, venv_dir: str | None = None, brew: str | None = None, owner: dict | None = None
+    webui_dir: str,
+    venv_dir: str | None = None,
+    brew: str | None = None,
+    owner: dict | None = None,
+    comfyui_dir: str | None = None,
+    comfyui_venv_dir: str | None = None,
 ) -> dict:
     """Everything the manifest records that can be found on this host; null + reason for the rest. With
-    `owner` (account()), every command runs as that account."""
+    `owner` (account()), every command runs as that account. With `comfyui_dir` (ComfyUI is chosen), ComfyUI's
+    commit and the sha256 of the lock its venv was built from too; without it the two keys are left out, as
+    in a manifest from before they were recorded (diff_facts says "not recorded")."""
     facts: dict = {"absent": {}}
     absent = facts["absent"]
     facts["webui"], why = git_state(webui_dir, owner)
     if why:
         absent["webui"] = why
+    if comfyui_dir:
+        facts["comfyui"], why = git_state(comfyui_dir, owner)
+        if why:
+            absent["comfyui"] = why
+        facts["comfyui_venv_lock"], why = venv_lock_sha256(
+            comfyui_venv_dir or os.path.join(comfyui_dir, "venv")
+        )
+        if why:
+            absent["comfyui_venv_lock"] = why
     repos = {}
     rdir = os.path.join(webui_dir, "repositories")
     for name in sorted(os.listdir(rdir)) if os.path.isdir(rdir) else []:
@@ -196,12 +245,24 @@ def _git_line(v) -> str:
     return v["commit"][:12] + (" (dirty)" if v.get("dirty") else "")
 
 
+def _digest_line(v) -> str:
+    return v[:12] if isinstance(v, str) and v else "absent"
+
+
 def diff_facts(old: dict, new: dict) -> list[str]:
     """Human lines for what differs between two manifests' facts, from old to new."""
     old, new = old or {}, new or {}
     out = []
     if _git_line(old.get("webui")) != _git_line(new.get("webui")):
         out.append(f"webui: {_git_line(old.get('webui'))} -> {_git_line(new.get('webui'))}")
+    # ComfyUI's facts exist where it is chosen, in manifests from after they were recorded: an older one (or
+    # one taken without ComfyUI) says "not recorded" rather than "absent", which would claim there was no tree.
+    for key, line in (("comfyui", _git_line), ("comfyui_venv_lock", _digest_line)):
+        if key in old or key in new:
+            a = line(old[key]) if key in old else NOT_RECORDED
+            b = line(new[key]) if key in new else NOT_RECORDED
+            if a != b:
+                out.append(f"{key.replace('_', ' ')}: {a} -> {b}")
     ra, rb = old.get("repositories") or {}, new.get("repositories") or {}
     for name in sorted(set(ra) | set(rb)):
         if _git_line(ra.get(name)) != _git_line(rb.get(name)):
