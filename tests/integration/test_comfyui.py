@@ -19,6 +19,7 @@ from pathlib import Path
 
 import clip_tokenizer_files
 import pytest
+import yaml
 from comfyui_fixtures import add_comfyui_upstream, git_head
 from fixture_host import account_vars, free_port, real_lock, write_inventory
 from model_fixtures import random_safetensors
@@ -183,6 +184,30 @@ def test_verify_offline_generates_through_comfyui_and_names_a_yaml_section_it_di
     pngs = list((report / "images").rglob("sdenv-verify*.png"))
     assert pngs and all(p.read_bytes().startswith(b"\x89PNG") for p in pngs), list(
         (report / "images").rglob("*")
+    )
+    # The macOS workflow's own check of ComfyUI's rows (it runs only on a Mac runner) on this real report: it
+    # names the one failing row; with that row passing, it passes.
+    yaml_row = "ComfyUI extra_model_paths.yaml points at the model store"
+    check = workflow_comfyui_check(report / "checks.json")
+    assert check.returncode != 0, check
+    assert check.stderr.startswith(f"::error::ComfyUI's verify rows: {{{yaml_row!r}: 'FAIL'}} (all: "), check
+    doc = json.loads((report / "checks.json").read_text())
+    for row in doc["checks"]:
+        row["result"] = "PASS" if row["check"] == yaml_row else row["result"]
+    (report / "checks-yaml-passing.json").write_text(json.dumps(doc))
+    check = workflow_comfyui_check(report / "checks-yaml-passing.json")
+    assert check.returncode == 0 and re.match(r"ComfyUI: \d+ rows passed", check.stdout), check
+
+
+def workflow_comfyui_check(checks_json):
+    """Run the Python that .github/workflows/macos.yml feeds from a heredoc after `make verify OFFLINE=1`."""
+    workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "macos.yml").read_text())
+    step = next(
+        s for s in workflow["jobs"]["lifecycle"]["steps"] if s["name"].startswith("make verify OFFLINE=1")
+    )
+    script = step["run"].split("<<'EOF'\n", 1)[1].split("\nEOF\n", 1)[0]
+    return subprocess.run(
+        [sys.executable, "-", str(checks_json)], input=script, capture_output=True, text=True, check=False
     )
 
 

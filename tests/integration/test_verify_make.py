@@ -39,11 +39,13 @@ def fixture_host(tmp_path, test_inventory):
 @pytest.fixture
 def served_fixture_host(tmp_path, throwaway_user):
     """The same host stood up by `python -m tests.fixtures.fixture_host`, exactly as the macOS workflow does
-    it: a separate process serving until SIGTERM, its env file, the inventory it writes."""
+    it (both apps: `--apps webui,comfyui`): a separate process serving until SIGTERM, its env file, the
+    inventory it writes, whose ComfyUI repository answers git over HTTP."""
     root = Path(f"/tmp/sdt-cli-{os.getpid()}-{secrets.token_hex(4)}")
     env_file = tmp_path / "fixture.env"
     argv = [sys.executable, "-m", "tests.fixtures.fixture_host", "--root", str(root), "--user", throwaway_user,
-            "--env-file", str(env_file), "--var", "sdenv_webui_python=/usr/bin/python3"]  # fmt: skip
+            "--env-file", str(env_file), "--apps", "webui,comfyui",
+            "--var", "sdenv_webui_python=/usr/bin/python3"]  # fmt: skip
     proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 300
@@ -56,6 +58,14 @@ def served_fixture_host(tmp_path, throwaway_user):
         path = Path(values["SDENV_FIXTURE_INVENTORY"])
         variables = yaml.safe_load(path.read_text())["all"]["hosts"]["localhost"]
         assert variables["sdenv_state_dir"] == str(root / "state"), variables
+        assert variables["sdenv_apps"] == ["webui", "comfyui"], variables
+        assert variables["sdenv_comfyui_port"] != variables["sdenv_webui_port"], variables
+        comfyui = variables["sdenv_lock"]["comfyui"]
+        assert comfyui["repo"].startswith(values["SDENV_FIXTURE_URL"] + "/"), comfyui
+        heads = subprocess.run(
+            ["git", "ls-remote", comfyui["repo"]], capture_output=True, text=True, check=False
+        )
+        assert heads.returncode == 0 and "refs/heads/" in heads.stdout, heads
         yield TestInventory(path, throwaway_user, root / "state", variables)
     finally:
         proc.terminate()
@@ -287,7 +297,7 @@ def test_verify_passes_then_names_each_broken_thing(fixture_host, make_target, p
 def test_lifecycle_provision_snapshot_rollback_reset(served_fixture_host, make_target):
     """The whole sequence on one fixture host, stood up by the command the macOS workflow runs: provision,
     provision again (changed=0), verify, snapshot, pip-like churn, verify names what broke, rollback, verify
-    passes, reset-dummy back to zero."""
+    passes, reset-dummy back to zero; with ComfyUI beside the WebUI, as the workflow chooses it."""
     inventory = served_fixture_host
     first = make_target("provision", inventory)
     assert first.returncode == 0, first.output[-3000:]
@@ -297,6 +307,13 @@ def test_lifecycle_provision_snapshot_rollback_reset(served_fixture_host, make_t
     assert again.returncode == 0 and again.recap["changed"] == 0, again.output[-3000:]
     code, rows, result, _ = verify(make_target, inventory)
     assert code == 0 and not failing(rows), (failing(rows), result)
+    comfyui_rows = {
+        "ComfyUI at the pinned commit, clean tree",
+        "ComfyUI venv holds exactly its locked set",
+        "ComfyUI venv passes pip check",
+        "ComfyUI extra_model_paths.yaml points at the model store",
+    }
+    assert comfyui_rows <= set(rows), sorted(rows)
 
     taken = make_target("snapshot", inventory, LABEL="before-churn")
     assert taken.returncode == 0, taken.output[-3000:]
@@ -329,9 +346,11 @@ def test_lifecycle_provision_snapshot_rollback_reset(served_fixture_host, make_t
     reset = make_target("reset-dummy", inventory, CONFIRM="yes")
     assert reset.returncode == 0, reset.output[-3000:]
     assert not webui.exists(), "the WebUI tree survived reset-dummy"
+    assert not (home / "ComfyUI").exists(), "the ComfyUI tree survived reset-dummy"
     record = json.loads((inventory.state_dir / "state.json").read_text())
     entry = record["users"][inventory.user]
-    assert entry["created_by_toolkit"] is True and "webui" not in entry["components"], entry
+    assert entry["created_by_toolkit"] is True, entry
+    assert not {"webui", "comfyui"} & set(entry["components"]), entry
 
     # remove-dummy: back to zero, and verify says so plainly (one ABSENT row, the rest not provisioned,
     # the shared system packages still checked), with a non-zero exit because nothing is in place.

@@ -7,9 +7,20 @@ import shutil
 import subprocess
 import sys
 
+import fixture_host
 import pytest
 import yaml
-from fixture_host import ROOT, account_vars, main, primary_address, write_env_file, write_inventory
+from fixture_host import (
+    ROOT,
+    FixtureHost,
+    account_vars,
+    free_port,
+    main,
+    parse_apps,
+    primary_address,
+    write_env_file,
+    write_inventory,
+)
 
 
 def refusal(capsys, *argv):
@@ -31,7 +42,52 @@ def test_refusals_are_one_sentence_and_make_nothing(tmp_path, capsys):
     assert "NAME=VALUE" in refusal(capsys, "--root", str(new), "--var", "no-equals-sign")
     assert "not a YAML value" in refusal(capsys, "--root", str(new), "--var", "sdenv_x=[unclosed")
     assert "--user, --root" in refusal(capsys, "--root", str(new), "--var", "sdenv_state_dir=/var/lib/sdenv")
+    # The apps: only those the fixture serves (another would send the provision to the real upstream).
+    assert "serves webui, comfyui only" in refusal(capsys, "--root", str(new), "--apps", "webui,diffusionbee")
+    assert "expected webui in it" in refusal(capsys, "--root", str(new), "--apps", "comfyui")
+    assert "each app once" in refusal(capsys, "--root", str(new), "--apps", "webui,comfyui,webui")
+    assert "with --apps" in refusal(capsys, "--root", str(new), "--var", "sdenv_apps=[webui, comfyui]")
     assert not new.exists()
+
+
+def test_apps_are_read_as_sdenv_apps_names_them():
+    assert parse_apps("webui") == ["webui"]
+    assert parse_apps("webui, comfyui") == ["webui", "comfyui"]
+
+
+def test_free_port_skips_the_ports_other_apps_took(monkeypatch):
+    ports = iter([8188, 8188, 8190])
+
+    class Socket:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *_):
+            return False
+
+        def bind(self, _):
+            self.port = next(ports)
+
+        def getsockname(self):
+            return "127.0.0.1", self.port
+
+    monkeypatch.setattr(fixture_host.socket, "socket", Socket)
+    assert free_port(taken={8188}) == 8190
+
+
+def test_comfyui_is_served_and_chosen_only_when_asked(tmp_path, monkeypatch):
+    """The build and the inventory's app choice; the real venv locks (uv against the served index) and a
+    provision from them are test_verify_make.py's lifecycle test, which runs the command with --apps."""
+    monkeypatch.setattr(fixture_host, "venv_lock_vars", lambda *_: {"sdenv_lock": {}})
+    alone = FixtureHost(tmp_path / "alone")
+    assert alone.comfyui is None and not (alone.served / "git" / "ComfyUI.git").exists()
+    assert "sdenv_apps" not in alone.host_vars("http://127.0.0.1:1")
+    both = FixtureHost(tmp_path / "both", ["webui", "comfyui"])
+    assert (both.served / "git" / "ComfyUI.git" / "HEAD").is_file()
+    assert both.upstream.comfyui is both.comfyui  # the fixture lock pins it (FixtureUpstream.lock)
+    variables = both.host_vars("http://127.0.0.1:1")
+    assert variables["sdenv_apps"] == ["webui", "comfyui"]
+    assert variables["sdenv_comfyui_port"] != variables["sdenv_webui_port"]
 
 
 def test_inventory_keeps_the_repositorys_settings_with_the_throwaway_ones_on_top(tmp_path):
