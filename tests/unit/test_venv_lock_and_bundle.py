@@ -173,6 +173,23 @@ def test_the_simple_index_page_gives_names_urls_and_hashes():
 # --- uv on the host ------------------------------------------------------------------------------------
 
 
+def test_resolving_a_lock_never_lets_uv_download_a_python(tmp_path, monkeypatch):
+    # Without an interpreter of the target version uv would fetch a CPython into root's home (offline: retry for
+    # seconds) and then resolve with the controller's anyway.
+    seen = {}
+
+    def run(argv, **kwargs):
+        seen.update(kwargs["env"])
+        return subprocess.CompletedProcess(argv, 1, "", "stopped by the test")
+
+    monkeypatch.setattr(bb.subprocess, "run", run)
+    inputs = {"platform": "Linux-x86_64", "python": "3.10", "torch": {"index_url": ""}}
+    with pytest.raises(bb.BundleError, match="stopped by the test"):
+        bb.resolve("uv", "0.0.0", inputs, "", str(tmp_path / "lock.txt"), "")
+    assert seen["UV_PYTHON_DOWNLOADS"] == "never"
+    assert seen["UV_NO_CONFIG"] == "1"
+
+
 def test_uv_is_installed_from_its_pinned_wheel_and_then_left_alone(tmp_path):
     wheel = tmp_path / "src" / "uv-9.9.9-py3-none-any.whl"
     wheel.parent.mkdir()

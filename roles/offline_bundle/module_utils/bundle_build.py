@@ -189,7 +189,15 @@ def resolve(uv, version, inputs, source, path, index_url):
             "--index-url", index_url or "https://pypi.org/simple"]  # fmt: skip
     if inputs["torch"]["index_url"]:
         argv += ["--extra-index-url", inputs["torch"]["index_url"], "--index-strategy", "unsafe-best-match"]
-    env = {**os.environ, "UV_NO_CONFIG": "1", "MACOSX_DEPLOYMENT_TARGET": "13.0"}
+    # uv compiles for a target Python with an interpreter of that version where it finds one; where none is
+    # installed it would download a CPython into root's home (or, offline, spend 5-15 s retrying) and then use
+    # the controller's anyway: the lock is the same, so it never downloads one.
+    env = {
+        **os.environ,
+        "UV_NO_CONFIG": "1",
+        "UV_PYTHON_DOWNLOADS": "never",
+        "MACOSX_DEPLOYMENT_TARGET": "13.0",
+    }
     what = "ComfyUI's venv" if inputs.get("app") == "comfyui" else "the venv"
     say(f"resolving {what} for {platform} / Python {python} ...")
     completed = subprocess.run(argv, input=source, capture_output=True, text=True, env=env, check=False)
