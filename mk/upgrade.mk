@@ -8,14 +8,15 @@ COMFYUI ?=
 SDENV_UPGRADE_CLI = $(VENV)/bin/python roles/webui/files/sdenv_upgrade.py
 
 # var: WEBUI=ref       make upgrade: the WebUI tag, branch or commit to move to (the old one goes back: a downgrade)
-# var: COMFYUI=ref     make upgrade: ComfyUI's ref (not yet: refused, ComfyUI's pin is edited in lock.yml)
+# var: COMFYUI=ref     make upgrade: ComfyUI's tag, branch or commit to move to instead (one app per upgrade)
 
 .PHONY: upgrade upgrade-recover
 
-upgrade: controller ## WEBUI=<tag|commit>: plan from its own pins, re-lock, then per host snapshot/provision/verify (CHECK=1: plan only, LIVE=1)
-	@test -z "$$SDENV_VAR_COMFYUI" || { echo "make upgrade: COMFYUI= is not supported yet (make upgrade moves the WebUI only): leave it out and edit sdenv_lock.comfyui in lock.yml, then make lock-venv." >&2; exit 2; }
-	@test -n "$$SDENV_VAR_WEBUI" || { echo "make upgrade needs WEBUI=<tag|commit> (e.g. WEBUI=v1.10.1): the WebUI version to move to." >&2; exit 2; }
-	$(SDENV_UPGRADE_CLI) upgrade --inventory "$$SDENV_VAR_INVENTORY" --webui "$$SDENV_VAR_WEBUI" \
+upgrade: controller ## WEBUI=<tag|commit> or COMFYUI=<tag|commit>: plan from its own pins, re-lock, then per host snapshot/provision/verify (CHECK=1: plan only, LIVE=1)
+	@test -z "$$SDENV_VAR_WEBUI" || test -z "$$SDENV_VAR_COMFYUI" || { echo "make upgrade moves one app at a time: give WEBUI= or COMFYUI=, not both (run one upgrade, then the other), so that a red verify rolls back one known change." >&2; exit 2; }
+	@test -n "$$SDENV_VAR_WEBUI$$SDENV_VAR_COMFYUI" || { echo "make upgrade needs WEBUI=<tag|commit> (e.g. WEBUI=v1.10.1) or COMFYUI=<tag|commit>: the version to move to." >&2; exit 2; }
+	$(SDENV_UPGRADE_CLI) upgrade --inventory "$$SDENV_VAR_INVENTORY" \
+		$(if $(COMFYUI),--comfyui "$$SDENV_VAR_COMFYUI",--webui "$$SDENV_VAR_WEBUI") \
 		$(if $(LIMIT),--limit "$$SDENV_VAR_LIMIT") $(if $(ARGS),--args "$$SDENV_VAR_ARGS") \
 		$(if $(INDEX_URL),--index-url "$$SDENV_VAR_INDEX_URL") \
 		$(if $(call is_yes,$(CHECK)),--check) $(if $(call is_yes,$(CONFIRM)),--confirm) \

@@ -30,8 +30,18 @@ from pathlib import Path
 import bundle_build
 import pytest
 import sdenv_run_lock
+import snapshot_store
 import yaml
-from fixture_host import FixtureHost, account_vars
+from comfyui_fixtures import (
+    PINNED_TAG,
+    UPGRADE_TAG,
+    UPGRADED_TEMPLATES,
+    add_comfyui_upgrade_commit,
+    add_comfyui_upstream,
+    add_upgraded_wheel,
+    git_head,
+)
+from fixture_host import FixtureHost, account_vars, free_port
 from sdenv_testlib import (
     ROOT,
     make_argv,
@@ -73,6 +83,9 @@ def upgrade_host(tmp_path_factory):
     user = "sdt" + secrets.token_hex(4)
     try:
         host = FixtureHost(root)
+        # ComfyUI's upstream too: the lock pins it (sdenv_apps leaves it out until the last test chooses it).
+        add_comfyui_upstream(host.upstream)
+        add_upgraded_wheel(host.upstream)
         with serve_http(host.served) as server:
             tags = add_upgrade_commits(host.upstream, server.url)
             variables = {
@@ -102,6 +115,7 @@ def upgrade_host(tmp_path_factory):
                 # The verify reports of the upgrade's own make verify go to the test's directory too.
                 "env": {"SDENV_UPGRADE_CACHE": str(cache), "VERIFY_REPORTS": str(work / "reports")},
                 "INDEX_URL": index_url,
+                "upstream": host.upstream,
             }
     finally:
         remove_user(user)
@@ -130,7 +144,10 @@ def lock_of(context):
 
 
 def venv_locks(context):
-    return {p.name: p.read_bytes() for p in (lock_of(context).parent / "venv-lock").iterdir()}
+    directory = lock_of(context).parent / "venv-lock"
+    return {
+        str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()
+    }
 
 
 def git_out(directory, *argv):
@@ -354,3 +371,61 @@ def test_kill_9_inside_the_provision_is_undone_by_make_rollback(upgrade_host, tm
     assert lock_of(context).read_bytes() == lock_before
     assert venv_locks(context) == venv_before
     assert not journal.parent.exists()
+
+
+def test_comfyui_moves_alone_through_the_same_upgrade_and_back(upgrade_host):
+    """make upgrade COMFYUI=: refused while the host does not run ComfyUI, and with WEBUI= beside it; once
+    ComfyUI is chosen and provisioned at its pin, the upgrade to the fixture's next commit (one requirement
+    moved) is green: the tree at the new commit with the new package installed, only ComfyUI's commit and
+    version lines of lock.yml changed, ComfyUI's venv locks changed and the WebUI's byte for byte, the snapshot
+    labelled with both ComfyUI versions. The downgrade back (the same path with the other commit, as the WebUI's
+    test does it) is left out of CI: it took another 60 s (the budget of this test was 60 s in all)."""
+    context = upgrade_host
+    inventory = Path(context["inventory"])
+    comfyui = Path(f"/home/{context['user']}/ComfyUI")
+
+    def upgrade_comfyui(ref, **variables):
+        return run_make("upgrade", inventory, env=context["env"], COMFYUI=ref, INDEX_URL=context["INDEX_URL"],
+                        **variables)  # fmt: skip
+
+    not_chosen = upgrade_comfyui(UPGRADE_TAG, CHECK=1)
+    assert not_chosen.returncode != 0, not_chosen
+    assert "COMFYUI= moves ComfyUI, but sdenv_apps does not name comfyui for localhost:" in not_chosen.output
+    both = run_make("upgrade", inventory, WEBUI="v1.10.1", COMFYUI=UPGRADE_TAG, CHECK=1)
+    assert both.returncode != 0 and "make upgrade moves one app at a time" in both.output, both
+
+    hosts = yaml.safe_load(inventory.read_text())
+    hosts["all"]["hosts"]["localhost"].update(sdenv_apps=["webui", "comfyui"], sdenv_comfyui_port=free_port())
+    inventory.write_text(yaml.safe_dump(hosts, sort_keys=False))
+    # Role comfyui alone (role python sets the interpreter it builds the venv with): the rest is in place.
+    first = run_make("provision", inventory, ARGS="--tags python,comfyui")
+    assert first.returncode == 0, first
+    old = yaml.safe_load(lock_of(context).read_text())["sdenv_lock"]["comfyui"]
+    assert git_head(comfyui) == old["commit"]
+
+    text_before, venv_before = lock_of(context).read_text(), venv_locks(context)
+    new = add_comfyui_upgrade_commit(context["upstream"])
+    result = upgrade_comfyui(UPGRADE_TAG, CONFIRM="yes")
+    assert result.returncode == 0, result
+    assert f"Upgrade plan: ComfyUI {PINNED_TAG} -> {UPGRADE_TAG}" in result.output, result
+    assert f"comfyui-workflow-templates ==0.1.94 -> =={UPGRADED_TEMPLATES}" in result.output, result
+    assert f"every host is at ComfyUI {UPGRADE_TAG} and verified" in result.output, result
+    assert git_head(comfyui) == new
+    assert list(
+        comfyui.glob(
+            f"venv/lib/python*/site-packages/comfyui_workflow_templates-{UPGRADED_TEMPLATES}.dist-info"
+        )
+    )
+    removed, added = changed_lines(text_before, lock_of(context).read_text())
+    assert [line.strip() for line in removed] == [f"commit: {old['commit']}", f"version: {PINNED_TAG}"]
+    assert [line.strip() for line in added] == [f"commit: {new}", f"version: {UPGRADE_TAG}"]
+    after = venv_locks(context)
+    assert {n: b for n, b in after.items() if "/" not in n} == {
+        n: b for n, b in venv_before.items() if "/" not in n
+    }
+    comfy = sorted(n for n in venv_before if n.startswith("comfyui/"))
+    assert comfy and sorted(n for n in after if "/" in n) == comfy
+    assert all(f"comfyui-workflow-templates=={UPGRADED_TEMPLATES}" in after[n].decode() for n in comfy)
+    labels = [s["label"] for s in snapshot_store.Store(str(context["snapshots"])).list()]
+    assert f"upgrade-comfyui-{PINNED_TAG}-to-{UPGRADE_TAG}" in labels, labels
+    assert not (inventory.parent / ".sdenv-upgrade").exists()

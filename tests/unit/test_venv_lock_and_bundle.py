@@ -444,3 +444,18 @@ def test_a_webui_upgrade_keeps_comfyuis_locks_whose_inputs_have_not_moved(tmp_pa
         moved, str(tmp_path / "again"), str(tmp_path), platforms=["Linux-x86_64"], reuse_dir=str(current)
     )
     assert fetched == [1] and sum("/comfyui/" in p for p in resolved) == len(names)
+
+
+def test_a_comfyui_upgrade_relocks_comfyui_alone(tmp_path, monkeypatch):
+    """make upgrade COMFYUI= re-locks ComfyUI's venv only: the WebUI's requirements are never read and none of
+    its locks is resolved (their unpinned packages would float); ComfyUI's requirements.txt is read once."""
+    resolved, fetched = [], []
+    monkeypatch.setattr(bb, "uv_command", lambda: "uv")
+    monkeypatch.setattr(bb, "uv_version", lambda uv: "0.0")
+    monkeypatch.setattr(bb, "webui_requirements", lambda lock_, cache: pytest.fail("the WebUI was re-locked"))
+    monkeypatch.setattr(bb, "comfyui_requirements", lambda lock_, cache: fetched.append(1) or b"torch\n")
+    monkeypatch.setattr(bb, "resolve", lambda uv, version, inputs, source, path, index: resolved.append(path))
+    bb.lock_comfyui_venv(lock(), str(tmp_path), str(tmp_path), platforms=["Linux-x86_64", "Darwin-arm64"])
+    names = ["Darwin-arm64-py3.10.txt", "Linux-x86_64-py3.10.txt", "Linux-x86_64-py3.11.txt"]
+    assert sorted(str(Path(p).relative_to(tmp_path)) for p in resolved) == [f"comfyui/{n}" for n in names]
+    assert fetched == [1]

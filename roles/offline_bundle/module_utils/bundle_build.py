@@ -136,7 +136,7 @@ def lock_venv(sdenv_lock, lock_dir, cache, index_url="", platforms=(), reuse_dir
         name: archive_member(archive_cache(cache, sdenv_lock["webui_venv"][name]), "requirements.txt")
         for name in ("clip", "open_clip")
     }
-    comfyui_raw = None
+    comfyui = ComfyuiLocker(sdenv_lock, lock_dir, cache, index_url, uv, version)
     for platform in platforms_of(sdenv_lock, platforms):
         for python in PYTHONS[platform]:
             inputs = lock_inputs(sdenv_lock, platform, python, hashlib.sha256(raw).hexdigest())
@@ -149,18 +149,36 @@ def lock_venv(sdenv_lock, lock_dir, cache, index_url="", platforms=(), reuse_dir
                 os.path.join(lock_dir, lock_file_name(platform, python)),
                 index_url,
             )
-            if "comfyui" not in sdenv_lock:
-                continue
-            path = os.path.join(lock_dir, COMFYUI_LOCK_DIR, lock_file_name(platform, python))
-            if reuse_comfyui_lock(sdenv_lock, platform, python, reuse_dir, path):
-                continue
-            if comfyui_raw is None:
-                comfyui_raw = comfyui_requirements(sdenv_lock, cache)
-            inputs = comfyui_lock_inputs(
-                sdenv_lock, platform, python, hashlib.sha256(comfyui_raw).hexdigest()
-            )
-            source = comfyui_requirements_in(inputs, comfyui_raw.decode("utf-8"))
-            resolve(uv, version, inputs, source, path, index_url)
+            if "comfyui" in sdenv_lock:
+                comfyui.lock(platform, python, reuse_dir)
+
+
+def lock_comfyui_venv(sdenv_lock, lock_dir, cache, index_url="", platforms=()):
+    """ComfyUI's venv locks alone, into lock_dir/comfyui/ (make upgrade COMFYUI=: the WebUI's locks are kept
+    byte for byte, since re-resolving them would float their unpinned packages)."""
+    uv = uv_command()
+    comfyui = ComfyuiLocker(sdenv_lock, lock_dir, cache, index_url, uv, uv_version(uv))
+    for platform in platforms_of(sdenv_lock, platforms):
+        for python in PYTHONS[platform]:
+            comfyui.lock(platform, python)
+
+
+class ComfyuiLocker:
+    """Resolves ComfyUI's lock for one platform + Python; its requirements.txt is read once, when needed."""
+
+    def __init__(self, sdenv_lock, lock_dir, cache, index_url, uv, version):
+        self.sdenv_lock, self.lock_dir, self.cache, self.index_url = sdenv_lock, lock_dir, cache, index_url
+        self.uv, self.version, self.raw = uv, version, None
+
+    def lock(self, platform, python, reuse_dir=None):
+        path = os.path.join(self.lock_dir, COMFYUI_LOCK_DIR, lock_file_name(platform, python))
+        if reuse_comfyui_lock(self.sdenv_lock, platform, python, reuse_dir, path):
+            return
+        if self.raw is None:
+            self.raw = comfyui_requirements(self.sdenv_lock, self.cache)
+        inputs = comfyui_lock_inputs(self.sdenv_lock, platform, python, hashlib.sha256(self.raw).hexdigest())
+        source = comfyui_requirements_in(inputs, self.raw.decode("utf-8"))
+        resolve(self.uv, self.version, inputs, source, path, self.index_url)
 
 
 def reuse_comfyui_lock(sdenv_lock, platform, python, reuse_dir, path):

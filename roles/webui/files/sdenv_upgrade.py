@@ -40,13 +40,14 @@ for path in [ROOT / "plugins" / "module_utils", *sorted(ROOT.glob("roles/*/modul
     sys.path.insert(0, str(path))
 
 import bundle_build  # noqa: E402
+import comfyui_upgrade  # noqa: E402
 import lock_text_edit  # noqa: E402
 import upgrade_lock  # noqa: E402
 import webui_upgrade  # noqa: E402
 import yaml  # noqa: E402
 from bundle_sources import SourceError, file_at, git, has_commit  # noqa: E402
 from git_tree_id import zip_tree_id  # noqa: E402
-from venv_lock import parse_packages  # noqa: E402
+from venv_lock import PYTHONS, parse_packages  # noqa: E402
 
 WEBUI_GIT_NAME = "stable-diffusion-webui"
 
@@ -120,11 +121,11 @@ def write_journal(place, journal):
 # --- The plan -------------------------------------------------------------------------------------------------
 
 
-def resolve(cache, repo, ref):
-    """(commit, version) of ref (a tag, branch or commit) in the lock's WebUI repository."""
+def resolve(cache, repo, ref, variable="WEBUI", git_name=WEBUI_GIT_NAME):
+    """(commit, version) of ref (a tag, branch or commit) in the lock's WebUI (or ComfyUI) repository."""
     # Its own cache, named by URL: make bundle's cache of the same name holds only what the lock pinned.
     path = os.path.join(
-        cache, "git", f"{WEBUI_GIT_NAME}-upgrade-{hashlib.sha256(repo.encode()).hexdigest()[:12]}.git"
+        cache, "git", f"{git_name}-upgrade-{hashlib.sha256(repo.encode()).hexdigest()[:12]}.git"
     )
     if not os.path.isdir(path):
         git(["clone", "--quiet", "--bare", repo, path])
@@ -134,7 +135,7 @@ def resolve(cache, repo, ref):
         commit = git(["rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"], cwd=path).strip()
     except SourceError as exc:
         raise Failed(
-            f"WEBUI={ref} is not a tag, branch or commit of {repo}: give one of its tags or commits."
+            f"{variable}={ref} is not a tag, branch or commit of {repo}: give one of its tags or commits."
         ) from exc
     try:
         version = git(["describe", "--tags", commit], cwd=path).strip()
@@ -269,6 +270,118 @@ def make_plan(args, place):
     return journal, bool(changes)
 
 
+# --- The plan for ComfyUI (make upgrade COMFYUI=) ------------------------------------------------------------
+
+
+def apps_of(args):
+    """{host: sdenv_apps} of the hosts the upgrade would touch, as the inventory sets it (ansible-inventory
+    reads group_vars and host variables; unset: settings.yml's default, the WebUI alone)."""
+    argv = [str(ROOT / ".venv" / "bin" / "ansible-inventory"), "-i", str(args.inventory), "--list"]
+    if args.limit:
+        argv += ["--limit", args.limit]
+    completed = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if completed.returncode != 0:
+        raise Failed(f"The inventory {args.inventory} could not be read: {completed.stderr.strip()[-300:]}")
+    hostvars = json.loads(completed.stdout).get("_meta", {}).get("hostvars", {})
+    return {host: values.get("sdenv_apps") for host, values in hostvars.items()}
+
+
+def comfyui_locks(directory):
+    """{file name: parsed packages} of ComfyUI's venv locks in a venv-lock directory."""
+    return {
+        p.name: parse_packages(p.read_text(encoding="utf-8"))
+        for p in sorted((Path(directory) / bundle_build.COMFYUI_LOCK_DIR).glob("*.txt"))
+    }
+
+
+def make_comfyui_plan(args, place):
+    """make_plan for ComfyUI: its commit's requirements.txt and pyproject.toml checked against the lock's torch
+    and Pythons, ComfyUI's venv re-locked for every platform it was locked for while the WebUI's locks are copied
+    byte for byte; staged under place.work/new like the WebUI's. Returns (journal, changed)."""
+    text = place.lock.read_text(encoding="utf-8")
+    document = yaml.safe_load(text)
+    lock = document["sdenv_lock"]
+    if "comfyui" not in lock:
+        raise Failed(
+            f"{place.lock} pins no ComfyUI (sdenv_lock.comfyui): add its pin (see the lock.yml this toolkit"
+            " ships) before moving it with COMFYUI=."
+        )
+    refusal = comfyui_upgrade.apps_refusal(apps_of(args))
+    if refusal:
+        raise Failed(refusal)
+    old = lock["comfyui"]
+    commit, _, repo_dir = resolve(
+        args.cache, old["repo"], args.comfyui, "COMFYUI", bundle_build.COMFYUI_GIT_NAME
+    )
+    try:
+        tag = git(["describe", "--tags", "--exact-match", commit], cwd=repo_dir).strip()
+    except SourceError:
+        tag = ""
+
+    def at(commit_id, name):
+        try:
+            return file_at(repo_dir, commit_id, name).decode()
+        except SourceError:
+            return ""
+
+    version = comfyui_upgrade.version_name(tag, at(commit, "comfyui_version.py"), commit)
+    say(f"reading ComfyUI's pins at {version} ({commit[:10]}) ...")
+    new_requirements = at(commit, "requirements.txt")
+    if not new_requirements:
+        raise Failed(f"ComfyUI {version} has no requirements.txt: it is not shaped like ComfyUI's tree.")
+    torch_pins = (lock.get("comfyui_venv") or {}).get("torch") or {}
+    notes = comfyui_upgrade.check_torch(new_requirements, torch_pins)
+    comfyui_upgrade.check_python(
+        at(commit, "pyproject.toml"), sorted({p for v in PYTHONS.values() for p in v})
+    )
+    notes += comfyui_upgrade.requires_notes(
+        (lock.get("comfyui_venv") or {}).get("requires") or [], new_requirements
+    )
+    requirement_lines = comfyui_upgrade.requirement_changes(
+        at(old["commit"], "requirements.txt"), new_requirements
+    )
+    pins = comfyui_upgrade.pin_changes(lock, commit, version)
+    new_text = lock_text_edit.set_values(text, [(path, new) for path, _, new in pins], yaml.safe_load)
+    shutil.rmtree(place.work / "new", ignore_errors=True)
+    write_atomic(place.new_lock, new_text)
+    # Every file of the venv-lock directory as it is (the WebUI's locks byte for byte), then ComfyUI's re-locked.
+    copy_dir_atomic(place.venv_lock, place.new_venv_lock)
+    if args.relock:
+        say("re-locking ComfyUI's venv for every platform its venv-lock holds (make lock-venv's code) ...")
+        platforms = webui_upgrade.locked_platforms(
+            p.name for p in (place.venv_lock / bundle_build.COMFYUI_LOCK_DIR).glob("*.txt")
+        )
+        try:
+            bundle_build.lock_comfyui_venv(
+                yaml.safe_load(new_text)["sdenv_lock"],
+                str(place.new_venv_lock),
+                args.cache,
+                args.index_url,
+                platforms,
+            )
+        except bundle_build.BUNDLE_ERRORS as exc:
+            if not args.check:
+                raise Failed(f"ComfyUI's venv could not be re-locked for {version}: {exc}") from exc
+            notes.append(f"ComfyUI's venv could not be re-locked: {exc}")
+        else:
+            notes += venv_lock_changes(
+                place.venv_lock / bundle_build.COMFYUI_LOCK_DIR,
+                place.new_venv_lock / bundle_build.COMFYUI_LOCK_DIR,
+            )
+    torch = comfyui_upgrade.torch_lines(comfyui_locks(place.venv_lock), comfyui_locks(place.new_venv_lock))
+    old_version = old.get("version") or old["commit"][:10]
+    print(comfyui_upgrade.plan_text(pins, requirement_lines, torch, notes, old_version, version), flush=True)
+    journal = {
+        "step": "planned",
+        "app": "comfyui",
+        "from": {"commit": old["commit"], "version": f"ComfyUI {old_version}"},
+        "to": {"commit": commit, "version": f"ComfyUI {version}"},
+        "label": webui_upgrade.snapshot_label(f"comfyui-{old_version}", version),
+        "hosts": {},
+    }
+    return journal, bool(pins)
+
+
 # --- The flow -------------------------------------------------------------------------------------------------
 
 
@@ -281,7 +394,7 @@ def run_make(args, place, target, host, log_name, **variables):
     if args.args:
         argv.append(f"ARGS={args.args}")
     env = {**os.environ, "SDENV_UPGRADE_INSIDE": "1"}
-    for name in ("LIMIT", "ARGS", "CHECK", "CONFIRM", "LIVE", "LABEL", "TO", "PATHS", "WEBUI"):
+    for name in ("LIMIT", "ARGS", "CHECK", "CONFIRM", "LIVE", "LABEL", "TO", "PATHS", "WEBUI", "COMFYUI"):
         env.pop(f"SDENV_VAR_{name}", None)
         env.pop(name, None)
     env.pop("MAKEFLAGS", None)
@@ -386,7 +499,7 @@ def recover_before_rollback(args, place):
 def upgrade(args, place):
     if read_journal(place) and recover(args, place) != 0:
         return 1
-    journal, changed = make_plan(args, place)
+    journal, changed = (make_comfyui_plan if args.comfyui else make_plan)(args, place)
     if args.check:
         say("CHECK=1: that is the plan only; nothing was changed.")
         shutil.rmtree(place.work, ignore_errors=True)
@@ -444,7 +557,10 @@ def main(argv):
             "--cache", default=os.environ.get("SDENV_UPGRADE_CACHE") or os.path.expanduser("~/.cache/sdenv")
         )
     up = sub.choices["upgrade"]
-    up.add_argument("--webui", required=True)
+    # One app per upgrade: a red verify then names one change, and the snapshot's label its two versions.
+    app = up.add_mutually_exclusive_group(required=True)
+    app.add_argument("--webui", default="")
+    app.add_argument("--comfyui", default="")
     up.add_argument("--check", action="store_true")
     up.add_argument("--confirm", action="store_true")
     up.add_argument("--live", action="store_true")
@@ -461,12 +577,14 @@ def main(argv):
         if args.command == "recover":
             return recover_before_rollback(args, place)
         # One upgrade per inventory at a time: its journal and lock.yml edits must not interleave with another's.
-        with upgrade_lock.held(place.inventory.parent, f"make upgrade WEBUI={args.webui}"):
+        what = f"COMFYUI={args.comfyui}" if args.comfyui else f"WEBUI={args.webui}"
+        with upgrade_lock.held(place.inventory.parent, f"make upgrade {what}"):
             return upgrade(args, place)
     except (
         Failed,
         upgrade_lock.UpgradeLocked,
         webui_upgrade.UpgradeError,
+        comfyui_upgrade.ComfyUpgradeError,
         lock_text_edit.LockTextError,
         SourceError,
     ) as exc:
