@@ -137,6 +137,21 @@ def test_values_reach_the_playbook_verbatim(tmp_path):
     assert "LIMIT=it's \"here\" names it's, which matches no host" in quoted.stderr, quoted.stderr
 
 
+@pytest.mark.parametrize("target", [["upgrade", "WEBUI=-v0"], ["upgrade", "COMFYUI=-v0"], ["rollback"]])
+def test_a_value_beginning_with_a_dash_reaches_the_upgrade_script_as_a_value(tmp_path, target):
+    # Given as a word of its own, `--args --diff` made argparse read --diff as an option: the target failed
+    # before it began. The script's own first check (no lock.yml here) shows the values were taken.
+    result = subprocess.run(
+        ["make", "-s", "-C", str(ROOT), *target, "ARGS=--diff", "LIMIT=-nothing", "INDEX_URL=-x",
+         f"INVENTORY={tmp_path}/hosts.yml"],
+        capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False,
+    )  # fmt: skip
+    assert "expected one argument" not in result.stderr, result.stderr
+    assert f"there is no lock {tmp_path}/group_vars/all/lock.yml" in result.stdout, (
+        result.stdout + result.stderr
+    )
+
+
 @pytest.mark.parametrize("args", ["--skip-tags always", "--start-at-task 'Install the WebUI'", "--step"])
 def test_args_cannot_skip_the_preflight(args):
     # --list-tasks: were the option let through, nothing would run on main either.
