@@ -16,9 +16,9 @@ Reported, as ratios N hosts / 1 host (targets from issue 24):
   namespaces), and what the rest of this machine used meanwhile: not targets, the reason when the time misses.
   The least time ratio the CPU allows: here, where the N hosts share this machine's cores, and on N machines of
   their own, where only the controller's part shares the controller's cores.
-- the tasks whose span (banner to next banner in Ansible's log_path) grew most from 1 host to N: serial steps,
+- the tasks whose span (Ansible's log_path timestamps) grew most from 1 host to N: serial steps,
   and the fleet cache's fill and copies, which only the N-host run has.
-SDENV_BENCH_FLEET_HOSTS sets N (default 4).
+SDENV_BENCH_FLEET_HOSTS sets N (default 4); SDENV_BENCH_FLEET_LOGS=dir keeps both runs' Ansible logs there.
 """
 
 from __future__ import annotations
@@ -43,6 +43,8 @@ from sdenv_testlib import run_make  # noqa: E402
 BYTES_TARGET = 1.05
 TIME_TARGET = 1.5
 TICKS = os.sysconf("SC_CLK_TCK")
+STAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ")
+RESULT = re.compile(r"^.{24}.*?\| (ok|changed|failed|fatal|skipping|included|unreachable): ")
 TASK_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) .*?\| (TASK|RUNNING HANDLER) \[(.*)\]")
 
 
@@ -84,20 +86,25 @@ def controller_cpu(lab):
 
 
 def task_spans(log_path):
-    """{task name: seconds from its banner to the next one} from an Ansible log_path file (summed when a
-    task name repeats); the last task runs to the log's last line."""
-    stamps = []
-    last = None
+    """{task name: seconds} from an Ansible log_path file: a task runs from the previous task's last line to
+    its own last line (summed when a task name repeats). Not from banner to banner: the default callback,
+    with display_skipped_hosts off, prints a task's banner with its first result, so a banner comes when the
+    task's first host is done. A task every host skipped prints nothing: its time is in the next one's."""
+    tasks = []  # [name, first stamp, last stamp]
     for line in Path(log_path).read_text(encoding="utf-8", errors="replace").splitlines():
-        when = line[:23]
+        stamp = STAMP.match(line)
+        if not stamp:
+            continue
+        when = datetime.strptime(stamp.group(1), "%Y-%m-%d %H:%M:%S,%f")
         match = TASK_LINE.match(line)
         if match:
-            stamps.append((match.group(3), datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S,%f")))
-        elif re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}", when):
-            last = datetime.strptime(when, "%Y-%m-%d %H:%M:%S,%f")
+            tasks.append([match.group(3), when, when])
+        elif tasks and RESULT.match(line):  # not a progress line a module prints while it runs
+            tasks[-1][2] = when
     spent = {}
-    for (name, began), (_, ended) in zip(stamps, [*stamps[1:], (None, last or stamps[-1][1])], strict=True):
-        spent[name] = spent.get(name, 0.0) + (ended - began).total_seconds()
+    for index, (name, first, last) in enumerate(tasks):
+        began = tasks[index - 1][2] if index else first
+        spent[name] = spent.get(name, 0.0) + (last - began).total_seconds()
     return spent
 
 
@@ -154,6 +161,11 @@ def measure(hosts):
             one = provisioned(fleet, fleet.names[-1:], directory / "one")
             many = provisioned(fleet, fleet.names[:-1], directory / "many")
     finally:
+        keep = os.environ.get("SDENV_BENCH_FLEET_LOGS")  # a directory to keep both runs' Ansible logs in
+        for run_name in ("one", "many") if keep else ():
+            if (directory / run_name / "ansible.log").exists():
+                Path(keep).mkdir(parents=True, exist_ok=True)
+                shutil.copy(directory / run_name / "ansible.log", Path(keep) / f"{run_name}.log")
         shutil.rmtree(directory, ignore_errors=True)
     return rows(hosts, one, many)
 
@@ -170,6 +182,7 @@ def rows(hosts, one, many, cores=None):
     floor_machines = max(many["controller"] / cores, many["hosts"] / hosts) / one["seconds"]
     # Over every task of either run: the fleet cache's fill and copies run only in the N-host run.
     names = dict.fromkeys([*one["tasks"], *many["tasks"]])
+    only = [n for n in many["tasks"] if n not in one["tasks"]]
     grown = sorted(
         ((many["tasks"].get(n, 0.0) - one["tasks"].get(n, 0.0), n, one["tasks"].get(n, 0.0)) for n in names),
         reverse=True,
@@ -190,6 +203,8 @@ def rows(hosts, one, many, cores=None):
          "the rest of this machine (not the runs): it slows them down"),
         (f"least time ratio on {cores} cores", f"{floor_here:.2f}x",
          f"{hosts} hosts' CPU on this machine's cores; on {hosts} machines of their own: {floor_machines:.2f}x"),
+        ("tasks only the fleet run has", f"{sum(many['tasks'][n] for n in only):.1f} s",
+         f"{len(only)} tasks: the fleet cache's fill (before any host goes on) and the hosts' copies"),
         *((f"  grew: {name[:60]}", f"+{delta:.1f} s", f"{spent:.1f} s -> {spent + delta:.1f} s")
           for delta, name, spent in grown),
     ]  # fmt: skip

@@ -13,22 +13,30 @@ LOG = textwrap.dedent(
     """\
     2026-12-07 18:57:00,000 p=10 u=root n=ansible INFO| PLAY [Provision] ******
     2026-12-07 18:57:01,000 p=10 u=root n=ansible INFO| TASK [offline_bundle : Fill the fleet cache] ******
+    2026-12-07 18:57:01,000 p=10 u=root n=ansible INFO| changed: [lab1 -> localhost]
+    2026-12-07 18:57:02,000 p=10 u=root n=ansible INFO| [lab1] sdtckpt: downloading
     2026-12-07 18:57:11,500 p=10 u=root n=ansible INFO| TASK [webui : Clone] ******
-    2026-12-07 18:57:12,000 p=10 u=root n=ansible INFO| changed: [lab1]
+    2026-12-07 18:57:11,500 p=10 u=root n=ansible INFO| changed: [lab1]
+    2026-12-07 18:57:12,000 p=10 u=root n=ansible INFO| ok: [lab2]
     2026-12-07 18:57:14,000 p=10 u=root n=ansible INFO| RUNNING HANDLER [webui : Restart] ******
+    2026-12-07 18:57:14,000 p=10 u=root n=ansible INFO| changed: [lab1]
     2026-12-07 18:57:15,000 p=10 u=root n=ansible INFO| TASK [webui : Clone] ******
-    2026-12-07 18:57:16,250 p=10 u=root n=ansible INFO| PLAY RECAP ******
+    2026-12-07 18:57:15,000 p=10 u=root n=ansible INFO| skipping: [lab1]
+    2026-12-07 18:57:16,250 p=10 u=root n=ansible INFO| ok: [lab2]
+    2026-12-07 18:57:16,300 p=10 u=root n=ansible INFO| PLAY RECAP ******
     """
 )
 
 
-def test_a_tasks_span_runs_from_its_banner_to_the_next_and_repeats_add_up(tmp_path):
+def test_a_task_runs_from_the_last_result_before_it_to_its_own_last_and_repeats_add_up(tmp_path):
+    # The banner comes with a task's first result (display_skipped_hosts off), so the time before it, back to
+    # the previous task's last result (not a progress line), is this task's.
     log = tmp_path / "ansible.log"
     log.write_text(LOG, encoding="utf-8")
     assert bench.task_spans(log) == {
-        "offline_bundle : Fill the fleet cache": 10.5,
-        "webui : Clone": 2.5 + 1.25,  # the second one runs to the log's last line
-        "webui : Restart": 1.0,
+        "offline_bundle : Fill the fleet cache": 0.0,
+        "webui : Clone": 11.0 + 2.25,  # 18:57:01 -> 18:57:12, then 18:57:14 -> 18:57:16.25
+        "webui : Restart": 2.0,
     }
 
 
@@ -48,6 +56,7 @@ def test_rows_give_each_ratio_against_its_target_and_the_cpu_floors():
     # its 2 cores (15 s) or one host's share 50/4 = 12.5 s, the larger: 0.75x.
     value, note = table["least time ratio on 2 cores"]
     assert value == "2.00x" and note.endswith("on 4 machines of their own: 0.75x"), note
+    assert table["tasks only the fleet run has"][0] == "9.0 s"
     # The task only the fleet run has (the cache's fill) is the one that grew most.
     grew = [(name, value) for name, (value, _) in table.items() if name.startswith("grew:")]
     assert grew[:2] == [("grew: fill", "+9.0 s"), ("grew: a", "+0.5 s")], grew
