@@ -2,11 +2,12 @@
 
 The hosts are the fleet lab's (tests/fixtures/fleet_lab.py through fleet_fixture.py, as the integration test
 test_fleet_life.py uses them): each its own root filesystem, user database and network namespace, reached by
-the controller only over SSH as a sudo login. One lab of N + 1 hosts and one fixture upstream
-(tests/fixtures/fixture_host.py, served on loopback) serve both measurements of the same run: first one host
+the controller only over SSH as a sudo login. One lab of 2N + 1 hosts and one fixture upstream
+(tests/fixtures/fixture_host.py, served on loopback) serve the three measurements of one run: first one host
 (the last) provisioned from nothing, fetching for itself (the fleet cache is auto: off for one host), then
-the other N provisioned from nothing at once with the fleet cache on, each through the real `make provision`
-and each with a controller cache of its own (nothing cached anywhere before it).
+N others provisioned from nothing at once with the fleet cache on, then the last N the same way without it
+(sdenv_fleet_cache: never; for reference: the cache's own cost), each through the real `make provision` and
+each with a controller cache of its own (nothing cached anywhere before it).
 
 Reported, as ratios N hosts / 1 host (targets from issue 24):
 - bytes fetched from upstream: the fixture server's request log (file sizes of what it served). Target <= 1.05x.
@@ -115,7 +116,7 @@ def busy_seconds():
     return (sum(fields[:8]) - idle) / TICKS  # guest time is already inside user
 
 
-def provisioned(fleet, names, directory):
+def provisioned(fleet, names, directory, **overrides):
     """{upstream, requests, repeated, seconds, controller, hosts, others, load, tasks} of one cold
     `make provision` of the named hosts; controller, hosts and others are CPU seconds (others: what the rest
     of this machine used meanwhile, which slows the run down and is no part of it)."""
@@ -128,6 +129,7 @@ def provisioned(fleet, names, directory):
         sdenv_webui_wheelhouse="",
         sdenv_webui_pip_index_url=f"{fleet.server.url}/index/simple",
         sdenv_fleet_cache_dir=str(directory / "controller-cache"),
+        **overrides,
     )
     log = directory / "ansible.log"
     start = len(fleet.server.requests)
@@ -156,22 +158,29 @@ def provisioned(fleet, names, directory):
 def measure(hosts):
     directory = Path(f"/tmp/sdt-benchfleet-{secrets.token_hex(4)}")  # short: the lab's sockets live under it
     directory.mkdir(mode=0o700)
+    runs = {}
     try:
-        with fixture_fleet(directory, count=hosts + 1) as fleet:
-            one = provisioned(fleet, fleet.names[-1:], directory / "one")
-            many = provisioned(fleet, fleet.names[:-1], directory / "many")
+        with fixture_fleet(directory, count=2 * hosts + 1) as fleet:
+            runs["one"] = provisioned(fleet, fleet.names[-1:], directory / "one")
+            runs["many"] = provisioned(fleet, fleet.names[:hosts], directory / "many")
+            # The same N hosts' work without the fleet cache (each fetches for itself): what the cache itself
+            # costs or saves in time, apart from what N hosts on these cores cost.
+            runs["never"] = provisioned(
+                fleet, fleet.names[hosts:-1], directory / "never", sdenv_fleet_cache="never"
+            )
     finally:
-        keep = os.environ.get("SDENV_BENCH_FLEET_LOGS")  # a directory to keep both runs' Ansible logs in
-        for run_name in ("one", "many") if keep else ():
+        keep = os.environ.get("SDENV_BENCH_FLEET_LOGS")  # a directory to keep the runs' Ansible logs in
+        for run_name in runs if keep else ():
             if (directory / run_name / "ansible.log").exists():
                 Path(keep).mkdir(parents=True, exist_ok=True)
                 shutil.copy(directory / run_name / "ansible.log", Path(keep) / f"{run_name}.log")
         shutil.rmtree(directory, ignore_errors=True)
-    return rows(hosts, one, many)
+    return rows(hosts, runs["one"], runs["many"], without=runs["never"])
 
 
-def rows(hosts, one, many, cores=None):
-    """The printed rows (name, value, note) for one measurement of 1 host and one of `hosts` hosts."""
+def rows(hosts, one, many, cores=None, without=None):
+    """The printed rows (name, value, note) for one measurement of 1 host and one of `hosts` hosts (and, when
+    given, one of `hosts` other hosts without the fleet cache)."""
     cores = cores or os.cpu_count() or 1
     ratio = many["upstream"] / one["upstream"] if one["upstream"] else float("inf")
     time_ratio = many["seconds"] / one["seconds"]
@@ -205,6 +214,12 @@ def rows(hosts, one, many, cores=None):
          f"{hosts} hosts' CPU on this machine's cores; on {hosts} machines of their own: {floor_machines:.2f}x"),
         ("tasks only the fleet run has", f"{sum(many['tasks'][n] for n in only):.1f} s",
          f"{len(only)} tasks: the fleet cache's fill (before any host goes on) and the hosts' copies"),
+        *(
+            [(f"{hosts} hosts without the fleet cache / 1 host",
+              f"time {without['seconds'] / one['seconds']:.2f}x, upstream {without['upstream'] / one['upstream']:.2f}x",
+              f"{without['seconds']:.0f} s; CPU {(without['controller'] + without['hosts']) / cpu_one:.2f}x")]
+            if without else []
+        ),
         *((f"  grew: {name[:60]}", f"+{delta:.1f} s", f"{spent:.1f} s -> {spent + delta:.1f} s")
           for delta, name, spent in grown),
     ]  # fmt: skip

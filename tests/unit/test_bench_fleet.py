@@ -67,3 +67,12 @@ def test_the_bytes_target_is_met_up_to_and_including_1_05x(upstream, verdict):
     rows = bench.rows(4, run(10.0, 1.0, 1.0), run(10.0, 1.0, 1.0, upstream=upstream), cores=2)
     (note,) = [note for name, _, note in rows if name.startswith("ratio upstream")]
     assert note.endswith(f": {verdict}"), note
+
+
+def test_the_run_without_the_fleet_cache_is_a_row_of_its_own_for_reference():
+    one = run(20.0, controller=10.0, hosts=10.0)
+    without = run(70.0, controller=36.0, hosts=44.0, upstream=4000)
+    rows = bench.rows(4, one, run(60.0, 30.0, 50.0), cores=2, without=without)
+    (row,) = [row for row in rows if row[0] == "4 hosts without the fleet cache / 1 host"]
+    assert row[1:] == ("time 3.50x, upstream 4.00x", "70 s; CPU 4.00x")
+    assert not [r for r in bench.rows(4, one, run(60.0, 30.0, 50.0), cores=2) if "without" in r[0]]
