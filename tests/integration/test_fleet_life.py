@@ -62,6 +62,14 @@ def file_digests(lab, path):
     return seen
 
 
+def read_or_nothing(path):
+    """The file's text, or "" while it is not there (the lock's file comes and goes with the run)."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return ""
+
+
 def provision_and_prune_meanwhile(inventory, cache, out):
     """`make provision` of the inventory in the background and, once its fill holds the fleet cache's lock
     (run.lock with the run's record in it), `make fleet-cache-prune` on the same cache: (provision, prune)
@@ -72,9 +80,13 @@ def provision_and_prune_meanwhile(inventory, cache, out):
         process = subprocess.Popen(make_argv("provision", inventory), stdin=subprocess.DEVNULL, stdout=output,
                                    stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True)  # fmt: skip
         try:
-            while process.poll() is None and '"target"' not in (lock.read_text() if lock.exists() else ""):
+            while process.poll() is None and '"target"' not in read_or_nothing(lock):
                 time.sleep(0.2)  # a wait for the lock, not a measurement
-            assert process.poll() is None, "make provision ended before a fleet cache lock was seen"
+            if process.poll() is not None:
+                output.seek(0)
+                pytest.fail(
+                    f"make provision ended before it held the fleet cache's lock:\n{output.read()[-6000:]}"
+                )
             prune = run_make("fleet-cache-prune", FLEET_CACHE_DIR=str(cache), env={"LANGUAGE": "en"})
             process.wait(timeout=1800)
         finally:
