@@ -11,7 +11,7 @@ SHELL := /bin/bash
 # them as the environment's SDENV_VAR_<NAME> (defined at the end, after mk/*.mk set their defaults), which
 # recipes quote as "$$SDENV_VAR_NAME"; ARGS is split by scripts/inventory_check.py, without a shell.
 SDENV_VARIABLES = INVENTORY LIMIT CHECK ARGS CONFIRM FORCE ADOPT STRICT JSON BENCH LABEL TO PATHS DEEP LIVE OFFLINE SMALL \
-	VERIFY_REPORTS PLATFORM OUT BUNDLE INDEX_URL ARCHIVE MODELS FLEET_CACHE APP WEBUI COMFYUI N SERIAL MAX_FAIL
+	VERIFY_REPORTS PLATFORM OUT BUNDLE INDEX_URL ARCHIVE MODELS FLEET_CACHE FLEET_CACHE_DIR APP WEBUI COMFYUI N SERIAL MAX_FAIL
 as_typed = $(if $(filter command environment,$(firstword $(origin $(1)))),$(eval override $(1) := $$(value $(1))))
 $(foreach name,$(.VARIABLES),$(if $(filter command,$(firstword $(origin $(name)))),$(call as_typed,$(name))))
 $(foreach name,$(SDENV_VARIABLES),$(call as_typed,$(name)))

@@ -9,10 +9,11 @@ ifneq ($(FLEET_CACHE),)
 export SDENV_E_sdenv_fleet_cache := $(FLEET_CACHE)
 endif
 
-# var: FLEET_CACHE_DIR=  make fleet-cache-prune: the controller's fleet cache (default ~/.cache/sdenv/fleet, as sdenv_fleet_cache_dir)
-FLEET_CACHE_DIR ?= $(HOME)/.cache/sdenv/fleet
+# var: FLEET_CACHE_DIR=  make fleet-cache-prune: the controller's fleet cache (default: sdenv_fleet_cache_dir from the inventory's settings.yml)
+FLEET_CACHE_DIR ?=
 
 .PHONY: fleet-cache-prune
 
 fleet-cache-prune: controller ## remove from the controller's fleet cache the files no lock names any more
-	@$(VENV)/bin/python roles/offline_bundle/files/sdenv_bundle.py prune-cache --cache-dir "$(FLEET_CACHE_DIR)"
+	@$(VENV)/bin/python roles/offline_bundle/files/sdenv_bundle.py prune-cache \
+		--cache-dir "$$SDENV_VAR_FLEET_CACHE_DIR" --inventory "$$SDENV_VAR_INVENTORY"

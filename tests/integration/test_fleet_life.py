@@ -1,6 +1,8 @@
 """The whole life of a fleet over SSH (issue 24, items 2 and 5): four lab hosts (tests/fixtures/fleet_lab.py,
 each reached only over SSH as a non-root login with sudo) provisioned from the fixture upstreams with the fleet
-cache on, verified, snapshotted, one host changed and rolled back alone (LIMIT=), then every dummy reset.
+cache on, verified, snapshotted, one host changed and rolled back alone (LIMIT=), then every dummy reset, and
+one host's dummy removed for good (remove-dummy LIMIT=). While the provision holds the controller's fleet cache,
+a second real make run on that cache (make fleet-cache-prune, the cheapest) is refused, naming the provision.
 
 The destructive targets name every host they will touch before they ask: a reset-dummy without CONFIRM over
 the fleet names the four, and is refused with nothing changed; a rollback with LIMIT= names that host alone.
@@ -11,13 +13,18 @@ the SMALL setting the fixture gives, no LIVE: this costs the CI about one provis
 """
 
 import hashlib
+import os
 import re
 import shutil
+import signal
+import subprocess
+import time
 import urllib.parse
 from collections import Counter
 from xml.etree import ElementTree
 
 import pytest
+from sdenv_testlib import MakeResult, make_argv, run_make
 
 WEBUI_USER_SH = "stable-diffusion-webui/webui-user.sh"
 
@@ -55,12 +62,50 @@ def file_digests(lab, path):
     return seen
 
 
+def read_or_nothing(path):
+    """The file's text, or "" while it is not there (the lock's file comes and goes with the run)."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return ""
+
+
+def provision_and_prune_meanwhile(inventory, cache, out):
+    """`make provision` of the inventory in the background and, once its fill holds the fleet cache's lock
+    (run.lock with the run's record in it), `make fleet-cache-prune` on the same cache: (provision, prune)
+    MakeResults. The provision is ended, whatever happens here, before this returns."""
+    env = {**os.environ, "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_NOCOLOR": "1", "LANGUAGE": "en"}
+    lock = cache / "run.lock"
+    with open(out, "w+", encoding="utf-8") as output:
+        process = subprocess.Popen(make_argv("provision", inventory), stdin=subprocess.DEVNULL, stdout=output,
+                                   stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True)  # fmt: skip
+        try:
+            while process.poll() is None and '"target"' not in read_or_nothing(lock):
+                time.sleep(0.2)  # a wait for the lock, not a measurement
+            if process.poll() is not None:
+                output.seek(0)
+                pytest.fail(
+                    f"make provision ended before it held the fleet cache's lock:\n{output.read()[-6000:]}"
+                )
+            prune = run_make("fleet-cache-prune", FLEET_CACHE_DIR=str(cache), env={"LANGUAGE": "en"})
+            process.wait(timeout=1800)
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+                process.wait()
+        output.seek(0)
+        text = output.read()
+    return MakeResult(subprocess.CompletedProcess(process.args, process.returncode, stdout=text)), prune
+
+
 def test_a_fleet_is_provisioned_verified_snapshotted_rolled_back_and_reset_over_ssh(lab_fleet, make_target):
     fleet, directory = lab_fleet
 
     def make(target, inventory, **variables):  # each run's whole output, for the report of a failure
+        began = time.monotonic()  # printed for the CI budget, never asserted
         result = make_target(target, inventory, **variables)
-        print(f"--- make {target} {variables} exit {result.returncode}\n{result.output}")
+        print(f"--- make {target} {variables} exit {result.returncode} in {time.monotonic() - began:.0f} s")
+        print(result.output)
         return result
 
     lab, user, server = fleet.lab, fleet.user, fleet.server
@@ -75,10 +120,19 @@ def test_a_fleet_is_provisioned_verified_snapshotted_rolled_back_and_reset_over_
     )
     home = f"/home/{user}"
 
-    # 1. Provision the four at once, each byte fetched once from upstream for all of them.
+    # 1. Provision the four at once, each byte fetched once from upstream for all of them. While it holds the
+    # controller's fleet cache, a second make run on that cache (a prune, the cheapest) is refused, naming it.
     start = len(server.requests)
-    provision = make("provision", inventory, timeout=1800, env={"LANGUAGE": "en"})
+    cache = directory / "controller-cache"
+    provision, prune = provision_and_prune_meanwhile(inventory, cache, directory / "provision.out")
+    print(f"--- make provision exit {provision.returncode}\n{provision.output}")
     assert provision.returncode == 0, provision
+    assert prune.returncode == 2, prune  # make's own status for a recipe that failed
+    assert re.match(
+        rf"sdenv: make provision, pid \d+ on \S+, started at [^,]+ is using the fleet cache {re.escape(str(cache))}:"
+        r" run make fleet-cache-prune again after it ends\.\n",
+        prune.output,
+    ), prune
     assert sorted(recap(provision.output)) == names, provision
     assert all(row["failed"] == 0 and row["unreachable"] == 0 for row in recap(provision.output).values())
     counts = Counter(urllib.parse.urlsplit(path).path for path in server.requests[start:])
@@ -140,3 +194,14 @@ def test_a_fleet_is_provisioned_verified_snapshotted_rolled_back_and_reset_over_
     for host in names:
         account = lab.ssh(host, f"getent passwd {user} && sudo -n test ! -e {home}/stable-diffusion-webui")
         assert account.returncode == 0, (host, account.stdout, account.stderr)
+
+    # 7. remove-dummy over SSH on one host (LIMIT=): only it is named and its account and home are gone for
+    # good; the other three keep theirs.
+    remove = make("remove-dummy", inventory, LIMIT="lab3", CONFIRM="yes", timeout=600, env={"LANGUAGE": "en"})
+    assert remove.returncode == 0, remove
+    assert f"make remove-dummy deletes the account {user} on 1 host: lab3." in " ".join(remove.output.split())
+    assert sorted(recap(remove.output)) == ["lab3"], remove
+    for host in names:
+        account = lab.ssh(host, f"getent passwd {user}; sudo -n test -d {home}; echo $?")
+        present = (account.stdout.startswith(f"{user}:"), account.stdout.split()[-1] == "0")
+        assert present == ((False, False) if host == "lab3" else (True, True)), (host, account.stdout)

@@ -250,11 +250,10 @@ def test_prune_removes_what_no_lock_names_and_keeps_what_a_fill_uses(tmp_path):
     assert bc.prune_controller(str(cache)) == ([], 0)
 
 
-def test_make_fleet_cache_prune_refuses_while_a_run_holds_the_cache(tmp_path, capsys):
+def bundle_cli():
+    """roles/offline_bundle/files/sdenv_bundle.py, the command make fleet-cache-prune runs."""
     import importlib.util
     from pathlib import Path
-
-    import sdenv_run_lock
 
     root = Path(__file__).resolve().parents[2]
     spec = importlib.util.spec_from_file_location(
@@ -262,6 +261,13 @@ def test_make_fleet_cache_prune_refuses_while_a_run_holds_the_cache(tmp_path, ca
     )
     cli = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(cli)
+    return cli
+
+
+def test_make_fleet_cache_prune_refuses_while_a_run_holds_the_cache(tmp_path, capsys):
+    import sdenv_run_lock
+
+    cli = bundle_cli()
     cache = tmp_path / "fleet"
     bundle = make_bundle(cache / "Linux-x86_64", FILES)
     (bundle / "old.whl").write_bytes(b"old")
@@ -282,3 +288,71 @@ def test_make_fleet_cache_prune_refuses_while_a_run_holds_the_cache(tmp_path, ca
     out = capsys.readouterr().out
     assert "removed Linux-x86_64/old.whl" in out and "1 file no lock names any more" in out, out
     assert not (bundle / "old.whl").exists() and not (cache / "run.lock").exists()
+
+
+def settings_inventory(directory, settings_text):
+    """An inventory file with group_vars/all/settings.yml beside it, as the repository's inventory/ has."""
+    (directory / "group_vars" / "all").mkdir(parents=True)
+    (directory / "group_vars" / "all" / "settings.yml").write_text(settings_text, encoding="utf-8")
+    inventory = directory / "hosts.yml"
+    inventory.write_text("all:\n  hosts:\n    localhost:\n", encoding="utf-8")
+    return inventory
+
+
+def stale_cache(cache):
+    bundle = make_bundle(cache / "Linux-x86_64", FILES)
+    (bundle / "old.whl").write_bytes(b"old")
+    return bundle
+
+
+@pytest.mark.parametrize(
+    "setting",
+    ["{where}/fleet", "{{{{ lookup('ansible.builtin.env', 'SDT_CACHE_BASE') }}}}/fleet",
+     "{{{{ sdt_base }}}}/fleet"],  # a path; the default's own form (the controller's environment); a variable
+)  # fmt: skip
+def test_make_fleet_cache_prune_prunes_the_cache_settings_yml_names(tmp_path, capsys, monkeypatch, setting):
+    monkeypatch.setenv("SDT_CACHE_BASE", str(tmp_path))
+    default_cache = (
+        tmp_path / "home" / ".cache" / "sdenv" / "fleet"
+    )  # what FLEET_CACHE_DIR's old default named
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    kept = stale_cache(default_cache)
+    bundle = stale_cache(tmp_path / "fleet")
+    text = f'sdt_base: {tmp_path}\nsdenv_fleet_cache_dir: "{setting.format(where=tmp_path)}"\n'
+    inventory = settings_inventory(tmp_path / "inventory", text)
+    assert bundle_cli().main(["prune-cache", "--cache-dir", "", "--inventory", str(inventory)]) == 0
+    out = capsys.readouterr().out
+    assert f"pruned the fleet cache {tmp_path / 'fleet'}: 1 file no lock names any more" in out, out
+    assert not (bundle / "old.whl").exists()
+    assert (kept / "old.whl").exists()  # the default place was not the one settings.yml names
+
+
+def test_make_fleet_cache_prune_without_the_setting_prunes_the_role_default(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    bundle = stale_cache(tmp_path / "home" / ".cache" / "sdenv" / "fleet")
+    inventory = settings_inventory(tmp_path / "inventory", "sdenv_fleet_cache: auto\n")
+    assert bundle_cli().main(["prune-cache", "--inventory", str(inventory)]) == 0
+    assert "1 file no lock names any more" in capsys.readouterr().out
+    assert not (bundle / "old.whl").exists()
+
+
+def test_fleet_cache_dir_given_to_make_wins_over_settings_yml(tmp_path, capsys):
+    named = stale_cache(tmp_path / "settings-cache")
+    given = stale_cache(tmp_path / "given")
+    inventory = settings_inventory(
+        tmp_path / "inventory", f"sdenv_fleet_cache_dir: {tmp_path}/settings-cache\n"
+    )
+    assert bundle_cli().main(["prune-cache", "--cache-dir", str(tmp_path / "given"), "--inventory",
+                              str(inventory)]) == 0  # fmt: skip
+    assert not (given / "old.whl").exists() and (named / "old.whl").exists()
+
+
+def test_a_setting_only_a_play_can_render_is_one_sentence_asking_for_fleet_cache_dir(tmp_path, capsys):
+    inventory = settings_inventory(
+        tmp_path / "inventory", 'sdenv_fleet_cache_dir: "{{ ansible_env.HOME }}/c"\n'
+    )
+    assert bundle_cli().main(["prune-cache", "--inventory", str(inventory)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"sdenv: sdenv_fleet_cache_dir in {tmp_path}/inventory/group_vars/all/settings.yml "
+                          "({{ ansible_env.HOME }}/c) cannot be worked out outside a play"), err  # fmt: skip
+    assert err.endswith("('ansible_env' is undefined): give the cache's path as FLEET_CACHE_DIR=.\n"), err

@@ -4,7 +4,7 @@
     sdenv_bundle.py lock-venv --lock LOCK.yml [--index-url URL] [--platform KEY ...]
     sdenv_bundle.py bundle --spec SPEC.json --out DIR [--index-url URL]
     sdenv_bundle.py check --lock LOCK.yml --bundle DIR
-    sdenv_bundle.py prune-cache --cache-dir DIR
+    sdenv_bundle.py prune-cache [--cache-dir DIR] [--inventory INVENTORY]
 
 The logic lives in the roles' module_utils (unit-tested there); this file only wires it to a command line.
 Progress goes to stderr; one sentence and exit 1 on any failure.
@@ -48,10 +48,17 @@ def main(argv):
     check.add_argument("--lock", required=True)
     check.add_argument("--bundle", required=True)
     prune = sub.add_parser("prune-cache")
-    prune.add_argument("--cache-dir", required=True)
+    prune.add_argument("--cache-dir", default="", help="FLEET_CACHE_DIR=; empty: sdenv_fleet_cache_dir")
+    prune.add_argument("--inventory", default=str(ROOT / "inventory" / "localhost.yml"))
     args = parser.parse_args(argv)
     if args.command == "prune-cache":
-        return prune_cache(args.cache_dir)
+        if args.cache_dir:
+            return prune_cache(args.cache_dir, "FLEET_CACHE_DIR=")
+        try:
+            return prune_cache(*bundle_build.fleet_cache_dir(args.inventory, str(ROOT)))
+        except bundle_build.BundleError as exc:
+            print(f"sdenv: {exc}", file=sys.stderr)
+            return 2
     try:
         if args.command == "lock-venv":
             lock_path = Path(args.lock)
@@ -73,12 +80,12 @@ def main(argv):
     return 0
 
 
-def prune_cache(cache_dir):
+def prune_cache(cache_dir, source):
     """make fleet-cache-prune: under the cache's lock (the one make provision holds while it uses the cache),
-    or a refusal naming the run that holds it."""
+    or a refusal naming the run that holds it. source says where cache_dir came from."""
     if not os.path.isdir(cache_dir):
-        print(f"sdenv: there is no fleet cache at {cache_dir}: nothing to prune (FLEET_CACHE_DIR= names "
-              "another one).")  # fmt: skip
+        print(f"sdenv: there is no fleet cache at {cache_dir} (from {source}): nothing to prune "
+              "(FLEET_CACHE_DIR= names another one).")  # fmt: skip
         return 0
     fd, path = sdenv_run_lock.open_lock(cache_dir)
     try:

@@ -34,6 +34,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import warnings
 
 # Controller only: the CLI (files/sdenv_bundle.py) puts every module_utils directory on sys.path.
 from bundle_layout import MANIFEST, SUMS, BundleError, read_manifest, verify_sums, write_json, write_sums
@@ -623,3 +624,48 @@ def built_hashes(manifest):
     for row in manifest.get("built", []):
         extra.setdefault(row["package"], []).append(row["wheel_sha256"])
     return extra
+
+
+FLEET_CACHE_SETTING = "sdenv_fleet_cache_dir"
+
+
+def fleet_cache_dir(inventory, root):
+    """make fleet-cache-prune's cache when FLEET_CACHE_DIR= is not given: sdenv_fleet_cache_dir as make
+    provision sees it, from the inventory's settings.yml (group_vars/all/settings.yml beside the inventory;
+    for the default inventory, the repository's) when it is set there, else the role default
+    (roles/offline_bundle/defaults/main.yml). A template is rendered by Ansible's own templating, with the
+    settings file's variables (the default's `lookup('ansible.builtin.env', 'HOME')` is the controller's).
+    Returns (path, where it came from). Raises BundleError naming the setting when it cannot be rendered
+    here (it names a variable only a play knows)."""
+    from ansible.parsing.dataloader import DataLoader
+    from ansible.plugins.loader import init_plugin_loader
+    from ansible.template import Templar
+
+    base = inventory if os.path.isdir(inventory) else os.path.dirname(inventory)
+    settings = os.path.join(base, "group_vars", "all", "settings.yml")
+    loader = DataLoader()
+    # Trusted as templates, as Ansible trusts its own group_vars files (ansible-core 2.19 renders only those).
+    variables = (
+        (loader.load_from_file(settings, trusted_as_template=True) or {}) if os.path.isfile(settings) else {}
+    )
+    source = f"{FLEET_CACHE_SETTING} in {settings}"
+    if FLEET_CACHE_SETTING not in variables:
+        defaults = os.path.join(root, "roles", "offline_bundle", "defaults", "main.yml")
+        variables = {**loader.load_from_file(defaults, trusted_as_template=True), **variables}
+        source = f"{FLEET_CACHE_SETTING}'s default"
+    with warnings.catch_warnings():  # a second call in one process (the unit tests) only warns
+        warnings.simplefilter("ignore")
+        init_plugin_loader()  # the template's lookups (ansible.builtin.env) are collection plugins
+    value = variables[FLEET_CACHE_SETTING]
+    try:
+        path = Templar(loader=loader, variables=variables).template(value)
+    except Exception as exc:  # any templating failure (undefined, a lookup's) gets the same sentence
+        raise BundleError(
+            f"{source} ({value}) cannot be worked out outside a play ({exc}): give the cache's path as "
+            "FLEET_CACHE_DIR=."
+        ) from exc
+    if not isinstance(path, str) or not path.strip():
+        raise BundleError(
+            f"{source} is {path!r}, not a directory: set it to the fleet cache's path or give FLEET_CACHE_DIR=."
+        )
+    return os.path.expanduser(path), source
