@@ -252,19 +252,20 @@ def _environment_key(path: str, line: tuple) -> tuple:
 
 def same_environment(old: dict, new: dict, ignored=()) -> bool:
     """Whether two listings of one root ({path: parsed line}) hold the same environment: equal (comparable; a
-    git index by its content) once paths under `ignored` (relative; what the app writes for itself, which a rollback keeps as it is) and
+    git index by its content) once paths under `ignored` (relative: what the app writes for itself) and
     __pycache__ are left out, and directories that are new and hold nothing else counted: the WebUI makes its
     empty folders as it starts (extensions/, config_states/, the models' folders: modules/extensions.py,
     modelloader.py, sd_models.py), and an empty folder a rollback removes is made again at the next start."""
     counted = _counter(ignored)
-    a = {p: t for p, t in old.items() if counted(p)}
-    b = {p: t for p, t in new.items() if counted(p)}
-    for p, t in a.items():
-        u = b.get(p)
-        if u is None or (u != t and _environment_key(p, u) != _environment_key(p, t)):
+    for p, t in old.items():
+        u = new.get(p)
+        if u is not None and (u is t or u == t):
+            continue  # the same line: most of a tree, so tested before the path is
+        if counted(p) and (u is None or _environment_key(p, u) != _environment_key(p, t)):
             return False
-    # Every added entry a directory: then none holds a counted file or link.
-    return all(t[1] == "d" for p, t in b.items() if p not in a)
+    # Added entries: counted only when not a directory (an added directory holding a counted file or link has
+    # that entry added too).
+    return not any(u[1] != "d" and p not in old and counted(p) for p, u in new.items())
 
 
 def normalize_roots(roots: list[str]) -> list[str]:
