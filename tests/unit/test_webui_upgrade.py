@@ -516,3 +516,16 @@ def test_the_build_pins_become_lock_pins_where_the_requirements_are_silent():
     pins = {path: (value, source) for path, value, source in values}
     assert pins[("webui_venv", "setuptools")] == ("69.5.1", "requirements_versions.txt")
     assert ("webui_venv", "wheel") not in pins
+
+
+def test_a_build_package_the_lock_does_not_carry_is_said_as_not_installed():
+    more = wu.build_steps(
+        DEV_PREPARE.replace(
+            'run_pip("install wheel", "wheel")', 'run_pip("install wheel pip==24.0", "wheel")'
+        )
+    )
+    (note,) = [
+        n for n in wu.build_notes(wu.build_steps(DEV_PREPARE), more, LOCK_VENV) if "build dependencies" in n
+    ]
+    assert "-> pip==24.0, setuptools==69.5.1, wheel (any version);" in note
+    assert "pip (not in the lock: the toolkit does not install it), setuptools 69.5.1, wheel 0.45.1" in note

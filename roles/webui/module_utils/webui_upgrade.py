@@ -177,9 +177,12 @@ def build_notes(old, new, lock_venv, requirements_setuptools=None):
         )
 
     if new["build"] != before["build"]:
-        # The toolkit's venv step installs the lock's setuptools and wheel before CLIP whatever the launcher does.
+        # The toolkit's venv step installs the lock's setuptools and wheel before CLIP whatever the launcher does;
+        # another build package the launcher named would be said as one the toolkit does not install.
         pinned = [
-            f"{p} {lock_venv[p]}" if lock_venv.get(p) else f"{p} (not in the lock: add it)"
+            f"{p} {lock_venv[p]}"
+            if lock_venv.get(p)
+            else f"{p} (not in the lock: the toolkit does not install it)"
             for p in sorted({"setuptools", "wheel", *new["build"]})
         ]
         notes.append(
