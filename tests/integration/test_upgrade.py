@@ -4,8 +4,9 @@ v1.10.1-shaped commit, then, in order (each test starts where the one before lef
 - CHECK=1 prints the plan and changes nothing (lock, venv locks, host, snapshot store);
 - upgrade to v1.10.2-fixture (changed k-diffusion/BLIP pins, a changed requirement): green (make verify
   LIVE=1), only the pinned lines of lock.yml changed (its comment kept), the host's tree and sub-repository on
-  the new commits; make provision then changes nothing but, at most, one known-good snapshot of what the LIVE
-  start wrote, and the next one reports changed=0; then the downgrade, make upgrade WEBUI=v1.10.1: green, the
+  the new commits; make provision then reports changed=0 although the LIVE start wrote into the tree what the
+  real WebUI writes there and the user changed a setting (a fresher known-good copy, reported unchanged); then
+  the downgrade, make upgrade WEBUI=v1.10.1: green, the
   lock and venv locks byte for byte as before the upgrade, the host back on v1.10.1;
 - upgrade to v1.10.3-broken (its server fails, so LIVE verify is red): rolled back by itself to v1.10.1, the
   tree and venv byte-identical (content hashes), the old lock back byte for byte, the user's images kept (one
@@ -52,7 +53,7 @@ from sdenv_testlib import (
     system_tmp_dirs,
 )
 from test_webui_provision import wait_for
-from webui_fixtures import BROKEN_IMAGE, UPGRADED_TINYREQ, add_upgrade_commits, serve_http
+from webui_fixtures import BROKEN_IMAGE, UPGRADED_TINYREQ, add_upgrade_commits, launch_records, serve_http
 
 LOCK_COMMENT = "# sdt: a comment make upgrade must keep"
 REPOSITORY_LOCK = ROOT / "inventory" / "group_vars" / "all" / "lock.yml"
@@ -260,15 +261,43 @@ def test_upgrade_green_moves_the_host_and_only_the_pinned_lines(upgrade_host):
     )
     assert not (Path(context["inventory"]).parent / ".sdenv-upgrade").exists()
 
-    # The LIVE start wrote into the tree (the fixture's launch-record.jsonl, as the real WebUI writes its caches
-    # and __pycache__), so the first provision after it may record one new known-good snapshot, and nothing
-    # else; the one after it changes nothing.
-    again = run_make("provision", context["inventory"])
-    assert again.returncode == 0, again
-    assert set(changed_tasks(again.output)) <= {"TASK [snapshot : Take the snapshot]"}, again
+    # The LIVE start wrote into the tree what the real WebUI writes for itself (app_data.py): bytecode, the
+    # hash cache and params.txt of its test images, new empty folders; its launch record is beside the tree.
+    # The user then changes a setting the toolkit does not pin, as Settings > Apply writes config.json.
+    webui = context["webui"]
+    assert (webui / "params.txt").is_file() and (webui / "cache" / "hashes").is_dir()
+    assert (webui / "__pycache__").is_dir() and (webui / "extensions").is_dir()
+    assert launch_records(webui) and not (webui / "launch-record.jsonl").exists()
+    config = json.loads((webui / "config.json").read_text())
+    user_setting = json.dumps({**config, "sdt_user_setting": secrets.token_hex(4)}, indent=4)
+    subprocess.run(
+        [
+            "runuser",
+            "-u",
+            context["user"],
+            "--",
+            "sh",
+            "-c",
+            'printf %s "$1" > config.json',
+            "-",
+            user_setting,
+        ],
+        cwd=webui,
+        check=True,
+    )
+    known_good_before = [
+        s["id"] for s in snapshot_store.Store(str(context["snapshots"])).list() if s["kind"] == "known-good"
+    ]
+    # The first provision after it changes nothing; its known-good snapshot is a fresher copy of the same
+    # environment (what a rollback puts back is the user's newest config.json).
     again = run_make("provision", context["inventory"])
     assert again.returncode == 0, again
     assert again.recap.get("changed") == 0, (changed_tasks(again.output), again)
+    store = snapshot_store.Store(str(context["snapshots"]))
+    newest = [s for s in store.list() if s["kind"] == "known-good"][-1]
+    assert newest["id"] not in known_good_before, "the settings file changed but no fresher copy was taken"
+    root = next(r for r in store.load_manifest(newest["id"])["roots"] if r["path"] == str(webui))
+    assert store.read_tree_map(root["tree"])["config.json"][5] == len(user_setting.encode())
 
     # A downgrade is an upgrade: the same command with the old tag puts back the very same lock.
     down = upgrade(context, "v1.10.1", CONFIRM="yes")

@@ -401,3 +401,131 @@ def test_make_rollback_first_undoes_an_interrupted_upgrade_then_stops(
     # Stopping matters: after the undo, make rollback's TO=latest would be the snapshot taken before that undo.
     assert cli.recover_before_rollback(None, place) == status
     assert len(seen) == calls
+
+
+# --- What the launcher installs before the pinned packages (build_steps, build_notes) -------------------------
+# RECORDED, not written here: the lines of modules/launch_utils.py's prepare_environment() that build_steps
+# reads, as github:kklouzal/stable-diffusion-webui carries them (the rest of the function left out). Tag v1.10.1
+# (82a973c0): lines 318, 344-346, 393-395. Branch dev at 1937682a20f7 (2026-03-02): lines 350, 376-378, 425-446.
+V1_10_1_PREPARE = """
+def prepare_environment():
+    xformers_package = os.environ.get('XFORMERS_PACKAGE', 'xformers==0.0.23.post1')
+    clip_package = os.environ.get('CLIP_PACKAGE', "https://github.com/openai/CLIP/archive/d50d76daa670286dd6cacf3bcd80b5e4823fc8e1.zip")
+    openclip_package = os.environ.get('OPENCLIP_PACKAGE', "https://github.com/mlfoundations/open_clip/archive/bb6e834e9c70d9c27d0dc3ecedeebeaeb1ffad6b.zip")
+    if not is_installed("clip"):
+        run_pip(f"install {clip_package}", "clip")
+        startup_timer.record("install clip")
+"""
+DEV_PREPARE = '''
+def prepare_environment():
+    xformers_package = os.environ.get('XFORMERS_PACKAGE', 'xformers==0.0.30')
+    clip_package = os.environ.get('CLIP_PACKAGE', "https://github.com/openai/CLIP/archive/d50d76daa670286dd6cacf3bcd80b5e4823fc8e1.zip")
+    openclip_package = os.environ.get('OPENCLIP_PACKAGE', "https://github.com/mlfoundations/open_clip/archive/bb6e834e9c70d9c27d0dc3ecedeebeaeb1ffad6b.zip")
+    # Ensure build dependencies are installed before any package that might need them
+    def ensure_build_dependencies():
+        """Ensure essential build tools are available"""
+        if not is_installed("wheel"):
+            run_pip("install wheel", "wheel")
+        # Check setuptools version compatibility
+        try:
+            setuptools_version = run(f'"{python}" -c "import setuptools; print(setuptools.__version__)"', None, None).strip()
+            if setuptools_version >= "70":
+                run_pip("install setuptools==69.5.1", "setuptools")
+        except Exception:
+            # If setuptools check fails, install compatible version
+            run_pip("install setuptools==69.5.1", "setuptools")
+    # Install build dependencies early
+    ensure_build_dependencies()
+
+    if not is_installed("clip"):
+        run_pip(f"install --no-build-isolation {clip_package}", "clip")
+        startup_timer.record("install clip")
+
+    if not is_installed("open_clip"):
+        run_pip(f"install {openclip_package}", "open_clip")
+        startup_timer.record("install open_clip")
+'''
+LOCK_VENV = yaml.safe_load(LOCK)["sdenv_lock"]["webui_venv"]
+
+
+def test_build_steps_of_the_real_v1_10_1_and_dev():
+    assert wu.build_steps(V1_10_1_PREPARE) == {
+        "build": {},
+        "clip_flags": [],
+        "xformers": "xformers==0.0.23.post1",
+    }
+    assert wu.build_steps(DEV_PREPARE) == {
+        "build": {"wheel": "", "setuptools": "69.5.1"},
+        "clip_flags": ["--no-build-isolation"],
+        "xformers": "xformers==0.0.30",
+    }
+    # Defined but never called: not a step.
+    uncalled = DEV_PREPARE.replace("    ensure_build_dependencies()\n", "")
+    assert wu.build_steps(uncalled)["build"] == {}
+
+
+def test_the_plan_notes_the_build_steps_old_to_new_and_what_the_toolkit_does():
+    notes = wu.build_notes(wu.build_steps(V1_10_1_PREPARE), wu.build_steps(DEV_PREPARE), LOCK_VENV, "69.5.1")
+    assert notes == [
+        "build dependencies the launcher installs before CLIP: (none) -> setuptools==69.5.1, wheel (any "
+        "version); the toolkit installs the lock's setuptools 69.5.1, wheel 0.45.1 into the venv before it "
+        "builds CLIP either way",
+        "the launcher installs CLIP with (no flags) -> --no-build-isolation; the toolkit builds CLIP from the "
+        "lock's archive with --no-deps --no-build-isolation already",
+        "XFORMERS_PACKAGE xformers==0.0.23.post1 -> xformers==0.0.30: not installed: the WebUI installs it only "
+        "under --xformers, which the toolkit does not pass (CPU and Mac hosts; sdenv_webui_extra_args could add "
+        "it), so the lock carries no xformers pin",
+    ]
+    # Going back (a downgrade is an upgrade) says the same, new -> old; the same commit says nothing; an old
+    # commit the cache lacks is '?'.
+    back = wu.build_notes(wu.build_steps(DEV_PREPARE), wu.build_steps(V1_10_1_PREPARE), LOCK_VENV, "69.5.1")
+    assert back[0].startswith(
+        "build dependencies the launcher installs before CLIP: setuptools==69.5.1, wheel"
+    )
+    assert "-> (none);" in back[0] and "xformers==0.0.30 -> xformers==0.0.23.post1" in back[2]
+    assert wu.build_notes(wu.build_steps(DEV_PREPARE), wu.build_steps(DEV_PREPARE), LOCK_VENV, "69.5.1") == []
+    unknown = wu.build_notes(None, wu.build_steps(DEV_PREPARE), LOCK_VENV, "69.5.1")
+    assert "XFORMERS_PACKAGE ? -> xformers==0.0.30" in unknown[2]
+
+
+def test_a_forced_setuptools_that_the_requirements_contradict_is_said():
+    forced = wu.build_steps(DEV_PREPARE.replace("setuptools==69.5.1", "setuptools==70.1.0"))
+    notes = wu.build_notes(wu.build_steps(DEV_PREPARE), forced, LOCK_VENV, "69.5.1")
+    assert notes[0] == (
+        "the launcher forces setuptools==70.1.0 before CLIP, then requirements_versions.txt installs 69.5.1: "
+        "the lock follows requirements_versions.txt (installed last)"
+    )
+
+
+def test_the_build_pins_become_lock_pins_where_the_requirements_are_silent():
+    build = wu.build_steps(DEV_PREPARE.replace("install wheel", "install wheel==0.46.0"))["build"]
+    no_setuptools = "GitPython==3.1.32\r\nsafetensors==0.4.5\r\n"
+    values, unread, _ = wu.wanted_values(
+        wu.launcher_pins(LAUNCH_UTILS), wu.macos_torch_commands(MACOS_ENV), no_setuptools, "dev", NEW, build
+    )
+    pins = {path: (value, source) for path, value, source in values}
+    assert pins[("webui_venv", "setuptools")] == ("69.5.1", "the launcher's build dependencies (setuptools)")
+    assert pins[("webui_venv", "wheel")] == ("0.46.0", "the launcher's build dependencies (wheel)")
+    assert "requirements_versions.txt" not in unread
+    # The dev branch's own files: requirements_versions.txt pins setuptools; wheel is unpinned (the lock keeps
+    # its own), so no wheel line.
+    values, _, _ = wu.wanted_values(
+        wu.launcher_pins(LAUNCH_UTILS), wu.macos_torch_commands(MACOS_ENV), REQUIREMENTS, "dev", NEW,
+        wu.build_steps(DEV_PREPARE)["build"],
+    )  # fmt: skip
+    pins = {path: (value, source) for path, value, source in values}
+    assert pins[("webui_venv", "setuptools")] == ("69.5.1", "requirements_versions.txt")
+    assert ("webui_venv", "wheel") not in pins
+
+
+def test_a_build_package_the_lock_does_not_carry_is_said_as_not_installed():
+    more = wu.build_steps(
+        DEV_PREPARE.replace(
+            'run_pip("install wheel", "wheel")', 'run_pip("install wheel pip==24.0", "wheel")'
+        )
+    )
+    (note,) = [
+        n for n in wu.build_notes(wu.build_steps(DEV_PREPARE), more, LOCK_VENV) if "build dependencies" in n
+    ]
+    assert "-> pip==24.0, setuptools==69.5.1, wheel (any version);" in note
+    assert "pip (not in the lock: the toolkit does not install it), setuptools 69.5.1, wheel 0.45.1" in note

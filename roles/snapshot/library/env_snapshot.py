@@ -24,7 +24,12 @@ options:
   kind: {description: Why the snapshot was taken., type: str, choices: [manual, known-good, before-rollback], default: manual}
   pinned: {description: Keep this snapshot whatever the retention policy says., type: bool, default: false}
   only_if_changed:
-    description: Take no new snapshot (changed=false) when the newest of the same kind holds the same contents.
+    description:
+      - Take no new snapshot (changed=false) when the newest of the same kind holds the same contents, leaving
+        out what a rollback keeps in O(webui_dir) and O(comfyui_dir) (their user data, and what the WebUI
+        writes for itself as it runs, see module_utils/app_data.py), __pycache__ and new empty folders. When the
+        WebUI's config.json or ui-config.json alone differ, the snapshot is taken (a rollback puts back the
+        newest copy) and reported unchanged, C(refreshed) naming the one it supersedes.
     type: bool
     default: false
   to:
@@ -39,7 +44,8 @@ options:
   user_data:
     description:
       - Paths relative to O(webui_dir) a rollback leaves as they are (the user's work), unless O(only_paths) names
-        them or a path inside them.
+        them or a path inside them; what the WebUI writes for itself and the toolkit pins nothing in
+        (params.txt, styles.csv, cache/, config_states/, see module_utils/app_data.py) is kept too.
     type: list
     elements: str
     default: []
@@ -81,6 +87,10 @@ EXAMPLES = r"""
 
 RETURN = r"""
 id: {description: The snapshot taken, or the before-rollback snapshot., type: str, returned: snapshot, rollback}
+refreshed:
+  description: The snapshot of the same environment a fresher copy of the WebUI's settings files superseded.
+  type: str
+  returned: snapshot, when only those differ
 manifest: {description: The manifest written (facts omitted)., type: dict, returned: snapshot}
 snapshots: {description: id, time, label, kind, files, logical_bytes, new_bytes, pinned of each snapshot., type: list, returned: list}
 table: {description: The snapshots as the lines of an aligned table with a header., type: list, returned: list}
@@ -98,6 +108,7 @@ prune: {description: Snapshots forgotten and bytes freed., type: dict, returned:
 
 import os
 
+from ansible.module_utils.app_data import WEBUI_KEPT, WEBUI_RESTORED, kept_paths
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.snapshot_facts import account, diff_facts, gather, homebrew_roots, running_webui
 from ansible.module_utils.snapshot_retention import RetentionError, normalize_policy
@@ -175,6 +186,11 @@ def main():
         if p["lock_digest"]:
             facts["lock_digest"] = p["lock_digest"]
         roots = list(p["paths"]) + homebrew_roots(p["record_path"], p["user"])
+        # What a rollback keeps as it is, per app tree: (tree, relative paths).
+        apps_kept = (
+            (p["webui_dir"], kept_paths(p["webui_dir"], p["user_data"], WEBUI_KEPT)),
+            (p["comfyui_dir"], kept_paths(p["comfyui_dir"], p["comfyui_user_data"], ())),
+        )
         if p["state"] == "snapshot":
             res = store.snapshot(
                 roots,
@@ -184,6 +200,14 @@ def main():
                 facts=facts,
                 dry_run=module.check_mode,
                 only_if_changed=p["only_if_changed"],
+                app_writes={
+                    os.path.normpath(tree): {
+                        "kept": kept,
+                        "restored": list(WEBUI_RESTORED) if tree == p["webui_dir"] else [],
+                    }
+                    for tree, kept in apps_kept
+                    if tree
+                },
             )
             if module.check_mode:
                 module.exit_json(**res)
@@ -191,7 +215,8 @@ def main():
                 res["manifest"], facts={k: v for k, v in res["manifest"]["facts"].items() if k == "absent"}
             )
             warn(module, res.pop("warnings", []))
-            module.exit_json(changed=res["changed"], id=res["id"], manifest=m)
+            refreshed = {"refreshed": res["refreshed"]} if res.get("refreshed") else {}
+            module.exit_json(changed=res["changed"], id=res["id"], manifest=m, **refreshed)
         if p["state"] == "list":
             snapshots = store.list()
             module.exit_json(changed=False, snapshots=snapshots, table=snapshot_table(snapshots))
@@ -215,11 +240,8 @@ def main():
                 module.exit_json(changed=bool(m.get("pinned")) != (p["state"] == "pin"), id=m["id"])
             module.exit_json(**store.set_pinned(p["to"], p["state"] == "pin"))
         # rollback
-        apps = (
-            ("The WebUI", p["webui_dir"], p["user_data"]),
-            ("ComfyUI", p["comfyui_dir"], p["comfyui_user_data"]),
-        )
-        for name, tree, _ in apps:
+        apps = (("The WebUI", p["webui_dir"]), ("ComfyUI", p["comfyui_dir"]))
+        for name, tree in apps:
             running = running_webui(tree) if tree else []
             if running:
                 module.fail_json(
@@ -229,7 +251,7 @@ def main():
                 )
         target_id, note = store.resolve_ref(p["to"])
         target = store.load_manifest(target_id)
-        keep = [os.path.join(tree, rel) for _, tree, user_data in apps if tree for rel in user_data]
+        keep = [os.path.join(tree, rel) for tree, kept in apps_kept if tree for rel in kept]
         res = store.rollback(
             target_id, p["only_paths"] or None, dry_run=module.check_mode, facts=facts, keep=keep
         )

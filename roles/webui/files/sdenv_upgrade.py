@@ -212,13 +212,21 @@ def make_plan(args, place):
     lock = document["sdenv_lock"]
     commit, version, repo_dir = resolve(args.cache, lock["webui"]["repo"], args.webui)
     say(f"reading the pins of {version} ({commit[:10]}) ...")
-    launcher = webui_upgrade.launcher_pins(file_at(repo_dir, commit, "modules/launch_utils.py").decode())
+    launch_utils = file_at(repo_dir, commit, "modules/launch_utils.py").decode()
+    launcher, steps = webui_upgrade.launcher_pins(launch_utils), webui_upgrade.build_steps(launch_utils)
+    try:  # the current commit's, for the build steps' old -> new (a commit the cache lacks: '?')
+        old_source = file_at(repo_dir, lock["webui"]["commit"], "modules/launch_utils.py").decode()
+        old_steps = webui_upgrade.build_steps(old_source)
+    except (SourceError, webui_upgrade.UpgradeError):
+        old_steps = None
     try:
         macos = webui_upgrade.macos_torch_commands(file_at(repo_dir, commit, "webui-macos-env.sh").decode())
     except SourceError:
         macos = {}
     requirements = file_at(repo_dir, commit, "requirements_versions.txt").decode()
-    wanted, unread, index_url = webui_upgrade.wanted_values(launcher, macos, requirements, version, commit)
+    wanted, unread, index_url = webui_upgrade.wanted_values(
+        launcher, macos, requirements, version, commit, steps["build"]
+    )
     say("checking that every repository still serves its commit ...")
     changes, notes = webui_upgrade.plan_changes(
         lock,
@@ -234,6 +242,12 @@ def make_plan(args, place):
             f"the launcher installs torch from {index_url}; the lock keeps each platform's own index_url"
             " (empty: PyPI's build)"
         )
+    extra += webui_upgrade.build_notes(
+        old_steps,
+        steps,
+        lock.get("webui_venv") or {},
+        webui_upgrade.requirement_pin(requirements, "setuptools"),
+    )
     new_text = lock_text_edit.set_values(text, [(c.path, c.new) for c in changes], yaml.safe_load)
     shutil.rmtree(place.work / "new", ignore_errors=True)
     write_atomic(place.new_lock, new_text)

@@ -6,7 +6,10 @@
 # prepare_environment() assigns each one as `name = os.environ.get('ENV', <default>)` at the top of the
 # function (the IPEX/Windows branches below are nested in `if` and are not this toolkit's platforms), the
 # torch command being an f-string over torch_index_url; webui-macos-env.sh exports TORCH_COMMAND per CPU kind
-# (Intel: the first branch); requirements_versions.txt pins setuptools among the rest.
+# (Intel: the first branch); requirements_versions.txt pins setuptools among the rest. What the launcher
+# installs before the pinned packages, and how, is read from the same function (build_steps): the dev branch
+# (2025-) defines ensure_build_dependencies() inside it, which installs wheel and forces setuptools==69.5.1, and
+# installs CLIP with --no-build-isolation; XFORMERS_PACKAGE is one of the top-level assignments.
 from __future__ import annotations
 
 import ast
@@ -75,26 +78,131 @@ def _evaluate(node, names):
 
 def launcher_pins(source):
     """{variable: value} of the top-level assignments in launch_utils.py's prepare_environment()."""
+    names = {}
+    for statement in _prepare_environment(source).body:
+        if (
+            isinstance(statement, ast.Assign)
+            and len(statement.targets) == 1
+            and isinstance(statement.targets[0], ast.Name)
+        ):
+            value = _evaluate(statement.value, names)
+            if value is not None:
+                names[statement.targets[0].id] = value
+    return names
+
+
+def _prepare_environment(source):
     try:
         tree = ast.parse(source)
     except SyntaxError as exc:
         raise UpgradeError(f"modules/launch_utils.py does not parse as Python (line {exc.lineno}).") from exc
     for node in tree.body:
         if isinstance(node, ast.FunctionDef) and node.name == "prepare_environment":
-            names = {}
-            for statement in node.body:
-                if (
-                    isinstance(statement, ast.Assign)
-                    and len(statement.targets) == 1
-                    and isinstance(statement.targets[0], ast.Name)
-                ):
-                    value = _evaluate(statement.value, names)
-                    if value is not None:
-                        names[statement.targets[0].id] = value
-            return names
+            return node
     raise UpgradeError(
         "modules/launch_utils.py has no prepare_environment(): it is not shaped like the WebUI's."
     )
+
+
+def _run_pip_text(call):
+    """The command of a run_pip(...) call as (its constant words, the names its f-string formats), or None."""
+    if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id == "run_pip"):
+        return None
+    if not call.args:
+        return None
+    arg = call.args[0]
+    if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+        return arg.value.split(), []
+    if isinstance(arg, ast.JoinedStr):
+        words, names = [], []
+        for value in arg.values:
+            if isinstance(value, ast.Constant):
+                words += str(value.value).split()
+            elif isinstance(value, ast.FormattedValue) and isinstance(value.value, ast.Name):
+                names.append(value.value.id)
+        return words, names
+    return None
+
+
+def build_steps(source):
+    """What prepare_environment() installs before the packages the lock pins, and how: {"build": {package:
+    version, "" for any}, from the run_pip("install ...") calls of the functions it defines inside itself and
+    calls (dev's ensure_build_dependencies()); "clip_flags": the pip flags of its CLIP install (dev:
+    --no-build-isolation); "xformers": XFORMERS_PACKAGE's default, or None}."""
+    function = _prepare_environment(source)
+    nested = {n.name: n for n in function.body if isinstance(n, ast.FunctionDef)}
+    called = [
+        s.value.func.id
+        for s in function.body
+        if isinstance(s, ast.Expr) and isinstance(s.value, ast.Call) and isinstance(s.value.func, ast.Name)
+    ]
+    build = {}
+    for name in called:
+        for node in ast.walk(nested.get(name, ast.Pass())):
+            text = _run_pip_text(node)
+            if text and text[0][:1] == ["install"] and not text[1]:
+                for word in text[0][1:]:
+                    if not word.startswith("-"):
+                        package, _, version = word.partition("==")
+                        build[_normalize(package)] = version
+    clip_flags = []
+    for node in ast.walk(function):
+        text = _run_pip_text(node)
+        if text and "clip_package" in text[1]:
+            clip_flags = [w for w in text[0] if w.startswith("-")]
+    return {
+        "build": build,
+        "clip_flags": clip_flags,
+        "xformers": launcher_pins(source).get("xformers_package"),
+    }
+
+
+def build_notes(old, new, lock_venv, requirements_setuptools=None):
+    """The plan's notes, old -> new, for what build_steps reads (old None: the current commit's launcher could
+    not be read), and what the toolkit does with each; lock_venv is the lock's webui_venv,
+    requirements_setuptools the new requirements_versions.txt's setuptools pin."""
+    before = old or {"build": {}, "clip_flags": [], "xformers": None}
+    notes = []
+    forced = new["build"].get("setuptools")
+    if forced and requirements_setuptools and forced != requirements_setuptools:
+        notes.append(
+            f"the launcher forces setuptools=={forced} before CLIP, then requirements_versions.txt installs "
+            f"{requirements_setuptools}: the lock follows requirements_versions.txt (installed last)"
+        )
+
+    def words(build):
+        return (
+            ", ".join(f"{p}=={v}" if v else f"{p} (any version)" for p, v in sorted(build.items()))
+            or "(none)"
+        )
+
+    if new["build"] != before["build"]:
+        # The toolkit's venv step installs the lock's setuptools and wheel before CLIP whatever the launcher does;
+        # another build package the launcher named would be said as one the toolkit does not install.
+        pinned = [
+            f"{p} {lock_venv[p]}"
+            if lock_venv.get(p)
+            else f"{p} (not in the lock: the toolkit does not install it)"
+            for p in sorted({"setuptools", "wheel", *new["build"]})
+        ]
+        notes.append(
+            f"build dependencies the launcher installs before CLIP: {(words(before['build']) if old else '?')} -> "
+            f"{words(new['build'])}; the toolkit installs the lock's {', '.join(pinned)} into the venv before it "
+            "builds CLIP either way"
+        )
+    if new["clip_flags"] != before["clip_flags"]:
+        flags = " ".join(new["clip_flags"]) or "(no flags)"
+        notes.append(
+            f"the launcher installs CLIP with {((' '.join(before['clip_flags']) or '(no flags)') if old else '?')} -> "
+            f"{flags}; the toolkit builds CLIP from the lock's archive with --no-deps --no-build-isolation already"
+        )
+    if new["xformers"] != before["xformers"]:
+        notes.append(
+            f"XFORMERS_PACKAGE {((before['xformers'] or '(none)') if old else '?')} -> {new['xformers'] or '(none)'}: "
+            "not installed: the WebUI installs it only under --xformers, which the toolkit does not pass (CPU and "
+            "Mac hosts; sdenv_webui_extra_args could add it), so the lock carries no xformers pin"
+        )
+    return notes
 
 
 def macos_torch_commands(source):
@@ -147,9 +255,11 @@ def requirement_pin(text, name):
 # --- From pins to lock values -------------------------------------------------------------------------------
 
 
-def wanted_values(launcher, macos, requirements, version, commit):
+def wanted_values(launcher, macos, requirements, version, commit, build=None):
     """[(lock path, value, where it was read)] the new commit asks for. A pin the commit does not name (a
-    missing variable) is left out, so the lock keeps its value, and the plan says so in `unread`."""
+    missing variable) is left out, so the lock keeps its value, and the plan says so in `unread`. `build` is
+    build_steps()'s "build": a setuptools requirements_versions.txt does not pin is taken from there (its pip
+    install -r runs last, so where both pin it, the file wins: build_notes says so), and a pinned wheel."""
     values, unread = [], []
 
     def want(path, value, source):
@@ -187,9 +297,18 @@ def wanted_values(launcher, macos, requirements, version, commit):
             want(
                 ("webui_venv", "torch", platform, name), pins[name], f"webui-macos-env.sh ({platform} {name})"
             )
-    want(
-        ("webui_venv", "setuptools"), requirement_pin(requirements, "setuptools"), "requirements_versions.txt"
-    )
+    build = build or {}
+    setuptools = requirement_pin(requirements, "setuptools")
+    if setuptools is None and build.get("setuptools"):
+        want(
+            ("webui_venv", "setuptools"),
+            build["setuptools"],
+            "the launcher's build dependencies (setuptools)",
+        )
+    else:
+        want(("webui_venv", "setuptools"), setuptools, "requirements_versions.txt")
+    if build.get("wheel"):
+        want(("webui_venv", "wheel"), build["wheel"], "the launcher's build dependencies (wheel)")
     return values, sorted(set(unread)), linux["index_url"]
 
 

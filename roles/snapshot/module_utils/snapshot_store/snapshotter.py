@@ -79,8 +79,13 @@ def take(
     only_if_changed: bool = False,
     _locked: bool = False,
     _walked: list | None = None,
+    app_writes: dict | None = None,
 ) -> dict:
-    """The snapshot operation (Store.snapshot): lock, recover, walk, write, manifest last. A rollback passes
+    """The snapshot operation (Store.snapshot): lock, recover, walk, write, manifest last. With
+    only_if_changed, app_writes {root: {"kept": [relative paths], "restored": [...]}} names what the running
+    apps write for themselves (app_data.app_writes): a difference only in kept paths takes no new snapshot; one
+    in restored paths takes it, so a rollback to it puts back the newest copy, but reports changed=False (the
+    environment is the one the newest snapshot of this kind holds; `refreshed` names that one). A rollback passes
     _walked (its lock held): the Snapshotter is appended to it, with its listings, and writes its stat-cache
     files when the rollback calls write_caches (the rollback's own record replaces those of the roots it
     changes: one 4 MB write saved per root)."""
@@ -95,7 +100,9 @@ def take(
         store.init()
         with store.locked(True):
             store.warnings += store.recover()
-            return take(store, roots, label, kind, pinned, facts, False, only_if_changed, True, _walked)
+            return take(
+                store, roots, label, kind, pinned, facts, False, only_if_changed, True, _walked, app_writes
+            )
     t0 = time.monotonic()
     snap = Snapshotter(store, roots)
     run = store.begin_run("snapshot")
@@ -105,9 +112,10 @@ def take(
         stale = snap.stale_records()
         for path in stale:
             run.delete(path, once_committed=True)
+        same = refresh = None
         if only_if_changed:
-            same = _same_as_latest(store, kind, result["roots"])
-            if same:
+            same, refresh = _same_as_latest(store, kind, result["roots"], app_writes)
+            if same and not refresh:
                 # No new snapshot; the trees this walk wrote (fresher keys) are kept for the stat cache.
                 snap.write_caches()
                 run.committed()
@@ -141,10 +149,11 @@ def take(
         raise
     store.end_run()
     return {
-        "changed": True,
+        "changed": not refresh,
         "id": manifest["id"],
         "manifest": manifest,
         "warnings": store.warnings + snap.warnings,
+        **({"refreshed": same} if refresh else {}),
     }
 
 
@@ -182,26 +191,81 @@ def _remove(paths: list) -> None:
         remove(path)
 
 
-def _same_as_latest(store, kind: str, roots: list) -> str | None:
-    """Id of the newest snapshot of this kind when it holds exactly these contents (ctime/inode aside)."""
+def _same_as_latest(store, kind: str, roots: list, app_writes: dict | None = None) -> tuple:
+    """(id of the newest snapshot of this kind when it holds the same environment, else None; whether it is
+    the same only once the restored paths of app_writes are left out too: then a fresher copy is due).
+    Contents are compared with ctime/inode aside, and what only running the apps changes left out (see
+    same_environment)."""
     for snapid in reversed(store.snapshot_ids()):
         m = store.load_manifest(snapid)
         if m.get("kind") != kind:
             continue
         old = {r["path"]: r.get("tree") for r in m["roots"]}
         if set(old) != {r["path"] for r in roots}:
-            return None
+            return None, False
+        refresh = False
         for r in roots:
             a, b = old[r["path"]], r.get("tree")
             if a == b:
                 continue
             if not a or not b:
-                return None
+                return None, False
+            writes = (app_writes or {}).get(r["path"]) or {}
+            kept, restored = list(writes.get("kept", ())), list(writes.get("restored", ()))
             ma, mb = store.read_tree_map(a), store.read_tree_map(b)
-            if ma.keys() != mb.keys() or any(comparable(ma[k]) != comparable(mb[k]) for k in ma):
-                return None
-        return snapid
-    return None
+            if not same_environment(ma, mb, kept + restored):
+                return None, False
+            refresh = refresh or (bool(restored) and not same_environment(ma, mb, kept))
+        return snapid, refresh
+    return None, False
+
+
+def _counter(ignored):
+    """A test of a listing's path: True when it counts (see same_environment). A real venv has some 10^5
+    paths, so the usual case, an ignored top-level name, is one set lookup."""
+    top = {p for p in ignored if "/" not in p}
+    deeper = [p for p in ignored if "/" in p]
+
+    def counted(path: str) -> bool:
+        # __pycache__ anywhere (the tree's modules, repositories/, extensions, the venv: uv installs without
+        # compiling): the bytecode CPython writes beside each source it imports, derived from that source and
+        # checked against it at import, so never the environment's change. Not kept by a rollback either: put
+        # back with the sources it was compiled from, or removed, it stays right.
+        if "__pycache__" in path and "__pycache__" in path.split("/"):
+            return False
+        if path.partition("/")[0] in top:
+            return False
+        return not any(path == p or path.startswith(p + "/") for p in deeper)
+
+    return counted
+
+
+def _environment_key(path: str, line: tuple) -> tuple:
+    # A git index (the tree's, each sub-repository's) caches the stat data of the files it stages: git writes
+    # it again, the same bytes at a new mtime, whenever `git status` runs as the dummy after the files' times
+    # moved (the snapshot's facts, make verify's checks). What it stages is its content.
+    key = comparable(line)
+    if path == ".git/index" or path.endswith("/.git/index"):
+        return key[:5] + key[6:]
+    return key
+
+
+def same_environment(old: dict, new: dict, ignored=()) -> bool:
+    """Whether two listings of one root ({path: parsed line}) hold the same environment: equal (comparable; a
+    git index by its content) once paths under `ignored` (relative: what the app writes for itself) and
+    __pycache__ are left out, and directories that are new and hold nothing else counted: the WebUI makes its
+    empty folders as it starts (extensions/, config_states/, the models' folders: modules/extensions.py,
+    modelloader.py, sd_models.py), and an empty folder a rollback removes is made again at the next start."""
+    counted = _counter(ignored)
+    for p, t in old.items():
+        u = new.get(p)
+        if u is not None and (u is t or u == t):
+            continue  # the same line: most of a tree, so tested before the path is
+        if counted(p) and (u is None or _environment_key(p, u) != _environment_key(p, t)):
+            return False
+    # Added entries: counted only when not a directory (an added directory holding a counted file or link has
+    # that entry added too).
+    return not any(u[1] != "d" and p not in old and counted(p) for p, u in new.items())
 
 
 def normalize_roots(roots: list[str]) -> list[str]:
