@@ -76,8 +76,8 @@ def test_two_hosts_fetch_every_byte_once(two_hosts):
         home = Path(pwd.getpwnam(two_hosts.hosts[name]["sdenv_user_name"]).pw_dir)
         assert (home / "stable-diffusion-webui" / "venv" / ".sdenv-venv.json").is_file(), name
 
-    # The table under the recap: each host's WebUI commit, the lock its venv was built from (the venv's own
-    # marker says which) and every enabled model verified.
+    # The table under the recap: each host's WebUI commit, ComfyUI's ('-': not chosen here), the lock its venv
+    # was built from (the venv's own marker says which) and every enabled model verified.
     lines = first.output.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("HOST ") and "VENV LOCK" in line)
     header = lines[start]
@@ -86,8 +86,8 @@ def test_two_hosts_fetch_every_byte_once(two_hosts):
         home = Path(pwd.getpwnam(variables["sdenv_user_name"]).pw_dir)
         marker = json.loads((home / "stable-diffusion-webui" / "venv" / ".sdenv-venv.json").read_text())
         models = len(two_hosts.fixture.models)
-        assert row[header.index("WEBUI") :].split()[:3] == [
-            variables["sdenv_lock"]["webui"]["commit"][:10], marker["inputs"]["lock_sha256"][:12],
+        assert row[header.index("WEBUI") :].split()[:4] == [
+            variables["sdenv_lock"]["webui"]["commit"][:10], "-", marker["inputs"]["lock_sha256"][:12],
             f"{models}/{models}"], first.output  # fmt: skip
 
 
