@@ -8,6 +8,9 @@ The next provision skips the role when
   code that runs it (the role's files and plugins/), so an edited setting or an updated toolkit runs it;
 - and every output it recorded has the same fingerprint: a stat (type, mode, owner, size, mtime, ctime,
   inode) of each path, of everything below a tree (no link followed), or the account's user-database entry.
+  In a tree, a directory counts by its entries, not its times, and an empty one not at all; __pycache__ is
+  left out and a git index counts by its bytes, so starting the app (make run, make verify LIVE=1) leaves a
+  converged tree converged.
   A file changed in the WebUI tree, a package removed (dpkg's status file changes), a model touched, a
   setting edited: each makes the role run in full, which then reports its own changes as always.
 DEEP=1 (sdenv_deep) takes no fast path. A role another role feeds (python sets sdenv_python for webui) runs
@@ -24,6 +27,11 @@ import json
 import os
 import pwd
 import stat
+
+try:
+    from ansible.module_utils.app_data import WEBUI_KEPT
+except ImportError:  # the preflight action and unit tests import module_utils directly
+    from app_data import WEBUI_KEPT
 
 ROLES = ("dummy_user", "homebrew", "python", "webui", "comfyui", "models", "known_good")
 # role -> the roles that need it to run when they run (it sets a fact they use).
@@ -129,8 +137,10 @@ def outputs(role, values, system):
         return [["tree", None, []]]  # no usable plan: the role runs in full
     kind_dirs = sorted((values.get("sdenv_models_kind_dirs") or {}).values())
     if role == "webui":
-        # The models' folders are the models role's; the user's outputs and logs are the user's.
-        user_data = [f"{webui}/{d}" for d in values.get("sdenv_snapshot_user_data") or ["outputs", "log"]]
+        # The models' folders are the models role's; the user's outputs and logs are the user's, and what the
+        # WebUI writes for itself as it runs (params.txt, cache/, ...: app_data.py) is no work for the role.
+        kept = [*(values.get("sdenv_snapshot_user_data") or ["outputs", "log"]), *WEBUI_KEPT]
+        user_data = [f"{webui}/{d}" for d in kept]
         specs = [["tree", webui, sorted({*kind_dirs, *user_data})]]
         for extra in (
             "sdenv_webui_hf_home",
@@ -186,56 +196,97 @@ def _line(path, st):
     ).encode("utf-8", "surrogateescape")
 
 
-# Root walks the dummy's trees here: every directory is opened relative to its parent with O_NOFOLLOW, so a
-# directory the dummy swaps for a link after its stat is never entered (the open fails and the line says so).
+def _tree_line(path, st):
+    """A directory inside a walked tree without its times and size: those move whenever an entry is added or
+    removed, and the walk sees every entry that counts by itself. Python's __pycache__ or the WebUI's params.txt
+    appearing must not make the tree look changed through its parent's mtime."""
+    if not stat.S_ISDIR(st.st_mode):
+        return _line(path, st)
+    return f"{path}\0{st.st_mode:o}\0{st.st_uid}\0{st.st_gid}\0{st.st_ino}\n".encode(
+        "utf-8", "surrogateescape"
+    )
+
+
+def _git_index_line(path, fd, name, st):
+    """A git index by its bytes: `git status` as the dummy (make verify, the snapshot's facts) rewrites it with
+    the same bytes and a new mtime; staged changes still change the bytes."""
+    sha = hashlib.sha256()
+    try:
+        index = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), dir_fd=fd)
+    except OSError as exc:
+        return f"{path}\0unreadable {exc.errno}\n".encode("utf-8", "surrogateescape")
+    with os.fdopen(index, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            sha.update(chunk)
+    return f"{path}\0{st.st_mode:o}\0{st.st_uid}\0{st.st_gid}\0{sha.hexdigest()}\n".encode(
+        "utf-8", "surrogateescape"
+    )
+
+
+# Root walks the dummy's trees here: every directory is opened relative to its parent (held open) with
+# O_NOFOLLOW, so a directory the dummy swaps for a link after its stat is never entered (the open fails and the
+# line says so).
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 
 
-def _open_below(top_fd, parts):
-    fd = os.dup(top_fd)
-    try:
-        for name in parts:
-            child = os.open(name, _DIR_FLAGS, dir_fd=fd)
-            os.close(fd)
-            fd = child
-    except OSError:
-        os.close(fd)
-        raise
-    return fd
+def _unreadable(path, exc):
+    return f"{path}\0unreadable {exc.errno}\n".encode("utf-8", "surrogateescape")
 
 
 def _tree(top, excludes, sha):
-    excluded = set(excludes)
     try:
         top_fd = os.open(top, _DIR_FLAGS)
     except OSError as exc:
-        sha.update(f"{top}\0unreadable {exc.errno}\n".encode("utf-8", "surrogateescape"))
+        sha.update(_unreadable(top, exc))
         return
     try:
-        stack = [[]]  # each directory as its names below top
-        while stack:
-            parts = stack.pop()
-            directory = os.path.join(top, *parts)
-            try:
-                fd = _open_below(top_fd, parts)
-                try:
-                    with os.scandir(fd) as it:
-                        entries = sorted(it, key=lambda e: e.name)
-                    lines = [(e.name, os.stat(e.name, dir_fd=fd, follow_symlinks=False)) for e in entries]
-                finally:
-                    os.close(fd)
-            except OSError as exc:
-                sha.update(f"{directory}\0unreadable {exc.errno}\n".encode("utf-8", "surrogateescape"))
-                continue
-            for name, st in lines:
-                path = os.path.join(directory, name)
-                if path in excluded:
-                    continue
-                sha.update(_line(path, st))
-                if stat.S_ISDIR(st.st_mode):
-                    stack.append([*parts, name])
+        sha.update(_directory(top_fd, top, set(excludes), False) or b"")
     finally:
         os.close(top_fd)
+
+
+def _directory(fd, directory, excluded, in_git):
+    """The digest of what counts below the open directory `fd`, or None when nothing does: a folder that is
+    empty, or holds only empty folders, is no output (the WebUI makes extensions/ and models/ folders at its
+    first start; the known-good snapshot does not count new empty folders either)."""
+    try:
+        with os.scandir(fd) as it:
+            names = sorted(entry.name for entry in it)
+    except OSError as exc:
+        return _unreadable(directory, exc)
+    sha, counted = hashlib.sha256(), False
+    for name in names:
+        path = os.path.join(directory, name)
+        if path in excluded:
+            continue
+        try:
+            st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+        except OSError as exc:
+            sha.update(_unreadable(path, exc))
+            counted = True
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            if name == "__pycache__":
+                continue  # Python's bytecode, written wherever the dummy imports: no output of a role
+            try:
+                child = os.open(name, _DIR_FLAGS, dir_fd=fd)
+            except OSError as exc:
+                sha.update(_unreadable(path, exc))
+                counted = True
+                continue
+            try:
+                below = _directory(child, path, excluded, name == ".git")
+            finally:
+                os.close(child)
+            if below is None:
+                continue
+            sha.update(_tree_line(path, st) + below)
+        elif in_git and name == "index" and stat.S_ISREG(st.st_mode):
+            sha.update(_git_index_line(path, fd, name, st))
+        else:
+            sha.update(_line(path, st))
+        counted = True
+    return sha.digest() if counted else None
 
 
 def _account(name):
@@ -287,9 +338,11 @@ def fingerprint(spec):
         return "absent"
     if kind == "owner":
         return f"{st.st_mode:o} {st.st_uid} {st.st_gid}"
-    sha = hashlib.sha256(_line(path, st))
     if kind == "tree" and stat.S_ISDIR(st.st_mode):
+        sha = hashlib.sha256(_tree_line(path, st))
         _tree(path, excludes, sha)
+    else:
+        sha = hashlib.sha256(_line(path, st))
     return sha.hexdigest()
 
 

@@ -122,14 +122,14 @@ def test_a_run_with_nothing_changed_skips_every_role(provisioned):
 
 
 def test_the_reading_targets_leave_nothing_for_the_fast_path_to_find(provisioned, tmp_path):
-    """make snapshot, a static make verify and make provision CHECK=1 only read the dummy's trees: the next
-    provision still skips every role. (git status took the index lock in each repository for its refresh,
-    and the .git directories' changed mtimes made every provision after a verify or a snapshot run the
-    webui role in full.)"""
+    """make snapshot, make verify LIVE=1 and make provision CHECK=1 leave nothing the next provision has work
+    for: it still skips every role. (git status took the index lock in each repository for its refresh, and
+    the .git directories' changed mtimes made every provision after a verify or a snapshot run the webui role
+    in full; LIVE=1 starts the WebUI, which writes its bytecode, params.txt and cache/ into its tree.)"""
     settle()
     for target, variables in (
         ("snapshot", {}),
-        ("verify", {"VERIFY_REPORTS": str(tmp_path / "reports")}),
+        ("verify", {"VERIFY_REPORTS": str(tmp_path / "reports"), "LIVE": "1"}),
         ("provision", {"CHECK": "1"}),
     ):
         result = run_make(target, provisioned, **variables)

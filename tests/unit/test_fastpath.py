@@ -285,12 +285,67 @@ def test_the_walk_never_enters_a_link_even_one_swapped_in_after_its_stat(tmp_pat
     (tmp_path / "tree" / "swapped").symlink_to(outside, target_is_directory=True)
     top_fd = os.open(tmp_path / "tree", os.O_RDONLY | os.O_DIRECTORY)
     try:
-        os.close(fastpath._open_below(top_fd, ["real"]))
+        os.close(os.open("real", fastpath._DIR_FLAGS, dir_fd=top_fd))
         with pytest.raises(OSError):  # what a directory replaced by a link between stat and open meets
-            fastpath._open_below(top_fd, ["swapped"])
+            os.open("swapped", fastpath._DIR_FLAGS, dir_fd=top_fd)
     finally:
         os.close(top_fd)
     spec = ["tree", str(tmp_path / "tree"), []]
     before = fastpath.fingerprint(spec)
     (outside / "file").write_text("the link's target changed")
     assert fastpath.fingerprint(spec) == before
+
+
+def test_what_the_webui_writes_as_it_runs_is_no_drift_and_its_code_still_is(tmp_path):
+    """make run / make verify start the WebUI: bytecode, params.txt, cache/, a git index git status rewrote
+    with the same bytes (and the directories' times those move) leave the next provision on the fast path."""
+    plan, webui = planned(tmp_path)
+    git = webui / ".git"
+    git.mkdir()
+    (git / "index").write_bytes(b"DIRC index bytes")
+    (webui / "modules").mkdir()
+    (webui / "modules" / "shared.py").write_text("opts = {}\n")
+    stamps = stamped(plan)
+    (webui / "__pycache__").mkdir()
+    (webui / "__pycache__" / "webui.cpython-310.pyc").write_bytes(b"pyc")
+    (webui / "modules" / "__pycache__").mkdir()
+    (webui / "modules" / "__pycache__" / "shared.cpython-310.pyc").write_bytes(b"pyc")
+    (webui / "params.txt").write_text("a cat\nSteps: 20")
+    (webui / "cache").mkdir()
+    (webui / "cache" / "hashes").write_bytes(b"db")
+    (webui / "extensions").mkdir()  # the folders it makes at its first start, empty
+    (webui / "models" / "hypernetworks").mkdir()
+    (webui / "models" / "VAE-approx").mkdir()
+    index = git / "index"
+    index.write_bytes(index.read_bytes())  # same bytes, new mtime and ctime
+    os.utime(index, ns=(1, 1))
+    assert fastpath.fast_roles(plan, stamps)[1] == {}
+    (git / "index").write_bytes(b"DIRC index staged")  # the index's bytes are the repository's state
+    assert fastpath.fast_roles(plan, stamps)[1]["webui"] == f"{webui} changed"
+    (git / "index").write_bytes(b"DIRC index bytes")
+    assert fastpath.fast_roles(plan, stamps)[1] == {}
+    (webui / "modules" / "extra.py").write_text("x = 1\n")  # a new file in the code: the role runs
+    assert fastpath.fast_roles(plan, stamps)[1]["webui"] == f"{webui} changed"
+    (webui / "modules" / "extra.py").unlink()
+    assert fastpath.fast_roles(plan, stamps)[1] == {}
+    (webui / "extensions" / "an-extension").mkdir()
+    (webui / "extensions" / "an-extension" / "install.py").write_text("")  # an extension installed: it runs
+    assert fastpath.fast_roles(plan, stamps)[1]["webui"] == f"{webui} changed"
+
+
+def test_a_directory_replaced_or_its_mode_changed_in_a_tree_is_still_seen(tmp_path):
+    plan, webui = planned(tmp_path)
+    lora = webui / "extensions-builtin" / "Lora"
+    lora.mkdir(parents=True)
+    (lora / "lora.py").write_text("x = 1\n")
+    os.chmod(lora, 0o700)
+    stamps = stamped(plan)
+    os.chmod(lora, 0o500)
+    assert fastpath.fast_roles(plan, stamps)[1]["webui"] == f"{webui} changed"
+    os.chmod(lora, 0o700)  # its times moved, its entries did not
+    assert fastpath.fast_roles(plan, stamps)[1] == {}
+    os.rename(lora, tmp_path / "moved")
+    lora.mkdir()
+    os.chmod(lora, 0o700)
+    os.link(tmp_path / "moved" / "lora.py", lora / "lora.py")  # the same file in another directory
+    assert fastpath.fast_roles(plan, stamps)[1]["webui"] == f"{webui} changed"

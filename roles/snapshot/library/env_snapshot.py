@@ -27,7 +27,7 @@ options:
     description:
       - Take no new snapshot (changed=false) when the newest of the same kind holds the same contents, leaving
         out what a rollback keeps in O(webui_dir) and O(comfyui_dir) (their user data, and what the WebUI
-        writes for itself as it runs, see module_utils/app_data.py), __pycache__ and new empty folders. When the
+        writes for itself as it runs, see plugins/module_utils/app_data.py), __pycache__ and new empty folders. When the
         WebUI's config.json or ui-config.json alone differ, the snapshot is taken (a rollback puts back the
         newest copy) and reported unchanged, C(refreshed) naming the one it supersedes.
     type: bool
@@ -45,7 +45,7 @@ options:
     description:
       - Paths relative to O(webui_dir) a rollback leaves as they are (the user's work), unless O(only_paths) names
         them or a path inside them; what the WebUI writes for itself and the toolkit pins nothing in
-        (params.txt, styles.csv, cache/, config_states/, see module_utils/app_data.py) is kept too.
+        (params.txt, styles.csv, cache/, config_states/, see plugins/module_utils/app_data.py) is kept too.
     type: list
     elements: str
     default: []
