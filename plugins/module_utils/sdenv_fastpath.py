@@ -209,28 +209,36 @@ def _tree_line(path, st):
 
 def _git_index_line(path, fd, name, st):
     """A git index by its bytes: `git status` as the dummy (make verify, the snapshot's facts) rewrites it with
-    the same bytes and a new mtime; staged changes still change the bytes."""
+    the same bytes and a new mtime; staged changes still change the bytes. The dummy could swap it for a fifo
+    or a directory after its stat: opened non-blocking, read only as a regular file, any error its own line."""
     sha = hashlib.sha256()
     try:
-        index = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), dir_fd=fd)
+        index = os.open(
+            name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0), dir_fd=fd
+        )
     except OSError as exc:
-        return f"{path}\0unreadable {exc.errno}\n".encode("utf-8", "surrogateescape")
+        return _unreadable(path, exc)
     with os.fdopen(index, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            sha.update(chunk)
+        try:
+            if not stat.S_ISREG(os.fstat(index).st_mode):
+                return f"{path}\0not a regular file\n".encode("utf-8", "surrogateescape")
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                sha.update(chunk)
+        except OSError as exc:
+            return _unreadable(path, exc)
     return f"{path}\0{st.st_mode:o}\0{st.st_uid}\0{st.st_gid}\0{sha.hexdigest()}\n".encode(
         "utf-8", "surrogateescape"
     )
+
+
+def _unreadable(path, exc):
+    return f"{path}\0unreadable {exc.errno}\n".encode("utf-8", "surrogateescape")
 
 
 # Root walks the dummy's trees here: every directory is opened relative to its parent (held open) with
 # O_NOFOLLOW, so a directory the dummy swaps for a link after its stat is never entered (the open fails and the
 # line says so).
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
-
-
-def _unreadable(path, exc):
-    return f"{path}\0unreadable {exc.errno}\n".encode("utf-8", "surrogateescape")
 
 
 def _tree(top, excludes, sha):

@@ -349,3 +349,18 @@ def test_a_directory_replaced_or_its_mode_changed_in_a_tree_is_still_seen(tmp_pa
     os.chmod(lora, 0o700)
     os.link(tmp_path / "moved" / "lora.py", lora / "lora.py")  # the same file in another directory
     assert fastpath.fast_roles(plan, stamps)[1]["webui"] == f"{webui} changed"
+
+
+def test_an_index_swapped_for_a_fifo_after_its_stat_neither_blocks_nor_is_read(tmp_path):
+    git = tmp_path / ".git"
+    git.mkdir()
+    (git / "index").write_bytes(b"DIRC")
+    st = os.stat(git / "index")
+    (git / "index").unlink()
+    os.mkfifo(git / "index")  # what the walk meets if the dummy swaps it between the stat and the open
+    fd = os.open(git, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        line = fastpath._git_index_line(str(git / "index"), fd, "index", st)
+    finally:
+        os.close(fd)
+    assert line == f"{git / 'index'}\0not a regular file\n".encode()

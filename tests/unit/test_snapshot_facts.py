@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import snapshot_facts as sf
 
 
@@ -253,6 +254,19 @@ def test_root_reads_no_other_file_through_the_venv_marker(tmp_path):
     (venv / sf.VENV_MARKER).write_text("not json")
     value, why = sf.venv_lock_sha256(str(venv))
     assert value is None and "cannot be read" in why
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a link of another account is made by root")
+def test_root_follows_no_link_of_the_dummys_on_the_way_to_the_venv_marker(tmp_path):
+    """The venv (or the app tree) swapped for the dummy's link to a tree holding a marker: no marker."""
+    write_marker(tmp_path / "elsewhere", "f" * 64)
+    tree = tmp_path / "ComfyUI"
+    tree.mkdir()
+    os.chown(tree, 4242, 4242)  # the dummy's tree
+    (tree / "venv").symlink_to(tmp_path / "elsewhere")
+    os.lchown(tree / "venv", 4242, 4242)
+    value, why = sf.venv_lock_sha256(str(tree / "venv"))
+    assert value is None and "no venv marker" in why and "does not follow links" in why
 
 
 def test_the_diff_names_comfyuis_commit_and_says_not_recorded_for_an_older_manifest():

@@ -17,6 +17,11 @@ import stat
 import subprocess
 import sys
 
+try:
+    from ansible.module_utils.sdenv_atomic import open_nofollow
+except ImportError:  # unit tests import module_utils directly
+    from sdenv_atomic import open_nofollow
+
 # The WebUI's launchers, and ComfyUI's main.py (make run APP=comfyui starts <ComfyUI>/main.py): only a launcher
 # whose path lies inside the tree asked about counts.
 LAUNCHERS = ("launch.py", "webui.sh", "webui.py", "main.py")
@@ -145,13 +150,14 @@ def parse_brew_versions(text: str) -> dict:
 def venv_lock_sha256(venv_dir: str) -> tuple[str | None, str | None]:
     """(the sha256 of the lock file the venv was built from, as its marker records it, or None; why not).
 
-    The marker lies in a tree the dummy owns and this runs as root: it is opened without following a link at
-    its own name, only as a regular file, and only a 64-hex value is taken from it, so a link or a fifo the
-    dummy put there reads as "no marker", never as another file's contents."""
+    The marker lies in a tree the dummy owns and this runs as root: it is opened without following a link the
+    dummy could have made anywhere on its path (the venv, the app tree), only as a regular file, and only a
+    64-hex value is taken from it, so a link or a fifo the dummy put there reads as "no marker", never as
+    another file's contents."""
     path = os.path.join(venv_dir, VENV_MARKER)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError as e:
+        fd = open_nofollow(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as e:  # LinkRefused too
         return None, f"no venv marker at {path} ({e.strerror})"
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
