@@ -169,6 +169,14 @@ def test_a_torch_bound_the_lock_meets_is_a_note_and_one_it_does_not_is_refused()
         check_torch(too_new, LOCK["comfyui_venv"]["torch"])
 
 
+def test_extras_and_markers_on_torch_bound_nothing_but_its_version_bound_still_counts():
+    pins = LOCK["comfyui_venv"]["torch"]
+    assert check_torch(V0_3_64.replace("torch\n", "torch[opt]\n", 1), pins) == []
+    assert check_torch(V0_3_64.replace("torch\n", "torch[opt]>=2.2; python_version >= '3.9'\n", 1), pins) == [
+        "requirements.txt bounds torch>=2.2; every platform's pin in lock.yml fits it"
+    ]
+
+
 def test_requires_python_is_checked_against_the_toolkits_pythons():
     check_python(PYPROJECT, PYTHONS)
     check_python("", PYTHONS)  # no pyproject.toml: nothing to check
@@ -298,8 +306,10 @@ def test_the_script_plans_comfyui_alone_and_keeps_the_webui_locks_byte_for_byte(
     cli = load_upgrade_cli()
     relocked = []
 
-    def lock_comfyui_venv(sdenv_lock, lock_dir, cache, index_url, platforms):
+    def lock_comfyui_venv(sdenv_lock, lock_dir, cache, index_url, platforms, requirements, reuse_dir):
         relocked.append((sdenv_lock["comfyui"]["commit"], platforms))
+        assert b"comfyui-workflow-templates" in requirements  # the plan's own read, not a second fetch
+        assert reuse_dir == str(place.venv_lock)
         (cli.Path(lock_dir) / "comfyui" / "Linux-x86_64-py3.11.txt").write_text(
             "torch==2.8.0 --hash=sha256:aa\nnew==1 --hash=sha256:bb\n"
         )

@@ -69,13 +69,11 @@ def check_torch(new_text, torch_pins):
     never moved to a torch the plan did not read from upstream. Returns notes on bounds that the pins meet."""
     wanted, notes = requirements(new_text), []
     for name in TORCH_TRIO:
-        spec = wanted.get(name, ("", ""))[1].split(";", 1)[0]
+        # The version bound alone: the extras before it and the marker after it bound nothing.
+        spec = re.sub(r"^\[[^\]]*\]", "", wanted.get(name, ("", ""))[1]).split(";", 1)[0].strip()
         if not spec:
             continue
-        try:
-            allowed = SpecifierSet(spec)
-        except InvalidSpecifier as exc:  # extras only: nothing to bound
-            raise ComfyUpgradeError(f"ComfyUI's requirements.txt bounds {name} as {spec!r}, unread.") from exc
+        allowed = SpecifierSet(spec)
         for platform, pins in sorted(torch_pins.items()):
             pin = str(pins.get(name, ""))
             if pin and not allowed.contains(pin, prereleases=True):
