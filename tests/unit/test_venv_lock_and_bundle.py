@@ -459,3 +459,9 @@ def test_a_comfyui_upgrade_relocks_comfyui_alone(tmp_path, monkeypatch):
     names = ["Darwin-arm64-py3.10.txt", "Linux-x86_64-py3.10.txt", "Linux-x86_64-py3.11.txt"]
     assert sorted(str(Path(p).relative_to(tmp_path)) for p in resolved) == [f"comfyui/{n}" for n in names]
     assert fetched == [1]
+    # The upgrade's plan read requirements.txt already: ComfyUI is not fetched again for the locks.
+    fetched.clear()
+    bb.lock_comfyui_venv(
+        lock(), str(tmp_path), str(tmp_path), platforms=["Linux-x86_64"], requirements=b"torch\n"
+    )
+    assert fetched == []

@@ -154,14 +154,20 @@ def lock_venv(sdenv_lock, lock_dir, cache, index_url="", platforms=(), reuse_dir
                 comfyui.lock(platform, python, reuse_dir)
 
 
-def lock_comfyui_venv(sdenv_lock, lock_dir, cache, index_url="", platforms=()):
+def lock_comfyui_venv(
+    sdenv_lock, lock_dir, cache, index_url="", platforms=(), requirements=None, reuse_dir=None
+):
     """ComfyUI's venv locks alone, into lock_dir/comfyui/ (make upgrade COMFYUI=: the WebUI's locks are kept
-    byte for byte, since re-resolving them would float their unpinned packages)."""
+    byte for byte, since re-resolving them would float their unpinned packages). `requirements`: the pinned
+    commit's requirements.txt as the caller read it already (the upgrade's plan: not cloned a second time into
+    make bundle's cache); `reuse_dir`: a venv-lock directory whose ComfyUI locks are kept where their inputs
+    have not moved (a COMFYUI= of the commit already pinned re-resolves nothing)."""
     uv = uv_command()
     comfyui = ComfyuiLocker(sdenv_lock, lock_dir, cache, index_url, uv, uv_version(uv))
+    comfyui.raw = requirements
     for platform in platforms_of(sdenv_lock, platforms):
         for python in PYTHONS[platform]:
-            comfyui.lock(platform, python)
+            comfyui.lock(platform, python, reuse_dir)
 
 
 class ComfyuiLocker:

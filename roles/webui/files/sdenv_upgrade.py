@@ -372,6 +372,8 @@ def make_comfyui_plan(args, place):
                 args.cache,
                 args.index_url,
                 platforms,
+                requirements=new_requirements.encode(),
+                reuse_dir=str(place.venv_lock),
             )
         except bundle_build.BUNDLE_ERRORS as exc:
             if not args.check:
