@@ -120,7 +120,7 @@ def test_the_toolkits_yaml_shows_the_store_and_the_guide_workflow_makes_a_png(co
         "guide.safetensors", "1woman", dict(IMAGE, seed=1), lora="glasses-2.safetensors")), time.monotonic() + 30,
         interval=0.05)  # fmt: skip
     assert client.images(again)[0][1][-200:] == png[-200:] and client.images(other)[0][1][-200:] != png[-200:]
-    record = [json.loads(line) for line in (tree / "launch-record.jsonl").read_text().splitlines()]
+    record = [json.loads(line) for line in Path(f"{tree}.launch-record.jsonl").read_text().splitlines()]
     assert record[-1]["argv"][:2] == ["--listen", "127.0.0.1"]
 
 
