@@ -36,6 +36,9 @@ everywhere by the snapshotter.
 
 WEBUI_KEPT = ("params.txt", "styles.csv", "cache", "config_states")
 WEBUI_RESTORED = ("config.json", "ui-config.json")
+# ComfyUI's own scratch, beside the user's folders (sdenv_snapshot_comfyui_user_data: output, input, user):
+# temp/ holds previews; main.py empties it at every start and exit, so only a killed run leaves files there.
+COMFYUI_KEPT = ("temp",)
 
 
 def kept_paths(tree, user_data, app_kept=WEBUI_KEPT):

@@ -29,9 +29,9 @@ import pwd
 import stat
 
 try:
-    from ansible.module_utils.app_data import WEBUI_KEPT
+    from ansible.module_utils.app_data import COMFYUI_KEPT, WEBUI_KEPT
 except ImportError:  # the preflight action and unit tests import module_utils directly
-    from app_data import WEBUI_KEPT
+    from app_data import COMFYUI_KEPT, WEBUI_KEPT
 
 ROLES = ("dummy_user", "homebrew", "python", "webui", "comfyui", "models", "known_good")
 # role -> the roles that need it to run when they run (it sets a fact they use).
@@ -48,6 +48,7 @@ OUTPUT_VALUES = (
     "sdenv_login_profile", "sdenv_webui_dir", "sdenv_models_kind_dirs", "sdenv_snapshot_user_data",
     "sdenv_webui_hf_home", "sdenv_webui_cache_dir", "sdenv_webui_venv_dir", "sdenv_webui_uv", "sdenv_user_shell",
     "sdenv_linux_packages", "sdenv_python_fallback", "sdenv_apps", "sdenv_comfyui_dir", "sdenv_comfyui_venv_dir",
+    "sdenv_snapshot_comfyui_user_data",
 )  # fmt: skip
 
 
@@ -124,8 +125,12 @@ def outputs(role, values, system):
         comfyui = values.get("sdenv_comfyui_dir")
         if not isinstance(comfyui, str) or not comfyui:
             return [["tree", None, []]]
-        # What ComfyUI writes as it runs is the user's (folder_paths: output, input, temp, user).
-        specs = [["tree", comfyui, [f"{comfyui}/{d}" for d in ("input", "output", "temp", "user")]]]
+        # What ComfyUI writes as it runs: the user's folders (as the snapshot keeps them) and its scratch.
+        kept = [
+            *(values.get("sdenv_snapshot_comfyui_user_data") or ["output", "input", "user"]),
+            *COMFYUI_KEPT,
+        ]
+        specs = [["tree", comfyui, [f"{comfyui}/{d}" for d in kept]]]
         venv = values.get("sdenv_comfyui_venv_dir")
         if isinstance(venv, str) and venv and not (venv + "/").startswith(comfyui + "/"):
             specs.append(["tree", venv, []])

@@ -277,6 +277,22 @@ def test_a_file_changed_in_comfyui_runs_it_and_what_feeds_it(tmp_path):
     assert "models" in fast
 
 
+def test_comfyuis_user_folders_are_the_snapshots_setting_and_its_scratch_is_no_drift(tmp_path):
+    plan, comfyui = comfyui_planned(tmp_path, ["webui", "comfyui"])
+    (comfyui / "workflows").mkdir()
+    values = {**VALUES, "sdenv_apps": ["webui", "comfyui"], "sdenv_comfyui_dir": str(comfyui),
+              "sdenv_snapshot_comfyui_user_data": ["output", "workflows"]}  # fmt: skip
+    plan = {**plan, **fastpath.plan({"comfyui": values, "python": values, "webui": values}, {}, "Linux", {})}
+    stamps = stamped(plan)
+    (comfyui / "workflows" / "mine.json").write_text("{}")  # the user's, as settings.yml names it
+    (comfyui / "temp").mkdir()
+    (comfyui / "temp" / "preview.png").write_bytes(b"png")  # left by a killed run
+    assert fastpath.fast_roles(plan, stamps)[1] == {}
+    (comfyui / "input").mkdir()
+    (comfyui / "input" / "x.png").write_bytes(b"png")  # not the user's folder in these settings
+    assert fastpath.fast_roles(plan, stamps)[1]["comfyui"] == f"{comfyui} changed"
+
+
 def test_the_walk_never_enters_a_link_even_one_swapped_in_after_its_stat(tmp_path):
     """Root fingerprints the dummy's trees: each directory is opened below its parent with O_NOFOLLOW."""
     (tmp_path / "tree" / "real").mkdir(parents=True)

@@ -108,7 +108,7 @@ prune: {description: Snapshots forgotten and bytes freed., type: dict, returned:
 
 import os
 
-from ansible.module_utils.app_data import WEBUI_KEPT, WEBUI_RESTORED, kept_paths
+from ansible.module_utils.app_data import COMFYUI_KEPT, WEBUI_KEPT, WEBUI_RESTORED, kept_paths
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.snapshot_facts import account, diff_facts, gather, homebrew_roots, running_webui
 from ansible.module_utils.snapshot_retention import RetentionError, normalize_policy
@@ -189,7 +189,7 @@ def main():
         # What a rollback keeps as it is, per app tree: (tree, relative paths).
         apps_kept = (
             (p["webui_dir"], kept_paths(p["webui_dir"], p["user_data"], WEBUI_KEPT)),
-            (p["comfyui_dir"], kept_paths(p["comfyui_dir"], p["comfyui_user_data"], ())),
+            (p["comfyui_dir"], kept_paths(p["comfyui_dir"], p["comfyui_user_data"], COMFYUI_KEPT)),
         )
         if p["state"] == "snapshot":
             res = store.snapshot(
