@@ -226,7 +226,9 @@ def test_make_run_app_comfyui_serves_the_store_generates_the_guide_image_and_ctr
                 if "ComfyUI is running at" in line or "ComfyUI exited" in line:
                     break
             assert f"ComfyUI is running at http://127.0.0.1:{port}/" in "".join(lines), "".join(lines[-40:])
-            record = [json.loads(x) for x in Path(f"{comfyui}.launch-record.jsonl").read_text().splitlines()][-1]
+            record = [json.loads(x) for x in Path(f"{comfyui}.launch-record.jsonl").read_text().splitlines()][
+                -1
+            ]
             assert record["argv"][:5] == [
                 "--listen",
                 "127.0.0.1",
